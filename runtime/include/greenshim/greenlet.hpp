@@ -1,0 +1,154 @@
+// greenshim runtime: greenlets.
+//
+// A Greenlet is a function running on its own stack (a Boost.Context fiber on an
+// mmap'd stack with a PROT_NONE guard page below it). Control moves between
+// greenlets only by explicit switches, with the semantics of Python's greenlet
+// module:
+//
+//  * g->switch_to(v) runs g until it switches elsewhere; the value it receives
+//    back is what the next greenlet to switch to us passes (or the return value
+//    of a greenlet that dies while we are its first live ancestor).
+//  * A fresh greenlet receives the first switch's value as its argument.
+//  * When a greenlet's function returns, control goes to its parent (the first
+//    ancestor that is not dead) with the return value. An exception escaping the
+//    function is raised in that parent instead; GreenletExit counts as a normal
+//    return with an empty value.
+//  * A greenlet that is never switched back to is unwound when its last
+//    shared_ptr goes: destructors on its stack run (Boost.Context's
+//    forced_unwind), its stack returns to the pool, nothing leaks.
+//
+// Costs (measured by tests/bench, this VM): a switch is a Boost.Context
+// fcontext jump plus saving errno, ~10-20 ns. Starting a greenlet takes a stack
+// from a per-thread pool (an mmap + mprotect only when the pool is empty).
+//
+// May not: switch between OS threads (a greenlet belongs to the thread that
+// created it); switch to a greenlet the hub has parked (see hub.hpp) — such a
+// greenlet is resumed only by the hub; catch(...) and swallow the unwinding of a
+// greenlet being destroyed (rethrow what you catch).
+#pragma once
+
+#include <any>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#define GREENSHIM_API __attribute__((visibility("default")))
+
+namespace greenshim {
+
+class Hub;
+class WaitQueue;
+
+// Thrown into a greenlet to end it quietly; escaping its function it counts as a
+// normal return (the parent receives an empty value).
+struct GREENSHIM_API GreenletExit : std::exception {
+    const char* what() const noexcept override { return "GreenletExit"; }
+};
+
+enum class GreenletState : std::uint8_t {
+    fresh,      // created, never switched to
+    running,    // the one greenlet running on this thread
+    suspended,  // switched away from by an explicit switch_to()
+    ready,      // in the hub's run queue
+    parked,     // waiting in the hub for an fd, a timer or a wait queue
+    dead,       // its function returned or raised
+};
+
+GREENSHIM_API const char* to_string(GreenletState s) noexcept;
+
+namespace detail {
+struct ThreadState;
+struct WaitNode;
+struct Runtime;
+}  // namespace detail
+
+class GREENSHIM_API Greenlet : public std::enable_shared_from_this<Greenlet> {
+public:
+    using Fn = std::function<std::any(std::any)>;
+
+    // A new greenlet whose parent is the current greenlet. stack_size 0 means
+    // default_stack_size(); it is rounded up to whole pages.
+    static std::shared_ptr<Greenlet> create(Fn fn, std::string name = {}, std::size_t stack_size = 0);
+    // Convenience for functions that take and return nothing.
+    static std::shared_ptr<Greenlet> create(std::function<void()> fn, std::string name = {},
+                                            std::size_t stack_size = 0);
+
+    // The greenlet running on this OS thread (the thread's main greenlet if no
+    // other was switched to). Cost: a thread-local load.
+    static Greenlet& current();
+
+    // Runs this greenlet; returns the value the next switch back to us carries.
+    // Switching to a dead greenlet switches to its first live ancestor.
+    std::any switch_to(std::any value = {});
+    // Switches to this greenlet and raises e at its suspension point (a fresh
+    // greenlet dies at once: e is then raised in its parent, unless it is
+    // GreenletExit).
+    std::any throw_in(std::exception_ptr e);
+    std::any throw_in() { return throw_in(std::make_exception_ptr(GreenletExit{})); }
+
+    bool dead() const noexcept { return state_ == GreenletState::dead; }
+    bool started() const noexcept { return state_ != GreenletState::fresh; }
+    GreenletState state() const noexcept { return state_; }
+    bool is_main() const noexcept { return is_main_; }
+
+    Greenlet* parent() const noexcept { return parent_.get(); }
+    // Re-parenting follows greenlet's rule: no cycles (std::invalid_argument).
+    void set_parent(std::shared_ptr<Greenlet> p);
+
+    std::uint64_t id() const noexcept { return id_; }
+    const std::string& name() const noexcept { return name_; }
+    void set_name(std::string n) { name_ = std::move(n); }
+    std::size_t stack_size() const noexcept { return stack_size_; }
+    // The usable stack of a started, not dead greenlet: [bottom, top). Main
+    // greenlets report nullptr.
+    void* stack_bottom() const noexcept;
+    void* stack_top() const noexcept;
+
+    // The exception that ended this greenlet, if any (GreenletExit excluded).
+    std::exception_ptr exception() const noexcept { return error_; }
+
+    // Default stack size for greenlets created with stack_size 0: 256 KiB.
+    static void set_default_stack_size(std::size_t bytes) noexcept;
+    static std::size_t default_stack_size() noexcept;
+
+    ~Greenlet();
+    Greenlet(const Greenlet&) = delete;
+    Greenlet& operator=(const Greenlet&) = delete;
+
+    struct Impl;  // runtime-internal state (fiber, hub links)
+    Impl& impl() noexcept { return *impl_; }
+
+private:
+    struct Token {};
+
+public:
+    Greenlet(Token, Fn fn, std::string name, std::size_t stack_size, bool is_main);
+
+private:
+    friend struct detail::Runtime;
+    friend class Hub;
+
+    std::unique_ptr<Impl> impl_;
+    std::shared_ptr<Greenlet> parent_;
+    Fn fn_;
+    std::string name_;
+    std::exception_ptr error_;
+    std::uint64_t id_;
+    std::size_t stack_size_;
+    GreenletState state_ = GreenletState::fresh;
+    bool is_main_ = false;
+};
+
+// Statistics of this thread's stack pool, for tests and benchmarks.
+struct StackPoolStats {
+    std::size_t mapped;   // stacks currently mmap'd (in use or pooled)
+    std::size_t pooled;   // of those, free in the pool
+    std::size_t reused;   // allocations served from the pool so far
+};
+GREENSHIM_API StackPoolStats stack_pool_stats() noexcept;
+
+}  // namespace greenshim

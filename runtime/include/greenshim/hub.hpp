@@ -1,0 +1,166 @@
+// greenshim runtime: the hub.
+//
+// One Hub per OS thread that uses it (created on first use), like gevent's hub:
+// a greenlet that runs a libev loop and a FIFO run queue. A greenlet that must
+// wait *parks*: it records what would wake it (an fd becoming ready, a deadline,
+// a WaitQueue notification) and switches to the hub. The hub runs every
+// greenlet that was ready when it started a pass, then runs the libev loop once
+// (without blocking if something is ready), whose callbacks put woken
+// greenlets back in the run queue.
+//
+// Every wait in greenshim goes through Hub::park(); fd waits and sleeps are thin
+// layers over it. The shim's interposers (read, accept, poll, ...) and the
+// gevent-style API (gevent.hpp) both use these calls.
+//
+// Costs: park + wake = two greenlet switches and a queue push/pop. An fd wait
+// keeps its ev_io watcher armed after it fires, so a socket that is waited on
+// again and again costs no epoll_ctl per wait; a watcher is stopped only when it
+// fires with nobody waiting. A deadline arms the greenlet's own ev_timer (a heap
+// insert, no syscall).
+//
+// May not: be called from the hub greenlet itself (it would park the loop:
+// std::logic_error), from a signal handler, or for another thread's hub.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+
+#include "greenshim/greenlet.hpp"
+
+struct ev_loop;
+
+namespace greenshim {
+
+// An absolute point on CLOCK_MONOTONIC, in nanoseconds.
+using Deadline = std::int64_t;
+inline constexpr Deadline kForever = std::numeric_limits<Deadline>::max();
+GREENSHIM_API std::int64_t monotonic_ns() noexcept;
+// seconds < 0 means never; 0 means now.
+GREENSHIM_API Deadline deadline_after(double seconds) noexcept;
+GREENSHIM_API Deadline deadline_after_ns(std::int64_t ns) noexcept;
+
+// Why a parked greenlet resumed.
+enum class Wake : std::uint8_t {
+    none,         // a raw switch_to() resumed it, not the hub
+    event,        // what it waited for happened (fd ready, notified)
+    timeout,      // its deadline passed
+    closed,       // the fd it waited on was closed (Hub::fd_closed)
+    interrupted,  // Hub::interrupt(): a signal handler asked it to stop waiting
+    deadlock,     // main greenlet only: nothing left that could ever wake it
+};
+GREENSHIM_API const char* to_string(Wake w) noexcept;
+
+// Readiness bits for fd waits (the same values as POLLIN / POLLOUT).
+inline constexpr int kReadable = 0x001;
+inline constexpr int kWritable = 0x004;
+
+struct FdWait {
+    int fd;
+    short events;   // kReadable | kWritable
+    short revents;  // set on return: what was seen ready
+};
+
+// A FIFO of greenlets parked until notified: the one primitive under joins,
+// locks, condition variables and semaphores. Not thread-safe: one OS thread.
+class GREENSHIM_API WaitQueue {
+public:
+    WaitQueue() = default;
+    WaitQueue(const WaitQueue&) = delete;
+    WaitQueue& operator=(const WaitQueue&) = delete;
+    ~WaitQueue();
+
+    // Parks the current greenlet until notify_*() picks it or the deadline passes.
+    Wake wait(Deadline deadline = kForever);
+    bool notify_one();             // wakes the longest waiter; false if none
+    std::size_t notify_all();      // wakes every waiter
+    bool empty() const noexcept { return head_ == nullptr; }
+    std::size_t size() const noexcept;
+
+private:
+    friend class Hub;
+    detail::WaitNode* head_ = nullptr;
+    detail::WaitNode* tail_ = nullptr;
+};
+
+class GREENSHIM_API Hub {
+public:
+    // This thread's hub, created on first use (an ev_loop with the epoll
+    // backend and a greenlet with a 256 KiB stack).
+    static Hub& current();
+    // This thread's hub if it exists, else nullptr. Cost: a thread-local load.
+    static Hub* existing() noexcept;
+
+    // Parks the current greenlet until schedule() picks it or the deadline
+    // passes. The basic wait; everything else is built on it.
+    Wake park(Deadline deadline = kForever);
+    // Puts a parked greenlet of this hub in the run queue; a greenlet that is
+    // not parked is left alone. Cheap: no switch happens here.
+    void schedule(Greenlet& g, Wake why = Wake::event);
+    // Wakes g with Wake::interrupted if it is parked interruptibly (fd waits,
+    // sleeps, WaitQueue waits).
+    bool interrupt(Greenlet& g);
+
+    // sleep(0): lets every other ready greenlet run once, then continues.
+    void yield();
+    // Sleeps until the deadline (Wake::timeout) unless interrupted.
+    Wake sleep_until(Deadline deadline);
+
+    // Parks until fd is ready for `events`, the deadline passes or the fd is
+    // closed through fd_closed(). Does not do any I/O itself.
+    Wake wait_fd(int fd, int events, Deadline deadline = kForever);
+    // poll()-like: parks until any fd is ready; fills revents.
+    Wake wait_fds(FdWait* fds, std::size_t n, Deadline deadline = kForever);
+    // Must be called before an fd is closed: waiters wake with Wake::closed and
+    // its watcher is dropped, so a reused fd number starts clean.
+    void fd_closed(int fd);
+
+    // Spawns fn as a new greenlet whose parent is the hub, queued to run.
+    std::shared_ptr<Greenlet> spawn(Greenlet::Fn fn, std::string name = {}, std::size_t stack_size = 0);
+
+    // The loop's greenlet and this thread's main greenlet.
+    Greenlet& greenlet() noexcept { return *hub_greenlet_; }
+    Greenlet& main() noexcept { return *main_; }
+    // True while the hub greenlet itself runs (the libev loop or its
+    // callbacks): a wait here is impossible.
+    bool in_hub() const noexcept;
+
+    struct ev_loop* loop() noexcept { return loop_; }
+    std::size_t ready_count() const noexcept { return ready_count_; }
+    std::uint64_t switches() const noexcept { return switches_; }
+
+    // After fork() in the child: re-initialise the loop's kernel state.
+    void after_fork_child();
+
+    ~Hub();
+    Hub(const Hub&) = delete;
+    Hub& operator=(const Hub&) = delete;
+
+    struct FdWatcher;
+
+private:
+    Hub();
+    void run();
+    void push_ready(Greenlet& g);
+    Greenlet* pop_ready();
+    void nothing_to_do();
+    void fd_watch(detail::WaitNode& n);
+    void fd_unwatch(detail::WaitNode& n);
+    friend class WaitQueue;
+    friend struct detail::Runtime;
+    friend struct FdWatcher;
+
+    struct ev_loop* loop_ = nullptr;
+    std::shared_ptr<Greenlet> hub_greenlet_;
+    Greenlet* main_ = nullptr;
+    Greenlet* ready_head_ = nullptr;
+    Greenlet* ready_tail_ = nullptr;
+    std::size_t ready_count_ = 0;
+    std::size_t loop_waiters_ = 0;  // parked greenlets the loop could wake
+    std::uint64_t switches_ = 0;
+    FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
+    std::size_t fds_cap_ = 0;
+};
+
+}  // namespace greenshim

@@ -1,0 +1,86 @@
+// The gevent-style API over the hub.
+#include "greenshim/gevent.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <system_error>
+
+#include "internal.hpp"
+
+namespace greenshim {
+namespace detail {
+
+bool join_state(TaskState& st, Deadline deadline) {
+    while (!st.finished) {
+        Wake w = st.joiners.wait(deadline);
+        if (w == Wake::timeout) return st.finished;
+        if (w == Wake::deadlock) throw LoopExit{};
+    }
+    return true;
+}
+
+void start_task(const std::shared_ptr<TaskState>& st, std::function<void()> body, std::string name) {
+    Hub& hub = Hub::current();
+    // The greenlet holds the state (not the other way round) so that a handle
+    // can be dropped while the greenlet runs on.
+    st->greenlet = hub.spawn(
+        [st, body = std::move(body)](std::any) -> std::any {
+            try {
+                body();
+            } catch (boost::context::detail::forced_unwind const&) {
+                throw;
+            } catch (GreenletExit const&) {
+            } catch (std::exception const& e) {
+                st->error = std::current_exception();
+                std::fprintf(stderr, "greenshim: greenlet #%llu (%s) raised: %s\n",
+                             (unsigned long long)Greenlet::current().id(), Greenlet::current().name().c_str(),
+                             e.what());
+            } catch (...) {
+                st->error = std::current_exception();
+                std::fprintf(stderr, "greenshim: greenlet #%llu (%s) raised a non-std exception\n",
+                             (unsigned long long)Greenlet::current().id(), Greenlet::current().name().c_str());
+            }
+            st->finished = true;
+            st->joiners.notify_all();
+            return {};
+        },
+        std::move(name));
+}
+
+}  // namespace detail
+
+bool joinall(const std::vector<TaskBase>& tasks, double timeout) {
+    Deadline d = deadline_after(timeout);
+    for (const TaskBase& t : tasks)
+        if (!t.join_until(d)) return false;
+    return true;
+}
+
+void sleep(double seconds) {
+    Hub& hub = Hub::current();
+    if (seconds <= 0) {
+        hub.yield();
+        return;
+    }
+    Deadline d = deadline_after(seconds);
+    while (monotonic_ns() < d) {
+        if (hub.sleep_until(d) == Wake::deadlock) throw LoopExit{};
+    }
+}
+
+namespace {
+bool wait_fd_for(int fd, int events, double timeout) {
+    Wake w = Hub::current().wait_fd(fd, events, deadline_after(timeout));
+    switch (w) {
+    case Wake::timeout: return false;
+    case Wake::closed: throw std::system_error(EBADF, std::generic_category(), "greenshim: fd closed while waiting");
+    case Wake::deadlock: throw LoopExit{};
+    default: return true;
+    }
+}
+}  // namespace
+
+bool wait_readable(int fd, double timeout) { return wait_fd_for(fd, kReadable, timeout); }
+bool wait_writable(int fd, double timeout) { return wait_fd_for(fd, kWritable, timeout); }
+
+}  // namespace greenshim

@@ -1,0 +1,294 @@
+// Greenlets: Boost.Context fibers with greenlet's switch/parent/throw rules.
+//
+// Symmetric switching on top of boost::context::fiber: resume() hands the
+// resumed fiber the suspended context of whoever resumed it, so the resumer
+// records itself in ThreadState::from and the resumed side stores the context
+// it receives into from->ctx (Runtime::after_resume). A dying greenlet returns
+// its successor's context from the fiber function; Boost then frees the dead
+// stack on top of the successor and the successor sees an empty fiber.
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+
+#include "internal.hpp"
+
+namespace ctx = boost::context;
+
+namespace greenshim {
+namespace detail {
+
+thread_local ThreadState* t_state GREENSHIM_TLS = nullptr;
+
+namespace {
+std::atomic<std::uint64_t> g_next_id{1};
+std::atomic<std::size_t> g_default_stack{256 * 1024};
+
+// Thread exit: tear down what a thread that only ever had its main greenlet
+// (and perhaps an idle hub) created. A thread that exits with live greenlets
+// keeps them, as a process that exits keeps its threads: nothing runs them.
+struct ThreadCleanup {
+    ~ThreadCleanup() {
+        ThreadState* t = t_state;
+        if (!t || t->alive != 0 || t->current != t->main.get()) return;
+        delete t->hub;
+        t->hub = nullptr;
+        t->pool.drain();
+        t_state = nullptr;
+        delete t;
+    }
+};
+thread_local ThreadCleanup t_cleanup;
+
+struct PoolAllocator {
+    Greenlet::Impl* impl;
+    std::size_t size;
+    ctx::stack_context allocate() {
+        impl->stack = ts().pool.allocate(size);
+        return impl->stack;
+    }
+    void deallocate(ctx::stack_context& sc) noexcept { ts().pool.deallocate(sc); }
+};
+}  // namespace
+
+ThreadState& init_thread_state() {
+    auto* t = new ThreadState;
+    t_state = t;
+    (void)&t_cleanup;  // odr-use: registers the thread-exit destructor
+    t->main = Runtime::make_main();
+    Runtime::set_state(*t->main, GreenletState::running);
+    t->current = t->main.get();
+    return *t;
+}
+
+Greenlet& Runtime::first_live(Greenlet& g) noexcept {
+    Greenlet* p = &g;
+    while (p->dead() && p->parent_) p = p->parent_.get();
+    return *p;
+}
+
+void Runtime::after_resume(ctx::fiber&& f) noexcept {
+    ThreadState& t = *t_state;
+    Greenlet* from = t.from;
+    if (f) {
+        from->impl_->ctx = std::move(f);
+    } else if (from && from->dead()) {
+        // Its stack is gone; now the object may go too.
+        std::shared_ptr<Greenlet> last = std::move(from->impl_->keepalive);
+        last.reset();
+    }
+    t.from = nullptr;
+    errno = t.current->impl_->saved_errno;
+}
+
+void Runtime::ensure_fiber(Greenlet& target) {
+    Greenlet::Impl& ti = *target.impl_;
+    if (ti.fiber_created) return;
+    ti.fiber_created = true;
+    ++t_state->alive;
+    Greenlet* g = &target;
+    ti.ctx = ctx::fiber(std::allocator_arg, PoolAllocator{&ti, target.stack_size_},
+                        [g](ctx::fiber&& caller) -> ctx::fiber {
+                            after_resume(std::move(caller));
+                            ThreadState& t = *t_state;
+                            std::any arg = std::move(t.xfer_value);
+                            t.xfer_value.reset();
+                            std::any result;
+                            std::exception_ptr err;
+                            try {
+                                result = g->fn_(std::move(arg));
+                            } catch (ctx::detail::forced_unwind const&) {
+                                throw;
+                            } catch (GreenletExit const&) {
+                            } catch (...) {
+                                err = std::current_exception();
+                            }
+                            return finish(*g, std::move(result), std::move(err));
+                        });
+}
+
+void Runtime::jump(Greenlet& target) {
+    ThreadState& t = ts();
+    Greenlet* self = t.current;
+    self->impl_->saved_errno = errno;
+    t.from = self;
+    t.current = &target;
+    target.state_ = GreenletState::running;
+    ensure_fiber(target);
+    Greenlet::Impl& ti = *target.impl_;
+    ctx::fiber f = std::move(ti.ctx).resume();
+    after_resume(std::move(f));
+}
+
+ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err) {
+    g.fn_ = nullptr;  // captured state dies on its own stack, while it still exists
+    ThreadState& t = *t_state;
+    g.state_ = GreenletState::dead;
+    g.error_ = err;
+    --t.alive;
+    Greenlet& next = first_live(*g.parent_);
+    if (err && next.state_ != GreenletState::suspended && next.state_ != GreenletState::fresh) {
+        // The parent is not waiting in switch_to() (it is the hub, or parked):
+        // nobody could catch this, so say it rather than drop it.
+        try {
+            std::rethrow_exception(err);
+        } catch (std::exception const& e) {
+            std::fprintf(stderr, "greenshim: greenlet #%llu (%s) raised: %s\n",
+                         (unsigned long long)g.id_, g.name_.c_str(), e.what());
+        } catch (...) {
+            std::fprintf(stderr, "greenshim: greenlet #%llu (%s) raised a non-std exception\n",
+                         (unsigned long long)g.id_, g.name_.c_str());
+        }
+        err = nullptr;
+    }
+    t.xfer_value = std::move(result);
+    t.xfer_error = std::move(err);
+    g.impl_->saved_errno = errno;
+    t.from = &g;
+    t.current = &next;
+    ensure_fiber(next);  // a fresh parent starts now, as greenlet does
+    next.state_ = GreenletState::running;
+    return std::move(next.impl_->ctx);
+}
+
+std::shared_ptr<Greenlet> Runtime::make_main() {
+    return std::make_shared<Greenlet>(Greenlet::Token{}, Greenlet::Fn{}, "main", 0, true);
+}
+
+std::shared_ptr<Greenlet> Runtime::make(Greenlet::Fn fn, std::string name, std::size_t stack,
+                                        std::shared_ptr<Greenlet> parent) {
+    if (stack == 0) stack = g_default_stack.load(std::memory_order_relaxed);
+    long page = sysconf(_SC_PAGESIZE);
+    stack = (stack + page - 1) / page * page;
+    auto g = std::make_shared<Greenlet>(Greenlet::Token{}, std::move(fn), std::move(name), stack, false);
+    g->parent_ = std::move(parent);
+    return g;
+}
+
+}  // namespace detail
+
+using detail::Runtime;
+using detail::ThreadState;
+using detail::ts;
+
+Greenlet::Greenlet(Token, Fn fn, std::string name, std::size_t stack_size, bool is_main)
+    : impl_(std::make_unique<Impl>()),
+      fn_(std::move(fn)),
+      name_(std::move(name)),
+      id_(is_main ? 0 : detail::g_next_id.fetch_add(1, std::memory_order_relaxed)),
+      stack_size_(stack_size),
+      is_main_(is_main) {
+    if (name_.empty()) name_ = "greenlet-" + std::to_string(id_);
+    if (is_main) impl_->fiber_created = true;
+}
+
+Greenlet::~Greenlet() {
+    // A suspended greenlet is unwound by ~fiber (forced_unwind runs the
+    // destructors on its stack); account for it first.
+    if (impl_->fiber_created && !is_main_ && state_ != GreenletState::dead && impl_->ctx) {
+        state_ = GreenletState::dead;
+        if (detail::t_state) --detail::t_state->alive;
+        ctx::fiber doomed = std::move(impl_->ctx);
+    }
+}
+
+std::shared_ptr<Greenlet> Greenlet::create(Fn fn, std::string name, std::size_t stack_size) {
+    Greenlet& cur = current();
+    return Runtime::make(std::move(fn), std::move(name), stack_size, cur.shared_from_this());
+}
+
+std::shared_ptr<Greenlet> Greenlet::create(std::function<void()> fn, std::string name, std::size_t stack_size) {
+    return create(Fn([f = std::move(fn)](std::any) -> std::any { f(); return {}; }), std::move(name),
+                  stack_size);
+}
+
+Greenlet& Greenlet::current() { return *ts().current; }
+
+namespace {
+// The common switch: carries a value or an exception to target and returns what
+// comes back to us.
+std::any switch_with(Greenlet& self, Greenlet& target, std::any value, std::exception_ptr err) {
+    ThreadState& t = ts();
+    if (&target == &self) {
+        if (err) std::rethrow_exception(err);
+        return value;
+    }
+    if (target.state() == GreenletState::parked || target.state() == GreenletState::ready)
+        throw std::logic_error("greenshim: switch_to() a greenlet that the hub has parked");
+    t.xfer_value = std::move(value);
+    t.xfer_error = std::move(err);
+    Runtime::set_state(self, GreenletState::suspended);
+    Runtime::jump(target);
+    std::any back = std::move(t.xfer_value);
+    t.xfer_value.reset();
+    if (std::exception_ptr e = std::exchange(t.xfer_error, nullptr)) std::rethrow_exception(e);
+    return back;
+}
+}  // namespace
+
+std::any Greenlet::switch_to(std::any value) {
+    Greenlet& self = current();
+    return switch_with(self, Runtime::first_live(*this), std::move(value), nullptr);
+}
+
+std::any Greenlet::throw_in(std::exception_ptr e) {
+    Greenlet& self = current();
+    if (state_ == GreenletState::fresh) {
+        // Never started: it dies at once and the exception goes to its parent,
+        // unless it is GreenletExit (a quiet death).
+        state_ = GreenletState::dead;
+        fn_ = nullptr;
+        bool quiet = false;
+        try {
+            std::rethrow_exception(e);
+        } catch (GreenletExit const&) {
+            quiet = true;
+        } catch (...) {
+        }
+        if (!quiet) error_ = e;
+        Greenlet& next = Runtime::first_live(*parent_);
+        return switch_with(self, next, {}, quiet ? nullptr : e);
+    }
+    return switch_with(self, Runtime::first_live(*this), {}, std::move(e));
+}
+
+void Greenlet::set_parent(std::shared_ptr<Greenlet> p) {
+    if (!p) throw std::invalid_argument("greenshim: parent cannot be null");
+    for (Greenlet* q = p.get(); q; q = q->parent_.get())
+        if (q == this) throw std::invalid_argument("greenshim: cyclic parent chain");
+    parent_ = std::move(p);
+}
+
+void* Greenlet::stack_bottom() const noexcept {
+    if (is_main_ || !impl_->fiber_created || dead()) return nullptr;
+    return static_cast<char*>(impl_->stack.sp) - impl_->stack.size;
+}
+
+void* Greenlet::stack_top() const noexcept {
+    if (is_main_ || !impl_->fiber_created || dead()) return nullptr;
+    return impl_->stack.sp;
+}
+
+void Greenlet::set_default_stack_size(std::size_t bytes) noexcept {
+    if (bytes >= 16 * 1024) detail::g_default_stack.store(bytes, std::memory_order_relaxed);
+}
+std::size_t Greenlet::default_stack_size() noexcept {
+    return detail::g_default_stack.load(std::memory_order_relaxed);
+}
+
+const char* to_string(GreenletState s) noexcept {
+    switch (s) {
+    case GreenletState::fresh: return "fresh";
+    case GreenletState::running: return "running";
+    case GreenletState::suspended: return "suspended";
+    case GreenletState::ready: return "ready";
+    case GreenletState::parked: return "parked";
+    case GreenletState::dead: return "dead";
+    }
+    return "?";
+}
+
+StackPoolStats stack_pool_stats() noexcept { return ts().pool.stats(); }
+
+}  // namespace greenshim

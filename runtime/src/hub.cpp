@@ -1,0 +1,392 @@
+// The hub: a libev loop in a greenlet, a FIFO run queue, and park().
+#include <time.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "internal.hpp"
+
+namespace greenshim {
+
+using detail::NodeList;
+using detail::Runtime;
+using detail::ts;
+using detail::WaitNode;
+
+std::int64_t monotonic_ns() noexcept {
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+Deadline deadline_after_ns(std::int64_t ns) noexcept {
+    if (ns < 0) return kForever;
+    std::int64_t now = monotonic_ns();
+    return ns > kForever - now ? kForever : now + ns;
+}
+
+Deadline deadline_after(double seconds) noexcept {
+    if (seconds < 0 || seconds != seconds) return kForever;
+    if (seconds >= 9.2e9) return kForever;
+    return deadline_after_ns(static_cast<std::int64_t>(seconds * 1e9));
+}
+
+const char* to_string(Wake w) noexcept {
+    switch (w) {
+    case Wake::none: return "none";
+    case Wake::event: return "event";
+    case Wake::timeout: return "timeout";
+    case Wake::closed: return "closed";
+    case Wake::interrupted: return "interrupted";
+    case Wake::deadlock: return "deadlock";
+    }
+    return "?";
+}
+
+// An fd's ev_io and the nodes of greenlets waiting on it. The watcher stays
+// armed after it fires so that the next wait on the same fd costs no
+// epoll_ctl; it is narrowed or stopped only when it fires with nobody waiting
+// for what it reports.
+struct Hub::FdWatcher {
+    ev_io io;
+    Hub* hub;
+    WaitNode* head = nullptr;
+    WaitNode* tail = nullptr;
+
+    static void on_ready(struct ev_loop*, ev_io* w, int revents) {
+        auto* self = reinterpret_cast<FdWatcher*>(w);
+        int ready = revents & (EV_READ | EV_WRITE);
+        int ready_poll = ((ready & EV_READ) ? kReadable : 0) | ((ready & EV_WRITE) ? kWritable : 0);
+        bool anyone = false;
+        int still_wanted = 0;
+        for (WaitNode* n = self->head; n; n = n->next) {
+            short hit = short(n->events & ready_poll);
+            if (hit) {
+                n->revents = short(n->revents | hit);
+                anyone = true;
+                self->hub->schedule(*n->g, Wake::event);
+            } else if (n->revents == 0) {
+                still_wanted |= n->events;
+            }
+        }
+        if (anyone) return;  // keep armed: the woken greenlets usually wait again
+        int want = ((still_wanted & kReadable) ? EV_READ : 0) | ((still_wanted & kWritable) ? EV_WRITE : 0);
+        if (want == (self->io.events & (EV_READ | EV_WRITE))) return;
+        struct ev_loop* loop = self->hub->loop_;
+        ev_io_stop(loop, &self->io);
+        if (want) {
+            ev_io_set(&self->io, self->io.fd, want);
+            ev_io_start(loop, &self->io);
+        }
+    }
+};
+
+namespace {
+void on_timer(struct ev_loop* loop, ev_timer* w, int) {
+    auto* g = static_cast<Greenlet*>(w->data);
+    Greenlet::Impl& im = g->impl();
+    std::int64_t left = im.deadline - monotonic_ns();
+    if (left > 0) {  // never wake early, whatever the loop's cached time says
+        ev_timer_set(w, double(left) / 1e9, 0.);
+        ev_timer_start(loop, w);
+        return;
+    }
+    im.hub->schedule(*g, Wake::timeout);
+}
+}  // namespace
+
+Hub* Hub::existing() noexcept {
+    detail::ThreadState* t = detail::t_state;
+    return t ? t->hub : nullptr;
+}
+
+Hub& Hub::current() {
+    detail::ThreadState& t = ts();
+    if (!t.hub) t.hub = new Hub();
+    return *t.hub;
+}
+
+Hub::Hub() {
+    detail::ThreadState& t = ts();
+    main_ = t.main.get();
+    loop_ = ev_loop_new(unsigned(EVBACKEND_EPOLL) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
+    if (!loop_) loop_ = ev_loop_new(unsigned(EVFLAG_AUTO) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
+    if (!loop_) throw std::runtime_error("greenshim: cannot create the event loop");
+    ev_set_userdata(loop_, this);
+    hub_greenlet_ = Runtime::make([this](std::any) -> std::any { run(); return {}; }, "hub", 256 * 1024,
+                                  t.main);
+}
+
+Hub::~Hub() {
+    for (std::size_t i = 0; i < fds_cap_; ++i) {
+        if (fds_[i]) {
+            ev_io_stop(loop_, &fds_[i]->io);
+            delete fds_[i];
+        }
+    }
+    delete[] fds_;
+    ev_loop_destroy(loop_);
+}
+
+bool Hub::in_hub() const noexcept {
+    detail::ThreadState* t = detail::t_state;
+    return t && t->current == hub_greenlet_.get();
+}
+
+void Hub::push_ready(Greenlet& g) {
+    Greenlet::Impl& im = g.impl();
+    im.next_ready = nullptr;
+    if (ready_tail_) ready_tail_->impl().next_ready = &g; else ready_head_ = &g;
+    ready_tail_ = &g;
+    ++ready_count_;
+}
+
+Greenlet* Hub::pop_ready() {
+    Greenlet* g = ready_head_;
+    if (!g) return nullptr;
+    ready_head_ = g->impl().next_ready;
+    if (!ready_head_) ready_tail_ = nullptr;
+    g->impl().next_ready = nullptr;
+    --ready_count_;
+    return g;
+}
+
+void Hub::run() {
+    for (;;) {
+        // Run what was ready when this pass began; what they wake runs next pass,
+        // after the loop has had a look at the fds.
+        for (std::size_t n = ready_count_; n > 0; --n) {
+            Greenlet* g = pop_ready();
+            if (!g) break;
+            ++switches_;
+            Runtime::jump(*g);
+        }
+        if (ready_count_ == 0 && loop_waiters_ == 0) {
+            nothing_to_do();
+            continue;
+        }
+        ev_run(loop_, ready_count_ ? EVRUN_NOWAIT : EVRUN_ONCE);
+    }
+}
+
+void Hub::nothing_to_do() {
+    // Every greenlet waits for something only another greenlet could do.
+    if (main_->state() == GreenletState::parked) {
+        schedule(*main_, Wake::deadlock);
+        return;
+    }
+    std::fprintf(stderr,
+                 "greenshim: deadlock: every greenlet is waiting and nothing (fd, timer, signal) can wake any of "
+                 "them\n");
+    std::abort();
+}
+
+Wake Hub::park(Deadline deadline) {
+    Greenlet& self = Greenlet::current();
+    if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot wait");
+    Greenlet::Impl& im = self.impl();
+    if (!im.keepalive && !self.is_main()) im.keepalive = self.shared_from_this();
+    im.hub = this;
+    im.wake = Wake::none;
+    bool timed = deadline != kForever;
+    if (timed) {
+        std::int64_t left = deadline - monotonic_ns();
+        if (left <= 0) return Wake::timeout;
+        im.deadline = deadline;
+        im.timer.data = &self;
+        ev_init(&im.timer, on_timer);
+        im.timer.data = &self;
+        ev_now_update(loop_);
+        ev_timer_set(&im.timer, double(left) / 1e9, 0.);
+        ev_timer_start(loop_, &im.timer);
+    }
+    bool wakeable = timed || im.loop_wakeable;
+    if (wakeable) ++loop_waiters_;
+    Runtime::set_state(self, GreenletState::parked);
+    ++switches_;
+    Runtime::jump(*hub_greenlet_);
+    if (wakeable) --loop_waiters_;
+    if (timed) ev_timer_stop(loop_, &im.timer);
+    Runtime::set_state(self, GreenletState::running);
+    return im.wake;
+}
+
+void Hub::schedule(Greenlet& g, Wake why) {
+    if (g.state() != GreenletState::parked) return;
+    g.impl().wake = why;
+    Runtime::set_state(g, GreenletState::ready);
+    push_ready(g);
+}
+
+bool Hub::interrupt(Greenlet& g) {
+    if (g.state() != GreenletState::parked) return false;
+    schedule(g, Wake::interrupted);
+    return true;
+}
+
+void Hub::yield() {
+    Greenlet& self = Greenlet::current();
+    if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot yield");
+    Runtime::set_state(self, GreenletState::ready);
+    self.impl().wake = Wake::event;
+    push_ready(self);
+    ++switches_;
+    Runtime::jump(*hub_greenlet_);
+    Runtime::set_state(self, GreenletState::running);
+}
+
+Wake Hub::sleep_until(Deadline deadline) {
+    if (deadline == kForever) {
+        Greenlet::Impl& im = Greenlet::current().impl();
+        // Sleeping forever is waiting on nothing the loop can deliver.
+        im.loop_wakeable = false;
+        return park(kForever);
+    }
+    return park(deadline);
+}
+
+void Hub::fd_watch(WaitNode& n) {
+    if (n.fd < 0) return;
+    std::size_t fd = std::size_t(n.fd);
+    if (fd >= fds_cap_) {
+        std::size_t cap = fds_cap_ ? fds_cap_ : 64;
+        while (cap <= fd) cap *= 2;
+        auto** grown = new FdWatcher*[cap]();
+        for (std::size_t i = 0; i < fds_cap_; ++i) grown[i] = fds_[i];
+        delete[] fds_;
+        fds_ = grown;
+        fds_cap_ = cap;
+    }
+    FdWatcher*& w = fds_[fd];
+    if (!w) {
+        w = new FdWatcher;
+        w->hub = this;
+        ev_io_init(&w->io, FdWatcher::on_ready, n.fd, 0);
+    }
+    NodeList::push_back(w->head, w->tail, n);
+    int want = ((n.events & kReadable) ? EV_READ : 0) | ((n.events & kWritable) ? EV_WRITE : 0);
+    int armed = ev_is_active(&w->io) ? (w->io.events & (EV_READ | EV_WRITE)) : 0;
+    if ((want & ~armed) == 0) return;
+    if (armed) ev_io_stop(loop_, &w->io);
+    ev_io_set(&w->io, n.fd, armed | want);
+    ev_io_start(loop_, &w->io);
+}
+
+void Hub::fd_unwatch(WaitNode& n) {
+    if (!n.linked) return;
+    FdWatcher* w = fds_[n.fd];
+    NodeList::unlink(w->head, w->tail, n);
+}
+
+void Hub::fd_closed(int fd) {
+    if (fd < 0 || std::size_t(fd) >= fds_cap_ || !fds_[fd]) return;
+    FdWatcher* w = fds_[fd];
+    fds_[fd] = nullptr;
+    while (WaitNode* n = w->head) {
+        NodeList::unlink(w->head, w->tail, *n);
+        n->revents = 0;
+        schedule(*n->g, Wake::closed);
+    }
+    ev_io_stop(loop_, &w->io);
+    delete w;
+}
+
+Wake Hub::wait_fds(FdWait* fds, std::size_t n, Deadline deadline) {
+    Greenlet& self = Greenlet::current();
+    if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot wait");
+    WaitNode local[8];
+    std::unique_ptr<WaitNode[]> heap;
+    WaitNode* nodes = local;
+    if (n > 8) {
+        heap.reset(new WaitNode[n]);
+        nodes = heap.get();
+    }
+    // Unlink whatever happens, including unwinding of a destroyed greenlet.
+    struct Unwatch {
+        Hub* hub;
+        WaitNode* nodes;
+        std::size_t n;
+        ~Unwatch() {
+            for (std::size_t i = 0; i < n; ++i) hub->fd_unwatch(nodes[i]);
+            Greenlet::current().impl().loop_wakeable = false;
+        }
+    } guard{this, nodes, 0};
+    for (std::size_t i = 0; i < n; ++i) {
+        fds[i].revents = 0;
+        nodes[i].g = &self;
+        nodes[i].fd = fds[i].fd;
+        nodes[i].events = fds[i].events;
+        nodes[i].revents = 0;
+        fd_watch(nodes[i]);
+        guard.n = i + 1;
+    }
+    self.impl().loop_wakeable = n > 0;
+    Wake w = park(deadline);
+    for (std::size_t i = 0; i < n; ++i) fds[i].revents = nodes[i].revents;
+    return w;
+}
+
+Wake Hub::wait_fd(int fd, int events, Deadline deadline) {
+    FdWait one{fd, short(events), 0};
+    return wait_fds(&one, 1, deadline);
+}
+
+std::shared_ptr<Greenlet> Hub::spawn(Greenlet::Fn fn, std::string name, std::size_t stack_size) {
+    auto g = Runtime::make(std::move(fn), std::move(name), stack_size, hub_greenlet_);
+    g->impl().keepalive = g;
+    g->impl().hub = this;
+    Runtime::set_state(*g, GreenletState::ready);
+    push_ready(*g);
+    return g;
+}
+
+void Hub::after_fork_child() { ev_loop_fork(loop_); }
+
+// ---- WaitQueue ----
+
+WaitQueue::~WaitQueue() {
+    // Waiters of a queue that goes away would sleep forever: wake them.
+    notify_all();
+}
+
+Wake WaitQueue::wait(Deadline deadline) {
+    Hub& hub = Hub::current();
+    WaitNode node;
+    node.g = &Greenlet::current();
+    NodeList::push_back(head_, tail_, node);
+    struct Unlink {
+        WaitQueue* q;
+        WaitNode* n;
+        ~Unlink() { NodeList::unlink(q->head_, q->tail_, *n); }
+    } guard{this, &node};
+    return hub.park(deadline);
+}
+
+bool WaitQueue::notify_one() {
+    Hub* hub = Hub::existing();
+    while (WaitNode* n = head_) {
+        NodeList::unlink(head_, tail_, *n);
+        // A waiter whose deadline already fired is on its way out: skip it so
+        // the notification is not lost.
+        if (hub && n->g->state() == GreenletState::parked) {
+            hub->schedule(*n->g, Wake::event);
+            return true;
+        }
+    }
+    return false;
+}
+
+std::size_t WaitQueue::notify_all() {
+    std::size_t k = 0;
+    while (notify_one()) ++k;
+    return k;
+}
+
+std::size_t WaitQueue::size() const noexcept {
+    std::size_t k = 0;
+    for (WaitNode* n = head_; n; n = n->next) ++k;
+    return k;
+}
+
+}  // namespace greenshim

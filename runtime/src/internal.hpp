@@ -1,0 +1,119 @@
+// Runtime-internal state shared by greenlet.cpp, hub.cpp and stack.cpp.
+#pragma once
+
+#include <ev.h>
+
+#include <any>
+#include <boost/context/fiber.hpp>
+#include <boost/context/stack_context.hpp>
+#include <cerrno>
+#include <exception>
+#include <memory>
+#include <vector>
+
+#include "greenshim/greenlet.hpp"
+#include "greenshim/hub.hpp"
+
+#define GREENSHIM_TLS __attribute__((tls_model("initial-exec")))
+
+namespace greenshim {
+namespace detail {
+
+// A parked greenlet's entry in a WaitQueue or an fd watcher's waiter list.
+// Lives on the parked greenlet's stack for the duration of the wait.
+struct WaitNode {
+    Greenlet* g = nullptr;
+    WaitNode* prev = nullptr;
+    WaitNode* next = nullptr;
+    bool linked = false;
+    int fd = -1;
+    short events = 0;
+    short revents = 0;
+};
+
+// Doubly linked FIFO of WaitNodes (used by WaitQueue and by fd watchers).
+struct NodeList {
+    static void push_back(WaitNode*& head, WaitNode*& tail, WaitNode& n) noexcept {
+        n.prev = tail;
+        n.next = nullptr;
+        if (tail) tail->next = &n; else head = &n;
+        tail = &n;
+        n.linked = true;
+    }
+    static void unlink(WaitNode*& head, WaitNode*& tail, WaitNode& n) noexcept {
+        if (!n.linked) return;
+        if (n.prev) n.prev->next = n.next; else head = n.next;
+        if (n.next) n.next->prev = n.prev; else tail = n.prev;
+        n.prev = n.next = nullptr;
+        n.linked = false;
+    }
+};
+
+// Per-thread free list of greenlet stacks: mmap'd with a PROT_NONE guard page
+// below the usable part. Per thread, so no lock is ever taken.
+class StackPool {
+public:
+    boost::context::stack_context allocate(std::size_t size);
+    void deallocate(boost::context::stack_context& sc) noexcept;
+    void drain() noexcept;
+    StackPoolStats stats() const noexcept { return {mapped_, free_.size(), reused_}; }
+
+private:
+    std::vector<boost::context::stack_context> free_;
+    std::size_t pooled_bytes_ = 0;
+    std::size_t mapped_ = 0;
+    std::size_t reused_ = 0;
+};
+
+struct ThreadState {
+    Greenlet* current = nullptr;
+    Greenlet* from = nullptr;  // who switched to the greenlet now resuming
+    std::shared_ptr<Greenlet> main;
+    Hub* hub = nullptr;
+    std::any xfer_value;             // value carried by the switch in progress
+    std::exception_ptr xfer_error;   // exception carried by it
+    StackPool pool;
+    std::size_t alive = 0;           // started, not dead, not main
+};
+
+extern thread_local ThreadState* t_state GREENSHIM_TLS;
+ThreadState& init_thread_state();
+inline ThreadState& ts() {
+    ThreadState* t = t_state;
+    return t ? *t : init_thread_state();
+}
+
+struct Runtime {
+    // Switch to target (already chosen and alive); returns when someone
+    // switches back. Saves/restores errno. Caller sets its own state first.
+    static void jump(Greenlet& target);
+    static void ensure_fiber(Greenlet& target);
+    static void after_resume(boost::context::fiber&& f) noexcept;
+    static boost::context::fiber finish(Greenlet& g, std::any result, std::exception_ptr err);
+    static Greenlet& first_live(Greenlet& g) noexcept;
+    static void set_state(Greenlet& g, GreenletState s) noexcept { g.state_ = s; }
+    static std::shared_ptr<Greenlet> make_main();
+    static std::shared_ptr<Greenlet> make(Greenlet::Fn fn, std::string name, std::size_t stack,
+                                          std::shared_ptr<Greenlet> parent);
+};
+
+}  // namespace detail
+
+struct Greenlet::Impl {
+    boost::context::fiber ctx;               // this greenlet's suspended context
+    boost::context::stack_context stack{};   // its stack once started
+    bool fiber_created = false;
+    int saved_errno = 0;
+    // Hub bookkeeping.
+    Hub* hub = nullptr;
+    Greenlet* next_ready = nullptr;
+    Wake wake = Wake::none;
+    bool loop_wakeable = false;   // the loop itself could wake it (fd or timer)
+    Deadline deadline = kForever;
+    ev_timer timer;
+    // Keeps a spawned or parked greenlet alive until it dies; released by the
+    // greenlet that runs next, off the dead greenlet's stack.
+    std::shared_ptr<Greenlet> keepalive;
+};
+
+}  // namespace greenshim
