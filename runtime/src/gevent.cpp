@@ -30,6 +30,7 @@ void start_task(const std::shared_ptr<TaskState>& st, std::function<void()> body
             } catch (boost::context::detail::forced_unwind const&) {
                 throw;
             } catch (GreenletExit const&) {
+                st->killed = true;  // a success, as in gevent; value() raises GreenletExit
             } catch (std::exception const& e) {
                 st->error = std::current_exception();
                 std::fprintf(stderr, "greenshim: greenlet #%llu (%s) raised: %s\n",

@@ -6,6 +6,7 @@
 // it receives into from->ctx (Runtime::after_resume). A dying greenlet returns
 // its successor's context from the fiber function; Boost then frees the dead
 // stack on top of the successor and the successor sees an empty fiber.
+#include <cxxabi.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -22,6 +23,8 @@ namespace detail {
 thread_local ThreadState* t_state GREENSHIM_TLS = nullptr;
 
 namespace {
+EhGlobals* eh_globals() noexcept { return reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals()); }
+
 std::atomic<std::uint64_t> g_next_id{1};
 std::atomic<std::size_t> g_default_stack{256 * 1024};
 
@@ -31,7 +34,11 @@ std::atomic<std::size_t> g_default_stack{256 * 1024};
 struct ThreadCleanup {
     ~ThreadCleanup() {
         ThreadState* t = t_state;
-        if (!t || t->alive != 0 || t->current != t->main.get()) return;
+        if (!t || t->current != t->main.get()) return;
+        // The hub's own greenlet counts as alive once it has run.
+        std::size_t hub_alive = t->hub && t->hub->greenlet().started() && !t->hub->greenlet().dead() ? 1 : 0;
+        if (t->alive != hub_alive) return;
+        t->release_later.reset();
         delete t->hub;
         t->hub = nullptr;
         t->pool.drain();
@@ -79,6 +86,11 @@ void Runtime::after_resume(ctx::fiber&& f) noexcept {
         last.reset();
     }
     t.from = nullptr;
+    *eh_globals() = t.current->impl_->saved_eh;
+    if (t.release_later) {
+        std::shared_ptr<Greenlet> drop = std::move(t.release_later);
+        drop.reset();
+    }
     errno = t.current->impl_->saved_errno;
 }
 
@@ -94,9 +106,13 @@ void Runtime::ensure_fiber(Greenlet& target) {
                             ThreadState& t = *t_state;
                             std::any arg = std::move(t.xfer_value);
                             t.xfer_value.reset();
+                            std::exception_ptr incoming = std::exchange(t.xfer_error, nullptr);
                             std::any result;
                             std::exception_ptr err;
                             try {
+                                // An exception switched into a greenlet that never ran kills
+                                // it at once (greenlet's rule): it goes on up to the parent.
+                                if (incoming) std::rethrow_exception(incoming);
                                 result = g->fn_(std::move(arg));
                             } catch (ctx::detail::forced_unwind const&) {
                                 throw;
@@ -112,6 +128,7 @@ void Runtime::jump(Greenlet& target) {
     ThreadState& t = ts();
     Greenlet* self = t.current;
     self->impl_->saved_errno = errno;
+    self->impl_->saved_eh = *eh_globals();
     t.from = self;
     t.current = &target;
     target.state_ = GreenletState::running;

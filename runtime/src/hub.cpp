@@ -160,6 +160,7 @@ void Hub::run() {
             Greenlet* g = pop_ready();
             if (!g) break;
             ++switches_;
+            Runtime::set_state(*hub_greenlet_, GreenletState::suspended);
             Runtime::jump(*g);
         }
         if (ready_count_ == 0 && loop_waiters_ == 0) {
@@ -186,7 +187,9 @@ Wake Hub::park(Deadline deadline) {
     Greenlet& self = Greenlet::current();
     if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot wait");
     Greenlet::Impl& im = self.impl();
-    if (!im.keepalive && !self.is_main()) im.keepalive = self.shared_from_this();
+    // A parked greenlet must outlive the wait even if its owner lets go.
+    bool park_ref = !im.keepalive && !self.is_main();
+    if (park_ref) im.keepalive = self.shared_from_this();
     im.hub = this;
     im.wake = Wake::none;
     bool timed = deadline != kForever;
@@ -209,6 +212,7 @@ Wake Hub::park(Deadline deadline) {
     if (wakeable) --loop_waiters_;
     if (timed) ev_timer_stop(loop_, &im.timer);
     Runtime::set_state(self, GreenletState::running);
+    if (park_ref) ts().release_later = std::move(im.keepalive);
     return im.wake;
 }
 
@@ -363,7 +367,7 @@ Wake WaitQueue::wait(Deadline deadline) {
     return hub.park(deadline);
 }
 
-bool WaitQueue::notify_one() {
+Greenlet* WaitQueue::wake_one() {
     Hub* hub = Hub::existing();
     while (WaitNode* n = head_) {
         NodeList::unlink(head_, tail_, *n);
@@ -371,10 +375,10 @@ bool WaitQueue::notify_one() {
         // the notification is not lost.
         if (hub && n->g->state() == GreenletState::parked) {
             hub->schedule(*n->g, Wake::event);
-            return true;
+            return n->g;
         }
     }
-    return false;
+    return nullptr;
 }
 
 std::size_t WaitQueue::notify_all() {

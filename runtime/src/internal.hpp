@@ -74,6 +74,17 @@ struct ThreadState {
     std::exception_ptr xfer_error;   // exception carried by it
     StackPool pool;
     std::size_t alive = 0;           // started, not dead, not main
+    // A greenlet's reference taken while it was parked, dropped at the next
+    // switch (off its stack): an abandoned raw greenlet is then unwound.
+    std::shared_ptr<Greenlet> release_later;
+};
+
+// libstdc++'s per-thread "exceptions being handled" state, which must follow
+// each greenlet (a catch block that switches would otherwise see another
+// greenlet's exception on `throw;`). Layout of __cxa_eh_globals.
+struct EhGlobals {
+    void* caught = nullptr;
+    unsigned int uncaught = 0;
 };
 
 extern thread_local ThreadState* t_state GREENSHIM_TLS;
@@ -104,6 +115,7 @@ struct Greenlet::Impl {
     boost::context::stack_context stack{};   // its stack once started
     bool fiber_created = false;
     int saved_errno = 0;
+    detail::EhGlobals saved_eh;
     // Hub bookkeeping.
     Hub* hub = nullptr;
     Greenlet* next_ready = nullptr;

@@ -45,6 +45,7 @@ struct TaskState {
     WaitQueue joiners;
     std::exception_ptr error;
     bool finished = false;
+    bool killed = false;  // ended by GreenletExit: successful, but has no value
 };
 // Parks until st finishes or the deadline passes; true if finished.
 GREENSHIM_API bool join_state(TaskState& st, Deadline deadline);
@@ -74,11 +75,13 @@ protected:
 template <class R>
 class Task : public TaskBase {
 public:
-    // join(), then the return value, or rethrows the greenlet's exception.
+    // join(), then the return value, or rethrows the greenlet's exception
+    // (GreenletExit if it was ended by one).
     // Throws Timeout if the timeout passes first.
     R value(double timeout = -1) const {
         if (!join(timeout)) throw Timeout{};
         if (st_->error) std::rethrow_exception(st_->error);
+        if (st_->killed) throw GreenletExit{};
         if constexpr (!std::is_void_v<R>) return **result_;
     }
 

@@ -108,6 +108,11 @@ public:
     void* stack_bottom() const noexcept;
     void* stack_top() const noexcept;
 
+    // One pointer for whoever runs the greenlet (the shim keeps its pthread
+    // emulation here). The runtime never touches it.
+    void* user_data() const noexcept { return user_data_; }
+    void set_user_data(void* p) noexcept { user_data_ = p; }
+
     // The exception that ended this greenlet, if any (GreenletExit excluded).
     std::exception_ptr exception() const noexcept { return error_; }
 
@@ -137,6 +142,7 @@ private:
     Fn fn_;
     std::string name_;
     std::exception_ptr error_;
+    void* user_data_ = nullptr;
     std::uint64_t id_;
     std::size_t stack_size_;
     GreenletState state_ = GreenletState::fresh;

@@ -64,6 +64,8 @@ struct FdWait {
 
 // A FIFO of greenlets parked until notified: the one primitive under joins,
 // locks, condition variables and semaphores. Not thread-safe: one OS thread.
+// All-zero bytes are an empty WaitQueue, so one may live inside a statically
+// initialised C object (a pthread_mutex_t, say) that is never constructed.
 class GREENSHIM_API WaitQueue {
 public:
     WaitQueue() = default;
@@ -73,7 +75,10 @@ public:
 
     // Parks the current greenlet until notify_*() picks it or the deadline passes.
     Wake wait(Deadline deadline = kForever);
-    bool notify_one();             // wakes the longest waiter; false if none
+    bool notify_one() { return wake_one() != nullptr; }  // wakes the longest waiter; false if none
+    // Wakes the longest waiter and says which greenlet it was (nullptr if none):
+    // lets a lock hand itself over to the greenlet it wakes.
+    Greenlet* wake_one();
     std::size_t notify_all();      // wakes every waiter
     bool empty() const noexcept { return head_ == nullptr; }
     std::size_t size() const noexcept;

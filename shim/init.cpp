@@ -1,0 +1,96 @@
+// Start-up: configuration from GREENSHIM_* variables, and resolving the real
+// libc functions. The library never fails on bad configuration: it warns once
+// on stderr and uses the default (scripts/greenrun rejects bad values loudly).
+#include <sys/auxv.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "shim.hpp"
+
+namespace greenshim::shim {
+
+namespace {
+Config g_config;
+int g_config_state = 0;  // 0 not read, 1 reading, 2 read
+
+bool parse_bool(const char* name, const char* v, bool dflt) {
+    if (!v) return dflt;
+    if (!std::strcmp(v, "1") || !std::strcmp(v, "yes") || !std::strcmp(v, "true")) return true;
+    if (!std::strcmp(v, "0") || !std::strcmp(v, "no") || !std::strcmp(v, "false")) return false;
+    std::fprintf(stderr, "greenshim: ignoring %s=%s (expected 0 or 1)\n", name, v);
+    return dflt;
+}
+
+std::size_t parse_size(const char* name, const char* v, std::size_t dflt, std::size_t lo, std::size_t hi) {
+    if (!v || !*v) return dflt;
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long n = std::strtoull(v, &end, 10);
+    unsigned long long mult = 1;
+    if (end && *end) {
+        switch (*end) {
+        case 'k': case 'K': mult = 1ull << 10; break;
+        case 'm': case 'M': mult = 1ull << 20; break;
+        case 'g': case 'G': mult = 1ull << 30; break;
+        default: mult = 0;
+        }
+        if (mult && end[1] && !((end[1] == 'i' || end[1] == 'B') && (end[2] == 0 || (end[2] == 'B' && !end[3]))))
+            mult = 0;
+    }
+    if (errno || end == v || mult == 0 || *v == '-' || n > hi / mult || n * mult < lo) {
+        std::fprintf(stderr, "greenshim: ignoring %s=%s (expected a size from %zuK to %zuM, e.g. 256K)\n", name, v,
+                     lo >> 10, hi >> 20);
+        return dflt;
+    }
+    return std::size_t(n * mult);
+}
+
+void read_config() noexcept {
+    // A setuid/setgid process reads nothing from the environment and stays inert.
+    if (getauxval(AT_SECURE)) {
+        g_config.enabled = false;
+        return;
+    }
+    g_config.enabled = !parse_bool("GREENSHIM_DISABLE", std::getenv("GREENSHIM_DISABLE"), false);
+    g_config.stack_size = parse_size("GREENSHIM_STACK_SIZE", std::getenv("GREENSHIM_STACK_SIZE"), 0, 16 << 10,
+                                     std::size_t(1) << 30);
+    if (g_config.stack_size) Greenlet::set_default_stack_size(g_config.stack_size);
+}
+}  // namespace
+
+const Config& config() noexcept {
+    if (__builtin_expect(__atomic_load_n(&g_config_state, __ATOMIC_ACQUIRE) != 2, 0)) {
+        int expected = 0;
+        if (__atomic_compare_exchange_n(&g_config_state, &expected, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            read_config();
+            __atomic_store_n(&g_config_state, 2, __ATOMIC_RELEASE);
+        } else if (expected == 1) {
+            // Re-entered while reading (getenv is not hooked, but be safe):
+            // the defaults are a fine answer meanwhile.
+            static const Config defaults{};
+            return defaults;
+        }
+    }
+    return g_config;
+}
+
+bool may_park() noexcept {
+    if (!config().enabled) return false;
+    Hub* hub = Hub::existing();
+    return !hub || !hub->in_hub();
+}
+
+void* resolve(const char* name) noexcept {
+    void* f = dlsym(RTLD_NEXT, name);
+    if (!f) {
+        std::fprintf(stderr, "greenshim: cannot find the real %s in libc\n", name);
+        std::abort();
+    }
+    return f;
+}
+
+__attribute__((constructor)) static void greenshim_init() { (void)config(); }
+
+}  // namespace greenshim::shim

@@ -1,0 +1,266 @@
+// The read/write family, and the calls that make, copy and close fds.
+#include <stdarg.h>
+#include <stdio.h>
+
+#include <climits>
+#include <vector>
+
+#include "shim.hpp"
+#include "transfer.hpp"
+
+using namespace greenshim;
+using namespace greenshim::shim;
+
+namespace {
+
+// A socket may have been closed inside libc (fclose of an fdopen'ed socket)
+// and its number reused for something else behind our back: start over.
+bool stale_socket(int fd) noexcept {
+    if (errno != ENOTSOCK) return false;
+    fd_forget(fd);
+    return true;
+}
+
+ssize_t do_read(int fd, void* buf, size_t n) {
+    IoFd f = io_fd(fd);
+    if (f.mode == IoMode::pass) return REAL(read)(fd, buf, n);
+    if (f.mode == IoMode::socket) {
+        ssize_t r = retry_io(f, kReadable, recv_deadline(f), [&] { return REAL(recv)(fd, buf, n, MSG_DONTWAIT); });
+        if (r < 0 && stale_socket(fd)) return do_read(fd, buf, n);
+        return r;
+    }
+    return retry_io(f, kReadable, kForever, [&] { return REAL(read)(fd, buf, n); });
+}
+
+ssize_t do_write(int fd, const void* buf, size_t n) {
+    IoFd f = io_fd(fd);
+    if (f.mode == IoMode::pass) return REAL(write)(fd, buf, n);
+    if (f.mode == IoMode::socket) {
+        ssize_t r = write_all(f, buf, n, send_deadline(f),
+                              [&](const char* p, size_t k) { return REAL(send)(fd, p, k, MSG_DONTWAIT); });
+        if (r < 0 && stale_socket(fd)) return do_write(fd, buf, n);
+        return r;
+    }
+    return write_all(f, buf, n, kForever, [&](const char* p, size_t k) { return REAL(write)(fd, p, k); });
+}
+
+ssize_t do_readv(int fd, const struct iovec* iov, int cnt) {
+    IoFd f = io_fd(fd);
+    if (f.mode == IoMode::pass) return REAL(readv)(fd, iov, cnt);
+    if (f.mode == IoMode::socket) {
+        struct msghdr m = {};
+        m.msg_iov = const_cast<struct iovec*>(iov);
+        m.msg_iovlen = size_t(cnt);
+        ssize_t r = retry_io(f, kReadable, recv_deadline(f), [&] { return REAL(recvmsg)(fd, &m, MSG_DONTWAIT); });
+        if (r < 0 && stale_socket(fd)) return do_readv(fd, iov, cnt);
+        return r;
+    }
+    return retry_io(f, kReadable, kForever, [&] { return REAL(readv)(fd, iov, cnt); });
+}
+
+ssize_t do_writev(int fd, const struct iovec* iov, int cnt) {
+    IoFd f = io_fd(fd);
+    if (f.mode == IoMode::pass) return REAL(writev)(fd, iov, cnt);
+    if (cnt < 0 || cnt > IOV_MAX) return REAL(writev)(fd, iov, cnt);  // EINVAL, from the kernel
+    if (f.mode == IoMode::socket) {
+        ssize_t r = writev_all(f, iov, cnt, send_deadline(f), [&](struct iovec* v, int k) {
+            struct msghdr m = {};
+            m.msg_iov = v;
+            m.msg_iovlen = size_t(k);
+            return REAL(sendmsg)(fd, &m, MSG_DONTWAIT);
+        });
+        if (r < 0 && stale_socket(fd)) return do_writev(fd, iov, cnt);
+        return r;
+    }
+    return writev_all(f, iov, cnt, kForever, [&](struct iovec* v, int k) { return REAL(writev)(fd, v, k); });
+}
+
+// fcntl: the program sees its own O_NONBLOCK; an owned fd stays non-blocking
+// underneath.
+int do_fcntl(int fd, int cmd, void* arg) {
+    long iarg = long(reinterpret_cast<intptr_t>(arg));
+    switch (cmd) {
+    case F_GETFL: {
+        int r = REAL(fcntl)(fd, cmd);
+        FdState* s = fd_slot(fd);
+        if (r >= 0 && s && s->kind == FdKind::owned) r = s->user_nonblock ? (r | O_NONBLOCK) : (r & ~O_NONBLOCK);
+        return r;
+    }
+    case F_SETFL: {
+        FdState* s = fd_slot(fd);
+        bool want_nb = (iarg & O_NONBLOCK) != 0;
+        if (s && s->kind == FdKind::owned) {
+            int r = REAL(fcntl)(fd, F_SETFL, int(iarg) | O_NONBLOCK);
+            if (r == 0) s->user_nonblock = want_nb;
+            return r;
+        }
+        int r = REAL(fcntl)(fd, F_SETFL, int(iarg));
+        if (r == 0 && s && s->kind == FdKind::borrowed) s->user_nonblock = want_nb;
+        return r;
+    }
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+        int r = REAL(fcntl)(fd, cmd, int(iarg));
+        if (r >= 0) fd_copy(fd, r);
+        return r;
+    }
+    default:
+        return REAL(fcntl)(fd, cmd, arg);
+    }
+}
+
+void created_pair(int r, const int fds[2], bool socket, bool stream, bool user_nonblock) {
+    if (r != 0) return;
+    fd_created(fds[0], socket, stream, user_nonblock);
+    fd_created(fds[1], socket, stream, user_nonblock);
+}
+
+}  // namespace
+
+SHIM_EXPORT ssize_t read(int fd, void* buf, size_t n) { return do_read(fd, buf, n); }
+SHIM_EXPORT ssize_t write(int fd, const void* buf, size_t n) { return do_write(fd, buf, n); }
+SHIM_EXPORT ssize_t readv(int fd, const struct iovec* iov, int cnt) { return do_readv(fd, iov, cnt); }
+SHIM_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { return do_writev(fd, iov, cnt); }
+
+SHIM_EXPORT int close(int fd) {
+    fd_closing(fd);
+    fd_forget(fd);
+    return REAL(close)(fd);
+}
+
+SHIM_EXPORT int fclose(FILE* f) {
+    static decltype(&::fclose) real_fclose = nullptr;
+    int fd = f ? fileno(f) : -1;
+    if (fd >= 0) {
+        fd_closing(fd);
+        fd_forget(fd);
+    }
+    return real_fn(real_fclose, "fclose")(f);
+}
+
+SHIM_EXPORT int dup(int fd) {
+    int r = REAL(dup)(fd);
+    if (r >= 0) fd_copy(fd, r);
+    return r;
+}
+
+SHIM_EXPORT int dup2(int oldfd, int newfd) {
+    if (oldfd != newfd) fd_closing(newfd);
+    int r = REAL(dup2)(oldfd, newfd);
+    if (r >= 0 && oldfd != newfd) fd_copy(oldfd, newfd);
+    return r;
+}
+
+SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
+    if (oldfd != newfd) fd_closing(newfd);
+    int r = REAL(dup3)(oldfd, newfd, flags);
+    if (r >= 0) fd_copy(oldfd, newfd);
+    return r;
+}
+
+SHIM_EXPORT int fcntl(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    void* arg = va_arg(ap, void*);
+    va_end(ap);
+    return do_fcntl(fd, cmd, arg);
+}
+
+SHIM_EXPORT int fcntl64(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    void* arg = va_arg(ap, void*);
+    va_end(ap);
+    return do_fcntl(fd, cmd, arg);
+}
+
+SHIM_EXPORT int ioctl(int fd, unsigned long req, ...) {
+    va_list ap;
+    va_start(ap, req);
+    void* arg = va_arg(ap, void*);
+    va_end(ap);
+    if (req == FIONBIO && arg) {
+        FdState* s = fd_slot(fd);
+        bool on = *static_cast<int*>(arg) != 0;
+        if (s && s->kind == FdKind::owned) {
+            int fl = REAL(fcntl)(fd, F_GETFL);  // also checks fd is still open
+            if (fl < 0) return -1;
+            s->user_nonblock = on;
+            return 0;
+        }
+        int r = REAL(ioctl)(fd, req, arg);
+        if (r == 0 && s && s->kind == FdKind::borrowed) s->user_nonblock = on;
+        return r;
+    }
+    return REAL(ioctl)(fd, req, arg);
+}
+
+SHIM_EXPORT int pipe(int fds[2]) {
+    if (!may_park()) return REAL(pipe)(fds);
+    int r = REAL(pipe2)(fds, O_NONBLOCK);
+    created_pair(r, fds, false, true, false);
+    return r;
+}
+
+SHIM_EXPORT int pipe2(int fds[2], int flags) {
+    if (!may_park()) return REAL(pipe2)(fds, flags);
+    int r = REAL(pipe2)(fds, flags | O_NONBLOCK);
+    created_pair(r, fds, false, true, flags & O_NONBLOCK);
+    return r;
+}
+
+SHIM_EXPORT int eventfd(unsigned int initval, int flags) {
+    if (!may_park()) return REAL(eventfd)(initval, flags);
+    int r = REAL(eventfd)(initval, flags | EFD_NONBLOCK);
+    if (r >= 0) fd_created(r, false, false, flags & EFD_NONBLOCK);
+    return r;
+}
+
+SHIM_EXPORT int timerfd_create(int clockid, int flags) {
+    if (!may_park()) return REAL(timerfd_create)(clockid, flags);
+    int r = REAL(timerfd_create)(clockid, flags | TFD_NONBLOCK);
+    if (r >= 0) fd_created(r, false, false, flags & TFD_NONBLOCK);
+    return r;
+}
+
+// open/openat: the number may be one we knew as something else (closed inside
+// libc): forget it, it is discovered on first use.
+namespace {
+int opened(int r) {
+    if (r >= 0) fd_forget(r);
+    return r;
+}
+mode_t mode_arg(int flags, va_list ap) { return (flags & (O_CREAT | O_TMPFILE)) ? mode_t(va_arg(ap, int)) : 0; }
+}  // namespace
+
+SHIM_EXPORT int open(const char* path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    return opened(REAL(open)(path, flags, mode));
+}
+
+SHIM_EXPORT int open64(const char* path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    return opened(REAL(open)(path, flags, mode));
+}
+
+SHIM_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    return opened(REAL(openat)(dirfd, path, flags, mode));
+}
+
+SHIM_EXPORT int openat64(int dirfd, const char* path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    return opened(REAL(openat)(dirfd, path, flags, mode));
+}

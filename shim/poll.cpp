@@ -1,0 +1,160 @@
+// poll, select and epoll_wait: ask the kernel without waiting; if nothing is
+// ready, park on every fd involved (an epoll fd is itself pollable) and ask
+// again when one wakes us.
+#include <signal.h>
+
+#include <cstring>
+#include <vector>
+
+#include "shim.hpp"
+
+using namespace greenshim;
+using namespace greenshim::shim;
+
+namespace {
+
+Deadline deadline_ms(int timeout_ms) noexcept {
+    return timeout_ms < 0 ? kForever : deadline_after_ns(std::int64_t(timeout_ms) * 1000000);
+}
+
+Deadline deadline_ts(const struct timespec* ts) noexcept {
+    if (!ts) return kForever;
+    return deadline_after_ns(std::int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec);
+}
+
+// Parks until one of `waits` is ready or the deadline passes. 0 to ask the
+// kernel again, 1 if the deadline passed, -1 with errno.
+int park_on(std::vector<FdWait>& waits, Deadline deadline) {
+    Wake w;
+    try {
+        w = Hub::current().wait_fds(waits.data(), waits.size(), deadline);
+    } catch (...) {
+        errno = ENOMEM;
+        return -1;
+    }
+    switch (w) {
+    case Wake::timeout: return 1;
+    case Wake::interrupted: errno = EINTR; return -1;
+    case Wake::deadlock: errno = EDEADLK; return -1;
+    default: return 0;
+    }
+}
+
+short wait_events(short ev) noexcept {
+    short w = 0;
+    if (ev & (POLLIN | POLLPRI | POLLRDNORM | POLLRDBAND | POLLRDHUP)) w |= kReadable;
+    if (ev & (POLLOUT | POLLWRNORM | POLLWRBAND)) w |= kWritable;
+    return w;
+}
+
+// The generic loop: try(0 timeout) until it reports something or time is up.
+template <class Try, class Build>
+int wait_loop(Deadline deadline, Try&& try_now, Build&& build) {
+    std::vector<FdWait> waits;
+    for (;;) {
+        int r = try_now();
+        if (r != 0) return r;
+        waits.clear();
+        build(waits);
+        int p = park_on(waits, deadline);
+        if (p < 0) return -1;
+        if (p == 1) return try_now();  // time is up: one last look, as the kernel would
+    }
+}
+
+int do_poll(struct pollfd* fds, nfds_t n, Deadline deadline, const sigset_t* mask) {
+    static const struct timespec zero = {0, 0};
+    return wait_loop(
+        deadline, [&] { return mask ? REAL(ppoll)(fds, n, &zero, mask) : REAL(poll)(fds, n, 0); },
+        [&](std::vector<FdWait>& w) {
+            for (nfds_t i = 0; i < n; ++i) {
+                short ev = wait_events(fds[i].events);
+                if (fds[i].fd >= 0 && ev) w.push_back({fds[i].fd, ev, 0});
+            }
+        });
+}
+
+int do_select(int n, fd_set* r, fd_set* w, fd_set* e, Deadline deadline, const sigset_t* mask) {
+    fd_set r0, w0, e0;
+    if (r) r0 = *r;
+    if (w) w0 = *w;
+    if (e) e0 = *e;
+    return wait_loop(
+        deadline,
+        [&] {
+            if (r) *r = r0;
+            if (w) *w = w0;
+            if (e) *e = e0;
+            struct timespec zero = {0, 0};
+            return REAL(pselect)(n, r, w, e, &zero, mask);
+        },
+        [&](std::vector<FdWait>& out) {
+            for (int fd = 0; fd < n && fd < FD_SETSIZE; ++fd) {
+                short ev = 0;
+                if ((r && FD_ISSET(fd, &r0)) || (e && FD_ISSET(fd, &e0))) ev |= kReadable;
+                if (w && FD_ISSET(fd, &w0)) ev |= kWritable;
+                if (ev) out.push_back({fd, ev, 0});
+            }
+        });
+}
+
+int do_epoll_wait(int epfd, struct epoll_event* ev, int max, Deadline deadline, const sigset_t* mask) {
+    return wait_loop(
+        deadline, [&] { return mask ? REAL(epoll_pwait)(epfd, ev, max, 0, mask) : REAL(epoll_wait)(epfd, ev, max, 0); },
+        [&](std::vector<FdWait>& w) { w.push_back({epfd, kReadable, 0}); });
+}
+
+void remaining(Deadline deadline, struct timeval* tv) noexcept {
+    std::int64_t left = deadline - monotonic_ns();
+    if (left < 0) left = 0;
+    tv->tv_sec = time_t(left / 1000000000);
+    tv->tv_usec = suseconds_t(left % 1000000000 / 1000);
+}
+
+}  // namespace
+
+SHIM_EXPORT int poll(struct pollfd* fds, nfds_t n, int timeout) {
+    if (!may_park() || timeout == 0) return REAL(poll)(fds, n, timeout);
+    return do_poll(fds, n, deadline_ms(timeout), nullptr);
+}
+
+SHIM_EXPORT int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask) {
+    if (!may_park() || (ts && ts->tv_sec == 0 && ts->tv_nsec == 0)) return REAL(ppoll)(fds, n, ts, mask);
+    if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
+        errno = EINVAL;
+        return -1;
+    }
+    return do_poll(fds, n, deadline_ts(ts), mask);
+}
+
+SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* tv) {
+    if (!may_park() || (tv && tv->tv_sec == 0 && tv->tv_usec == 0)) return REAL(select)(n, r, w, e, tv);
+    if (tv && (tv->tv_sec < 0 || tv->tv_usec < 0)) {
+        errno = EINVAL;
+        return -1;
+    }
+    Deadline d = tv ? deadline_after_ns(std::int64_t(tv->tv_sec) * 1000000000 + std::int64_t(tv->tv_usec) * 1000)
+                    : kForever;
+    int res = do_select(n, r, w, e, d, nullptr);
+    if (tv) remaining(d, tv);  // Linux reports the time not slept
+    return res;
+}
+
+SHIM_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const struct timespec* ts, const sigset_t* mask) {
+    if (!may_park() || (ts && ts->tv_sec == 0 && ts->tv_nsec == 0)) return REAL(pselect)(n, r, w, e, ts, mask);
+    if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
+        errno = EINVAL;
+        return -1;
+    }
+    return do_select(n, r, w, e, deadline_ts(ts), mask);
+}
+
+SHIM_EXPORT int epoll_wait(int epfd, struct epoll_event* ev, int max, int timeout) {
+    if (!may_park() || timeout == 0) return REAL(epoll_wait)(epfd, ev, max, timeout);
+    return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), nullptr);
+}
+
+SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event* ev, int max, int timeout, const sigset_t* mask) {
+    if (!may_park() || timeout == 0) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
+    return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), mask);
+}

@@ -1,0 +1,179 @@
+// libgreenshim.so internals: the real libc functions, the per-fd table and the
+// one wait loop every interposer goes through.
+//
+// An interposer reads in a breath: decide the fd's mode (io_fd), try the real
+// call, and if it says EAGAIN park the greenlet until the fd is ready
+// (retry_io); the waiting itself lives only in wait.cpp.
+#pragma once
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <spawn.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "greenshim/hub.hpp"
+
+#define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace greenshim::shim {
+
+// ---- the real functions, each resolved once with dlsym(RTLD_NEXT) ----
+
+void* resolve(const char* name) noexcept;
+
+template <class F>
+inline F real_fn(F& slot, const char* name) noexcept {
+    F f = __atomic_load_n(&slot, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(f == nullptr, 0)) {
+        f = reinterpret_cast<F>(resolve(name));
+        __atomic_store_n(&slot, f, __ATOMIC_RELEASE);
+    }
+    return f;
+}
+
+#define GREENSHIM_REAL_SLOT(fn) inline decltype(&::fn) real_slot_##fn = nullptr;
+#define REAL(fn) (::greenshim::shim::real_fn(::greenshim::shim::real_slot_##fn, #fn))
+
+// Every libc function the shim interposes or calls past its own interposers.
+#define GREENSHIM_REAL_FUNCTIONS(X)                                                            \
+    X(read) X(write) X(readv) X(writev) X(close) X(dup) X(dup2) X(dup3) X(fcntl) X(ioctl)       \
+    X(pipe) X(pipe2) X(eventfd) X(timerfd_create) X(open) X(openat)                            \
+    X(socket) X(socketpair) X(accept) X(accept4) X(connect) X(recv) X(recvfrom) X(recvmsg)      \
+    X(recvmmsg) X(send) X(sendto) X(sendmsg) X(sendmmsg) X(sendfile) X(shutdown)              \
+    X(setsockopt) X(getsockopt)                                                               \
+    X(sleep) X(usleep) X(nanosleep) X(clock_nanosleep)                                        \
+    X(poll) X(ppoll) X(select) X(pselect) X(epoll_wait) X(epoll_pwait)                        \
+    X(execve) X(execv) X(execvp) X(execvpe) X(fexecve) X(posix_spawn) X(posix_spawnp) X(fork)     \
+    X(pthread_create) X(pthread_join) X(pthread_tryjoin_np) X(pthread_timedjoin_np)           \
+    X(pthread_clockjoin_np) X(pthread_detach) X(pthread_self) X(pthread_exit) X(sched_yield)  \
+    X(pthread_setname_np) X(pthread_getname_np) X(pthread_getattr_np) X(pthread_getschedparam) \
+    X(pthread_setschedparam) X(pthread_setschedprio) X(pthread_getaffinity_np)                \
+    X(pthread_setaffinity_np) X(pthread_getcpuclockid) X(pthread_kill) X(pthread_cancel)      \
+    X(pthread_mutex_init) X(pthread_mutex_destroy) X(pthread_mutex_lock) X(pthread_mutex_trylock) \
+    X(pthread_mutex_timedlock) X(pthread_mutex_clocklock) X(pthread_mutex_unlock)             \
+    X(pthread_mutex_consistent) X(pthread_cond_init) X(pthread_cond_destroy)                  \
+    X(pthread_cond_signal) X(pthread_cond_broadcast) X(pthread_cond_wait)                     \
+    X(pthread_cond_timedwait) X(pthread_cond_clockwait) X(pthread_rwlock_init)                \
+    X(pthread_rwlock_destroy) X(pthread_rwlock_rdlock) X(pthread_rwlock_tryrdlock)            \
+    X(pthread_rwlock_timedrdlock) X(pthread_rwlock_clockrdlock) X(pthread_rwlock_wrlock)      \
+    X(pthread_rwlock_trywrlock) X(pthread_rwlock_timedwrlock) X(pthread_rwlock_clockwrlock)   \
+    X(pthread_rwlock_unlock) X(sem_init) X(sem_destroy) X(sem_post) X(sem_wait) X(sem_trywait) \
+    X(sem_timedwait) X(sem_clockwait) X(sem_getvalue) X(pthread_barrier_init)                 \
+    X(pthread_barrier_destroy) X(pthread_barrier_wait) X(pthread_once) X(syscall)
+GREENSHIM_REAL_FUNCTIONS(GREENSHIM_REAL_SLOT)
+
+// ---- configuration (init.cpp) ----
+
+struct Config {
+    bool enabled = true;            // false: GREENSHIM_DISABLE=1 or a setuid/setgid process
+    std::size_t stack_size = 0;     // GREENSHIM_STACK_SIZE, 0 = runtime default
+};
+const Config& config() noexcept;
+
+// True when this call may park: the shim is enabled and we are not inside the
+// hub itself (libev's own epoll_wait/read/write must reach the kernel).
+bool may_park() noexcept;
+
+// ---- the per-fd table (fd.cpp) ----
+
+enum class FdKind : std::uint8_t {
+    unknown = 0,  // not seen yet: discovered on first use
+    plain,        // regular file, directory, block device: never blocks, pass through
+    owned,        // made by the shim (socket, accept, pipe, ...): real O_NONBLOCK set by us
+    borrowed,     // inherited or made behind our back: its O_NONBLOCK is not ours to change
+};
+
+struct FdState {
+    FdKind kind = FdKind::unknown;
+    bool user_nonblock = false;   // the program's view of O_NONBLOCK
+    bool socket = false;
+    bool stream = false;          // SOCK_STREAM: blocking sends transfer everything
+    std::int64_t rcvtimeo_ns = 0; // SO_RCVTIMEO (0 = none)
+    std::int64_t sndtimeo_ns = 0; // SO_SNDTIMEO
+};
+
+// The entry for fd (nullptr if fd < 0 or absurdly large). Never discovers.
+FdState* fd_slot(int fd) noexcept;
+// The entry, discovered (fstat, F_GETFL) if unknown; nullptr if fd is invalid.
+FdState* fd_known(int fd) noexcept;
+// Records an fd the shim created with O_NONBLOCK already set.
+void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept;
+// Forgets fd (closed, or replaced behind our back).
+void fd_forget(int fd) noexcept;
+// newfd now refers to oldfd's open file description.
+void fd_copy(int oldfd, int newfd) noexcept;
+
+// ---- how an interposer should perform I/O on an fd ----
+
+enum class IoMode : std::uint8_t {
+    pass,     // just call the real function (program wants non-blocking, or fd never blocks)
+    nbfd,     // owned non-socket: the real call cannot block, EAGAIN means wait
+    socket,   // socket: use MSG_DONTWAIT so the real call cannot block
+    probe,    // borrowed non-socket: poll first, call when ready
+};
+
+struct IoFd {
+    int fd;
+    IoMode mode;
+    FdState* st;
+};
+
+// Chooses the mode for an operation on fd (cost: a table lookup; an fstat and
+// fcntl the first time an unknown fd is used).
+IoFd io_fd(int fd) noexcept;
+
+// ---- the wait loop (wait.cpp) ----
+
+// Parks the current greenlet until fd is ready for events (kReadable /
+// kWritable) or the deadline passes. 0 when ready; -1 with errno EAGAIN
+// (timeout), EBADF (closed meanwhile) or EINTR (interrupted).
+int park_until_ready(int fd, int events, Deadline deadline) noexcept;
+
+// True if fd is ready for events right now (poll with a zero timeout).
+bool ready_now(int fd, int events) noexcept;
+
+// The one retry loop: op() performs the call so that it cannot block; on
+// EAGAIN, park until ready (probe-mode fds are polled before each try).
+template <class Op>
+inline auto retry_io(const IoFd& f, int events, Deadline deadline, Op&& op) -> decltype(op()) {
+    for (;;) {
+        if (f.mode == IoMode::probe && !ready_now(f.fd, events)) {
+            if (park_until_ready(f.fd, events, deadline) < 0) return -1;
+        }
+        auto r = op();
+        if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return r;
+        if (park_until_ready(f.fd, events, deadline) < 0) return -1;
+    }
+}
+
+// Deadlines from SO_RCVTIMEO / SO_SNDTIMEO.
+Deadline recv_deadline(const IoFd& f) noexcept;
+Deadline send_deadline(const IoFd& f) noexcept;
+
+// Called by close()/dup2() before an fd number stops meaning what it meant.
+void fd_closing(int fd) noexcept;
+
+// Before exec: fds the child will keep get back the blocking mode the program
+// set (undone by exec_failed if exec returns).
+void exec_prepare() noexcept;
+void exec_failed() noexcept;
+
+}  // namespace greenshim::shim

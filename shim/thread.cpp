@@ -1,0 +1,305 @@
+// pthreads as greenlets: pthread_create starts a greenlet on this OS thread's
+// hub, and every call that takes a pthread_t understands the ones made here.
+//
+// A greenlet thread's pthread_t is the address of its GThread. Real threads
+// (the process's main thread, threads made while the shim is disabled) keep
+// glibc's pthread_t and go to the real functions.
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <new>
+
+#include "shim.hpp"
+#include "thread.hpp"
+
+using namespace greenshim;
+using namespace greenshim::shim;
+
+namespace greenshim::shim {
+
+namespace {
+constexpr std::uintptr_t kMagic = 0x6772656e74687264ULL;  // "grenthrd"
+constexpr std::size_t kDefaultThreadStack = 1 << 20;       // see README: threads get 1 MiB
+std::size_t g_live_threads = 0;                              // greenlet threads not yet finished
+WaitQueue g_all_done;                                        // main's pthread_exit waits here
+
+// Thrown by pthread_exit inside a greenlet thread: unwinds its C++ frames
+// (and C frames, which have unwind tables on x86_64) up to the start routine.
+struct ThreadExit {
+    void* value;
+};
+
+void free_thread(GThread* t) {
+    t->magic = 0;
+    delete t;
+}
+}  // namespace
+
+GThread* gthread_of(pthread_t t) noexcept {
+    auto* g = reinterpret_cast<GThread*>(t);
+    if (!g) return nullptr;
+    // A real pthread_t points at glibc's struct pthread, whose first word
+    // points to itself; ours holds its address xor a constant.
+    if (g->magic != (reinterpret_cast<std::uintptr_t>(g) ^ kMagic)) return nullptr;
+    return g;
+}
+
+GThread* gthread_current() noexcept {
+    if (!Hub::existing()) return nullptr;
+    return static_cast<GThread*>(Greenlet::current().user_data());
+}
+
+void tsd_run_destructors(GThread* t) noexcept;  // tsd.cpp
+
+namespace {
+
+void thread_main(GThread* t) {
+    void* result = nullptr;
+    try {
+        result = t->start(t->arg);
+    } catch (ThreadExit const& e) {
+        result = e.value;
+    }
+    // A C++ exception escaping a thread's start routine ends the process, as
+    // with real threads: it is not caught above, so std::terminate runs.
+    tsd_run_destructors(t);
+    t->result = result;
+    t->finished = true;
+    --g_live_threads;
+    t->joiners.notify_all();
+    if (g_live_threads == 0) g_all_done.notify_all();
+    t->greenlet = nullptr;
+    if (t->detached) free_thread(t);
+}
+
+std::size_t stack_size_for(const pthread_attr_t* attr) {
+    std::size_t size = config().stack_size ? config().stack_size : kDefaultThreadStack;
+    if (attr) {
+        std::size_t s = 0;
+        void* addr = nullptr;
+        // A caller-provided stack (pthread_attr_setstack) is not used: the
+        // greenlet gets a pooled stack of the same size.
+        if (pthread_attr_getstack(attr, &addr, &s) == 0 && addr && s) return s;
+        if (pthread_attr_getstacksize(attr, &s) == 0 && s) {
+            // glibc's default attr reports RLIMIT_STACK (8 MiB); only an
+            // explicit size is honoured, found by comparing with a fresh attr.
+            pthread_attr_t fresh;
+            std::size_t dflt = 0;
+            pthread_attr_init(&fresh);
+            pthread_attr_getstacksize(&fresh, &dflt);
+            pthread_attr_destroy(&fresh);
+            if (s != dflt) size = s;
+        }
+    }
+    if (size < PTHREAD_STACK_MIN) size = PTHREAD_STACK_MIN;
+    return size;
+}
+
+}  // namespace
+}  // namespace greenshim::shim
+
+SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void* (*start)(void*), void* arg) {
+    if (!may_park()) return REAL(pthread_create)(out, attr, start, arg);
+    int detach = PTHREAD_CREATE_JOINABLE;
+    if (attr && pthread_attr_getdetachstate(attr, &detach) != 0) return EINVAL;
+    GThread* t = new (std::nothrow) GThread;
+    if (!t) return EAGAIN;
+    t->magic = reinterpret_cast<std::uintptr_t>(t) ^ kMagic;
+    t->start = start;
+    t->arg = arg;
+    t->detached = detach == PTHREAD_CREATE_DETACHED;
+    try {
+        std::shared_ptr<Greenlet> g = Hub::current().spawn(
+            [t](std::any) -> std::any {
+                thread_main(t);
+                return {};
+            },
+            {}, stack_size_for(attr));
+        g->set_user_data(t);
+        t->greenlet = g.get();
+    } catch (...) {
+        free_thread(t);
+        return EAGAIN;
+    }
+    ++g_live_threads;
+    *out = reinterpret_cast<pthread_t>(t);
+    return 0;
+}
+
+namespace {
+// join with a deadline: 0, EDEADLK, EINVAL, ESRCH-like errors, ETIMEDOUT, EBUSY.
+int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only) {
+    GThread* t = gthread_of(th);
+    if (!t) return -1;  // not ours
+    if (t->detached || t->joining) return EINVAL;
+    if (t == gthread_current()) return EDEADLK;
+    if (!t->finished) {
+        if (try_only) return EBUSY;
+        t->joining = true;
+        while (!t->finished) {
+            Wake w = t->joiners.wait(deadline);
+            if (w == Wake::timeout && !t->finished) {
+                t->joining = false;
+                return ETIMEDOUT;
+            }
+            if (w == Wake::deadlock) {
+                std::fprintf(stderr, "greenshim: deadlock: pthread_join waits for a thread that can never finish\n");
+                std::abort();
+            }
+        }
+    }
+    if (ret) *ret = t->result;
+    free_thread(t);
+    return 0;
+}
+
+Deadline abs_deadline(clockid_t clock, const struct timespec* abstime) {
+    struct timespec now;
+    clock_gettime(clock, &now);
+    std::int64_t ns = (std::int64_t(abstime->tv_sec) - now.tv_sec) * 1000000000 + (abstime->tv_nsec - now.tv_nsec);
+    return ns <= 0 ? monotonic_ns() : deadline_after_ns(ns);
+}
+}  // namespace
+
+SHIM_EXPORT int pthread_join(pthread_t th, void** ret) {
+    int r = join_until(th, ret, kForever, false);
+    return r >= 0 ? r : REAL(pthread_join)(th, ret);
+}
+
+SHIM_EXPORT int pthread_tryjoin_np(pthread_t th, void** ret) {
+    int r = join_until(th, ret, kForever, true);
+    return r >= 0 ? r : REAL(pthread_tryjoin_np)(th, ret);
+}
+
+SHIM_EXPORT int pthread_timedjoin_np(pthread_t th, void** ret, const struct timespec* abstime) {
+    if (!gthread_of(th)) return REAL(pthread_timedjoin_np)(th, ret, abstime);
+    if (abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L)) return EINVAL;
+    return join_until(th, ret, abstime ? abs_deadline(CLOCK_REALTIME, abstime) : kForever, false);
+}
+
+SHIM_EXPORT int pthread_clockjoin_np(pthread_t th, void** ret, clockid_t clock, const struct timespec* abstime) {
+    if (!gthread_of(th)) return REAL(pthread_clockjoin_np)(th, ret, clock, abstime);
+    if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
+    if (abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L)) return EINVAL;
+    return join_until(th, ret, abstime ? abs_deadline(clock, abstime) : kForever, false);
+}
+
+SHIM_EXPORT int pthread_detach(pthread_t th) {
+    GThread* t = gthread_of(th);
+    if (!t) return REAL(pthread_detach)(th);
+    if (t->detached) return EINVAL;
+    t->detached = true;
+    if (t->finished) free_thread(t);
+    return 0;
+}
+
+SHIM_EXPORT pthread_t pthread_self(void) {
+    if (GThread* t = gthread_current()) return reinterpret_cast<pthread_t>(t);
+    return REAL(pthread_self)();
+}
+
+SHIM_EXPORT int pthread_equal(pthread_t a, pthread_t b) { return a == b; }
+
+SHIM_EXPORT void pthread_exit(void* value) {
+    if (gthread_current()) throw ThreadExit{value};
+    if (may_park() && Hub::existing() && &Greenlet::current() == &Hub::existing()->main()) {
+        // The main thread leaves, the process stays until the last thread ends
+        // (as with real threads), then exits with status 0.
+        while (g_live_threads > 0) g_all_done.wait();
+        std::exit(0);
+    }
+    REAL(pthread_exit)(value);
+    __builtin_unreachable();
+}
+
+SHIM_EXPORT int sched_yield(void) {
+    if (!may_park()) return REAL(sched_yield)();
+    Hub::current().yield();
+    return 0;
+}
+
+SHIM_EXPORT int pthread_setname_np(pthread_t th, const char* name) {
+    GThread* t = gthread_of(th);
+    if (!t) return REAL(pthread_setname_np)(th, name);
+    if (strlen(name) > 15) return ERANGE;
+    strcpy(t->name, name);
+    if (t->greenlet) t->greenlet->set_name(name);
+    return 0;
+}
+
+SHIM_EXPORT int pthread_getname_np(pthread_t th, char* buf, size_t len) {
+    GThread* t = gthread_of(th);
+    if (!t) return REAL(pthread_getname_np)(th, buf, len);
+    if (len < strlen(t->name) + 1) return ERANGE;
+    strcpy(buf, t->name);
+    return 0;
+}
+
+// The stack a greenlet thread runs on: runtimes (CPython among them) read
+// their stack bounds from here.
+SHIM_EXPORT int pthread_getattr_np(pthread_t th, pthread_attr_t* attr) {
+    GThread* t = gthread_of(th);
+    if (!t) return REAL(pthread_getattr_np)(th, attr);
+    if (pthread_attr_init(attr) != 0) return ENOMEM;
+    if (t->greenlet && t->greenlet->stack_bottom()) {
+        char* bottom = static_cast<char*>(t->greenlet->stack_bottom());
+        pthread_attr_setstack(attr, bottom, std::size_t(static_cast<char*>(t->greenlet->stack_top()) - bottom));
+    }
+    pthread_attr_setdetachstate(attr, t->detached ? PTHREAD_CREATE_DETACHED : PTHREAD_CREATE_JOINABLE);
+    return 0;
+}
+
+// Greenlets share their OS thread's scheduling: these report the OS thread's
+// and accept (ignore) changes for one greenlet.
+SHIM_EXPORT int pthread_getschedparam(pthread_t th, int* policy, struct sched_param* param) {
+    if (!gthread_of(th)) return REAL(pthread_getschedparam)(th, policy, param);
+    return REAL(pthread_getschedparam)(REAL(pthread_self)(), policy, param);
+}
+SHIM_EXPORT int pthread_setschedparam(pthread_t th, int policy, const struct sched_param* param) {
+    if (!gthread_of(th)) return REAL(pthread_setschedparam)(th, policy, param);
+    return 0;
+}
+SHIM_EXPORT int pthread_setschedprio(pthread_t th, int prio) {
+    if (!gthread_of(th)) return REAL(pthread_setschedprio)(th, prio);
+    return 0;
+}
+SHIM_EXPORT int pthread_getaffinity_np(pthread_t th, size_t n, cpu_set_t* set) {
+    if (!gthread_of(th)) return REAL(pthread_getaffinity_np)(th, n, set);
+    return REAL(pthread_getaffinity_np)(REAL(pthread_self)(), n, set);
+}
+SHIM_EXPORT int pthread_setaffinity_np(pthread_t th, size_t n, const cpu_set_t* set) {
+    if (!gthread_of(th)) return REAL(pthread_setaffinity_np)(th, n, set);
+    return 0;
+}
+SHIM_EXPORT int pthread_getcpuclockid(pthread_t th, clockid_t* clock) {
+    if (!gthread_of(th)) return REAL(pthread_getcpuclockid)(th, clock);
+    return REAL(pthread_getcpuclockid)(REAL(pthread_self)(), clock);
+}
+
+// Signals to a greenlet thread go to the OS thread that carries it; a parked
+// target is woken (EINTR) so that its handler's effect is seen promptly.
+SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
+    GThread* t = gthread_of(th);
+    if (!t) return REAL(pthread_kill)(th, sig);
+    if (sig < 0 || sig >= NSIG) return EINVAL;
+    if (t->finished) return ESRCH;
+    if (sig == 0) return 0;
+    int r = REAL(pthread_kill)(REAL(pthread_self)(), sig);
+    if (r == 0 && t->greenlet) {
+        if (Hub* hub = Hub::existing()) hub->interrupt(*t->greenlet);
+    }
+    return r;
+}
+
+SHIM_EXPORT int pthread_cancel(pthread_t th) {
+    GThread* t = gthread_of(th);
+    if (!t) return REAL(pthread_cancel)(th);
+    // Cancellation of greenlet threads is not emulated (README): say so.
+    return ENOTSUP;
+}

@@ -1,0 +1,43 @@
+// The shim's emulated pthread: what a pthread_t made by pthread_create points to.
+#pragma once
+
+#include <pthread.h>
+
+#include <cstdint>
+
+#include "greenshim/hub.hpp"
+
+namespace greenshim::shim {
+
+struct TsdEntry {
+    std::uint64_t seq;  // the key's generation when the value was set
+    void* value;
+};
+
+inline constexpr unsigned kTsdInline = 32;
+
+struct Tsd {
+    TsdEntry first[kTsdInline] = {};
+    TsdEntry* rest = nullptr;  // keys from kTsdInline on, allocated on first use
+};
+
+struct GThread {
+    std::uintptr_t magic = 0;  // address ^ constant: tells our pthread_t from glibc's
+    void* (*start)(void*) = nullptr;
+    void* arg = nullptr;
+    void* result = nullptr;
+    Greenlet* greenlet = nullptr;  // until it finishes
+    bool detached = false;
+    bool finished = false;
+    bool joining = false;
+    char name[16] = {};
+    WaitQueue joiners;
+    Tsd tsd;
+};
+
+// Ours, or nullptr for a real pthread_t.
+GThread* gthread_of(pthread_t t) noexcept;
+// The greenlet thread running now, or nullptr (main greenlet, real threads).
+GThread* gthread_current() noexcept;
+
+}  // namespace greenshim::shim

@@ -1,0 +1,109 @@
+// Thread-specific data per greenlet thread: pthread_key_create and friends.
+//
+// Keys are the shim's own (a generation counter per key makes a deleted and
+// re-created key read as empty). Greenlet threads keep their values in their
+// GThread; the main greenlet and real OS threads keep theirs per OS thread.
+#include <pthread.h>
+
+#include <cstdlib>
+#include <new>
+
+#include "shim.hpp"
+#include "thread.hpp"
+
+using namespace greenshim;
+using namespace greenshim::shim;
+
+namespace {
+constexpr unsigned kKeys = PTHREAD_KEYS_MAX;
+
+struct KeySlot {
+    std::uint64_t seq;  // odd: in use
+    void (*dtor)(void*);
+};
+KeySlot g_keys[kKeys];
+
+thread_local Tsd* t_os_tsd = nullptr;  // the main greenlet's / a real thread's
+
+Tsd* current_tsd(bool create) {
+    if (GThread* t = gthread_current()) return &t->tsd;
+    if (!t_os_tsd && create) t_os_tsd = new (std::nothrow) Tsd;
+    return t_os_tsd;
+}
+
+TsdEntry* entry(Tsd* tsd, unsigned key, bool create) {
+    if (key < kTsdInline) return &tsd->first[key];
+    if (!tsd->rest) {
+        if (!create) return nullptr;
+        tsd->rest = static_cast<TsdEntry*>(std::calloc(kKeys - kTsdInline, sizeof(TsdEntry)));
+        if (!tsd->rest) return nullptr;
+    }
+    return &tsd->rest[key - kTsdInline];
+}
+}  // namespace
+
+namespace greenshim::shim {
+void tsd_run_destructors(GThread* t) noexcept {
+    Tsd* tsd = &t->tsd;
+    for (int round = 0; round < PTHREAD_DESTRUCTOR_ITERATIONS; ++round) {
+        bool again = false;
+        for (unsigned k = 0; k < kKeys; ++k) {
+            TsdEntry* e = entry(tsd, k, false);
+            if (!e) break;
+            std::uint64_t seq = __atomic_load_n(&g_keys[k].seq, __ATOMIC_ACQUIRE);
+            if (!e->value || e->seq != seq || !(seq & 1)) continue;
+            void* v = e->value;
+            e->value = nullptr;
+            if (g_keys[k].dtor) {
+                g_keys[k].dtor(v);
+                again = true;
+            }
+        }
+        if (!again) break;
+    }
+    std::free(tsd->rest);
+    tsd->rest = nullptr;
+}
+}  // namespace greenshim::shim
+
+SHIM_EXPORT int pthread_key_create(pthread_key_t* key, void (*dtor)(void*)) {
+    for (unsigned k = 0; k < kKeys; ++k) {
+        std::uint64_t seq = __atomic_load_n(&g_keys[k].seq, __ATOMIC_ACQUIRE);
+        if (seq & 1) continue;
+        if (__atomic_compare_exchange_n(&g_keys[k].seq, &seq, seq + 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            g_keys[k].dtor = dtor;
+            *key = k;
+            return 0;
+        }
+    }
+    return EAGAIN;
+}
+
+SHIM_EXPORT int pthread_key_delete(pthread_key_t key) {
+    if (key >= kKeys) return EINVAL;
+    std::uint64_t seq = __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE);
+    if (!(seq & 1)) return EINVAL;
+    __atomic_store_n(&g_keys[key].seq, seq + 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+SHIM_EXPORT void* pthread_getspecific(pthread_key_t key) {
+    if (key >= kKeys) return nullptr;
+    Tsd* tsd = current_tsd(false);
+    if (!tsd) return nullptr;
+    TsdEntry* e = entry(tsd, key, false);
+    if (!e || e->seq != __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE)) return nullptr;
+    return e->value;
+}
+
+SHIM_EXPORT int pthread_setspecific(pthread_key_t key, const void* value) {
+    if (key >= kKeys) return EINVAL;
+    std::uint64_t seq = __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE);
+    if (!(seq & 1)) return EINVAL;
+    Tsd* tsd = current_tsd(true);
+    TsdEntry* e = tsd ? entry(tsd, key, true) : nullptr;
+    if (!e) return ENOMEM;
+    e->seq = seq;
+    e->value = const_cast<void*>(value);
+    return 0;
+}

@@ -1,0 +1,43 @@
+// The one place where an interposed call waits: park the calling greenlet on
+// the hub until its fd is ready or its deadline passes.
+#include <poll.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "shim.hpp"
+
+namespace greenshim::shim {
+
+
+int park_until_ready(int fd, int events, Deadline deadline) noexcept {
+    Wake w;
+    try {
+        w = Hub::current().wait_fd(fd, events, deadline);
+    } catch (...) {
+        errno = ENOMEM;
+        return -1;
+    }
+    switch (w) {
+    case Wake::none:
+    case Wake::event: return 0;
+    case Wake::timeout: errno = EAGAIN; return -1;
+    case Wake::closed: errno = EBADF; return -1;
+    case Wake::interrupted: errno = EINTR; return -1;
+    case Wake::deadlock: break;
+    }
+    std::fprintf(stderr, "greenshim: deadlock: the main greenlet waits on fd %d and nothing can wake it\n", fd);
+    std::abort();
+}
+
+bool ready_now(int fd, int events) noexcept {
+    struct pollfd p = {fd, short(((events & kReadable) ? POLLIN : 0) | ((events & kWritable) ? POLLOUT : 0)), 0};
+    // An error or hangup counts as ready: the real call will report it.
+    return REAL(poll)(&p, 1, 0) != 0;
+}
+
+void fd_closing(int fd) noexcept {
+    if (Hub* hub = Hub::existing()) hub->fd_closed(fd);
+}
+
+}  // namespace greenshim::shim

@@ -1,0 +1,266 @@
+// WaitQueue, park/schedule/interrupt, LoopExit.
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "helpers.hpp"
+
+using namespace greenshim;
+using testutil::elapsed_s;
+
+TEST_SUITE("waitqueue") {
+
+TEST_CASE("notify_one wakes waiters one at a time in FIFO order") {
+    auto q = std::make_shared<WaitQueue>();
+    std::vector<int> woke;
+    std::vector<Task<Wake>> ts;
+    for (int i = 0; i < 4; ++i)
+        ts.push_back(spawn([q, &woke, i] {
+            Wake w = q->wait();
+            woke.push_back(i);
+            return w;
+        }));
+    CHECK(q->empty());
+    greenshim::sleep(0);  // all four run and park, in spawn order
+    CHECK(q->size() == 4);
+    CHECK_FALSE(q->empty());
+    for (int k = 0; k < 4; ++k) {
+        CHECK(q->notify_one());
+        CHECK(q->size() == std::size_t(3 - k));
+        CHECK(ts[k].join(5));
+        CHECK(woke.size() == std::size_t(k + 1));
+    }
+    CHECK(woke == std::vector<int>{0, 1, 2, 3});
+    for (auto& t : ts) CHECK(t.value() == Wake::event);
+    CHECK_FALSE(q->notify_one());  // nobody left
+    CHECK(q->notify_all() == 0);
+    testutil::check_hub_idle();
+}
+
+TEST_CASE("wake_one says which greenlet it woke, in FIFO order") {
+    auto q = std::make_shared<WaitQueue>();
+    std::vector<Task<Wake>> ts;
+    for (int i = 0; i < 3; ++i) ts.push_back(spawn([q] { return q->wait(); }));
+    greenshim::sleep(0);
+    REQUIRE(q->size() == 3);
+    for (int k = 0; k < 3; ++k) {
+        Greenlet* woken = q->wake_one();
+        CHECK(woken == &ts[k].greenlet());
+        CHECK(ts[k].greenlet().state() == GreenletState::ready);
+    }
+    CHECK(q->wake_one() == nullptr);
+    for (auto& t : ts) CHECK(t.value(5) == Wake::event);
+}
+
+TEST_CASE("an all-zero WaitQueue (never constructed) is an empty, working queue") {
+    alignas(WaitQueue) static unsigned char storage[sizeof(WaitQueue)];  // zero-initialised
+    auto* q = reinterpret_cast<WaitQueue*>(storage);
+    CHECK(q->empty());
+    CHECK(q->size() == 0);
+    CHECK_FALSE(q->notify_one());
+    auto t = spawn([q] { return q->wait(); });
+    greenshim::sleep(0);
+    CHECK(q->size() == 1);
+    CHECK(q->notify_one());
+    CHECK(t.value(5) == Wake::event);
+    CHECK(q->empty());
+}
+
+TEST_CASE("notify_all wakes every waiter in FIFO order") {
+    auto q = std::make_shared<WaitQueue>();
+    std::vector<int> woke;
+    std::vector<Task<void>> ts;
+    // Spawned in a scrambled order; FIFO is by arrival in the queue.
+    for (int i : {3, 1, 4, 0, 2}) ts.push_back(spawn([q, &woke, i] {
+        q->wait();
+        woke.push_back(i);
+    }));
+    greenshim::sleep(0);
+    CHECK(q->size() == 5);
+    CHECK(q->notify_all() == 5);
+    CHECK(q->empty());
+    CHECK(joinall(std::vector<TaskBase>(ts.begin(), ts.end()), 5));
+    CHECK(woke == std::vector<int>{3, 1, 4, 0, 2});
+}
+
+TEST_CASE("wait with a deadline times out and leaves the queue") {
+    auto q = std::make_shared<WaitQueue>();
+    auto t = spawn([q] {
+        std::int64_t t0 = monotonic_ns();
+        Wake w = q->wait(deadline_after(0.02));
+        return std::make_pair(w, elapsed_s(t0));
+    });
+    auto [w, e] = t.value(5);
+    CHECK(w == Wake::timeout);
+    CHECK(e >= 0.02);
+    CHECK(q->empty());
+    CHECK_FALSE(q->notify_one());
+}
+
+TEST_CASE("a notification is not lost when the head waiter has already timed out") {
+    auto q = std::make_shared<WaitQueue>();
+    Deadline d = deadline_after(0.1);
+    auto head = spawn([q, d] { return q->wait(d); });    // will time out
+    auto second = spawn([q] { return q->wait(); });      // waits for a notification
+    greenshim::sleep(0);
+    REQUIRE(q->size() == 2);
+    // Let the head's deadline pass without giving the hub a chance to run it.
+    while (monotonic_ns() < d + 2'000'000) {
+    }
+    // One hub pass: its timer fires and the head becomes ready (not yet run,
+    // so still linked in the queue).
+    greenshim::sleep(0);
+    CHECK(head.greenlet().state() == GreenletState::ready);
+    CHECK(q->size() == 2);
+    CHECK(q->notify_one());  // must reach `second`, not the timed-out head
+    CHECK(head.value(5) == Wake::timeout);
+    CHECK(second.join(1));
+    CHECK(second.ready());
+    if (!second.ready()) {  // do not leave it parked for later tests
+        q->notify_all();
+        second.join();
+    }
+    CHECK(second.value() == Wake::event);
+    CHECK(q->empty());
+}
+
+TEST_CASE("a destroyed WaitQueue wakes its waiters") {
+    auto* q = new WaitQueue;
+    auto t = spawn([q] { return q->wait(); });
+    greenshim::sleep(0);
+    REQUIRE(q->size() == 1);
+    delete q;
+    CHECK(t.value(5) == Wake::event);
+}
+
+TEST_CASE("main waiting on a WaitQueue is woken by a spawned greenlet") {
+    WaitQueue q;
+    auto t = spawn([&q] {
+        greenshim::sleep(0.005);
+        return q.notify_one();
+    });
+    CHECK(q.wait(deadline_after(5)) == Wake::event);
+    CHECK(t.value());
+}
+
+}  // TEST_SUITE waitqueue
+
+TEST_SUITE("hub") {
+
+TEST_CASE("LoopExit is raised in main when joining a greenlet that waits for nobody") {
+    auto q = std::make_shared<WaitQueue>();
+    auto t = spawn([q] { return q->wait(); });
+    CHECK_THROWS_AS(t.join(), LoopExit);
+    CHECK_FALSE(t.ready());
+    CHECK(t.greenlet().state() == GreenletState::parked);
+    CHECK(Greenlet::current().is_main());
+    // The runtime is still usable afterwards.
+    CHECK(q->notify_one());
+    CHECK(t.value(5) == Wake::event);
+    auto u = spawn([] { return 5; });
+    CHECK(u.value() == 5);
+    testutil::check_hub_idle();
+}
+
+TEST_CASE("LoopExit from value(), sleep-forever and a bare park in main") {
+    Hub& hub = Hub::current();
+    auto q = std::make_shared<WaitQueue>();
+    auto t = spawn([q] {
+        q->wait();
+        return 1;
+    });
+    CHECK_THROWS_AS(t.value(), LoopExit);
+    CHECK(hub.park() == Wake::deadlock);  // main alone, nothing can wake it
+    CHECK(hub.sleep_until(kForever) == Wake::deadlock);
+    WaitQueue lonely;
+    CHECK(lonely.wait() == Wake::deadlock);
+    q->notify_all();
+    CHECK(t.value(5) == 1);
+}
+
+TEST_CASE("Hub::interrupt wakes a sleeping greenlet with Wake::interrupted") {
+    Hub& hub = Hub::current();
+    auto t = spawn([&hub] {
+        std::int64_t t0 = monotonic_ns();
+        Wake w = hub.sleep_until(deadline_after(30));
+        return std::make_pair(w, elapsed_s(t0));
+    });
+    CHECK_FALSE(hub.interrupt(t.greenlet()));  // not parked yet: nothing to do
+    greenshim::sleep(0);
+    REQUIRE(t.greenlet().state() == GreenletState::parked);
+    CHECK(hub.interrupt(t.greenlet()));
+    CHECK_FALSE(hub.interrupt(t.greenlet()));  // already woken
+    auto [w, e] = t.value(5);
+    CHECK(w == Wake::interrupted);
+    CHECK(e < 5.0);
+    CHECK_FALSE(hub.interrupt(Greenlet::current()));  // running, not parked
+    testutil::check_hub_idle();
+}
+
+TEST_CASE("Hub::interrupt wakes a WaitQueue waiter and an fd waiter") {
+    Hub& hub = Hub::current();
+    auto q = std::make_shared<WaitQueue>();
+    auto qw = spawn([q] { return q->wait(); });
+    testutil::FdPair p = testutil::FdPair::pipe();
+    auto fw = spawn([&hub, r = p.r] { return hub.wait_fd(r, kReadable, deadline_after(30)); });
+    greenshim::sleep(0);
+    REQUIRE(qw.greenlet().state() == GreenletState::parked);
+    REQUIRE(fw.greenlet().state() == GreenletState::parked);
+    CHECK(hub.interrupt(qw.greenlet()));
+    CHECK(hub.interrupt(fw.greenlet()));
+    CHECK(qw.value(5) == Wake::interrupted);
+    CHECK(fw.value(5) == Wake::interrupted);
+    CHECK(q->empty());  // the interrupted waiter left the queue
+}
+
+TEST_CASE("Hub::park and Hub::schedule") {
+    Hub& hub = Hub::current();
+    auto t = spawn([&hub] { return hub.park(); });
+    greenshim::sleep(0);
+    REQUIRE(t.greenlet().state() == GreenletState::parked);
+    hub.schedule(t.greenlet(), Wake::event);
+    CHECK(t.greenlet().state() == GreenletState::ready);
+    hub.schedule(t.greenlet(), Wake::timeout);  // not parked any more: ignored
+    CHECK(t.value(5) == Wake::event);
+    hub.schedule(t.greenlet());  // dead: ignored
+    CHECK(t.greenlet().dead());
+
+    // A park with a deadline in the past returns at once.
+    CHECK(hub.park(monotonic_ns() - 1) == Wake::timeout);
+}
+
+TEST_CASE("switch_to a greenlet the hub has parked is refused") {
+    auto q = std::make_shared<WaitQueue>();
+    auto t = spawn([q] { return q->wait(); });
+    greenshim::sleep(0);
+    REQUIRE(t.greenlet().state() == GreenletState::parked);
+    CHECK_THROWS_AS(t.greenlet().switch_to(), std::logic_error);
+    q->notify_one();
+    CHECK(t.greenlet().state() == GreenletState::ready);
+    CHECK_THROWS_AS(t.greenlet().switch_to(), std::logic_error);
+    CHECK(t.value(5) == Wake::event);
+}
+
+TEST_CASE("a raw greenlet may sleep: the hub resumes it and its return goes to its parent") {
+    Greenlet& m = Greenlet::current();
+    auto g = Greenlet::create([](std::any a) -> std::any {
+        greenshim::sleep(0.002);
+        return std::any_cast<int>(a) + 1;
+    });
+    std::any r = g->switch_to(1);
+    CHECK(&Greenlet::current() == &m);
+    CHECK(std::any_cast<int>(r) == 2);
+    CHECK(g->dead());
+    testutil::check_hub_idle();
+}
+
+TEST_CASE("Wake and GreenletState names") {
+    CHECK(std::string(to_string(Wake::timeout)) == "timeout");
+    CHECK(std::string(to_string(Wake::closed)) == "closed");
+    CHECK(std::string(to_string(Wake::deadlock)) == "deadlock");
+    CHECK(std::string(to_string(GreenletState::parked)) == "parked");
+    CHECK(std::string(to_string(GreenletState::fresh)) == "fresh");
+}
+
+}  // TEST_SUITE hub
