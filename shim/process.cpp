@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "shim.hpp"
+#include "thread.hpp"
 
 using namespace greenshim;
 using namespace greenshim::shim;
@@ -96,6 +97,7 @@ SHIM_EXPORT pid_t fork(void) {
     pid_t r = REAL(fork)();
     if (r == 0) {
         if (Hub* hub = Hub::existing()) hub->after_fork_child();
+        threads_after_fork_child();
     }
     return r;
 }

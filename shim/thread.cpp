@@ -57,6 +57,9 @@ GThread* gthread_current() noexcept {
 
 void tsd_run_destructors(GThread* t) noexcept;  // tsd.cpp
 
+// fork() child: only the calling greenlet lives on.
+void threads_after_fork_child() noexcept { g_live_threads = gthread_current() ? 1 : 0; }
+
 namespace {
 
 void thread_main(GThread* t) {

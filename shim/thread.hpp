@@ -39,5 +39,7 @@ struct GThread {
 GThread* gthread_of(pthread_t t) noexcept;
 // The greenlet thread running now, or nullptr (main greenlet, real threads).
 GThread* gthread_current() noexcept;
+// fork() child bookkeeping: only the calling greenlet survives.
+void threads_after_fork_child() noexcept;
 
 }  // namespace greenshim::shim

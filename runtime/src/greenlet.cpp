@@ -39,8 +39,7 @@ struct ThreadCleanup {
         std::size_t hub_alive = t->hub && t->hub->greenlet().started() && !t->hub->greenlet().dead() ? 1 : 0;
         if (t->alive != hub_alive) return;
         t->release_later.reset();
-        delete t->hub;
-        t->hub = nullptr;
+        delete std::exchange(t->hub, nullptr);
         t->pool.drain();
         t_state = nullptr;
         delete t;
@@ -67,6 +66,27 @@ ThreadState& init_thread_state() {
     Runtime::set_state(*t->main, GreenletState::running);
     t->current = t->main.get();
     return *t;
+}
+
+void Runtime::live_link(Greenlet& g) noexcept {
+    ThreadState& t = *t_state;
+    Greenlet::Impl& im = *g.impl_;
+    im.live_prev = nullptr;
+    im.live_next = t.live_head;
+    if (t.live_head) t.live_head->impl_->live_prev = &g;
+    t.live_head = &g;
+    ++t.alive;
+}
+
+void Runtime::live_unlink(Greenlet& g) noexcept {
+    ThreadState& t = *t_state;
+    Greenlet::Impl& im = *g.impl_;
+    if (im.live_prev) im.live_prev->impl_->live_next = im.live_next;
+    else if (t.live_head == &g) t.live_head = im.live_next;
+    else return;  // not linked
+    if (im.live_next) im.live_next->impl_->live_prev = im.live_prev;
+    im.live_prev = im.live_next = nullptr;
+    --t.alive;
 }
 
 Greenlet& Runtime::first_live(Greenlet& g) noexcept {
@@ -98,7 +118,7 @@ void Runtime::ensure_fiber(Greenlet& target) {
     Greenlet::Impl& ti = *target.impl_;
     if (ti.fiber_created) return;
     ti.fiber_created = true;
-    ++t_state->alive;
+    live_link(target);
     Greenlet* g = &target;
     ti.ctx = ctx::fiber(std::allocator_arg, PoolAllocator{&ti, target.stack_size_},
                         [g](ctx::fiber&& caller) -> ctx::fiber {
@@ -143,7 +163,7 @@ ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err)
     ThreadState& t = *t_state;
     g.state_ = GreenletState::dead;
     g.error_ = err;
-    --t.alive;
+    live_unlink(g);
     Greenlet& next = first_live(*g.parent_);
     if (err && next.state_ != GreenletState::suspended && next.state_ != GreenletState::fresh) {
         // The parent is not waiting in switch_to() (it is the hub, or parked):
@@ -205,7 +225,7 @@ Greenlet::~Greenlet() {
     // destructors on its stack); account for it first.
     if (impl_->fiber_created && !is_main_ && state_ != GreenletState::dead && impl_->ctx) {
         state_ = GreenletState::dead;
-        if (detail::t_state) --detail::t_state->alive;
+        if (detail::t_state) Runtime::live_unlink(*this);
         ctx::fiber doomed = std::move(impl_->ctx);
     }
 }

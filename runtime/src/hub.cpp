@@ -126,7 +126,9 @@ Hub::~Hub() {
         }
     }
     delete[] fds_;
-    ev_loop_destroy(loop_);
+    fds_ = nullptr;
+    fds_cap_ = 0;
+    ev_loop_destroy(loop_);  // closes the epoll fd: close() may reach us again
 }
 
 bool Hub::in_hub() const noexcept {
@@ -172,6 +174,9 @@ void Hub::run() {
 }
 
 void Hub::nothing_to_do() {
+    // A child forked from a greenlet other than main: when that greenlet is
+    // done, the process is, as when the last thread of a process exits.
+    if (main_->dead() && ts().alive <= 1) std::exit(0);
     // Every greenlet waits for something only another greenlet could do.
     if (main_->state() == GreenletState::parked) {
         schedule(*main_, Wake::deadlock);
@@ -345,7 +350,35 @@ std::shared_ptr<Greenlet> Hub::spawn(Greenlet::Fn fn, std::string name, std::siz
     return g;
 }
 
-void Hub::after_fork_child() { ev_loop_fork(loop_); }
+void Hub::after_fork_child() {
+    // As POSIX keeps only the thread that called fork, the child keeps only
+    // the greenlet that did: the others stay where they are, never to run
+    // again (their memory is the child's copy; nothing unwinds them).
+    detail::ThreadState& t = ts();
+    Greenlet* me = t.current;
+    for (Greenlet* g = t.live_head; g;) {
+        Greenlet* next = g->impl().live_next;
+        if (g != me && g != hub_greenlet_.get()) {
+            Greenlet::Impl& im = g->impl();
+            if (ev_is_active(&im.timer)) ev_timer_stop(loop_, &im.timer);
+            Runtime::live_unlink(*g);
+            Runtime::set_state(*g, GreenletState::dead);
+        }
+        g = next;
+    }
+    if (me != main_) Runtime::set_state(*main_, GreenletState::dead);
+    while (pop_ready()) {
+    }
+    for (std::size_t i = 0; i < fds_cap_; ++i) {
+        if (fds_[i]) {
+            ev_io_stop(loop_, &fds_[i]->io);
+            delete fds_[i];
+            fds_[i] = nullptr;
+        }
+    }
+    loop_waiters_ = 0;
+    ev_loop_fork(loop_);
+}
 
 // ---- WaitQueue ----
 

@@ -74,6 +74,7 @@ struct ThreadState {
     std::exception_ptr xfer_error;   // exception carried by it
     StackPool pool;
     std::size_t alive = 0;           // started, not dead, not main
+    Greenlet* live_head = nullptr;   // those greenlets, linked through Impl::live_*
     // A greenlet's reference taken while it was parked, dropped at the next
     // switch (off its stack): an abandoned raw greenlet is then unwound.
     std::shared_ptr<Greenlet> release_later;
@@ -103,6 +104,8 @@ struct Runtime {
     static boost::context::fiber finish(Greenlet& g, std::any result, std::exception_ptr err);
     static Greenlet& first_live(Greenlet& g) noexcept;
     static void set_state(Greenlet& g, GreenletState s) noexcept { g.state_ = s; }
+    static void live_link(Greenlet& g) noexcept;
+    static void live_unlink(Greenlet& g) noexcept;
     static std::shared_ptr<Greenlet> make_main();
     static std::shared_ptr<Greenlet> make(Greenlet::Fn fn, std::string name, std::size_t stack,
                                           std::shared_ptr<Greenlet> parent);
@@ -116,6 +119,8 @@ struct Greenlet::Impl {
     bool fiber_created = false;
     int saved_errno = 0;
     detail::EhGlobals saved_eh;
+    Greenlet* live_prev = nullptr;
+    Greenlet* live_next = nullptr;
     // Hub bookkeeping.
     Hub* hub = nullptr;
     Greenlet* next_ready = nullptr;
