@@ -77,7 +77,7 @@ const Config& config() noexcept {
 }
 
 bool may_park() noexcept {
-    if (!config().enabled) return false;
+    if (!config().enabled || runtime_internal() || in_signal_handler()) return false;
     Hub* hub = Hub::existing();
     return !hub || !hub->in_hub();
 }

@@ -27,6 +27,7 @@ Deadline deadline_ts(const struct timespec* ts) noexcept {
 int park_on(std::vector<FdWait>& waits, Deadline deadline) {
     Wake w;
     try {
+        InterruptScope interruptible(Interruptible::always);  // poll & co. are never restarted
         w = Hub::current().wait_fds(waits.data(), waits.size(), deadline);
     } catch (...) {
         errno = ENOMEM;

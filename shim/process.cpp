@@ -2,6 +2,7 @@
 // in the blocking mode this program set (exec_prepare); if exec fails the
 // shim's own mode comes back. After fork the child's hub is re-initialised.
 #include <stdarg.h>
+#include <sys/syscall.h>
 
 #include <vector>
 
@@ -106,3 +107,101 @@ SHIM_EXPORT pid_t fork(void) {
 // child's dup2/exec bookkeeping would rewrite the parent's. A real fork is a
 // correct vfork (POSIX allows it), so that is what the child gets.
 SHIM_EXPORT pid_t vfork(void) { return fork(); }
+
+// ---- waiting for children ----
+//
+// waitpid & co. ask the kernel with WNOHANG; while nothing has changed they
+// park: on a pidfd (readable when that child exits) when waiting for one
+// child's exit, else on a short timer that backs off from 1 ms to 20 ms (no
+// SIGCHLD handler of ours is needed, so the program's own is untouched).
+namespace {
+
+bool is_exit_only(int options) { return !(options & (WUNTRACED | WCONTINUED | WSTOPPED)); }
+
+// 0 to ask again, -1 with errno EINTR.
+int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
+    if (pid > 0 && is_exit_only(options)) {
+        int fd = int(::syscall(SYS_pidfd_open, pid, 0));
+        if (fd >= 0) {
+            int r = park_until_ready(fd, kReadable, kForever);
+            int err = errno;
+            fd_closing(fd);
+            REAL(close)(fd);
+            errno = err;
+            return r < 0 && err == EINTR ? -1 : 0;
+        }
+    }
+    InterruptScope interruptible(Interruptible::unless_restart);
+    Wake w = Hub::current().sleep_until(deadline_after_ns(backoff_ns));
+    backoff_ns = backoff_ns * 2 > 20000000 ? 20000000 : backoff_ns * 2;
+    if (w == Wake::interrupted) {
+        errno = EINTR;
+        return -1;
+    }
+    return 0;
+}
+
+template <class Try>
+auto wait_child(pid_t pid, int options, Try&& try_now) -> decltype(try_now()) {
+    std::int64_t backoff = 1000000;
+    for (;;) {
+        auto r = try_now();
+        if (r != 0) return r;  // a child changed state, or an error (ECHILD, EINVAL)
+        if (park_for_child(pid, options, backoff) < 0) return -1;
+    }
+}
+
+}  // namespace
+
+SHIM_EXPORT pid_t waitpid(pid_t pid, int* status, int options) {
+    if (!may_park() || (options & WNOHANG)) return REAL(waitpid)(pid, status, options);
+    return wait_child(pid, options, [&] { return REAL(waitpid)(pid, status, options | WNOHANG); });
+}
+
+SHIM_EXPORT pid_t wait(int* status) { return waitpid(-1, status, 0); }
+
+SHIM_EXPORT pid_t wait4(pid_t pid, int* status, int options, struct rusage* ru) {
+    if (!may_park() || (options & WNOHANG)) return REAL(wait4)(pid, status, options, ru);
+    return wait_child(pid, options, [&] { return REAL(wait4)(pid, status, options | WNOHANG, ru); });
+}
+
+SHIM_EXPORT pid_t wait3(int* status, int options, struct rusage* ru) { return wait4(-1, status, options, ru); }
+
+SHIM_EXPORT int waitid(idtype_t type, id_t id, siginfo_t* info, int options) {
+    if (!may_park() || (options & WNOHANG)) return REAL(waitid)(type, id, info, options);
+    pid_t pid = type == P_PID ? pid_t(id) : -1;
+    int opts = (options & WEXITED) && !(options & (WSTOPPED | WCONTINUED)) ? 0 : WUNTRACED;
+    return wait_child(pid, opts, [&]() -> int {
+        info->si_pid = 0;
+        int r = REAL(waitid)(type, id, info, options | WNOHANG);
+        if (r < 0) return -1;
+        return info->si_pid != 0 ? 1 : 0;
+    }) < 0 ? -1 : 0;
+}
+
+// system(): glibc's runs and waits for the shell inside libc, blocking the
+// thread; this one spawns it with posix_spawn and waits like waitpid.
+// (The parent does not ignore SIGINT/SIGQUIT meanwhile: other greenlets run.)
+SHIM_EXPORT int system(const char* command) {
+    static decltype(&::system) real_system = nullptr;
+    if (!may_park()) return real_fn(real_system, "system")(command);
+    if (!command) return 1;  // a shell is there
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t dfl;
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGINT);
+    sigaddset(&dfl, SIGQUIT);
+    posix_spawnattr_setsigdefault(&attr, &dfl);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+    const char* argv[] = {"sh", "-c", "--", command, nullptr};
+    pid_t pid;
+    int err = posix_spawn(&pid, "/bin/sh", nullptr, &attr, const_cast<char* const*>(argv), environ);
+    posix_spawnattr_destroy(&attr);
+    if (err) return 127 << 8;  // as if the shell exited with 127
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) return -1;
+    }
+    return status;
+}

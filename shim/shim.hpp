@@ -14,7 +14,12 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
+#include <netdb.h>
+#include <resolv.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/types.h>
@@ -77,7 +82,11 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(pthread_rwlock_trywrlock) X(pthread_rwlock_timedwrlock) X(pthread_rwlock_clockwrlock)   \
     X(pthread_rwlock_unlock) X(sem_init) X(sem_destroy) X(sem_post) X(sem_wait) X(sem_trywait) \
     X(sem_timedwait) X(sem_clockwait) X(sem_getvalue) X(pthread_barrier_init)                 \
-    X(pthread_barrier_destroy) X(pthread_barrier_wait) X(pthread_once) X(syscall)
+    X(pthread_barrier_destroy) X(pthread_barrier_wait) X(pthread_once) X(syscall)              \
+    X(sigaction) X(pause) X(sigsuspend) X(sigtimedwait) X(signalfd)                           \
+    X(waitpid) X(wait4) X(waitid) X(getaddrinfo) X(getnameinfo) X(gethostbyname)              \
+    X(gethostbyname2) X(gethostbyname_r) X(gethostbyname2_r) X(gethostbyaddr)                 \
+    X(gethostbyaddr_r) X(res_query) X(res_search) X(res_querydomain)
 GREENSHIM_REAL_FUNCTIONS(GREENSHIM_REAL_SLOT)
 
 // ---- configuration (init.cpp) ----
@@ -89,8 +98,11 @@ struct Config {
 const Config& config() noexcept;
 
 // True when this call may park: the shim is enabled and we are not inside the
-// hub itself (libev's own epoll_wait/read/write must reach the kernel).
+// hub itself (libev's own epoll_wait/read/write must reach the kernel), in a
+// signal handler, or in the runtime's own work (its helper threads).
 bool may_park() noexcept;
+bool in_signal_handler() noexcept;          // signal.cpp
+
 
 // ---- the per-fd table (fd.cpp) ----
 
@@ -145,6 +157,8 @@ IoFd io_fd(int fd) noexcept;
 // Parks the current greenlet until fd is ready for events (kReadable /
 // kWritable) or the deadline passes. 0 when ready; -1 with errno EAGAIN
 // (timeout), EBADF (closed meanwhile) or EINTR (interrupted).
+// A wait on an fd with a deadline (SO_RCVTIMEO) is one the kernel never
+// restarts after a signal; without one it restarts if the handler has SA_RESTART.
 int park_until_ready(int fd, int events, Deadline deadline) noexcept;
 
 // True if fd is ready for events right now (poll with a zero timeout).

@@ -419,7 +419,11 @@ int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
             errno = EAGAIN;
             return -1;
         }
-        Wake w = s->waiters.wait(deadline);
+        Wake w;
+        {
+            InterruptScope interruptible(Interruptible::unless_restart);
+            w = s->waiters.wait(deadline);
+        }
         if (s->value > 0) break;
         if (w == Wake::timeout) {
             errno = ETIMEDOUT;
@@ -610,7 +614,11 @@ long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline)
         errno = EAGAIN;
         return -1;
     }
-    Wake w = futex_queue(addr).wait(deadline);
+    Wake w;
+    {
+        InterruptScope interruptible(Interruptible::unless_restart);
+        w = futex_queue(addr).wait(deadline);
+    }
     if (w == Wake::timeout) {
         errno = ETIMEDOUT;
         return -1;

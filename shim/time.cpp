@@ -28,6 +28,7 @@ int sleep_until(Deadline deadline, std::int64_t* left_ns) noexcept {
     for (;;) {
         Wake w;
         try {
+            InterruptScope interruptible(Interruptible::always);  // sleeps always end with EINTR
             w = Hub::current().sleep_until(deadline);
         } catch (...) {
             return ENOMEM;

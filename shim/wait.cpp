@@ -13,6 +13,7 @@ namespace greenshim::shim {
 int park_until_ready(int fd, int events, Deadline deadline) noexcept {
     Wake w;
     try {
+        InterruptScope interruptible(deadline == kForever ? Interruptible::unless_restart : Interruptible::always);
         w = Hub::current().wait_fd(fd, events, deadline);
     } catch (...) {
         errno = ENOMEM;

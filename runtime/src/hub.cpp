@@ -9,6 +9,8 @@
 
 namespace greenshim {
 
+void pool_after_fork_child() noexcept;  // pool.cpp
+
 using detail::NodeList;
 using detail::Runtime;
 using detail::ts;
@@ -116,9 +118,11 @@ Hub::Hub() {
     ev_set_userdata(loop_, this);
     hub_greenlet_ = Runtime::make([this](std::any) -> std::any { run(); return {}; }, "hub", 256 * 1024,
                                   t.main);
+    start_async();
 }
 
 Hub::~Hub() {
+    stop_async();
     for (std::size_t i = 0; i < fds_cap_; ++i) {
         if (fds_[i]) {
             ev_io_stop(loop_, &fds_[i]->io);
@@ -165,8 +169,14 @@ void Hub::run() {
             Runtime::set_state(*hub_greenlet_, GreenletState::suspended);
             Runtime::jump(*g);
         }
-        if (ready_count_ == 0 && loop_waiters_ == 0) {
-            nothing_to_do();
+        if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0) {
+            ev_run(loop_, EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
+            if (ready_count_ == 0) {
+                // Only a signal could still wake anyone: wait for one if a
+                // handler is installed, else nothing ever will.
+                if (signals_can_wake()) ev_run(loop_, EVRUN_ONCE);
+                else nothing_to_do();
+            }
             continue;
         }
         ev_run(loop_, ready_count_ ? EVRUN_NOWAIT : EVRUN_ONCE);
@@ -377,6 +387,8 @@ void Hub::after_fork_child() {
         }
     }
     loop_waiters_ = 0;
+    pool_waiters_ = 0;
+    pool_after_fork_child();
     ev_loop_fork(loop_);
 }
 

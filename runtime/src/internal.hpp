@@ -89,6 +89,7 @@ struct EhGlobals {
 };
 
 extern thread_local ThreadState* t_state GREENSHIM_TLS;
+extern thread_local int t_internal GREENSHIM_TLS;
 ThreadState& init_thread_state();
 inline ThreadState& ts() {
     ThreadState* t = t_state;
@@ -126,6 +127,7 @@ struct Greenlet::Impl {
     Greenlet* next_ready = nullptr;
     Wake wake = Wake::none;
     bool loop_wakeable = false;   // the loop itself could wake it (fd or timer)
+    Interruptible interruptible = Interruptible::no;
     Deadline deadline = kForever;
     ev_timer timer;
     // Keeps a spawned or parked greenlet alive until it dies; released by the

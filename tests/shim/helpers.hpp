@@ -254,8 +254,8 @@ std::string self_exe();
 // Child modes of the test binary (see main.cpp), reached with argv[1]:
 //   --check-fd FD      exit 0 if FD is blocking now and 150 ms later, 1 if
 //                      O_NONBLOCK was seen, 2 if FD is not open
-//   --blocking-read FD one raw read(FD, 1 byte): exit 0 with data, 3 on
-//                      EAGAIN, 4 on another error or EOF
+//   --blocking-read FD [MS]  after MS ms, one raw read(FD, 1 byte): exit 0
+//                      with data, 3 on EAGAIN, 4 on another error or EOF
 //   --hold MS          sleep MS ms (raw syscall) holding every inherited fd
 // Checkers use raw syscalls only: they report the kernel's truth.
 

@@ -1,6 +1,7 @@
 // close while another greenlet is parked on the fd, fd number reuse, and the
 // errno of calls on bad fds.
 #include <poll.h>
+#include <sys/uio.h>
 
 #include "helpers.hpp"
 

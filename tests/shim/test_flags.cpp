@@ -210,4 +210,55 @@ TEST_CASE("a raw-syscall fd the program made non-blocking: EAGAIN at once") {
     close(fds[1]);
 }
 
+TEST_CASE("dup, dup2, dup3, F_DUPFD_CLOEXEC of a shim-made pipe: blocking view, reads park") {
+    Pipe p;
+    Pipe spare;  // a number to dup2/dup3 over
+    int d1 = dup(p.r);
+    int d2 = dup2(p.r, spare.r);
+    int d3 = dup3(p.r, spare.w, O_CLOEXEC);
+    int d4 = fcntl(p.r, F_DUPFD_CLOEXEC, 100);
+    REQUIRE(d1 >= 0);
+    CHECK(d2 == spare.r);
+    CHECK(d3 == spare.w);
+    CHECK(d4 >= 100);
+    CHECK((fcntl(d3, F_GETFD) & FD_CLOEXEC) != 0);
+    CHECK((fcntl(d4, F_GETFD) & FD_CLOEXEC) != 0);
+    CHECK((fcntl(d1, F_GETFD) & FD_CLOEXEC) == 0);
+    for (int d : {d1, d2, d3, d4}) {
+        CAPTURE(d);
+        CHECK_FALSE(nonblock_view(d));
+        CHECK((fcntl(d, F_GETFL) & O_ACCMODE) == O_RDONLY);
+        CHECK(read_parks_greenlet(d, p.w));
+    }
+    close(d1);
+    close(d4);
+}
+
+TEST_CASE("a raw-syscall listener and socket: accept and connect park, flags left as they were") {
+    int l = int(syscall(SYS_socket, AF_INET, SOCK_STREAM, 0));
+    REQUIRE(l >= 0);
+    sockaddr_in a = loopback(0);
+    REQUIRE(bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(listen(l, 8) == 0);
+    int port = local_port(l);
+    int c = int(syscall(SYS_socket, AF_INET, SOCK_STREAM, 0));
+    REQUIRE(c >= 0);
+    Stopwatch sw;
+    auto cl = spawn([&] {
+        usleep(60000);
+        sockaddr_in to = loopback(port);
+        return connect(c, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    });
+    int s = accept(l, nullptr, nullptr);
+    CHECK(s >= 0);
+    CHECK(sw.elapsed() >= 0.06);
+    CHECK(cl.value() == 0);
+    CHECK_FALSE(raw_nonblock(l));
+    CHECK_FALSE(raw_nonblock(c));
+    CHECK_FALSE(nonblock_view(s));
+    CHECK(read_parks_greenlet(c, s));
+    CHECK_FALSE(raw_nonblock(c));
+    for (int fd : {l, c, s}) close(fd);
+}
+
 }  // TEST_SUITE flags

@@ -255,8 +255,8 @@ TEST_CASE("epoll_wait: timeout 0 at once, a timeout with nothing ready, a wake-u
         int n = epoll_wait(ep, out, 4, timeout);
         CHECK(n == 1);
         CHECK(sw.elapsed() >= 0.08);
-        CHECK(out[0].data.u64 == 0xfeedbeefULL);
-        CHECK((out[0].events & EPOLLIN) != 0);
+        CHECK(std::uint64_t(out[0].data.u64) == 0xfeedbeefULL);
+        CHECK((std::uint32_t(out[0].events) & EPOLLIN) != 0);
         char c;
         CHECK(read(p.r, &c, 1) == 1);
         w.join();

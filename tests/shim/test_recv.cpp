@@ -357,4 +357,32 @@ TEST_CASE("SO_SNDTIMEO: a blocking write nobody reads returns the partial count,
     CHECK(sw.elapsed() >= 0.15);
 }
 
+TEST_CASE("errno of a timed-out read is its own, whatever other greenlets did meanwhile") {
+    SockPair s;
+    set_timeo(s.b, SO_RCVTIMEO, 120);
+    bool stop = false;
+    auto noisy = spawn([&] {
+        while (!stop) {
+            close(12345);  // EBADF in this greenlet
+            usleep(5000);
+        }
+    });
+    char buf[4];
+    Res r = call([&] { return read(s.b, buf, sizeof buf); });
+    stop = true;
+    noisy.join();
+    CHECK(r.r == -1);
+    CHECK(r.err == EAGAIN);
+    // recvmsg obeys SO_RCVTIMEO too.
+    iovec v{buf, sizeof buf};
+    msghdr m{};
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    Stopwatch sw;
+    Res r2 = call([&] { return recvmsg(s.b, &m, 0); });
+    CHECK(r2.r == -1);
+    CHECK(r2.err == EAGAIN);
+    CHECK(sw.elapsed() >= 0.12);
+}
+
 }  // TEST_SUITE timeout

@@ -138,4 +138,20 @@ TEST_CASE("sleeps of different lengths in many greenlets end in order of their l
     CHECK(sw.elapsed() < 0.6);
 }
 
+TEST_CASE("sleep(1) returns 0 after a second while other greenlets run") {
+    int ticks = 0;
+    auto ticker = spawn([&] {
+        for (int i = 0; i < 5; ++i) {
+            usleep(100000);
+            ++ticks;
+        }
+    });
+    Stopwatch sw;
+    CHECK(sleep(1) == 0u);
+    CHECK(sw.elapsed() >= 1.0);
+    CHECK(sw.elapsed() < 2.0);
+    CHECK(ticks == 5);
+    ticker.join();
+}
+
 }  // TEST_SUITE sleep

@@ -56,6 +56,38 @@ GREENSHIM_API const char* to_string(Wake w) noexcept;
 inline constexpr int kReadable = 0x001;
 inline constexpr int kWritable = 0x004;
 
+// How a parked greenlet reacts to a signal (see Hub::interrupt_for_signal):
+// the kernel's rules for a blocked system call, per call.
+enum class Interruptible : std::uint8_t {
+    no,         // never (lock waits, joins, the C++ API)
+    unless_restart,  // EINTR unless the handler has SA_RESTART (read, accept, sem_wait...)
+    always,     // EINTR whatever the flags (sleeps, poll, select, epoll_wait)
+};
+
+// Sets the current greenlet's Interruptible mode for the life of the object.
+class GREENSHIM_API InterruptScope {
+public:
+    explicit InterruptScope(Interruptible mode) noexcept;
+    ~InterruptScope();
+    InterruptScope(const InterruptScope&) = delete;
+    InterruptScope& operator=(const InterruptScope&) = delete;
+
+private:
+    Interruptible saved_;
+};
+
+// While one exists on an OS thread, that thread is doing the runtime's own
+// work: interposed libc calls must go straight to libc (the shim checks
+// runtime_internal()). Pool threads are internal for their whole life.
+class GREENSHIM_API InternalScope {
+public:
+    InternalScope() noexcept;
+    ~InternalScope();
+    InternalScope(const InternalScope&) = delete;
+    InternalScope& operator=(const InternalScope&) = delete;
+};
+GREENSHIM_API bool runtime_internal() noexcept;
+
 struct FdWait {
     int fd;
     short events;   // kReadable | kWritable
@@ -106,6 +138,8 @@ public:
     // Wakes g with Wake::interrupted if it is parked interruptibly (fd waits,
     // sleeps, WaitQueue waits).
     bool interrupt(Greenlet& g);
+    // The mode the current greenlet would be interrupted with.
+    static Interruptible interruptible(Greenlet& g) noexcept;
 
     // sleep(0): lets every other ready greenlet run once, then continues.
     void yield();
@@ -120,6 +154,31 @@ public:
     // Must be called before an fd is closed: waiters wake with Wake::closed and
     // its watcher is dropped, so a reused fd number starts clean.
     void fd_closed(int fd);
+
+    // Runs fn on a pool of helper OS threads and parks the current greenlet
+    // until it has run (gevent's threadpool). For libc calls that would block
+    // the thread and have no readiness to wait for (DNS lookups, slow files).
+    // fn must not touch greenlets or the hub: it runs on another OS thread.
+    // Cost: a queue push, a futex wake, an eventfd write back; ~10-20 us.
+    // Returns Wake::event once fn ran.
+    Wake run_blocking(std::function<void()> fn);
+
+    // Async-signal-safe: asks the hub to call the signal callback (in the hub
+    // greenlet) at its next turn. Wakes the loop from any thread.
+    void notify_signal() noexcept;
+    // Called in the hub greenlet after notify_signal(); one for the process,
+    // set once by the shim.
+    static void set_signal_callback(void (*cb)(Hub&)) noexcept;
+    // Whether a signal handler is installed: then a hub with nothing to do
+    // waits for a signal instead of reporting a deadlock.
+    static void set_signals_can_wake(bool yes) noexcept;
+    static bool signals_can_wake() noexcept;
+    // Wakes one parked greenlet for a signal, as the kernel picks a blocked
+    // thread: the main greenlet first, else the longest-lived other one, if
+    // its Interruptible mode allows (restart: the handler had SA_RESTART).
+    bool interrupt_for_signal(bool restart);
+    // The hub of the first OS thread that made one (where signals go).
+    static Hub* process_hub() noexcept;
 
     // Spawns fn as a new greenlet whose parent is the hub, queued to run.
     std::shared_ptr<Greenlet> spawn(Greenlet::Fn fn, std::string name = {}, std::size_t stack_size = 0);
@@ -143,10 +202,15 @@ public:
     Hub& operator=(const Hub&) = delete;
 
     struct FdWatcher;
+    struct Async;
+    Async& async_for_pool() noexcept { return *async_; }  // internal: pool threads report here
 
 private:
     Hub();
     void run();
+    void start_async();
+    void stop_async() noexcept;
+
     void push_ready(Greenlet& g);
     Greenlet* pop_ready();
     void nothing_to_do();
@@ -163,6 +227,8 @@ private:
     Greenlet* ready_tail_ = nullptr;
     std::size_t ready_count_ = 0;
     std::size_t loop_waiters_ = 0;  // parked greenlets the loop could wake
+    std::size_t pool_waiters_ = 0;  // parked in run_blocking
+    Async* async_ = nullptr;
     std::uint64_t switches_ = 0;
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;

@@ -1,9 +1,13 @@
 """socketserver echo servers and their clients in one process.
 
 A ThreadingTCPServer runs serve_forever() in a thread while ten client
-threads talk to it line by line; then the same with a ForkingTCPServer (each
-connection handled by a fork()ed child). Everything printed is deterministic.
+threads talk to it line by line; then the same over a Unix socket with a
+ThreadingUnixStreamServer. Everything printed is deterministic. (No forking
+server: its children would inherit the client threads' sockets and never see
+EOF, with or without greenshim.)
 """
+import os
+import tempfile
 import socket
 import socketserver
 import threading
@@ -15,16 +19,17 @@ class UpperEcho(socketserver.StreamRequestHandler):
             self.wfile.write(line.upper())
 
 
-def exercise(server_class, nclients=10, nlines=20):
-    srv = server_class(("127.0.0.1", 0), UpperEcho)
+def exercise(server_class, address, family, nclients=10, nlines=20):
+    srv = server_class(address, UpperEcho)
     srv.daemon_threads = True
-    port = srv.server_address[1]
+    address = srv.server_address
     loop = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
     loop.start()
     results = {}
 
     def client(i):
-        with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rwb") as f:
+        with socket.socket(family) as s, s.makefile("rwb") as f:
+            s.connect(address)
             got = []
             for j in range(nlines):
                 f.write(f"client {i} line {j}\n".encode())
@@ -48,5 +53,6 @@ def exercise(server_class, nclients=10, nlines=20):
     print(f"{name}: shut down")
 
 
-exercise(socketserver.ThreadingTCPServer)
-exercise(socketserver.ForkingTCPServer, nclients=4, nlines=5)
+exercise(socketserver.ThreadingTCPServer, ("127.0.0.1", 0), socket.AF_INET)
+with tempfile.TemporaryDirectory() as d:
+    exercise(socketserver.ThreadingUnixStreamServer, os.path.join(d, "sock"), socket.AF_UNIX)

@@ -1,0 +1,61 @@
+"""1,000 threading.Threads each time.sleep(1): all done in under 2 s.
+
+    sleep_1000.py patched|unpatched
+
+Run by an unmodified CPython. Under greenrun (patched) every thread is a
+greenlet: while they sleep the process must have exactly one OS thread
+(/proc/self/status "Threads: 1"). Unpatched it has one per thread (1001), which
+shows what the check means. Prints "ok" and exits 0, or says what failed and
+exits 1.
+"""
+import sys
+import threading
+import time
+
+N = 1000
+
+
+def os_threads():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+
+
+def main():
+    mode = sys.argv[1]
+    with open("/proc/self/maps") as f:
+        mapped = "libgreenshim" in f.read()
+    if mapped != (mode == "patched"):
+        print(f"FAIL: libgreenshim.so is {'' if mapped else 'not '}mapped in a {mode} run")
+        return 1
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=time.sleep, args=(1,)) for _ in range(N)]
+    for t in threads:
+        t.start()
+    n_os = os_threads()
+    alive = sum(t.is_alive() for t in threads)
+    started = time.monotonic() - t0
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    print(f"{N} threads started in {started:.3f} s, all done in {took:.3f} s; while sleeping: "
+          f"{alive} alive, Threads: {n_os}", file=sys.stderr)
+    ok = True
+    if alive != N:
+        print(f"FAIL: only {alive} of {N} threads were alive when Threads was read")
+        ok = False
+    want = "1" if mode == "patched" else f">= {N + 1}"
+    if (n_os != 1) if mode == "patched" else (n_os < N + 1):
+        print(f"FAIL: Threads: {n_os} while {N} threads slept, expected {want}")
+        ok = False
+    if not 1.0 <= took < 2.0:
+        print(f"FAIL: {N} threads sleeping 1 s took {took:.3f} s, expected 1 s <= t < 2 s")
+        ok = False
+    if ok:
+        print("ok")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
