@@ -21,6 +21,9 @@ constexpr int kChunkBits = 12;
 constexpr int kChunkSize = 1 << kChunkBits;
 constexpr int kChunks = 1 << 11;  // fds up to 8M
 FdState* g_chunks[kChunks];
+std::uint32_t g_next_group = 0;
+
+std::uint32_t new_group() noexcept { return __atomic_add_fetch(&g_next_group, 1, __ATOMIC_RELAXED); }
 
 FdState* chunk_for(int fd, bool create) noexcept {
     int c = fd >> kChunkBits;
@@ -56,6 +59,7 @@ void discover(int fd, FdState& s) noexcept {
     int fl = REAL(fcntl)(fd, F_GETFL);
     if (fl < 0) return;
     d.kind = FdKind::borrowed;
+    d.group = new_group();
     d.user_nonblock = (fl & O_NONBLOCK) != 0;
     if (S_ISSOCK(st.st_mode)) {
         d.socket = true;
@@ -86,6 +90,7 @@ void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept {
     if (FdState* s = fd_slot(fd)) {
         FdState d;
         d.kind = FdKind::owned;
+        d.group = new_group();
         d.socket = socket;
         d.stream = stream;
         d.user_nonblock = user_nonblock;
@@ -102,7 +107,23 @@ void fd_forget(int fd) noexcept {
 void fd_copy(int oldfd, int newfd) noexcept {
     FdState* from = fd_slot(oldfd);
     FdState* to = fd_slot(newfd);
-    if (from && to) *to = *from;
+    if (!from || !to) return;
+    if (from->kind != FdKind::unknown) from->shared = true;
+    *to = *from;
+}
+
+void fd_set_user_nonblock(int fd, bool on) noexcept {
+    FdState* s = fd_slot(fd);
+    if (!s) return;
+    s->user_nonblock = on;
+    if (!s->shared) return;
+    std::uint32_t group = s->group;
+    for (int c = 0; c < kChunks; ++c) {
+        FdState* chunk = __atomic_load_n(&g_chunks[c], __ATOMIC_ACQUIRE);
+        if (!chunk) continue;
+        for (int i = 0; i < kChunkSize; ++i)
+            if (chunk[i].group == group && chunk[i].kind != FdKind::unknown) chunk[i].user_nonblock = on;
+    }
 }
 
 IoFd io_fd(int fd) noexcept {
@@ -120,17 +141,29 @@ Deadline send_deadline(const IoFd& f) noexcept {
     return f.st && f.st->sndtimeo_ns > 0 ? deadline_after_ns(f.st->sndtimeo_ns) : kForever;
 }
 
-// exec: an owned fd that survives exec goes to a program that knows nothing of
-// the shim; it must get the blocking mode this program set. (The description
-// may be shared with our parent process after fork; sockets keep working there
-// because the shim uses MSG_DONTWAIT on them rather than relying on O_NONBLOCK.)
-namespace {
-int g_exec_restored[1024];
-int g_exec_restored_n = 0;
-}  // namespace
+// A description that leaves the process (inherited over fork, exec or
+// posix_spawn, or sent with SCM_RIGHTS) is shared with a program that knows
+// nothing of our O_NONBLOCK. It gets back the blocking mode this program set,
+// and from then on the shim stops relying on O_NONBLOCK for it here too: it
+// becomes borrowed (sockets use MSG_DONTWAIT, other fds are polled before
+// each call), so neither side is ever surprised.
+void fd_release(int fd) noexcept {
+    FdState* s = fd_slot(fd);
+    if (!s || s->kind != FdKind::owned || s->user_nonblock) return;
+    int fl = REAL(fcntl)(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK)) REAL(fcntl)(fd, F_SETFL, fl & ~O_NONBLOCK);
+    std::uint32_t group = s->group;
+    s->kind = FdKind::borrowed;
+    if (!s->shared) return;
+    for (int c = 0; c < kChunks; ++c) {  // its dups share the description: borrowed too
+        FdState* chunk = __atomic_load_n(&g_chunks[c], __ATOMIC_ACQUIRE);
+        if (!chunk) continue;
+        for (int i = 0; i < kChunkSize; ++i)
+            if (chunk[i].group == group && chunk[i].kind == FdKind::owned) chunk[i].kind = FdKind::borrowed;
+    }
+}
 
-void exec_prepare() noexcept {
-    g_exec_restored_n = 0;
+void fd_release_inheritable() noexcept {
     for (int c = 0; c < kChunks; ++c) {
         FdState* chunk = __atomic_load_n(&g_chunks[c], __ATOMIC_ACQUIRE);
         if (!chunk) continue;
@@ -139,22 +172,9 @@ void exec_prepare() noexcept {
             if (s.kind != FdKind::owned || s.user_nonblock) continue;
             int fd = (c << kChunkBits) | i;
             int fdfl = REAL(fcntl)(fd, F_GETFD);
-            if (fdfl < 0 || (fdfl & FD_CLOEXEC)) continue;
-            int fl = REAL(fcntl)(fd, F_GETFL);
-            if (fl < 0 || !(fl & O_NONBLOCK)) continue;
-            REAL(fcntl)(fd, F_SETFL, fl & ~O_NONBLOCK);
-            if (g_exec_restored_n < 1024) g_exec_restored[g_exec_restored_n++] = fd;
+            if (fdfl >= 0 && !(fdfl & FD_CLOEXEC)) fd_release(fd);
         }
     }
-}
-
-void exec_failed() noexcept {
-    for (int i = 0; i < g_exec_restored_n; ++i) {
-        int fd = g_exec_restored[i];
-        int fl = REAL(fcntl)(fd, F_GETFL);
-        if (fl >= 0) REAL(fcntl)(fd, F_SETFL, fl | O_NONBLOCK);
-    }
-    g_exec_restored_n = 0;
 }
 
 }  // namespace greenshim::shim

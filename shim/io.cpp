@@ -91,11 +91,11 @@ int do_fcntl(int fd, int cmd, void* arg) {
         bool want_nb = (iarg & O_NONBLOCK) != 0;
         if (s && s->kind == FdKind::owned) {
             int r = REAL(fcntl)(fd, F_SETFL, int(iarg) | O_NONBLOCK);
-            if (r == 0) s->user_nonblock = want_nb;
+            if (r == 0) fd_set_user_nonblock(fd, want_nb);
             return r;
         }
         int r = REAL(fcntl)(fd, F_SETFL, int(iarg));
-        if (r == 0 && s && s->kind == FdKind::borrowed) s->user_nonblock = want_nb;
+        if (r == 0 && s && s->kind == FdKind::borrowed) fd_set_user_nonblock(fd, want_nb);
         return r;
     }
     case F_DUPFD:
@@ -185,11 +185,11 @@ SHIM_EXPORT int ioctl(int fd, unsigned long req, ...) {
         if (s && s->kind == FdKind::owned) {
             int fl = REAL(fcntl)(fd, F_GETFL);  // also checks fd is still open
             if (fl < 0) return -1;
-            s->user_nonblock = on;
+            fd_set_user_nonblock(fd, on);
             return 0;
         }
         int r = REAL(ioctl)(fd, req, arg);
-        if (r == 0 && s && s->kind == FdKind::borrowed) s->user_nonblock = on;
+        if (r == 0 && s && s->kind == FdKind::borrowed) fd_set_user_nonblock(fd, on);
         return r;
     }
     return REAL(ioctl)(fd, req, arg);

@@ -1,7 +1,8 @@
-// fork and exec. Before exec, every fd the new program inherits is put back
-// in the blocking mode this program set (exec_prepare); if exec fails the
-// shim's own mode comes back. After fork the child's hub is re-initialised.
+// fork and exec. Every fd a child inherits is put back in the blocking mode
+// this program set, for good (fd_release_inheritable: both processes then
+// treat it as borrowed). After fork the child's hub is re-initialised.
 #include <stdarg.h>
+#include <stdio.h>
 #include <sys/syscall.h>
 
 #include <vector>
@@ -18,12 +19,31 @@ namespace {
 
 template <class Exec>
 int around_exec(Exec&& exec) {
-    exec_prepare();
-    int r = exec();
-    int err = errno;
-    exec_failed();
-    errno = err;
-    return r;
+    if (config().enabled) fd_release_inheritable();  // includes fds dup2'd since fork
+    return exec();
+}
+
+// The sources of posix_spawn's dup2 actions become the child's fds too.
+// glibc's file-actions layout (spawn_int.h), stable since 2.x.
+struct SpawnAction {
+    int tag;  // 1: dup2
+    union {
+        struct { int fd, newfd; } dup2;
+        char pad[32];
+    } a;
+};
+struct SpawnFileActions {
+    int allocated, used;
+    SpawnAction* actions;
+};
+
+void release_for_spawn(const posix_spawn_file_actions_t* fa) {
+    if (!config().enabled) return;
+    fd_release_inheritable();
+    if (!fa) return;
+    auto* f = reinterpret_cast<const SpawnFileActions*>(fa);
+    for (int i = 0; i < f->used && i < f->allocated; ++i)
+        if (f->actions[i].tag == 1) fd_release(f->actions[i].a.dup2.fd);
 }
 
 // execl-style argument lists, collected into an argv.
@@ -76,31 +96,34 @@ SHIM_EXPORT int execle(const char* path, const char* arg, ...) {
     return execve(path, argv.data(), envp);
 }
 
-// posix_spawn runs the child inside libc (its dup2 and exec never reach us),
-// so the blocking modes are set around the whole call; the parent gets its
-// own back as soon as it returns.
+// posix_spawn runs the child inside libc (its dup2 and exec never reach us):
+// what it will inherit is released before the call.
 SHIM_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* fa,
                             const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
-    exec_prepare();
-    int r = REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
-    exec_failed();
-    return r;
+    release_for_spawn(fa);
+    return REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
 }
 SHIM_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* fa,
                              const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
-    exec_prepare();
-    int r = REAL(posix_spawnp)(pid, file, fa, attr, argv, envp);
-    exec_failed();
-    return r;
+    release_for_spawn(fa);
+    return REAL(posix_spawnp)(pid, file, fa, attr, argv, envp);
 }
 
 SHIM_EXPORT pid_t fork(void) {
+    if (config().enabled) fd_release_inheritable();
     pid_t r = REAL(fork)();
     if (r == 0) {
         if (Hub* hub = Hub::existing()) hub->after_fork_child();
         threads_after_fork_child();
     }
     return r;
+}
+
+// popen's child is spawned inside libc: release what it inherits first.
+SHIM_EXPORT FILE* popen(const char* command, const char* mode) {
+    static decltype(&::popen) real_popen = nullptr;
+    if (config().enabled) fd_release_inheritable();
+    return real_fn(real_popen, "popen")(command, mode);
 }
 
 // vfork's child borrows the parent's memory, and our table with it: the

@@ -118,6 +118,8 @@ struct FdState {
     bool user_nonblock = false;   // the program's view of O_NONBLOCK
     bool socket = false;
     bool stream = false;          // SOCK_STREAM: blocking sends transfer everything
+    bool shared = false;          // another fd number refers to the same description (dup)
+    std::uint32_t group = 0;      // identifies the description among this process's fds
     std::int64_t rcvtimeo_ns = 0; // SO_RCVTIMEO (0 = none)
     std::int64_t sndtimeo_ns = 0; // SO_SNDTIMEO
 };
@@ -132,6 +134,9 @@ void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept;
 void fd_forget(int fd) noexcept;
 // newfd now refers to oldfd's open file description.
 void fd_copy(int oldfd, int newfd) noexcept;
+// The program changed O_NONBLOCK through fd: every fd of the same
+// description sees it (O_NONBLOCK belongs to the description, not the number).
+void fd_set_user_nonblock(int fd, bool on) noexcept;
 
 // ---- how an interposer should perform I/O on an fd ----
 
@@ -185,9 +190,10 @@ Deadline send_deadline(const IoFd& f) noexcept;
 // Called by close()/dup2() before an fd number stops meaning what it meant.
 void fd_closing(int fd) noexcept;
 
-// Before exec: fds the child will keep get back the blocking mode the program
-// set (undone by exec_failed if exec returns).
-void exec_prepare() noexcept;
-void exec_failed() noexcept;
+// A description about to be shared with another program (fork, exec,
+// posix_spawn, popen, SCM_RIGHTS) gets back the blocking mode this program
+// set, and the shim stops relying on O_NONBLOCK for it (fd.cpp).
+void fd_release(int fd) noexcept;
+void fd_release_inheritable() noexcept;  // every fd without FD_CLOEXEC
 
 }  // namespace greenshim::shim

@@ -3,6 +3,8 @@
 // O_NONBLOCK is not ours (inherited, or cleared by a child before exec).
 #include <netinet/in.h>
 
+#include <cstring>
+
 #include "shim.hpp"
 #include "transfer.hpp"
 
@@ -157,12 +159,58 @@ SHIM_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const s
 SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(recvmsg)(fd, msg, flags);
-    // MSG_WAITALL over a message header is left to the kernel's one-call
-    // semantics (gathering would need to re-split the iovec and control data).
-    return retry_io(f, kReadable, recv_deadline(f), [&] { return REAL(recvmsg)(fd, msg, flags | MSG_DONTWAIT); });
+    Deadline d = recv_deadline(f);
+    int fl = (flags & ~MSG_WAITALL) | MSG_DONTWAIT;
+    ssize_t first = retry_io(f, kReadable, d, [&] { return REAL(recvmsg)(fd, msg, fl); });
+    bool waitall = (flags & MSG_WAITALL) && f.st && f.st->stream && !(flags & MSG_PEEK);
+    if (first <= 0 || !waitall || msg->msg_iovlen > 1024) return first;
+    // MSG_WAITALL on a stream: gather the rest into what is left of the
+    // vector (control data came with the first piece).
+    struct iovec local[1024];
+    std::memcpy(local, msg->msg_iov, sizeof(struct iovec) * msg->msg_iovlen);
+    struct iovec* v = local;
+    int k = int(msg->msg_iovlen);
+    size_t done = 0, total = 0;
+    for (int i = 0; i < k; ++i) total += local[i].iov_len;
+    auto advance = [&](size_t n) {
+        done += n;
+        while (k > 0 && n >= v->iov_len) {
+            n -= v->iov_len;
+            ++v;
+            --k;
+        }
+        if (k > 0) {
+            v->iov_base = static_cast<char*>(v->iov_base) + n;
+            v->iov_len -= n;
+        }
+    };
+    advance(size_t(first));
+    while (done < total) {
+        struct msghdr m = {};
+        m.msg_iov = v;
+        m.msg_iovlen = size_t(k);
+        ssize_t r = retry_io(f, kReadable, d, [&] { return REAL(recvmsg)(fd, &m, fl); });
+        if (r <= 0) break;  // EOF, error or timeout: report what came
+        advance(size_t(r));
+    }
+    return ssize_t(done);
+}
+
+// fds sent with SCM_RIGHTS leave for a program that knows nothing of our
+// O_NONBLOCK: they get back the mode this program set.
+void release_passed_fds(const struct msghdr* msg) {
+    if (!msg || !msg->msg_control) return;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(const_cast<struct msghdr*>(msg)); c;
+         c = CMSG_NXTHDR(const_cast<struct msghdr*>(msg), c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
+        for (size_t i = 0; i < n; ++i) fd_release(fds[i]);
+    }
 }
 
 SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
+    if (config().enabled && msg && msg->msg_controllen) release_passed_fds(msg);
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(sendmsg)(fd, msg, flags);
     if (!sends_everything(f) || msg->msg_iovlen > 1024 || msg->msg_controllen)

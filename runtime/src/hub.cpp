@@ -207,6 +207,7 @@ Wake Hub::park(Deadline deadline) {
     if (park_ref) im.keepalive = self.shared_from_this();
     im.hub = this;
     im.wake = Wake::none;
+    im.signal_generation = g_signal_generation.load(std::memory_order_relaxed);
     bool timed = deadline != kForever;
     if (timed) {
         std::int64_t left = deadline - monotonic_ns();

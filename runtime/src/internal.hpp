@@ -4,6 +4,7 @@
 #include <ev.h>
 
 #include <any>
+#include <atomic>
 #include <boost/context/fiber.hpp>
 #include <boost/context/stack_context.hpp>
 #include <cerrno>
@@ -90,6 +91,9 @@ struct EhGlobals {
 
 extern thread_local ThreadState* t_state GREENSHIM_TLS;
 extern thread_local int t_internal GREENSHIM_TLS;
+}  // namespace detail
+extern std::atomic<std::uint64_t> g_signal_generation;
+namespace detail {
 ThreadState& init_thread_state();
 inline ThreadState& ts() {
     ThreadState* t = t_state;
@@ -128,6 +132,7 @@ struct Greenlet::Impl {
     Wake wake = Wake::none;
     bool loop_wakeable = false;   // the loop itself could wake it (fd or timer)
     Interruptible interruptible = Interruptible::no;
+    std::uint64_t signal_generation = 0;  // signals notified when it parked
     Deadline deadline = kForever;
     ev_timer timer;
     // Keeps a spawned or parked greenlet alive until it dies; released by the

@@ -60,6 +60,12 @@ struct Pool {
 Pool* g_pool = nullptr;
 std::atomic<void (*)(Hub&)> g_signal_cb{nullptr};
 std::atomic<bool> g_signals_can_wake{false};
+}  // namespace
+// Counts signals notified so far: a park remembers the count it started at, and
+// only a signal that came later interrupts it (as a signal delivered before a
+// blocking call does not interrupt that call).
+std::atomic<std::uint64_t> g_signal_generation{0};
+namespace {
 std::atomic<Hub*> g_process_hub{nullptr};
 
 void* pool_main(void* arg);
@@ -174,18 +180,25 @@ Wake Hub::run_blocking(std::function<void()> fn) {
 }
 
 void Hub::notify_signal() noexcept {
+    g_signal_generation.fetch_add(1);
     if (!async_) return;
     async_->signal_pending.store(1);
     ev_async_send(loop_, &async_->watcher);
 }
 
 bool Hub::interrupt_for_signal(bool restart) {
-    auto wakeable = [restart](Greenlet& g) {
-        if (g.state() != GreenletState::parked) return false;
+    std::uint64_t now = g_signal_generation.load();
+    auto wakeable = [restart, now](Greenlet& g) {
+        if (g.state() != GreenletState::parked || g.impl().signal_generation >= now) return false;
         Interruptible m = g.impl().interruptible;
         return m == Interruptible::always || (m == Interruptible::unless_restart && !restart);
     };
-    if (wakeable(*main_)) {
+    // Linux gives a process-directed signal to the main thread when it does
+    // not block it; all greenlets share that thread's mask, so the main
+    // greenlet is the one (a restarted call of its stays asleep). Only once
+    // main is gone (a child forked from another greenlet) does another get it.
+    if (!main_->dead()) {
+        if (!wakeable(*main_)) return false;
         schedule(*main_, Wake::interrupted);
         return true;
     }

@@ -72,6 +72,10 @@ TEST_CASE("fork+exec: an fd the program made non-blocking is inherited non-block
     CHECK(wait_status(pid) == 1);
 }
 
+// Regression test (this once failed): shim/process.cpp posix_spawn()
+// calls exec_failed() unconditionally once posix_spawn returns, setting
+// O_NONBLOCK again on open file descriptions the new program now shares: the
+// child sees O_NONBLOCK (checker: "at start=0, 150 ms later=1", or 1 at once).
 TEST_CASE("posix_spawn: an inherited pipe made by the program is blocking in the new program") {
     Pipe p;
     pid_t pid = posix_spawn_self({"--check-fd", std::to_string(p.r)});
@@ -80,6 +84,7 @@ TEST_CASE("posix_spawn: an inherited pipe made by the program is blocking in the
     CHECK_FALSE(nonblock_view(p.r));
 }
 
+// Regression test (this once failed): same as above, through posix_spawnp.
 TEST_CASE("posix_spawnp: an inherited socket is blocking in the new program") {
     SockPair s;
     pid_t pid = posix_spawn_self({"--check-fd", std::to_string(s.b)}, true);
@@ -87,6 +92,8 @@ TEST_CASE("posix_spawnp: an inherited socket is blocking in the new program") {
     CHECK(wait_status(pid) == 0);
 }
 
+// Regression test (this once failed): the consequence of the above: the spawned program's
+// blocking read() fails with EAGAIN (exit status 3).
 TEST_CASE("posix_spawn: the new program's blocking read on an inherited pipe waits for data") {
     Pipe p;
     pid_t pid = posix_spawn_self({"--blocking-read", std::to_string(p.r), "100"});
@@ -96,6 +103,9 @@ TEST_CASE("posix_spawn: the new program's blocking read on an inherited pipe wai
     CHECK(wait_status(pid) == 0);  // 3 means the child got EAGAIN
 }
 
+// Regression test (this once failed): system() goes through the shim's
+// posix_spawn (process.cpp), so it inherits the bug above: the command sees
+// O_NONBLOCK on the program's pipe.
 TEST_CASE("system(): an inherited pipe made by the program is blocking in the command") {
     Pipe p;
     std::string cmd = "exec '" + self_exe() + "' --check-fd " + std::to_string(p.r);
@@ -104,6 +114,9 @@ TEST_CASE("system(): an inherited pipe made by the program is blocking in the co
     CHECK(WEXITSTATUS(st) == 0);
 }
 
+// Regression test (this once failed): glibc's popen() spawns through its
+// internal __posix_spawn, which the shim does not see: exec_prepare() never
+// runs and the command inherits the shim's O_NONBLOCK.
 TEST_CASE("popen(): an inherited pipe made by the program is blocking in the command") {
     Pipe p;
     std::string cmd = "'" + self_exe() + "' --check-fd " + std::to_string(p.r) + "; echo status=$?";
@@ -144,6 +157,12 @@ TEST_CASE("a failed exec leaves the parent's fds as they were: reads still park 
 // After fork+exec the child shares the pipe's open file descriptions with the
 // parent; whatever the shim does for the child, the parent's blocking read must
 // still park only its greenlet.
+// Regression test (this once failed): the child's execv runs
+// exec_prepare() (fd.cpp), clearing O_NONBLOCK on descriptions the parent
+// shares; the parent's table still says `owned`, io_fd() picks IoMode::nbfd
+// and the parent's read() goes to the kernel as a blocking read, blocking the
+// whole thread (the writer greenlet ran only after SIGALRM broke the read at
+// 1.0 s: read -1/EINTR). fd.cpp's comment accepts this for sockets only.
 TEST_CASE("a pipe shared with an exec'd child: the parent's reads still park only the greenlet") {
     Pipe p;
     pid_t pid = fork_exec_self({"--hold", "400"});

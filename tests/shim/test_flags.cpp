@@ -166,6 +166,12 @@ TEST_CASE("the program's own non-blocking socket: accept and send are EAGAIN at 
 }
 
 // O_NONBLOCK belongs to the open file description, which dup() shares.
+// Regression test (this once failed): the shim keeps the program's
+// O_NONBLOCK per fd number (FdState::user_nonblock; fd_copy copies a snapshot
+// at dup time) and io.cpp do_fcntl(F_SETFL) / ioctl(FIONBIO) update only the
+// fd they were called on. The dup keeps showing blocking and its read parks
+// instead of -1/EAGAIN; clearing O_NONBLOCK through the dup leaves the
+// original non-blocking.
 TEST_CASE("dup shares O_NONBLOCK: F_SETFL on one fd shows and acts on its dup") {
     Pipe p;
     int d = dup(p.r);

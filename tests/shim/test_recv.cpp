@@ -83,9 +83,9 @@ TEST_CASE("MSG_WAITALL returns the partial count when the peer closes early") {
     w.join();
 }
 
-// BUG (shim/socket.cpp, recvmsg): MSG_WAITALL is passed to the kernel together
-// with MSG_DONTWAIT, and the shim does not gather, so a blocking
-// recvmsg(MSG_WAITALL) returns as soon as the first piece arrives.
+// Regression test (this once failed): shim/socket.cpp recvmsg() passes
+// MSG_WAITALL to the kernel together with MSG_DONTWAIT and does not gather, so
+// the blocking recvmsg returns the first 25-byte piece instead of all 100.
 TEST_CASE("recvmsg(MSG_WAITALL) gathers a message sent in pieces") {
     SockPair s;
     auto msg = pattern(100, 8);

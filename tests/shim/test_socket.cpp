@@ -175,6 +175,11 @@ TEST_CASE("the program's own non-blocking connect to a closed port reports ECONN
 
 // A received fd refers to the same open file description as the sent one:
 // a description the program made blocking must be blocking here too.
+// Regression test (this once failed): the received fd shares the pipe's
+// open file description, which the shim made O_NONBLOCK underneath. fd.cpp
+// discover() takes that real O_NONBLOCK for the program's own choice
+// (user_nonblock), so F_GETFL shows O_NONBLOCK and read() is -1/EAGAIN at once
+// instead of waiting. (A process receiving the fd sees the same.)
 TEST_CASE("an fd received with SCM_RIGHTS keeps the blocking mode the program gave it") {
     SockPair s;
     Pipe p;
@@ -198,6 +203,7 @@ TEST_CASE("an fd received with SCM_RIGHTS keeps the blocking mode the program ga
     close(got);
 }
 
+// Regression test (this once failed): as above, for a socket: recv() is -1/EAGAIN at once.
 TEST_CASE("a socket received with SCM_RIGHTS keeps its blocking mode") {
     SockPair s, t;
     int got = pass_fd(s.a, s.b, t.b);

@@ -173,9 +173,9 @@ public:
     // waits for a signal instead of reporting a deadlock.
     static void set_signals_can_wake(bool yes) noexcept;
     static bool signals_can_wake() noexcept;
-    // Wakes one parked greenlet for a signal, as the kernel picks a blocked
-    // thread: the main greenlet first, else the longest-lived other one, if
-    // its Interruptible mode allows (restart: the handler had SA_RESTART).
+    // Wakes the parked greenlet a signal interrupts, as Linux picks the thread:
+    // the main greenlet (any other only once main is gone after fork), if its
+    // Interruptible mode allows (restart: the handler had SA_RESTART).
     bool interrupt_for_signal(bool restart);
     // The hub of the first OS thread that made one (where signals go).
     static Hub* process_hub() noexcept;
