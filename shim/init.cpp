@@ -57,6 +57,12 @@ void read_config() noexcept {
     g_config.stack_size = parse_size("GREENSHIM_STACK_SIZE", std::getenv("GREENSHIM_STACK_SIZE"), 0, 16 << 10,
                                      std::size_t(1) << 30);
     if (g_config.stack_size) Greenlet::set_default_stack_size(g_config.stack_size);
+    if (const char* v = std::getenv("GREENSHIM_FILE_IO"); v && *v) {
+        if (!std::strcmp(v, "pool")) g_config.file_io_pool = true;
+        else if (std::strcmp(v, "direct") != 0)
+            std::fprintf(stderr, "greenshim: ignoring GREENSHIM_FILE_IO=%s (expected direct or pool)\n", v);
+    }
+    g_config.inherit = parse_bool("GREENSHIM_INHERIT", std::getenv("GREENSHIM_INHERIT"), true);
 }
 }  // namespace
 

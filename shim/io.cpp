@@ -23,7 +23,7 @@ bool stale_socket(int fd) noexcept {
 
 ssize_t do_read(int fd, void* buf, size_t n) {
     IoFd f = io_fd(fd);
-    if (f.mode == IoMode::pass) return REAL(read)(fd, buf, n);
+    if (f.mode == IoMode::pass) return file_call(fd, [&] { return REAL(read)(fd, buf, n); });
     if (f.mode == IoMode::socket) {
         ssize_t r = retry_io(f, kReadable, recv_deadline(f), [&] { return REAL(recv)(fd, buf, n, MSG_DONTWAIT); });
         if (r < 0 && stale_socket(fd)) return do_read(fd, buf, n);
@@ -34,7 +34,7 @@ ssize_t do_read(int fd, void* buf, size_t n) {
 
 ssize_t do_write(int fd, const void* buf, size_t n) {
     IoFd f = io_fd(fd);
-    if (f.mode == IoMode::pass) return REAL(write)(fd, buf, n);
+    if (f.mode == IoMode::pass) return file_call(fd, [&] { return REAL(write)(fd, buf, n); });
     if (f.mode == IoMode::socket) {
         ssize_t r = write_all(f, buf, n, send_deadline(f),
                               [&](const char* p, size_t k) { return REAL(send)(fd, p, k, MSG_DONTWAIT); });
@@ -238,7 +238,7 @@ SHIM_EXPORT int open(const char* path, int flags, ...) {
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
     va_end(ap);
-    return opened(REAL(open)(path, flags, mode));
+    return opened(file_call(-1, [&] { return REAL(open)(path, flags, mode); }));
 }
 
 SHIM_EXPORT int open64(const char* path, int flags, ...) {
@@ -246,7 +246,7 @@ SHIM_EXPORT int open64(const char* path, int flags, ...) {
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
     va_end(ap);
-    return opened(REAL(open)(path, flags, mode));
+    return opened(file_call(-1, [&] { return REAL(open)(path, flags, mode); }));
 }
 
 SHIM_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
@@ -254,7 +254,7 @@ SHIM_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
     va_end(ap);
-    return opened(REAL(openat)(dirfd, path, flags, mode));
+    return opened(file_call(-1, [&] { return REAL(openat)(dirfd, path, flags, mode); }));
 }
 
 SHIM_EXPORT int openat64(int dirfd, const char* path, int flags, ...) {
@@ -262,5 +262,23 @@ SHIM_EXPORT int openat64(int dirfd, const char* path, int flags, ...) {
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
     va_end(ap);
-    return opened(REAL(openat)(dirfd, path, flags, mode));
+    return opened(file_call(-1, [&] { return REAL(openat)(dirfd, path, flags, mode); }));
 }
+
+// Positioned I/O and syncs: only regular files, so only the file pool applies.
+SHIM_EXPORT ssize_t pread(int fd, void* buf, size_t n, off_t off) {
+    return file_call(fd, [&] { return REAL(pread)(fd, buf, n, off); });
+}
+SHIM_EXPORT ssize_t pread64(int fd, void* buf, size_t n, off_t off) { return pread(fd, buf, n, off); }
+SHIM_EXPORT ssize_t pwrite(int fd, const void* buf, size_t n, off_t off) {
+    return file_call(fd, [&] { return REAL(pwrite)(fd, buf, n, off); });
+}
+SHIM_EXPORT ssize_t pwrite64(int fd, const void* buf, size_t n, off_t off) { return pwrite(fd, buf, n, off); }
+SHIM_EXPORT ssize_t preadv(int fd, const struct iovec* iov, int cnt, off_t off) {
+    return file_call(fd, [&] { return REAL(preadv)(fd, iov, cnt, off); });
+}
+SHIM_EXPORT ssize_t pwritev(int fd, const struct iovec* iov, int cnt, off_t off) {
+    return file_call(fd, [&] { return REAL(pwritev)(fd, iov, cnt, off); });
+}
+SHIM_EXPORT int fsync(int fd) { return file_call(fd, [&] { return REAL(fsync)(fd); }); }
+SHIM_EXPORT int fdatasync(int fd) { return file_call(fd, [&] { return REAL(fdatasync)(fd); }); }

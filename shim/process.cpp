@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <sys/syscall.h>
 
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "shim.hpp"
@@ -21,6 +23,39 @@ template <class Exec>
 int around_exec(Exec&& exec) {
     if (config().enabled) fd_release_inheritable();  // includes fds dup2'd since fork
     return exec();
+}
+
+// GREENSHIM_INHERIT=0: the new program's environment loses libgreenshim.so
+// from LD_PRELOAD (the rest of LD_PRELOAD stays).
+struct Env {
+    std::vector<char*> vars;
+    std::string preload;
+};
+char* const* env_for_exec(char* const* envp, Env& out) {
+    if (config().inherit || !envp) return envp;
+    for (char* const* e = envp; *e; ++e) {
+        if (std::strncmp(*e, "LD_PRELOAD=", 11) != 0) {
+            out.vars.push_back(*e);
+            continue;
+        }
+        std::string kept;
+        const char* p = *e + 11;
+        while (*p) {
+            const char* end = p + std::strcspn(p, ": ");
+            std::string item(p, end);
+            if (!item.empty() && item.find("libgreenshim.so") == std::string::npos) {
+                if (!kept.empty()) kept += ':';
+                kept += item;
+            }
+            p = *end ? end + 1 : end;
+        }
+        if (!kept.empty()) {
+            out.preload = "LD_PRELOAD=" + kept;
+            out.vars.push_back(out.preload.data());
+        }
+    }
+    out.vars.push_back(nullptr);
+    return out.vars.data();
 }
 
 // The sources of posix_spawn's dup2 actions become the child's fds too.
@@ -58,19 +93,18 @@ std::vector<char*> collect(const char* arg0, va_list ap, char*** envp) {
 }  // namespace
 
 SHIM_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) {
-    return around_exec([&] { return REAL(execve)(path, argv, envp); });
+    Env env;
+    return around_exec([&] { return REAL(execve)(path, argv, env_for_exec(envp, env)); });
 }
-SHIM_EXPORT int execv(const char* path, char* const argv[]) {
-    return around_exec([&] { return REAL(execv)(path, argv); });
-}
-SHIM_EXPORT int execvp(const char* file, char* const argv[]) {
-    return around_exec([&] { return REAL(execvp)(file, argv); });
-}
+SHIM_EXPORT int execv(const char* path, char* const argv[]) { return execve(path, argv, environ); }
+SHIM_EXPORT int execvp(const char* file, char* const argv[]) { return execvpe(file, argv, environ); }
 SHIM_EXPORT int execvpe(const char* file, char* const argv[], char* const envp[]) {
-    return around_exec([&] { return REAL(execvpe)(file, argv, envp); });
+    Env env;
+    return around_exec([&] { return REAL(execvpe)(file, argv, env_for_exec(envp, env)); });
 }
 SHIM_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
-    return around_exec([&] { return REAL(fexecve)(fd, argv, envp); });
+    Env env;
+    return around_exec([&] { return REAL(fexecve)(fd, argv, env_for_exec(envp, env)); });
 }
 
 SHIM_EXPORT int execl(const char* path, const char* arg, ...) {
@@ -101,12 +135,14 @@ SHIM_EXPORT int execle(const char* path, const char* arg, ...) {
 SHIM_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* fa,
                             const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
     release_for_spawn(fa);
-    return REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
+    Env env;
+    return REAL(posix_spawn)(pid, path, fa, attr, argv, env_for_exec(envp, env));
 }
 SHIM_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* fa,
                              const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
     release_for_spawn(fa);
-    return REAL(posix_spawnp)(pid, file, fa, attr, argv, envp);
+    Env env;
+    return REAL(posix_spawnp)(pid, file, fa, attr, argv, env_for_exec(envp, env));
 }
 
 SHIM_EXPORT pid_t fork(void) {

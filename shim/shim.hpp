@@ -83,10 +83,11 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(pthread_rwlock_unlock) X(sem_init) X(sem_destroy) X(sem_post) X(sem_wait) X(sem_trywait) \
     X(sem_timedwait) X(sem_clockwait) X(sem_getvalue) X(pthread_barrier_init)                 \
     X(pthread_barrier_destroy) X(pthread_barrier_wait) X(pthread_once) X(syscall)              \
-    X(sigaction) X(pause) X(sigsuspend) X(sigtimedwait) X(signalfd)                           \
+    X(sigaction) X(pause) X(sigsuspend) X(sigtimedwait) X(signalfd) X(pthread_sigmask) X(sigprocmask)                           \
     X(waitpid) X(wait4) X(waitid) X(getaddrinfo) X(getnameinfo) X(gethostbyname)              \
     X(gethostbyname2) X(gethostbyname_r) X(gethostbyname2_r) X(gethostbyaddr)                 \
-    X(gethostbyaddr_r) X(res_query) X(res_search) X(res_querydomain)
+    X(gethostbyaddr_r) X(res_query) X(res_search) X(res_querydomain)                         \
+    X(pread) X(pwrite) X(preadv) X(pwritev) X(fsync) X(fdatasync)
 GREENSHIM_REAL_FUNCTIONS(GREENSHIM_REAL_SLOT)
 
 // ---- configuration (init.cpp) ----
@@ -94,6 +95,8 @@ GREENSHIM_REAL_FUNCTIONS(GREENSHIM_REAL_SLOT)
 struct Config {
     bool enabled = true;            // false: GREENSHIM_DISABLE=1 or a setuid/setgid process
     std::size_t stack_size = 0;     // GREENSHIM_STACK_SIZE, 0 = runtime default
+    bool file_io_pool = false;      // GREENSHIM_FILE_IO=pool: regular-file I/O on the helper pool
+    bool inherit = true;            // GREENSHIM_INHERIT=0: exec'd programs run without the shim
 };
 const Config& config() noexcept;
 
@@ -156,6 +159,25 @@ struct IoFd {
 // Chooses the mode for an operation on fd (cost: a table lookup; an fstat and
 // fcntl the first time an unknown fd is used).
 IoFd io_fd(int fd) noexcept;
+
+// Runs a regular-file call on the helper pool when GREENSHIM_FILE_IO=pool
+// (errno carried back), else right here. fd < 0: not about an fd (open).
+template <class Call>
+inline auto file_call(int fd, Call&& call) -> decltype(call()) {
+    if (!config().file_io_pool || !may_park()) return call();
+    if (fd >= 0) {
+        FdState* s = fd_known(fd);
+        if (!s || s->kind != FdKind::plain) return call();
+    }
+    decltype(call()) r{};
+    int err = 0;
+    Hub::current().run_blocking([&] {
+        r = call();
+        err = errno;
+    });
+    errno = err;
+    return r;
+}
 
 // ---- the wait loop (wait.cpp) ----
 

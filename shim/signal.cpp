@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "shim.hpp"
+#include "thread.hpp"
 
 using namespace greenshim;
 using namespace greenshim::shim;
@@ -184,3 +185,37 @@ SHIM_EXPORT int signalfd(int fd, const sigset_t* mask, int flags) {
     if (r >= 0) fd_created(r, false, false, flags & SFD_NONBLOCK);
     return r;
 }
+
+// Signal masks. The OS thread's mask belongs to the main greenlet: a greenlet
+// thread's pthread_sigmask changes only its own recorded view (a thread that
+// blocks everything, as CPython's faulthandler watchdog does, must not deaf
+// the whole process). Signals are then delivered as Linux would to the main
+// thread; a signal that only a greenlet thread unblocks stays pending.
+namespace {
+int mask_op(int how, const sigset_t* set, sigset_t* old, bool process) {
+    GThread* t = config().enabled ? gthread_current() : nullptr;
+    if (!t) return process ? REAL(sigprocmask)(how, set, old) : REAL(pthread_sigmask)(how, set, old);
+    if (old) *old = t->sigmask;
+    if (!set) return 0;
+    switch (how) {
+    case SIG_BLOCK: sigorset(&t->sigmask, &t->sigmask, set); break;
+    case SIG_UNBLOCK:
+        for (int s = 1; s < NSIG; ++s)
+            if (sigismember(set, s)) sigdelset(&t->sigmask, s);
+        break;
+    case SIG_SETMASK: t->sigmask = *set; break;
+    default:
+        if (process) {
+            errno = EINVAL;
+            return -1;
+        }
+        return EINVAL;
+    }
+    sigdelset(&t->sigmask, SIGKILL);
+    sigdelset(&t->sigmask, SIGSTOP);
+    return 0;
+}
+}  // namespace
+
+SHIM_EXPORT int pthread_sigmask(int how, const sigset_t* set, sigset_t* old) { return mask_op(how, set, old, false); }
+SHIM_EXPORT int sigprocmask(int how, const sigset_t* set, sigset_t* old) { return mask_op(how, set, old, true); }

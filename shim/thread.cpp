@@ -117,6 +117,9 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     t->start = start;
     t->arg = arg;
     t->detached = detach == PTHREAD_CREATE_DETACHED;
+    // A new thread starts with its creator's signal mask.
+    if (GThread* creator = gthread_current()) t->sigmask = creator->sigmask;
+    else REAL(pthread_sigmask)(SIG_SETMASK, nullptr, &t->sigmask);
     try {
         std::shared_ptr<Greenlet> g = Hub::current().spawn(
             [t](std::any) -> std::any {

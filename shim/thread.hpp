@@ -2,6 +2,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <cstdint>
 
@@ -31,6 +32,7 @@ struct GThread {
     bool finished = false;
     bool joining = false;
     char name[16] = {};
+    sigset_t sigmask;  // its own view; the OS thread's mask is the main greenlet's
     WaitQueue joiners;
     Tsd tsd;
 };
