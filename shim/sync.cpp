@@ -594,10 +594,10 @@ SHIM_EXPORT int pthread_once(pthread_once_t* once, void (*init)(void)) {
 
 // ---- syscall(SYS_futex): private futex waits park greenlets ----
 //
-// libstdc++ (atomic wait, std::latch, std::counting_semaphore, call_once)
-// waits through syscall(SYS_futex, ...). Private FUTEX_WAIT/WAKE (and their
-// BITSET forms) are emulated with a wait queue per address; everything else
-// goes to the kernel.
+// libstdc++ (std::future, atomic wait, std::latch, std::counting_semaphore)
+// waits through syscall(SYS_futex, ...), without the private flag on this
+// system. FUTEX_WAIT/WAKE (and their BITSET forms) are emulated with a wait
+// queue per address; every other futex operation goes to the kernel.
 namespace {
 struct FutexWaiter {
     std::uint32_t bits;
@@ -609,7 +609,10 @@ WaitQueue& futex_queue(const void* addr) {
     return (*g_futex)[addr];
 }
 
-long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline) {
+// A shared (non-private) futex may be woken by another process through the
+// kernel, which our queue never hears of: such a wait also rechecks the word
+// every few milliseconds (a futex wait may return spuriously; callers loop).
+long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline, bool shared) {
     if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) != val) {
         errno = EAGAIN;
         return -1;
@@ -617,7 +620,13 @@ long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline)
     Wake w;
     {
         InterruptScope interruptible(Interruptible::unless_restart);
-        w = futex_queue(addr).wait(deadline);
+        Deadline d = deadline;
+        if (shared) {
+            Deadline poll = deadline_after_ns(5000000);
+            if (poll < d) d = poll;
+        }
+        w = futex_queue(addr).wait(d);
+        if (w == Wake::timeout && monotonic_ns() < deadline) return 0;  // the recheck: a spurious wakeup
     }
     if (w == Wake::timeout) {
         errno = ETIMEDOUT;
@@ -642,7 +651,6 @@ long futex_wake(const std::uint32_t* addr, int n) {
 }
 
 bool emulated_futex(int op) {
-    if (!(op & FUTEX_PRIVATE_FLAG)) return false;  // shared futexes may cross processes
     int cmd = op & FUTEX_CMD_MASK;
     return cmd == FUTEX_WAIT || cmd == FUTEX_WAKE || cmd == FUTEX_WAIT_BITSET || cmd == FUTEX_WAKE_BITSET;
 }
@@ -655,7 +663,7 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
             return -1;
         }
         Deadline d = ts ? deadline_after_ns(std::int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec) : kForever;
-        return futex_wait(addr, val, d);
+        return futex_wait(addr, val, d, !(op & FUTEX_PRIVATE_FLAG));
     }
     case FUTEX_WAIT_BITSET: {
         if (bad_time(ts) || bitset == 0) {
@@ -663,10 +671,15 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
             return -1;
         }
         clockid_t clock = (op & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
-        return futex_wait(addr, val, deadline_from(clock, ts));
+        return futex_wait(addr, val, deadline_from(clock, ts), !(op & FUTEX_PRIVATE_FLAG));
     }
-    default:  // FUTEX_WAKE, FUTEX_WAKE_BITSET (bitsets other than all-ones are rare: wake as if all)
-        return futex_wake(addr, int(val));
+    default: {  // FUTEX_WAKE, FUTEX_WAKE_BITSET (bitsets other than all-ones are rare: wake as if all)
+        long woken = futex_wake(addr, int(val));
+        // A shared futex may have waiters in other processes, in the kernel.
+        if (!(op & FUTEX_PRIVATE_FLAG) && woken < long(val))
+            woken += REAL(syscall)(SYS_futex, addr, op, long(val) - woken, nullptr, nullptr, 0);
+        return woken;
+    }
     }
 }
 }  // namespace

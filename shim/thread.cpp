@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/single_threaded.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -134,6 +135,9 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
         return EAGAIN;
     }
     ++g_live_threads;
+    // The process has threads now, whatever the kernel says: libstdc++ and
+    // glibc skip synchronisation while this is set (std::stop_token does).
+    __libc_single_threaded = 0;
     *out = reinterpret_cast<pthread_t>(t);
     return 0;
 }
@@ -143,8 +147,8 @@ namespace {
 int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only) {
     GThread* t = gthread_of(th);
     if (!t) return -1;  // not ours
+    if (t == gthread_current()) return EDEADLK;  // checked first, as glibc does
     if (t->detached || t->joining) return EINVAL;
-    if (t == gthread_current()) return EDEADLK;
     if (!t->finished) {
         if (try_only) return EBUSY;
         t->joining = true;

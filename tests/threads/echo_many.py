@@ -1,7 +1,7 @@
 """Thread-per-connection echo server with N connections open at once.
 
     echo_many.py --greenrun G --server ECHO_THREADS --holder CONN_HOLD
-                 [--echo-client ECHO_CLIENT] --n N [--m M] [--size S]
+                 [--echo-client ECHO_CLIENT --echo-server TPC_ECHO] --n N [--m M] [--size S]
                  --mode patched|unpatched [--timeout T]
 
 Starts examples/blocking/echo_threads (thread per connection, MAX_CLIENTS=N)
@@ -18,9 +18,13 @@ bytes" with B = N*M*S.
 are; the server must have at least N+1 OS threads (one per client).
 
 --echo-client (patched mode): then examples/blocking/echo_client, a client
-with one thread per connection, also under greenrun, against a fresh server:
-N clients x M messages, all checked by the client; the Threads line of both
-processes is sampled every 20 ms during the run and must never exceed 1.
+with one thread per connection, also under greenrun: N clients x M messages,
+all checked by the client. Its server is --echo-server (examples/threads
+tpc_echo: echo_threads with a listen backlog of SOMAXCONN, because echo_client
+connects all N at once, and a queue of 128 overflows in the kernel: dropped
+handshakes, 1-60 s retransmission stalls, even resets -- with or without
+greenshim). The Threads line of both processes is sampled every 20 ms during
+the run and must never exceed 1.
 
 Every process is started in its own session and killed by pid at the end.
 The soft RLIMIT_NOFILE is raised to the hard limit (inherited by the
@@ -215,23 +219,31 @@ def phase_echo_client(opts, wrap):
     procs = []
     try:
         t0 = time.monotonic()
-        server = Proc(wrap([opts.server, "0", str(n)]), "echo_threads (2)")
+        server = Proc(wrap([opts.echo_server, str(n)]), "tpc_echo")
         procs.append(server)
         port = int(server.wait_line(r"listening (\d+)", 20).group(1))
+        check_mapped(server, True)
         client = Proc(wrap([opts.echo_client, str(port), str(n), str(m), str(size)]), "echo_client")
         procs.append(client)
         max_threads = {"server": 0, "client": 0}
         samples = 0
+        client_mapped = None
         deadline = time.monotonic() + opts.timeout
         while client.proc.poll() is None and time.monotonic() < deadline:
             for name, p in (("server", server), ("client", client)):
                 try:
                     max_threads[name] = max(max_threads[name], os_threads(p.pid))
+                    # once greenrun (a shell script) has exec'd echo_client
+                    if (name == "client" and client_mapped is None and
+                            os.path.samefile(f"/proc/{p.pid}/exe", opts.echo_client)):
+                        client_mapped = shim_mapped(p.pid)
                 except (OSError, Failure):
                     pass  # it just exited
             samples += 1
             client._pump(0.02)
-        check_mapped(server, True)
+        if not client_mapped:
+            raise Failure("echo_client: libgreenshim.so is not mapped" if client_mapped is False
+                          else "echo_client: exited before it could be inspected")
         status = client.finish(max(1.0, deadline - time.monotonic()))
         served = server.wait_line(r"served (\d+) clients, (\d+) bytes", opts.timeout)
         sstatus = server.finish(opts.timeout)
@@ -261,6 +273,7 @@ def main():
     ap.add_argument("--server", required=True, help="examples/blocking echo_threads")
     ap.add_argument("--holder", required=True, help="examples/threads conn_hold")
     ap.add_argument("--echo-client", help="examples/blocking echo_client (patched mode only)")
+    ap.add_argument("--echo-server", help="examples/threads tpc_echo, the server for --echo-client")
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--m", type=int, default=5)
     ap.add_argument("--size", type=int, default=64)
@@ -282,8 +295,8 @@ def main():
     try:
         ok = phase_holder(opts, wrap)
         if ok and opts.echo_client:
-            if not patched:
-                raise Failure("--echo-client is for --mode patched")
+            if not patched or not opts.echo_server:
+                raise Failure("--echo-client needs --mode patched and --echo-server")
             ok = phase_echo_client(opts, wrap)
     except Failure as e:
         log(f"FAIL: {e}")

@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <mutex>
 #include <vector>
 
 namespace {
@@ -258,13 +259,20 @@ TEST_CASE("pthread_exit from a nested function runs the C++ destructors on the w
 namespace {
 pthread_key_t g_key, g_key2;
 std::vector<long> g_tsd_freed;
+std::mutex g_tsd_mu;  // unpatched, destructors run on OS threads at once
 int g_resets = 0;
-void tsd_dtor(void* v) { g_tsd_freed.push_back(long(reinterpret_cast<intptr_t>(v))); }
+void tsd_dtor(void* v) {
+    std::lock_guard<std::mutex> lk(g_tsd_mu);
+    g_tsd_freed.push_back(long(reinterpret_cast<intptr_t>(v)));
+}
 // Sets a new value the first time: destructors run again (up to
 // PTHREAD_DESTRUCTOR_ITERATIONS rounds).
 void tsd_dtor_resetting(void* v) {
     long x = long(reinterpret_cast<intptr_t>(v));
-    g_tsd_freed.push_back(x);
+    {
+        std::lock_guard<std::mutex> lk(g_tsd_mu);
+        g_tsd_freed.push_back(x);
+    }
     if (x < 1000) {
         ++g_resets;
         pthread_setspecific(g_key2, reinterpret_cast<void*>(intptr_t(x + 1000)));

@@ -80,8 +80,8 @@ def process_late():
     p = subprocess.Popen([sys.executable, "-c", SERVER, str(DELAY)], stdout=subprocess.PIPE)
     port = int(p.stdout.readline())
     c = socket.create_connection(("127.0.0.1", port))
+    t0 = time.monotonic()  # before the request: the server's sleep starts after it
     c.sendall(b"ask")
-    t0 = time.monotonic()
     try:
         data = c.recv(100)
     finally:

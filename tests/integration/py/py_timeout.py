@@ -27,10 +27,17 @@ a.settimeout(0.2)
 timed("socketpair recv, timeout 0.2", lambda: a.recv(10), 0.2)
 print("socket.timeout is TimeoutError:", socket.timeout is TimeoutError)
 
-# Data that comes within the timeout is received.
-threading.Timer(0.1, lambda: b.send(b"in time")).start()
+# Data that comes within the timeout is received (the timer starts inside
+# the timed call, so the wait is never shorter than 0.1 s).
 a.settimeout(1.0)
-timed("socketpair recv, data after 0.1, timeout 1.0", lambda: a.recv(10), 0.1)
+
+
+def recv_in_time():
+    threading.Timer(0.1, lambda: b.send(b"in time")).start()
+    return a.recv(10)
+
+
+timed("socketpair recv, data after 0.1, timeout 1.0", recv_in_time, 0.1)
 a.close()
 b.close()
 

@@ -6,8 +6,11 @@ Prints "listening PORT". GET /hello/I answers "hello I\\n" after the handler
 has waited until N requests are in progress at once (at most 10 s) and then
 slept 0.5 s, so N concurrent clients are answered in about 0.5 s, while a
 server handling them one at a time would take 10 s per request. The handler
-that brings the count to N reads /proc/self/status then. GET /stats answers
-JSON: {"max_inflight", "threads_at_max", "all_in_flight", "requests"}.
+that brings the count to N reads /proc/self/status then; so does the server
+once it is ready, before any request ("threads_ready": HTTPServer's bind
+resolves the host name, which greenshim may run on a helper OS thread of its
+own). GET /stats answers JSON: {"max_inflight", "threads_at_max",
+"threads_ready", "all_in_flight", "requests"}.
 Serves until killed. An unmodified CPython program.
 """
 import http.server
@@ -19,7 +22,8 @@ import time
 N = int(sys.argv[1])
 lock = threading.Lock()
 all_in = threading.Event()
-stats = {"max_inflight": 0, "threads_at_max": None, "all_in_flight": False, "requests": 0}
+stats = {"max_inflight": 0, "threads_at_max": None, "threads_ready": None, "all_in_flight": False,
+         "requests": 0}
 inflight = 0
 
 
@@ -75,5 +79,6 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 srv = Server(("127.0.0.1", 0), Handler)
+stats["threads_ready"] = os_threads()
 print(f"listening {srv.server_address[1]}", flush=True)
 srv.serve_forever()
