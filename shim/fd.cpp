@@ -25,6 +25,16 @@ std::uint32_t g_next_group = 0;
 
 std::uint32_t new_group() noexcept { return __atomic_add_fetch(&g_next_group, 1, __ATOMIC_RELAXED); }
 
+// Calls fn(fd, state) for every entry of every chunk made so far.
+template <class Fn>
+void for_each_fd(Fn&& fn) noexcept {
+    for (int c = 0; c < kChunks; ++c) {
+        FdState* chunk = __atomic_load_n(&g_chunks[c], __ATOMIC_ACQUIRE);
+        if (!chunk) continue;
+        for (int i = 0; i < kChunkSize; ++i) fn((c << kChunkBits) | i, chunk[i]);
+    }
+}
+
 FdState* chunk_for(int fd, bool create) noexcept {
     int c = fd >> kChunkBits;
     if (c >= kChunks) return nullptr;
@@ -118,12 +128,9 @@ void fd_set_user_nonblock(int fd, bool on) noexcept {
     s->user_nonblock = on;
     if (!s->shared) return;
     std::uint32_t group = s->group;
-    for (int c = 0; c < kChunks; ++c) {
-        FdState* chunk = __atomic_load_n(&g_chunks[c], __ATOMIC_ACQUIRE);
-        if (!chunk) continue;
-        for (int i = 0; i < kChunkSize; ++i)
-            if (chunk[i].group == group && chunk[i].kind != FdKind::unknown) chunk[i].user_nonblock = on;
-    }
+    for_each_fd([&](int, FdState& e) {
+        if (e.group == group && e.kind != FdKind::unknown) e.user_nonblock = on;
+    });
 }
 
 IoFd io_fd(int fd) noexcept {
@@ -155,26 +162,17 @@ void fd_release(int fd) noexcept {
     std::uint32_t group = s->group;
     s->kind = FdKind::borrowed;
     if (!s->shared) return;
-    for (int c = 0; c < kChunks; ++c) {  // its dups share the description: borrowed too
-        FdState* chunk = __atomic_load_n(&g_chunks[c], __ATOMIC_ACQUIRE);
-        if (!chunk) continue;
-        for (int i = 0; i < kChunkSize; ++i)
-            if (chunk[i].group == group && chunk[i].kind == FdKind::owned) chunk[i].kind = FdKind::borrowed;
-    }
+    for_each_fd([&](int, FdState& e) {  // its dups share the description: borrowed too
+        if (e.group == group && e.kind == FdKind::owned) e.kind = FdKind::borrowed;
+    });
 }
 
 void fd_release_inheritable() noexcept {
-    for (int c = 0; c < kChunks; ++c) {
-        FdState* chunk = __atomic_load_n(&g_chunks[c], __ATOMIC_ACQUIRE);
-        if (!chunk) continue;
-        for (int i = 0; i < kChunkSize; ++i) {
-            FdState& s = chunk[i];
-            if (s.kind != FdKind::owned || s.user_nonblock) continue;
-            int fd = (c << kChunkBits) | i;
-            int fdfl = REAL(fcntl)(fd, F_GETFD);
-            if (fdfl >= 0 && !(fdfl & FD_CLOEXEC)) fd_release(fd);
-        }
-    }
+    for_each_fd([](int fd, FdState& s) {
+        if (s.kind != FdKind::owned || s.user_nonblock) return;
+        int fdfl = REAL(fcntl)(fd, F_GETFD);
+        if (fdfl >= 0 && !(fdfl & FD_CLOEXEC)) fd_release(fd);
+    });
 }
 
 }  // namespace greenshim::shim

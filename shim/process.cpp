@@ -19,6 +19,18 @@ extern char** environ;
 
 namespace {
 
+// For a wait on any child: pidfds of the children this process started
+// through the shim (fork, posix_spawn), so their exit wakes us at once; the
+// timer still covers children started behind our back (popen, raw clone).
+constexpr std::size_t kMaxTracked = 64;
+pid_t g_children[kMaxTracked];
+std::size_t g_nchildren = 0;
+
+void track_child(pid_t pid) {
+    if (g_nchildren < kMaxTracked) g_children[g_nchildren++] = pid;
+}
+
+
 template <class Exec>
 int around_exec(Exec&& exec) {
     if (config().enabled) fd_release_inheritable();  // includes fds dup2'd since fork
@@ -136,13 +148,17 @@ SHIM_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file
                             const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
     release_for_spawn(fa);
     Env env;
-    return REAL(posix_spawn)(pid, path, fa, attr, argv, env_for_exec(envp, env));
+    int r = REAL(posix_spawn)(pid, path, fa, attr, argv, env_for_exec(envp, env));
+    if (r == 0 && pid) track_child(*pid);
+    return r;
 }
 SHIM_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* fa,
                              const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
     release_for_spawn(fa);
     Env env;
-    return REAL(posix_spawnp)(pid, file, fa, attr, argv, env_for_exec(envp, env));
+    int r = REAL(posix_spawnp)(pid, file, fa, attr, argv, env_for_exec(envp, env));
+    if (r == 0 && pid) track_child(*pid);
+    return r;
 }
 
 SHIM_EXPORT pid_t fork(void) {
@@ -151,6 +167,9 @@ SHIM_EXPORT pid_t fork(void) {
     if (r == 0) {
         if (Hub* hub = Hub::existing()) hub->after_fork_child();
         threads_after_fork_child();
+        g_nchildren = 0;  // the parent's children are not ours
+    } else if (r > 0) {
+        track_child(r);
     }
     return r;
 }
@@ -179,20 +198,38 @@ bool is_exit_only(int options) { return !(options & (WUNTRACED | WCONTINUED | WS
 
 // 0 to ask again, -1 with errno EINTR.
 int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
-    if (pid > 0 && is_exit_only(options)) {
-        int fd = int(::syscall(SYS_pidfd_open, pid, 0));
-        if (fd >= 0) {
-            int r = park_until_ready(fd, kReadable, kForever);
-            int err = errno;
-            fd_closing(fd);
-            REAL(close)(fd);
-            errno = err;
-            return r < 0 && err == EINTR ? -1 : 0;
+    std::vector<FdWait> waits;
+    if (is_exit_only(options)) {
+        if (pid > 0) {
+            waits.push_back({int(::syscall(SYS_pidfd_open, pid, 0)), kReadable, 0});
+        } else {
+            std::size_t kept = 0;
+            for (std::size_t i = 0; i < g_nchildren; ++i) {
+                int fd = int(::syscall(SYS_pidfd_open, g_children[i], 0));
+                if (fd < 0) continue;  // reaped (or never ours): forget it
+                g_children[kept++] = g_children[i];
+                waits.push_back({fd, kReadable, 0});
+            }
+            g_nchildren = kept;
         }
+        if (!waits.empty() && waits[0].fd < 0) waits.clear();
     }
-    InterruptScope interruptible(Interruptible::unless_restart);
-    Wake w = Hub::current().sleep_until(deadline_after_ns(backoff_ns));
-    backoff_ns = backoff_ns * 2 > 20000000 ? 20000000 : backoff_ns * 2;
+    // With a pidfd for the one child awaited, no timer is needed; otherwise
+    // re-ask on a timer backing off from 1 ms (to 20 ms, or 1 s when the
+    // pidfds of every child we started are watched too).
+    bool exact = pid > 0 && !waits.empty();
+    Deadline d = exact ? kForever : deadline_after_ns(backoff_ns);
+    std::int64_t cap = waits.empty() ? 20000000 : 1000000000;
+    backoff_ns = backoff_ns * 2 > cap ? cap : backoff_ns * 2;
+    Wake w;
+    {
+        InterruptScope interruptible(Interruptible::unless_restart);
+        w = Hub::current().wait_fds(waits.data(), waits.size(), d);
+    }
+    for (FdWait& fw : waits) {
+        fd_closing(fw.fd);
+        REAL(close)(fw.fd);
+    }
     if (w == Wake::interrupted) {
         errno = EINTR;
         return -1;

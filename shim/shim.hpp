@@ -205,6 +205,10 @@ inline auto retry_io(const IoFd& f, int events, Deadline deadline, Op&& op) -> d
     }
 }
 
+// The deadline for an absolute time on clock (pthread timed waits); nullptr
+// means never. A time already past is now.
+Deadline deadline_at(clockid_t clock, const struct timespec* abstime) noexcept;
+
 // Deadlines from SO_RCVTIMEO / SO_SNDTIMEO.
 Deadline recv_deadline(const IoFd& f) noexcept;
 Deadline send_deadline(const IoFd& f) noexcept;

@@ -166,34 +166,17 @@ SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
     if (first <= 0 || !waitall || msg->msg_iovlen > 1024) return first;
     // MSG_WAITALL on a stream: gather the rest into what is left of the
     // vector (control data came with the first piece).
-    struct iovec local[1024];
-    std::memcpy(local, msg->msg_iov, sizeof(struct iovec) * msg->msg_iovlen);
-    struct iovec* v = local;
-    int k = int(msg->msg_iovlen);
-    size_t done = 0, total = 0;
-    for (int i = 0; i < k; ++i) total += local[i].iov_len;
-    auto advance = [&](size_t n) {
-        done += n;
-        while (k > 0 && n >= v->iov_len) {
-            n -= v->iov_len;
-            ++v;
-            --k;
-        }
-        if (k > 0) {
-            v->iov_base = static_cast<char*>(v->iov_base) + n;
-            v->iov_len -= n;
-        }
-    };
-    advance(size_t(first));
-    while (done < total) {
+    IovCursor c(msg->msg_iov, int(msg->msg_iovlen));
+    c.advance(size_t(first));
+    while (c.done < c.total) {
         struct msghdr m = {};
-        m.msg_iov = v;
-        m.msg_iovlen = size_t(k);
+        m.msg_iov = c.v;
+        m.msg_iovlen = size_t(c.k);
         ssize_t r = retry_io(f, kReadable, d, [&] { return REAL(recvmsg)(fd, &m, fl); });
         if (r <= 0) break;  // EOF, error or timeout: report what came
-        advance(size_t(r));
+        c.advance(size_t(r));
     }
-    return ssize_t(done);
+    return ssize_t(c.done);
 }
 
 // fds sent with SCM_RIGHTS leave for a program that knows nothing of our

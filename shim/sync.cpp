@@ -27,14 +27,6 @@ using namespace greenshim::shim;
 
 namespace {
 
-Deadline deadline_from(clockid_t clock, const struct timespec* abstime) {
-    if (!abstime) return kForever;
-    struct timespec now;
-    clock_gettime(clock, &now);
-    std::int64_t ns = (std::int64_t(abstime->tv_sec) - now.tv_sec) * 1000000000 + (abstime->tv_nsec - now.tv_nsec);
-    return ns <= 0 ? monotonic_ns() : deadline_after_ns(ns);
-}
-
 bool bad_time(const struct timespec* t) { return t && (t->tv_nsec < 0 || t->tv_nsec >= 1000000000L); }
 
 // A wait that nothing can end is a deadlock in the program: say so and stop
@@ -164,14 +156,14 @@ SHIM_EXPORT int pthread_mutex_trylock(pthread_mutex_t* m) {
 SHIM_EXPORT int pthread_mutex_timedlock(pthread_mutex_t* m, const struct timespec* abstime) {
     if (real_mutex(m)) return REAL(pthread_mutex_timedlock)(m, abstime);
     if (bad_time(abstime)) return EINVAL;
-    return mutex_lock_until(as_mutex(m), deadline_from(CLOCK_REALTIME, abstime), false);
+    return mutex_lock_until(as_mutex(m), deadline_at(CLOCK_REALTIME, abstime), false);
 }
 
 SHIM_EXPORT int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock, const struct timespec* abstime) {
     if (real_mutex(m)) return REAL(pthread_mutex_clocklock)(m, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     if (bad_time(abstime)) return EINVAL;
-    return mutex_lock_until(as_mutex(m), deadline_from(clock, abstime), false);
+    return mutex_lock_until(as_mutex(m), deadline_at(clock, abstime), false);
 }
 
 SHIM_EXPORT int pthread_mutex_unlock(pthread_mutex_t* m) {
@@ -259,7 +251,7 @@ SHIM_EXPORT int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, co
     if (real_cond(c)) return REAL(pthread_cond_timedwait)(c, m, abstime);
     if (bad_time(abstime)) return EINVAL;
     int cp1 = as_cond(c)->clock_plus1;
-    return cond_wait_until(c, m, deadline_from(cp1 ? clockid_t(cp1 - 1) : CLOCK_REALTIME, abstime));
+    return cond_wait_until(c, m, deadline_at(cp1 ? clockid_t(cp1 - 1) : CLOCK_REALTIME, abstime));
 }
 
 SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, clockid_t clock,
@@ -267,7 +259,7 @@ SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, cl
     if (real_cond(c)) return REAL(pthread_cond_clockwait)(c, m, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     if (bad_time(abstime)) return EINVAL;
-    return cond_wait_until(c, m, deadline_from(clock, abstime));
+    return cond_wait_until(c, m, deadline_at(clock, abstime));
 }
 
 // ---- rwlocks ----
@@ -354,12 +346,12 @@ SHIM_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
 SHIM_EXPORT int pthread_rwlock_timedrdlock(pthread_rwlock_t* l, const struct timespec* t) {
     if (real_rw(l)) return REAL(pthread_rwlock_timedrdlock)(l, t);
     if (bad_time(t)) return EINVAL;
-    return rd_lock(as_rw(l), deadline_from(CLOCK_REALTIME, t), false);
+    return rd_lock(as_rw(l), deadline_at(CLOCK_REALTIME, t), false);
 }
 SHIM_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
     if (real_rw(l)) return REAL(pthread_rwlock_clockrdlock)(l, clock, t);
     if (bad_time(t) || (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)) return EINVAL;
-    return rd_lock(as_rw(l), deadline_from(clock, t), false);
+    return rd_lock(as_rw(l), deadline_at(clock, t), false);
 }
 SHIM_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t* l) {
     if (real_rw(l)) return REAL(pthread_rwlock_wrlock)(l);
@@ -372,12 +364,12 @@ SHIM_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
 SHIM_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t* l, const struct timespec* t) {
     if (real_rw(l)) return REAL(pthread_rwlock_timedwrlock)(l, t);
     if (bad_time(t)) return EINVAL;
-    return wr_lock(as_rw(l), deadline_from(CLOCK_REALTIME, t), false);
+    return wr_lock(as_rw(l), deadline_at(CLOCK_REALTIME, t), false);
 }
 SHIM_EXPORT int pthread_rwlock_clockwrlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
     if (real_rw(l)) return REAL(pthread_rwlock_clockwrlock)(l, clock, t);
     if (bad_time(t) || (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)) return EINVAL;
-    return wr_lock(as_rw(l), deadline_from(clock, t), false);
+    return wr_lock(as_rw(l), deadline_at(clock, t), false);
 }
 SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
     if (real_rw(l)) return REAL(pthread_rwlock_unlock)(l);
@@ -481,7 +473,7 @@ SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
         errno = EINVAL;
         return -1;
     }
-    return sem_wait_until(as_sem(s), deadline_from(CLOCK_REALTIME, t), false);
+    return sem_wait_until(as_sem(s), deadline_at(CLOCK_REALTIME, t), false);
 }
 SHIM_EXPORT int sem_clockwait(sem_t* s, clockid_t clock, const struct timespec* t) {
     if (real_sem(s)) return REAL(sem_clockwait)(s, clock, t);
@@ -489,7 +481,7 @@ SHIM_EXPORT int sem_clockwait(sem_t* s, clockid_t clock, const struct timespec* 
         errno = EINVAL;
         return -1;
     }
-    return sem_wait_until(as_sem(s), deadline_from(clock, t), false);
+    return sem_wait_until(as_sem(s), deadline_at(clock, t), false);
 }
 SHIM_EXPORT int sem_getvalue(sem_t* s, int* value) {
     if (real_sem(s)) return REAL(sem_getvalue)(s, value);
@@ -671,7 +663,7 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
             return -1;
         }
         clockid_t clock = (op & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
-        return futex_wait(addr, val, deadline_from(clock, ts), !(op & FUTEX_PRIVATE_FLAG));
+        return futex_wait(addr, val, deadline_at(clock, ts), !(op & FUTEX_PRIVATE_FLAG));
     }
     default: {  // FUTEX_WAKE, FUTEX_WAKE_BITSET (bitsets other than all-ones are rare: wake as if all)
         long woken = futex_wake(addr, int(val));

@@ -169,12 +169,6 @@ int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only) {
     return 0;
 }
 
-Deadline abs_deadline(clockid_t clock, const struct timespec* abstime) {
-    struct timespec now;
-    clock_gettime(clock, &now);
-    std::int64_t ns = (std::int64_t(abstime->tv_sec) - now.tv_sec) * 1000000000 + (abstime->tv_nsec - now.tv_nsec);
-    return ns <= 0 ? monotonic_ns() : deadline_after_ns(ns);
-}
 }  // namespace
 
 SHIM_EXPORT int pthread_join(pthread_t th, void** ret) {
@@ -190,14 +184,14 @@ SHIM_EXPORT int pthread_tryjoin_np(pthread_t th, void** ret) {
 SHIM_EXPORT int pthread_timedjoin_np(pthread_t th, void** ret, const struct timespec* abstime) {
     if (!gthread_of(th)) return REAL(pthread_timedjoin_np)(th, ret, abstime);
     if (abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L)) return EINVAL;
-    return join_until(th, ret, abstime ? abs_deadline(CLOCK_REALTIME, abstime) : kForever, false);
+    return join_until(th, ret, deadline_at(CLOCK_REALTIME, abstime), false);
 }
 
 SHIM_EXPORT int pthread_clockjoin_np(pthread_t th, void** ret, clockid_t clock, const struct timespec* abstime) {
     if (!gthread_of(th)) return REAL(pthread_clockjoin_np)(th, ret, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     if (abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L)) return EINVAL;
-    return join_until(th, ret, abstime ? abs_deadline(clock, abstime) : kForever, false);
+    return join_until(th, ret, deadline_at(clock, abstime), false);
 }
 
 SHIM_EXPORT int pthread_detach(pthread_t th) {

@@ -29,34 +29,45 @@ ssize_t write_all(const IoFd& f, const void* buf, size_t n, Deadline deadline, O
     return ssize_t(done);
 }
 
-// op(iov, cnt) writes a vector without blocking; the vector is copied so the
-// caller's stays untouched while we advance past what was sent.
-template <class Op>
-ssize_t writev_all(const IoFd& f, const struct iovec* iov, int cnt, Deadline deadline, Op&& op) {
-    struct iovec local[IOV_MAX > 1024 ? 1024 : IOV_MAX];
-    std::memcpy(local, iov, sizeof(struct iovec) * size_t(cnt));
-    size_t total = 0;
-    for (int i = 0; i < cnt; ++i) total += local[i].iov_len;
+// A private copy of an iovec array that can be advanced past what was
+// transferred, leaving the caller's untouched.
+struct IovCursor {
+    struct iovec local[1024];
     struct iovec* v = local;
-    int k = cnt;
+    int k;
+    size_t total = 0;
     size_t done = 0;
-    bool all = sends_everything(f);
-    do {
-        ssize_t r = retry_io(f, kWritable, deadline, [&] { return op(v, k); });
-        if (r < 0) return done ? ssize_t(done) : -1;
-        done += size_t(r);
-        size_t adv = size_t(r);
-        while (k > 0 && adv >= v->iov_len) {
-            adv -= v->iov_len;
+
+    IovCursor(const struct iovec* iov, int cnt) : k(cnt) {
+        std::memcpy(local, iov, sizeof(struct iovec) * size_t(cnt));
+        for (int i = 0; i < cnt; ++i) total += local[i].iov_len;
+    }
+    void advance(size_t n) {
+        done += n;
+        while (k > 0 && n >= v->iov_len) {
+            n -= v->iov_len;
             ++v;
             --k;
         }
         if (k > 0) {
-            v->iov_base = static_cast<char*>(v->iov_base) + adv;
-            v->iov_len -= adv;
+            v->iov_base = static_cast<char*>(v->iov_base) + n;
+            v->iov_len -= n;
         }
-    } while (all && done < total);
-    return ssize_t(done);
+    }
+};
+
+// op(iov, cnt) writes a vector without blocking; the vector is copied so the
+// caller's stays untouched while we advance past what was sent.
+template <class Op>
+ssize_t writev_all(const IoFd& f, const struct iovec* iov, int cnt, Deadline deadline, Op&& op) {
+    IovCursor c(iov, cnt);
+    bool all = sends_everything(f);
+    do {
+        ssize_t r = retry_io(f, kWritable, deadline, [&] { return op(c.v, c.k); });
+        if (r < 0) return c.done ? ssize_t(c.done) : -1;
+        c.advance(size_t(r));
+    } while (all && c.done < c.total);
+    return ssize_t(c.done);
 }
 
 }  // namespace greenshim::shim

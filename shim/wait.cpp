@@ -37,6 +37,14 @@ bool ready_now(int fd, int events) noexcept {
     return REAL(poll)(&p, 1, 0) != 0;
 }
 
+Deadline deadline_at(clockid_t clock, const struct timespec* abstime) noexcept {
+    if (!abstime) return kForever;
+    struct timespec now;
+    clock_gettime(clock, &now);
+    std::int64_t ns = (std::int64_t(abstime->tv_sec) - now.tv_sec) * 1000000000 + (abstime->tv_nsec - now.tv_nsec);
+    return ns <= 0 ? monotonic_ns() : deadline_after_ns(ns);
+}
+
 void fd_closing(int fd) noexcept {
     if (Hub* hub = Hub::existing()) hub->fd_closed(fd);
 }

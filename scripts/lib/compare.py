@@ -14,8 +14,9 @@ LD_PRELOAD ("patched"), alternating, each in a session of its own, stdin from
 status, stdout and stderr of the first unpatched run (after --normalize, which
 replaces each match of REGEX with a placeholder in both). Per run: wall time,
 CPU time (user+sys from wait4's rusage: the process and the children it
-waited for), peak RSS (ru_maxrss: the largest of them) and the peak number of
-OS threads, sampled every 5 ms from /proc.
+waited for), peak RSS (ru_maxrss: the largest of them; the command is started
+through `setsid --fork` so that this python's size is not counted, see
+Launcher) and the peak number of OS threads, sampled every 5 ms from /proc.
 
 Exit status: 0 same behaviour, 1 different (a run that exceeds --timeout is
 killed with its process group and is a difference), 2 usage error.
@@ -55,7 +56,7 @@ each; compares exit status, stdout and stderr; prints wall time, CPU time,
 peak RSS and peak OS threads (median, min-max, patched/unpatched ratio).
 
   -n RUNS             runs of each kind (default 3)
-  --normalize REGEX   replace matches (Python re, on bytes) with {PLACEHOLDER.decode()}
+  --normalize REGEX   replace matches (Python re, bytes, MULTILINE) with {PLACEHOLDER.decode()}
                       in stdout and stderr before comparing; repeatable
   --json FILE         write every figure, the medians, ratios and verdict as JSON
   --junit FILE        write JUnit XML: one testcase each for exit status, stdout, stderr
@@ -67,6 +68,10 @@ stdin is /dev/null. Exit status: 0 same behaviour, 1 different, 2 usage error.""
 
 class UsageError(Exception):
     pass
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGHUP: kill the run under way, as for ^C."""
 
 
 # ---------------------------------------------------------------- arguments
@@ -361,8 +366,8 @@ def run_once(run, cmd, env_u, preload, timeout, current, launcher):
         wall = time.monotonic() - start
         kill_group(pid)  # a timed-out run, and whatever the command left behind
         _, status, ru = os.wait4(pid, 0)
+        current[0] = None  # (left set on ^C: main kills its group)
     finally:
-        current[0] = None
         if pidfd is not None:
             os.close(pidfd)
     launcher.reap_orphans()
@@ -634,7 +639,8 @@ def write_junit(path, opts, runs, aspects, report_text):
             fail.text = "\n".join(a["diff"]) + "\n"
     ET.SubElement(suite, "system-out").text = report_text
     tree = ET.ElementTree(suites)
-    ET.indent(tree)
+    if hasattr(ET, "indent"):  # python 3.9+
+        ET.indent(tree)
     tree.write(path, encoding="utf-8", xml_declaration=True)
 
 
@@ -666,6 +672,11 @@ def main(argv):
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     cmd, n, timeout = opts["cmd"], opts["runs"], opts["timeout"]
+    def terminated(signum, frame):
+        raise Terminated()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, terminated)
     env_u, preload = run_envs(opts["lib"])
     launcher = Launcher()
     current = [None]
@@ -686,7 +697,7 @@ def main(argv):
         progress.done()
         print(f"{PROG}: cannot start {cmd[0]}: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         if current[0] is not None:
             kill_group(current[0])
             try:
