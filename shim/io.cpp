@@ -1,6 +1,7 @@
 // The read/write family, and the calls that make, copy and close fds.
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/file.h>
 
 #include <climits>
 #include <vector>
@@ -75,6 +76,25 @@ ssize_t do_writev(int fd, const struct iovec* iov, int cnt) {
     return writev_all(f, iov, cnt, kForever, [&](struct iovec* v, int k) { return REAL(writev)(fd, v, k); });
 }
 
+// A lock another greenlet of this process holds would never be released if
+// the thread blocked in the kernel for it: try without waiting, and between
+// tries park on a timer backing off from 1 ms to 50 ms. 0, or -1 with errno
+// (EINTR when a signal interrupts, as for the blocking call).
+template <class Try>
+int lock_wait(Try&& try_lock) {
+    std::int64_t backoff = 1000000;
+    for (;;) {
+        int r = try_lock();
+        if (r == 0 || (errno != EAGAIN && errno != EACCES && errno != EWOULDBLOCK)) return r;
+        InterruptScope interruptible(Interruptible::unless_restart);
+        if (Hub::current().sleep_until(deadline_after_ns(backoff)) == Wake::interrupted) {
+            errno = EINTR;
+            return -1;
+        }
+        backoff = backoff * 2 > 50000000 ? 50000000 : backoff * 2;
+    }
+}
+
 // fcntl: the program sees its own O_NONBLOCK; an owned fd stays non-blocking
 // underneath.
 int do_fcntl(int fd, int cmd, void* arg) {
@@ -97,6 +117,12 @@ int do_fcntl(int fd, int cmd, void* arg) {
         int r = REAL(fcntl)(fd, F_SETFL, int(iarg));
         if (r == 0 && s && s->kind == FdKind::borrowed) fd_set_user_nonblock(fd, want_nb);
         return r;
+    }
+    case F_SETLKW:
+    case F_OFD_SETLKW: {
+        if (!may_park()) return REAL(fcntl)(fd, cmd, arg);
+        int trycmd = cmd == F_SETLKW ? F_SETLK : F_OFD_SETLK;
+        return lock_wait([&] { return REAL(fcntl)(fd, trycmd, arg); });
     }
     case F_DUPFD:
     case F_DUPFD_CLOEXEC: {
@@ -138,24 +164,68 @@ SHIM_EXPORT int fclose(FILE* f) {
     return real_fn(real_fclose, "fclose")(f);
 }
 
+namespace {
+void copied(int oldfd, int newfd);
+}
+
 SHIM_EXPORT int dup(int fd) {
     int r = REAL(dup)(fd);
     if (r >= 0) fd_copy(fd, r);
     return r;
 }
 
+namespace {
+// stdin, stdout and stderr are read and written by stdio through libc's
+// internal calls, which never reach us: a description put there must block
+// as the program believes (fd_release), or printf would meet EAGAIN.
+void copied(int oldfd, int newfd) {
+    fd_copy(oldfd, newfd);
+    if (newfd <= 2) fd_release(newfd);
+}
+}  // namespace
+
 SHIM_EXPORT int dup2(int oldfd, int newfd) {
     if (oldfd != newfd) fd_closing(newfd);
     int r = REAL(dup2)(oldfd, newfd);
-    if (r >= 0 && oldfd != newfd) fd_copy(oldfd, newfd);
+    if (r >= 0 && oldfd != newfd) copied(oldfd, newfd);
     return r;
 }
 
 SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
     if (oldfd != newfd) fd_closing(newfd);
     int r = REAL(dup3)(oldfd, newfd, flags);
-    if (r >= 0) fd_copy(oldfd, newfd);
+    if (r >= 0) copied(oldfd, newfd);
     return r;
+}
+
+// fdopen: the FILE reads and writes through libc's internal calls, so the
+// fd must really block (stdio would otherwise see EAGAIN and report an error).
+SHIM_EXPORT FILE* fdopen(int fd, const char* mode) {
+    static decltype(&::fdopen) real_fdopen = nullptr;
+    if (config().enabled) fd_release(fd);
+    return real_fn(real_fdopen, "fdopen")(fd, mode);
+}
+
+// glibc's eventfd_read/eventfd_write call read/write internally.
+SHIM_EXPORT int eventfd_read(int fd, eventfd_t* value) { return read(fd, value, sizeof *value) == sizeof *value ? 0 : -1; }
+SHIM_EXPORT int eventfd_write(int fd, eventfd_t value) {
+    return write(fd, &value, sizeof value) == sizeof value ? 0 : -1;
+}
+
+// _FORTIFY_SOURCE builds (most distribution packages) call these checked
+// variants instead; the check is glibc's, the call ours.
+extern "C" void __chk_fail(void) __attribute__((noreturn));
+SHIM_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
+    if (n > buflen) __chk_fail();
+    return read(fd, buf, n);
+}
+SHIM_EXPORT ssize_t __pread_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
+    if (n > buflen) __chk_fail();
+    return pread(fd, buf, n, off);
+}
+SHIM_EXPORT ssize_t __pread64_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
+    if (n > buflen) __chk_fail();
+    return pread(fd, buf, n, off);
 }
 
 SHIM_EXPORT int fcntl(int fd, int cmd, ...) {
@@ -282,3 +352,19 @@ SHIM_EXPORT ssize_t pwritev(int fd, const struct iovec* iov, int cnt, off_t off)
 }
 SHIM_EXPORT int fsync(int fd) { return file_call(fd, [&] { return REAL(fsync)(fd); }); }
 SHIM_EXPORT int fdatasync(int fd) { return file_call(fd, [&] { return REAL(fdatasync)(fd); }); }
+
+SHIM_EXPORT int flock(int fd, int op) {
+    static decltype(&::flock) real_flock = nullptr;
+    auto real = real_fn(real_flock, "flock");
+    if (!may_park() || (op & LOCK_NB) || (op & LOCK_UN)) return real(fd, op);
+    return lock_wait([&] { return real(fd, op | LOCK_NB); });
+}
+
+// lockf(F_LOCK) waits inside libc (an internal fcntl): the same loop over F_TLOCK.
+SHIM_EXPORT int lockf(int fd, int cmd, off_t len) {
+    static decltype(&::lockf) real_lockf = nullptr;
+    auto real = real_fn(real_lockf, "lockf");
+    if (!may_park() || cmd != F_LOCK) return real(fd, cmd, len);
+    return lock_wait([&] { return real(fd, F_TLOCK, len); });
+}
+SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return lockf(fd, cmd, len); }

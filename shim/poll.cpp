@@ -159,3 +159,14 @@ SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event* ev, int max, int timeo
     if (!may_park() || timeout == 0) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
     return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), mask);
 }
+
+extern "C" void __chk_fail(void) __attribute__((noreturn));
+SHIM_EXPORT int __poll_chk(struct pollfd* fds, nfds_t n, int timeout, size_t fdslen) {
+    if (fdslen / sizeof(*fds) < n) __chk_fail();
+    return poll(fds, n, timeout);
+}
+SHIM_EXPORT int __ppoll_chk(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask,
+                            size_t fdslen) {
+    if (fdslen / sizeof(*fds) < n) __chk_fail();
+    return ppoll(fds, n, ts, mask);
+}

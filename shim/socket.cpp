@@ -266,3 +266,15 @@ SHIM_EXPORT int setsockopt(int fd, int level, int optname, const void* val, sock
 }
 
 SHIM_EXPORT int shutdown(int fd, int how) { return REAL(shutdown)(fd, how); }
+
+extern "C" void __chk_fail(void) __attribute__((noreturn));
+SHIM_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
+    if (n > buflen) __chk_fail();
+    return recv(fd, buf, n, flags);
+}
+SHIM_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, struct sockaddr* addr,
+                                   socklen_t* alen) {
+    if (n > buflen) __chk_fail();
+    return recvfrom(fd, buf, n, flags, addr, alen);
+}
+SHIM_EXPORT ssize_t sendfile64(int out, int in, off_t* offset, size_t count) { return sendfile(out, in, offset, count); }

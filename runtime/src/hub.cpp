@@ -171,12 +171,7 @@ void Hub::run() {
         }
         if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0) {
             ev_run(loop_, EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
-            if (ready_count_ == 0) {
-                // Only a signal could still wake anyone: wait for one if a
-                // handler is installed, else nothing ever will.
-                if (signals_can_wake()) ev_run(loop_, EVRUN_ONCE);
-                else nothing_to_do();
-            }
+            if (ready_count_ == 0) nothing_to_do();
             continue;
         }
         ev_run(loop_, ready_count_ ? EVRUN_NOWAIT : EVRUN_ONCE);
@@ -187,6 +182,12 @@ void Hub::nothing_to_do() {
     // A child forked from a greenlet other than main: when that greenlet is
     // done, the process is, as when the last thread of a process exits.
     if (main_->dead() && ts().alive <= 1) std::exit(0);
+    // Only a signal could still wake anyone: wait for one if a handler is
+    // installed, else nothing ever will.
+    if (signals_can_wake()) {
+        ev_run(loop_, EVRUN_ONCE);
+        return;
+    }
     // Every greenlet waits for something only another greenlet could do.
     if (main_->state() == GreenletState::parked) {
         schedule(*main_, Wake::deadlock);
