@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# greenrun's contract: help/version, bad configuration rejected in one line
+# with status 2, the library's own warning-and-default on bad values, exit
+# status and death by signal passed through.
+# usage: check.sh GREENRUN
+set -u
+greenrun=$1
+fails=0
+check() {  # DESCRIPTION EXPECTED ACTUAL
+  if [ "$2" = "$3" ]; then echo "ok: $1"; else echo "FAIL: $1: expected [$2], got [$3]"; fails=$((fails + 1)); fi
+}
+"$greenrun" --help | grep -q '^usage: greenrun'; check "--help prints usage" 0 $?
+"$greenrun" --version | grep -q '^greenrun [0-9]'; check "--version" 0 $?
+for bad in "GREENSHIM_STACK_SIZE=1k" "GREENSHIM_STACK_SIZE=lots" "GREENSHIM_STACK_SIZE=" "GREENSHIM_DISABLE=maybe" \
+           "GREENSHIM_INHERIT=2" "GREENSHIM_FILE_IO=fast" "GREENSHIM_STACK_SIZE=99999999999999999999"; do
+  err=$(env "$bad" "$greenrun" -- true 2>&1); st=$?
+  [ "$bad" = "GREENSHIM_STACK_SIZE=" ] && { check "$bad (empty) means default" 0 $st; continue; }
+  check "$bad rejected with status 2" 2 $st
+  check "$bad: one line on stderr" 1 "$(printf '%s\n' "$err" | wc -l)"
+done
+"$greenrun" --no-such-option -- true 2>/dev/null; check "unknown option: status 2" 2 $?
+"$greenrun" -- /no/such/program 2>/dev/null; check "missing command: status 2" 2 $?
+lib=$("$greenrun" --print-lib)
+out=$(GREENSHIM_STACK_SIZE=garbage GREENSHIM_DISABLE=maybe LD_PRELOAD=$lib /bin/echo ran 2>&1)
+check "library: runs on bad values" 1 "$(printf '%s\n' "$out" | grep -c '^ran$')"
+check "library: warns once per bad variable" 2 "$(printf '%s\n' "$out" | grep -c '^greenshim: ignoring')"
+"$greenrun" -- sh -c 'exit 7'; check "exit status passed through" 7 $?
+bash -c "\"$greenrun\" -- sh -c 'kill -TERM \$\$'"; check "death by SIGTERM seen as 128+15" 143 $?
+out=$("$greenrun" -- sh -c 'echo $LD_PRELOAD' | tr ':' '\n' | grep -c libgreenshim.so); check "LD_PRELOAD holds the library" 1 "$out"
+out=$(LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 "$greenrun" -- sh -c 'echo $LD_PRELOAD'); case $out in /lib/x86_64-linux-gnu/libc.so.6:*libgreenshim.so) r=0;; *) r=1;; esac
+check "appended to an existing LD_PRELOAD" 0 $r
+echo "$fails failed"
+[ $fails -eq 0 ]
