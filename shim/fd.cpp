@@ -81,6 +81,12 @@ void discover(int fd, FdState& s) noexcept {
 }
 }  // namespace
 
+int fd_table_size() noexcept {
+    for (int c = kChunks - 1; c >= 0; --c)
+        if (__atomic_load_n(&g_chunks[c], __ATOMIC_ACQUIRE)) return (c + 1) << kChunkBits;
+    return 0;
+}
+
 FdState* fd_slot(int fd) noexcept {
     if (fd < 0) return nullptr;
     FdState* chunk = chunk_for(fd, true);
@@ -97,6 +103,7 @@ FdState* fd_known(int fd) noexcept {
 }
 
 void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept {
+    fd_closing(fd);  // a number reused after a close we never saw (inside libc): no stale watcher
     if (FdState* s = fd_slot(fd)) {
         FdState d;
         d.kind = FdKind::owned;
@@ -115,6 +122,7 @@ void fd_forget(int fd) noexcept {
 }
 
 void fd_copy(int oldfd, int newfd) noexcept {
+    fd_closing(newfd);
     FdState* from = fd_slot(oldfd);
     FdState* to = fd_slot(newfd);
     if (!from || !to) return;

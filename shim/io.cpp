@@ -1,6 +1,7 @@
 // The read/write family, and the calls that make, copy and close fds.
 #include <stdarg.h>
 #include <stdio.h>
+#include <linux/close_range.h>
 #include <sys/file.h>
 
 #include <climits>
@@ -168,6 +169,27 @@ namespace {
 void copied(int oldfd, int newfd);
 }
 
+// close_range/closefrom close fds without close(): forget them all.
+SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+    static decltype(&::close_range) real_close_range = nullptr;
+    if (!(flags & CLOSE_RANGE_CLOEXEC)) {
+        unsigned int end = last > unsigned(fd_table_size()) ? unsigned(fd_table_size()) : last;
+        for (unsigned int fd = first; fd <= end && fd < unsigned(fd_table_size()); ++fd) {
+            fd_closing(int(fd));
+            fd_forget(int(fd));
+        }
+    }
+    return real_fn(real_close_range, "close_range")(first, last, flags);
+}
+SHIM_EXPORT void closefrom(int lowfd) {
+    static decltype(&::closefrom) real_closefrom = nullptr;
+    for (int fd = lowfd < 0 ? 0 : lowfd; fd < fd_table_size(); ++fd) {
+        fd_closing(fd);
+        fd_forget(fd);
+    }
+    real_fn(real_closefrom, "closefrom")(lowfd);
+}
+
 SHIM_EXPORT int dup(int fd) {
     int r = REAL(dup)(fd);
     if (r >= 0) fd_copy(fd, r);
@@ -297,7 +319,10 @@ SHIM_EXPORT int timerfd_create(int clockid, int flags) {
 // libc): forget it, it is discovered on first use.
 namespace {
 int opened(int r) {
-    if (r >= 0) fd_forget(r);
+    if (r >= 0) {
+        fd_closing(r);
+        fd_forget(r);
+    }
     return r;
 }
 mode_t mode_arg(int flags, va_list ap) { return (flags & (O_CREAT | O_TMPFILE)) ? mode_t(va_arg(ap, int)) : 0; }

@@ -181,6 +181,17 @@ SHIM_EXPORT FILE* popen(const char* command, const char* mode) {
     return real_fn(real_popen, "popen")(command, mode);
 }
 
+// pclose closes the pipe inside libc: tell the hub first.
+SHIM_EXPORT int pclose(FILE* f) {
+    static decltype(&::pclose) real_pclose = nullptr;
+    int fd = f ? fileno(f) : -1;
+    if (fd >= 0) {
+        fd_closing(fd);
+        fd_forget(fd);
+    }
+    return real_fn(real_pclose, "pclose")(f);
+}
+
 // vfork's child borrows the parent's memory, and our table with it: the
 // child's dup2/exec bookkeeping would rewrite the parent's. A real fork is a
 // correct vfork (POSIX allows it), so that is what the child gets.

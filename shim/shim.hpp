@@ -133,6 +133,9 @@ FdState* fd_slot(int fd) noexcept;
 FdState* fd_known(int fd) noexcept;
 // Records an fd the shim created with O_NONBLOCK already set.
 void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept;
+// One past the highest fd number the table has room for now (fds beyond
+// were never seen).
+int fd_table_size() noexcept;
 // Forgets fd (closed, or replaced behind our back).
 void fd_forget(int fd) noexcept;
 // newfd now refers to oldfd's open file description.

@@ -322,6 +322,11 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
         check_deadlock(w, "pthread_rwlock_wrlock");
     }
 }
+// The timed forms: EINVAL for a malformed time or an unsupported clock.
+int rw_timed(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t, int (*lock)(RwLock*, Deadline, bool)) {
+    if (bad_time(t) || (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)) return EINVAL;
+    return lock(as_rw(l), deadline_at(clock, t), false);
+}
 }  // namespace
 
 SHIM_EXPORT int pthread_rwlock_init(pthread_rwlock_t* l, const pthread_rwlockattr_t* attr) {
@@ -345,13 +350,11 @@ SHIM_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
 }
 SHIM_EXPORT int pthread_rwlock_timedrdlock(pthread_rwlock_t* l, const struct timespec* t) {
     if (real_rw(l)) return REAL(pthread_rwlock_timedrdlock)(l, t);
-    if (bad_time(t)) return EINVAL;
-    return rd_lock(as_rw(l), deadline_at(CLOCK_REALTIME, t), false);
+    return rw_timed(l, CLOCK_REALTIME, t, rd_lock);
 }
 SHIM_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
     if (real_rw(l)) return REAL(pthread_rwlock_clockrdlock)(l, clock, t);
-    if (bad_time(t) || (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)) return EINVAL;
-    return rd_lock(as_rw(l), deadline_at(clock, t), false);
+    return rw_timed(l, clock, t, rd_lock);
 }
 SHIM_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t* l) {
     if (real_rw(l)) return REAL(pthread_rwlock_wrlock)(l);
@@ -363,13 +366,11 @@ SHIM_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
 }
 SHIM_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t* l, const struct timespec* t) {
     if (real_rw(l)) return REAL(pthread_rwlock_timedwrlock)(l, t);
-    if (bad_time(t)) return EINVAL;
-    return wr_lock(as_rw(l), deadline_at(CLOCK_REALTIME, t), false);
+    return rw_timed(l, CLOCK_REALTIME, t, wr_lock);
 }
 SHIM_EXPORT int pthread_rwlock_clockwrlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
     if (real_rw(l)) return REAL(pthread_rwlock_clockwrlock)(l, clock, t);
-    if (bad_time(t) || (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)) return EINVAL;
-    return wr_lock(as_rw(l), deadline_at(clock, t), false);
+    return rw_timed(l, clock, t, wr_lock);
 }
 SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
     if (real_rw(l)) return REAL(pthread_rwlock_unlock)(l);

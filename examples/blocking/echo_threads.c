@@ -62,7 +62,9 @@ int main(int argc, char **argv) {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons((uint16_t)port);
     if (bind(lfd, (struct sockaddr *)&a, sizeof a) != 0) { perror("bind"); return 1; }
-    if (listen(lfd, 128) != 0) { perror("listen"); return 1; }
+    /* SOMAXCONN: 10,000 clients connecting at once overflow a short queue in
+     * the kernel (dropped handshakes, seconds of TCP retransmission). */
+    if (listen(lfd, SOMAXCONN) != 0) { perror("listen"); return 1; }
     socklen_t alen = sizeof a;
     if (getsockname(lfd, (struct sockaddr *)&a, &alen) != 0) { perror("getsockname"); return 1; }
     printf("listening %d\n", ntohs(a.sin_port));

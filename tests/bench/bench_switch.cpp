@@ -5,6 +5,13 @@
 //   fiber      a raw boost::context::fiber resume round trip: the floor
 //   condvar    two OS threads ping-ponging through a mutex + condition
 //              variables, both pinned to one core (sched_setaffinity)
+//   fiber-deep (for the analysis) the raw fiber round trip again, with the
+//              resume made DEPTH non-inlined calls deep on both sides, as a
+//              greenlet switch is (switch_to -> switch_with -> Runtime::jump
+//              -> fiber::resume -> jump_fcontext): Boost's jump_fcontext leaves
+//              by `jmp`, not `ret`, so the CPU's return-stack predictor is one
+//              entry off after every switch and each return on the way back
+//              mispredicts. The difference fiber-deep - fiber is that cost.
 //
 //   bench_switch [ROUND_TRIPS [REPS]]     (default 2,000,000 and 7)
 //
@@ -59,6 +66,31 @@ double fiber_round_trip(long n) {
     f = std::move(f).resume();  // start it
     std::int64_t t0 = bench::now_ns();
     for (long i = 0; i < n; ++i) f = std::move(f).resume();
+    std::int64_t t1 = bench::now_ns();
+    return double(t1 - t0) / double(n);
+}
+
+// resume() DEPTH calls below the caller, none inlined.
+template <int D>
+__attribute__((noinline)) void resume_deep(ctx::fiber& f) {
+    if constexpr (D == 0) {
+        f = std::move(f).resume();
+    } else {
+        resume_deep<D - 1>(f);
+        asm volatile("" ::: "memory");  // not a tail call
+    }
+}
+
+// ns per round trip, the resume DEPTH calls deep on both sides.
+template <int D>
+double fiber_deep_round_trip(long n) {
+    ctx::fiber f{[](ctx::fiber&& c) {
+        for (;;) resume_deep<D>(c);
+        return std::move(c);
+    }};
+    resume_deep<D>(f);
+    std::int64_t t0 = bench::now_ns();
+    for (long i = 0; i < n; ++i) resume_deep<D>(f);
     std::int64_t t1 = bench::now_ns();
     return double(t1 - t0) / double(n);
 }
@@ -123,19 +155,25 @@ int main(int argc, char** argv) {
     int cpu = 0;
     while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mine)) ++cpu;
 
-    double g = 1e18, f = 1e18, c = 1e18;
-    for (int r = 0; r < reps; ++r) {  // interleaved, so drift hits all three alike
+    double g = 1e18, f = 1e18, c = 1e18, d1 = 1e18, d4 = 1e18;
+    for (int r = 0; r < reps; ++r) {  // interleaved, so drift hits all alike
         g = std::min(g, greenlet_round_trip(n));
         f = std::min(f, fiber_round_trip(n));
         c = std::min(c, condvar_round_trip(n_cv, cpu));
+        d1 = std::min(d1, fiber_deep_round_trip<1>(n));
+        d4 = std::min(d4, fiber_deep_round_trip<4>(n));
     }
     std::printf("switch: round trip (A -> B -> A), best of %d; %ld round trips (condvar: %ld, both threads on cpu %d)\n",
                 reps, n, n_cv, cpu);
     std::printf("  greenlet switch_to      %9.1f ns\n", g);
     std::printf("  raw boost fiber resume  %9.1f ns\n", f);
     std::printf("  OS threads, condvar     %9.1f ns\n", c);
-    std::printf("result switch greenlet_ns=%.1f fiber_ns=%.1f condvar_ns=%.1f greenlet_vs_fiber=%.3f condvar_vs_greenlet=%.2f\n",
-                g, f, c, g / f, c / g);
+    std::printf("  raw fiber, resume 1 call deep  %9.1f ns   (analysis: return mispredictions)\n", d1);
+    std::printf("  raw fiber, resume 4 calls deep %9.1f ns   (+%.1f ns per level per round trip)\n", d4,
+                (d4 - f) / 4);
+    std::printf("result switch greenlet_ns=%.1f fiber_ns=%.1f condvar_ns=%.1f greenlet_vs_fiber=%.3f condvar_vs_greenlet=%.2f "
+                "fiber_deep1_ns=%.1f fiber_deep4_ns=%.1f\n",
+                g, f, c, g / f, c / g, d1, d4);
     char detail[96];
     std::snprintf(detail, sizeof detail, " (%.1f ns vs %.1f ns)", g, f);
     bench::report_target("switch greenlet/raw-fiber", g / f, 2.0, true, detail);

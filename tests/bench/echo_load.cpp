@@ -7,11 +7,13 @@
 //
 // Connections are opened at most K (default 64) at a time: a connection
 // counts as up once its first echo is back, so the server's listen queue
-// never overflows (echo_threads listens with a backlog of 128). After all are
-// up, WARMUP seconds (default 1) run unmeasured, then SECONDS are measured:
-// messages per second, p50 and p99 round-trip latency. With --server-pid it
-// also reads the server's /proc at both ends of the window: CPU use, CPU
-// time per message, VmHWM, VmRSS and OS threads at the end.
+// never overflows (echo_threads listens with a backlog of 128); it then
+// idles until all are up. Then every connection starts its ping-pong: WARMUP
+// seconds (default 1) run unmeasured, then SECONDS are measured: messages per
+// second, p50 and p99 round-trip latency, and the load's own CPU use (near
+// 100%: the load, not the server, is the limit). With --server-pid it also
+// reads the server's /proc at both ends of the window: CPU use, CPU time per
+// message, VmHWM, VmRSS and OS threads at the end.
 //
 // Prints a human line and one `result echo key=value ...` line; exit 1 if a
 // connection failed or was closed.
@@ -88,8 +90,8 @@ int main(int argc, char** argv) {
     addr.sin_port = htons(uint16_t(port));
 
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    std::vector<Conn> conns(std::size_t(nconns));
-    std::vector<char> msg(std::size_t(size), 'p'), rbuf(std::size_t(size));
+    std::vector<Conn> conns(static_cast<std::size_t>(nconns));
+    std::vector<char> msg(static_cast<std::size_t>(size), 'p'), rbuf(static_cast<std::size_t>(size));
     std::vector<std::uint32_t> lat;
     lat.reserve(1 << 20);
     long opened = 0, up = 0, errors = 0;
@@ -134,6 +136,12 @@ int main(int argc, char** argv) {
     std::int64_t t_begin = bench::now_ns();
     std::int64_t t_up = 0, t_measure = 0, t_end = 0;  // set once all are up
     long long cpu0 = 0, cpu1 = 0;
+    std::int64_t self_cpu0 = 0, self_cpu1 = 0;
+    auto self_cpu = [] {
+        timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    };
     const std::int64_t ramp_limit = t_begin + 120 * std::int64_t(1000000000);
     std::vector<epoll_event> events(1024);
     bool measuring = false;
@@ -143,9 +151,12 @@ int main(int argc, char** argv) {
             if (!open_one()) break;
         std::int64_t now = bench::now_ns();
         if (t_up == 0 && up == nconns) {
+            // All up: every connection starts its ping-pong now.
             t_up = now;
             t_measure = t_up + std::int64_t(warmup * 1e9);
             t_end = t_measure + std::int64_t(seconds * 1e9);
+            for (long i = 0; i < nconns && errors == 0; ++i) send_ping(i, bench::now_ns());
+            if (errors) break;
         }
         if (t_up == 0 && now > ramp_limit) {
             std::fprintf(stderr, "echo_load: only %ld of %ld connections up after 120 s\n", up, nconns);
@@ -153,6 +164,7 @@ int main(int argc, char** argv) {
         }
         if (t_up != 0 && !measuring && now >= t_measure) {
             measuring = true;
+            self_cpu0 = self_cpu();
             if (server_pid > 0) cpu0 = bench::proc_cpu_ticks(server_pid);
         }
         if (t_up != 0 && now >= t_end) break;
@@ -199,8 +211,11 @@ int main(int argc, char** argv) {
             std::int64_t t = bench::now_ns();
             ++total;
             if (!c.up) {
+                // Up; it idles until all are (so the ramp does not compete
+                // with the ping-pong of the connections already up).
                 c.up = true;
                 ++up;
+                continue;
             } else if (measuring && t < t_end) {
                 ++measured;
                 std::int64_t d = t - c.sent_at;
@@ -213,6 +228,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "echo_load: %ld error(s); %ld of %ld connections were up\n", errors, up, nconns);
         return 1;
     }
+    self_cpu1 = self_cpu();
     long hwm = -1, rss = -1, threads = -1;
     if (server_pid > 0) {
         cpu1 = bench::proc_cpu_ticks(server_pid);
@@ -234,18 +250,19 @@ int main(int argc, char** argv) {
     double cpu_s = server_pid > 0 && cpu0 >= 0 && cpu1 >= 0 ? double(cpu1 - cpu0) / tick : -1;
     double cpu_pct = cpu_s >= 0 ? 100.0 * cpu_s / window : -1;
     double cpu_us_per_msg = cpu_s >= 0 && measured ? cpu_s * 1e6 / double(measured) : -1;
+    double load_pct = 100.0 * double(self_cpu1 - self_cpu0) / 1e9 / window;
     std::printf("echo_load: %ld conns x %d B ping-pong, %.2f s measured after %.2f s warm-up (ramp %.2f s): "
-                "%.0f msgs/s, p50 %.1f us, p99 %.1f us",
-                nconns, size, window, warmup, double(t_up - t_begin) / 1e9, rate, p50, p99);
+                "%.0f msgs/s, p50 %.1f us, p99 %.1f us, load CPU %.0f%%",
+                nconns, size, window, warmup, double(t_up - t_begin) / 1e9, rate, p50, p99, load_pct);
     if (server_pid > 0)
         std::printf("; server CPU %.0f%%, %.2f us/msg, VmHWM %ld KiB, threads %ld", cpu_pct, cpu_us_per_msg, hwm,
                     threads);
     std::printf("\n");
     std::printf("result echo conns=%ld size=%d seconds=%.3f msgs=%lld rate=%.0f p50_us=%.1f p99_us=%.1f total_msgs=%lld "
                 "ramp_s=%.2f server_cpu_pct=%.1f server_cpu_us_per_msg=%.3f server_hwm_kib=%ld server_rss_kib=%ld "
-                "server_threads=%ld\n",
+                "server_threads=%ld load_cpu_pct=%.1f\n",
                 nconns, size, window, measured, rate, p50, p99, total, double(t_up - t_begin) / 1e9, cpu_pct,
-                cpu_us_per_msg, hwm, rss, threads);
+                cpu_us_per_msg, hwm, rss, threads, load_pct);
     std::fflush(stdout);
     for (auto& c : conns)
         if (c.fd >= 0) close(c.fd);

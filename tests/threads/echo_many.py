@@ -20,7 +20,7 @@ are; the server must have at least N+1 OS threads (one per client).
 --echo-client (patched mode): then examples/blocking/echo_client, a client
 with one thread per connection, also under greenrun: N clients x M messages,
 all checked by the client. Its server is --echo-server (examples/threads
-tpc_echo: echo_threads with a listen backlog of SOMAXCONN, because echo_client
+echo_threads (listen backlog SOMAXCONN), because echo_client
 connects all N at once, and a queue of 128 overflows in the kernel: dropped
 handshakes, 1-60 s retransmission stalls, even resets -- with or without
 greenshim). The Threads line of both processes is sampled every 20 ms during
@@ -219,7 +219,7 @@ def phase_echo_client(opts, wrap):
     procs = []
     try:
         t0 = time.monotonic()
-        server = Proc(wrap([opts.echo_server, str(n)]), "tpc_echo")
+        server = Proc(wrap([opts.echo_server, "0", str(n)]), "echo_threads")
         procs.append(server)
         port = int(server.wait_line(r"listening (\d+)", 20).group(1))
         check_mapped(server, True)
@@ -273,7 +273,7 @@ def main():
     ap.add_argument("--server", required=True, help="examples/blocking echo_threads")
     ap.add_argument("--holder", required=True, help="examples/threads conn_hold")
     ap.add_argument("--echo-client", help="examples/blocking echo_client (patched mode only)")
-    ap.add_argument("--echo-server", help="examples/threads tpc_echo, the server for --echo-client")
+    ap.add_argument("--echo-server", help="examples/blocking echo_threads, the server for --echo-client")
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--m", type=int, default=5)
     ap.add_argument("--size", type=int, default=64)
