@@ -24,6 +24,7 @@ ssize_t write_all(const IoFd& f, const void* buf, size_t n, Deadline deadline, O
     do {
         ssize_t r = retry_io(f, kWritable, deadline, [&] { return op(p + done, n - done); });
         if (r < 0) return done ? ssize_t(done) : -1;
+        if (r == 0 && n > done) break;  // nothing more will come (sendfile at EOF)
         done += size_t(r);
     } while (all && done < n);
     return ssize_t(done);

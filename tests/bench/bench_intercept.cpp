@@ -165,12 +165,12 @@ int main(int argc, char** argv) {
     }
     std::printf("intercept: ready 64-byte read()/write() on a socketpair, ns per call, best of %d runs x 5 passes x %ld write+read\n",
                 reps, iters);
-    std::printf("  read/write, direct (write -> %s)              %8.1f ns\n", direct_name.c_str(), direct);
-    std::printf("  read/write, LD_PRELOAD (write -> %s)        %8.1f ns   (%+.1f ns)\n", shim_name.c_str(), shim,
+    std::printf("  %-58s %8.1f ns\n", ("read/write, direct (write -> " + direct_name + ")").c_str(), direct);
+    std::printf("  %-58s %8.1f ns  (%+.1f ns)\n", ("read/write, LD_PRELOAD (write -> " + shim_name + ")").c_str(), shim,
                 shim - direct);
-    std::printf("  send/recv(MSG_DONTWAIT), direct: the syscalls the shim makes %8.1f ns\n", direct_sr);
-    std::printf("  send/recv(MSG_DONTWAIT), LD_PRELOAD           %8.1f ns\n", shim_sr);
-    std::printf("  interposer's own cost (shim read/write - direct send/recv): %+.1f ns per call\n", shim - direct_sr);
+    std::printf("  %-58s %8.1f ns\n", "send/recv(MSG_DONTWAIT), direct (the shim's syscalls)", direct_sr);
+    std::printf("  %-58s %8.1f ns\n", "send/recv(MSG_DONTWAIT), LD_PRELOAD", shim_sr);
+    std::printf("  %-58s %+8.1f ns\n", "interposer's own cost (shim read/write - direct send/recv)", shim - direct_sr);
     std::printf("result intercept direct_ns=%.1f shim_ns=%.1f added_ns=%.1f ratio=%.3f direct_sr_ns=%.1f shim_sr_ns=%.1f "
                 "own_ns=%.1f\n",
                 direct, shim, shim - direct, shim / direct, direct_sr, shim_sr, shim - direct_sr);

@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     char detail[96];
     std::snprintf(detail, sizeof detail, " (%.2f KiB per greenlet / 8 KiB)", per / 1024);
     char name[64];
-    std::snprintf(name, sizeof name, "scale %ld rss/8KiB", n);
+    std::snprintf(name, sizeof name, "scale %ld x %zuK-stack rss/8KiB", n, stack / 1024);
     bench::report_target(name, per / 8192.0, 1.0, true, detail);
     std::fflush(stdout);
     // N greenlets are parked: leave without unwinding each of them.

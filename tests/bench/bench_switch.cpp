@@ -165,11 +165,11 @@ int main(int argc, char** argv) {
     }
     std::printf("switch: round trip (A -> B -> A), best of %d; %ld round trips (condvar: %ld, both threads on cpu %d)\n",
                 reps, n, n_cv, cpu);
-    std::printf("  greenlet switch_to      %9.1f ns\n", g);
-    std::printf("  raw boost fiber resume  %9.1f ns\n", f);
-    std::printf("  OS threads, condvar     %9.1f ns\n", c);
-    std::printf("  raw fiber, resume 1 call deep  %9.1f ns   (analysis: return mispredictions)\n", d1);
-    std::printf("  raw fiber, resume 4 calls deep %9.1f ns   (+%.1f ns per level per round trip)\n", d4,
+    std::printf("  %-34s %9.1f ns\n", "greenlet switch_to", g);
+    std::printf("  %-34s %9.1f ns\n", "raw boost fiber resume", f);
+    std::printf("  %-34s %9.1f ns\n", "OS threads, condvar", c);
+    std::printf("  %-34s %9.1f ns   (analysis: return mispredictions)\n", "raw fiber, resume 1 call deep", d1);
+    std::printf("  %-34s %9.1f ns   (+%.1f ns per level per round trip)\n", "raw fiber, resume 4 calls deep", d4,
                 (d4 - f) / 4);
     std::printf("result switch greenlet_ns=%.1f fiber_ns=%.1f condvar_ns=%.1f greenlet_vs_fiber=%.3f condvar_vs_greenlet=%.2f "
                 "fiber_deep1_ns=%.1f fiber_deep4_ns=%.1f\n",

@@ -7,13 +7,14 @@
 //
 // Connections are opened at most K (default 64) at a time: a connection
 // counts as up once its first echo is back, so the server's listen queue
-// never overflows (echo_threads listens with a backlog of 128); it then
+// never overflows, whatever backlog the server asked for; it then
 // idles until all are up. Then every connection starts its ping-pong: WARMUP
 // seconds (default 1) run unmeasured, then SECONDS are measured: messages per
 // second, p50 and p99 round-trip latency, and the load's own CPU use (near
 // 100%: the load, not the server, is the limit). With --server-pid it also
 // reads the server's /proc at both ends of the window: CPU use, CPU time per
-// message, VmHWM, VmRSS and OS threads at the end.
+// message, VmHWM, VmRSS and OS threads at the end; and /proc/stat, for the CPU
+// time other processes took meanwhile (a busy machine shows there).
 //
 // Prints a human line and one `result echo key=value ...` line; exit 1 if a
 // connection failed or was closed.
@@ -135,7 +136,7 @@ int main(int argc, char** argv) {
 
     std::int64_t t_begin = bench::now_ns();
     std::int64_t t_up = 0, t_measure = 0, t_end = 0;  // set once all are up
-    long long cpu0 = 0, cpu1 = 0;
+    long long cpu0 = 0, cpu1 = 0, busy0 = 0, busy1 = 0;
     std::int64_t self_cpu0 = 0, self_cpu1 = 0;
     auto self_cpu = [] {
         timespec ts;
@@ -165,6 +166,7 @@ int main(int argc, char** argv) {
         if (t_up != 0 && !measuring && now >= t_measure) {
             measuring = true;
             self_cpu0 = self_cpu();
+            busy0 = bench::machine_busy_ticks();
             if (server_pid > 0) cpu0 = bench::proc_cpu_ticks(server_pid);
         }
         if (t_up != 0 && now >= t_end) break;
@@ -229,6 +231,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     self_cpu1 = self_cpu();
+    busy1 = bench::machine_busy_ticks();
     long hwm = -1, rss = -1, threads = -1;
     if (server_pid > 0) {
         cpu1 = bench::proc_cpu_ticks(server_pid);
@@ -251,18 +254,23 @@ int main(int argc, char** argv) {
     double cpu_pct = cpu_s >= 0 ? 100.0 * cpu_s / window : -1;
     double cpu_us_per_msg = cpu_s >= 0 && measured ? cpu_s * 1e6 / double(measured) : -1;
     double load_pct = 100.0 * double(self_cpu1 - self_cpu0) / 1e9 / window;
+    // What the rest of the machine used meanwhile (percent of one CPU): high
+    // means another program competed with the server or the load.
+    double other_pct = -1;
+    if (server_pid > 0 && cpu_s >= 0 && busy0 >= 0 && busy1 >= 0)
+        other_pct = std::max(0.0, 100.0 * (double(busy1 - busy0) / tick - cpu_s) / window - load_pct);
     std::printf("echo_load: %ld conns x %d B ping-pong, %.2f s measured after %.2f s warm-up (ramp %.2f s): "
                 "%.0f msgs/s, p50 %.1f us, p99 %.1f us, load CPU %.0f%%",
                 nconns, size, window, warmup, double(t_up - t_begin) / 1e9, rate, p50, p99, load_pct);
     if (server_pid > 0)
-        std::printf("; server CPU %.0f%%, %.2f us/msg, VmHWM %ld KiB, threads %ld", cpu_pct, cpu_us_per_msg, hwm,
-                    threads);
+        std::printf("; server CPU %.0f%%, %.2f us/msg, VmHWM %ld KiB, threads %ld; other processes %.0f%% CPU",
+                    cpu_pct, cpu_us_per_msg, hwm, threads, other_pct);
     std::printf("\n");
     std::printf("result echo conns=%ld size=%d seconds=%.3f msgs=%lld rate=%.0f p50_us=%.1f p99_us=%.1f total_msgs=%lld "
                 "ramp_s=%.2f server_cpu_pct=%.1f server_cpu_us_per_msg=%.3f server_hwm_kib=%ld server_rss_kib=%ld "
-                "server_threads=%ld load_cpu_pct=%.1f\n",
+                "server_threads=%ld load_cpu_pct=%.1f other_cpu_pct=%.1f\n",
                 nconns, size, window, measured, rate, p50, p99, total, double(t_up - t_begin) / 1e9, cpu_pct,
-                cpu_us_per_msg, hwm, rss, threads, load_pct);
+                cpu_us_per_msg, hwm, rss, threads, load_pct, other_pct);
     std::fflush(stdout);
     for (auto& c : conns)
         if (c.fd >= 0) close(c.fd);

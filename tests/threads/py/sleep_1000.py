@@ -49,8 +49,12 @@ def main():
     if (n_os != 1) if mode == "patched" else (n_os < N + 1):
         print(f"FAIL: Threads: {n_os} while {N} threads slept, expected {want}")
         ok = False
-    if not 1.0 <= took < 2.0:
-        print(f"FAIL: {N} threads sleeping 1 s took {took:.3f} s, expected 1 s <= t < 2 s")
+    # The target (under 2 s) is greenrun's; the unpatched run is the reference
+    # for the thread count, and 1,000 OS thread creations on a busy 2-core
+    # machine may take longer, so it is only bounded loosely.
+    limit = 2.0 if mode == "patched" else 10.0
+    if not 1.0 <= took < limit:
+        print(f"FAIL: {N} threads sleeping 1 s took {took:.3f} s, expected 1 s <= t < {limit} s")
         ok = False
     if ok:
         print("ok")
