@@ -27,8 +27,11 @@ ssize_t do_read(int fd, void* buf, size_t n) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return file_call(fd, [&] { return REAL(read)(fd, buf, n); });
     if (f.mode == IoMode::socket) {
-        ssize_t r = retry_io(f, kReadable, recv_deadline(f), [&] { return REAL(recv)(fd, buf, n, MSG_DONTWAIT); });
+        Deadline d = recv_deadline(f);
+        if (wait_if_drained(f, d) < 0) return -1;
+        ssize_t r = retry_io(f, kReadable, d, [&] { return REAL(recv)(fd, buf, n, MSG_DONTWAIT); });
         if (r < 0 && stale_socket(fd)) return do_read(fd, buf, n);
+        note_read(f, r, n);
         return r;
     }
     return retry_io(f, kReadable, kForever, [&] { return REAL(read)(fd, buf, n); });

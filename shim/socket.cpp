@@ -21,6 +21,7 @@ template <class Op>  // op(offset) -> ssize_t, receives into the buffer at offse
 ssize_t recv_loop(const IoFd& f, size_t n, int flags, Op&& op) {
     Deadline d = recv_deadline(f);
     bool waitall = (flags & MSG_WAITALL) && f.st && f.st->stream && !(flags & MSG_PEEK);
+    if (!(flags & MSG_PEEK) && wait_if_drained(f, d) < 0) return -1;
     size_t done = 0;
     do {
         ssize_t r = retry_io(f, kReadable, d, [&] { return op(done); });
@@ -28,6 +29,7 @@ ssize_t recv_loop(const IoFd& f, size_t n, int flags, Op&& op) {
         if (r == 0) break;
         done += size_t(r);
     } while (waitall && done < n);
+    if (!(flags & MSG_PEEK)) note_read(f, ssize_t(done), n);
     return ssize_t(done);
 }
 
