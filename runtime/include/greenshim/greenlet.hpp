@@ -17,9 +17,12 @@
 //    shared_ptr goes: destructors on its stack run (Boost.Context's
 //    forced_unwind), its stack returns to the pool, nothing leaks.
 //
-// Costs (measured by tests/bench, this VM): a switch is a Boost.Context
-// fcontext jump plus saving errno, ~10-20 ns. Starting a greenlet takes a stack
-// from a per-thread pool (an mmap + mprotect only when the pool is empty).
+// Costs (measured by scripts/bench on this VM, bench/results.md): a switch is
+// a Boost.Context fcontext jump plus saving errno and the C++ exception state;
+// a switch_to round trip between two greenlets took 94 ns (a raw fiber resume
+// round trip: 8 ns; most of the difference is mispredicted returns after the
+// jump, see bench/analysis.md). Starting a greenlet takes a stack from a
+// per-thread pool (an mmap + mprotect only when the pool is empty).
 //
 // May not: switch between OS threads (a greenlet belongs to the thread that
 // created it); switch to a greenlet the hub has parked (see hub.hpp) — such a
