@@ -159,13 +159,12 @@ SHIM_EXPORT int close(int fd) {
 }
 
 SHIM_EXPORT int fclose(FILE* f) {
-    static decltype(&::fclose) real_fclose = nullptr;
     int fd = f ? fileno(f) : -1;
     if (fd >= 0) {
         fd_closing(fd);
         fd_forget(fd);
     }
-    return real_fn(real_fclose, "fclose")(f);
+    return REAL(fclose)(f);
 }
 
 namespace {
@@ -174,7 +173,6 @@ void copied(int oldfd, int newfd);
 
 // close_range/closefrom close fds without close(): forget them all.
 SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
-    static decltype(&::close_range) real_close_range = nullptr;
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
         unsigned int end = last > unsigned(fd_table_size()) ? unsigned(fd_table_size()) : last;
         for (unsigned int fd = first; fd <= end && fd < unsigned(fd_table_size()); ++fd) {
@@ -182,15 +180,14 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
             fd_forget(int(fd));
         }
     }
-    return real_fn(real_close_range, "close_range")(first, last, flags);
+    return REAL(close_range)(first, last, flags);
 }
 SHIM_EXPORT void closefrom(int lowfd) {
-    static decltype(&::closefrom) real_closefrom = nullptr;
     for (int fd = lowfd < 0 ? 0 : lowfd; fd < fd_table_size(); ++fd) {
         fd_closing(fd);
         fd_forget(fd);
     }
-    real_fn(real_closefrom, "closefrom")(lowfd);
+    REAL(closefrom)(lowfd);
 }
 
 SHIM_EXPORT int dup(int fd) {
@@ -226,9 +223,8 @@ SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
 // fdopen: the FILE reads and writes through libc's internal calls, so the
 // fd must really block (stdio would otherwise see EAGAIN and report an error).
 SHIM_EXPORT FILE* fdopen(int fd, const char* mode) {
-    static decltype(&::fdopen) real_fdopen = nullptr;
     if (config().enabled) fd_release(fd);
-    return real_fn(real_fdopen, "fdopen")(fd, mode);
+    return REAL(fdopen)(fd, mode);
 }
 
 // glibc's eventfd_read/eventfd_write call read/write internally.
@@ -382,16 +378,14 @@ SHIM_EXPORT int fsync(int fd) { return file_call(fd, [&] { return REAL(fsync)(fd
 SHIM_EXPORT int fdatasync(int fd) { return file_call(fd, [&] { return REAL(fdatasync)(fd); }); }
 
 SHIM_EXPORT int flock(int fd, int op) {
-    static decltype(&::flock) real_flock = nullptr;
-    auto real = real_fn(real_flock, "flock");
+    auto real = REAL(flock);
     if (!may_park() || (op & LOCK_NB) || (op & LOCK_UN)) return real(fd, op);
     return lock_wait([&] { return real(fd, op | LOCK_NB); });
 }
 
 // lockf(F_LOCK) waits inside libc (an internal fcntl): the same loop over F_TLOCK.
 SHIM_EXPORT int lockf(int fd, int cmd, off_t len) {
-    static decltype(&::lockf) real_lockf = nullptr;
-    auto real = real_fn(real_lockf, "lockf");
+    auto real = REAL(lockf);
     if (!may_park() || cmd != F_LOCK) return real(fd, cmd, len);
     return lock_wait([&] { return real(fd, F_TLOCK, len); });
 }

@@ -176,20 +176,18 @@ SHIM_EXPORT pid_t fork(void) {
 
 // popen's child is spawned inside libc: release what it inherits first.
 SHIM_EXPORT FILE* popen(const char* command, const char* mode) {
-    static decltype(&::popen) real_popen = nullptr;
     if (config().enabled) fd_release_inheritable();
-    return real_fn(real_popen, "popen")(command, mode);
+    return REAL(popen)(command, mode);
 }
 
 // pclose closes the pipe inside libc: tell the hub first.
 SHIM_EXPORT int pclose(FILE* f) {
-    static decltype(&::pclose) real_pclose = nullptr;
     int fd = f ? fileno(f) : -1;
     if (fd >= 0) {
         fd_closing(fd);
         fd_forget(fd);
     }
-    return real_fn(real_pclose, "pclose")(f);
+    return REAL(pclose)(f);
 }
 
 // vfork's child borrows the parent's memory, and our table with it: the
@@ -290,8 +288,7 @@ SHIM_EXPORT int waitid(idtype_t type, id_t id, siginfo_t* info, int options) {
 // thread; this one spawns it with posix_spawn and waits like waitpid.
 // (The parent does not ignore SIGINT/SIGQUIT meanwhile: other greenlets run.)
 SHIM_EXPORT int system(const char* command) {
-    static decltype(&::system) real_system = nullptr;
-    if (!may_park()) return real_fn(real_system, "system")(command);
+    if (!may_park()) return REAL(system)(command);
     if (!command) return 1;  // a shell is there
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);

@@ -29,6 +29,9 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,7 +90,9 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(waitpid) X(wait4) X(waitid) X(getaddrinfo) X(getnameinfo) X(gethostbyname)              \
     X(gethostbyname2) X(gethostbyname_r) X(gethostbyname2_r) X(gethostbyaddr)                 \
     X(gethostbyaddr_r) X(res_query) X(res_search) X(res_querydomain)                         \
-    X(pread) X(pwrite) X(preadv) X(pwritev) X(fsync) X(fdatasync)
+    X(pread) X(pwrite) X(preadv) X(pwritev) X(fsync) X(fdatasync)                             \
+    X(fclose) X(fdopen) X(close_range) X(closefrom) X(flock) X(lockf) X(popen) X(pclose)      \
+    X(system) X(fgets) X(fgetc) X(getc) X(getchar) X(fread) X(getdelim) X(getline)
 GREENSHIM_REAL_FUNCTIONS(GREENSHIM_REAL_SLOT)
 
 // ---- configuration (init.cpp) ----

@@ -22,54 +22,40 @@ void wait_readable(FILE* f) {
     if (io.mode == IoMode::pass || ready_now(fd, kReadable)) return;
     park_until_ready(fd, kReadable, kForever);  // EINTR & co.: the real call reports what it meets
 }
-
-template <class F>
-F real_stdio(F& slot, const char* name) {
-    return real_fn(slot, name);
-}
-#define STDIO_REAL(fn)                        \
-    static decltype(&::fn) real_##fn = nullptr; \
-    auto real = real_stdio(real_##fn, #fn)
 }  // namespace
 
 SHIM_EXPORT char* fgets(char* s, int n, FILE* f) {
-    STDIO_REAL(fgets);
     wait_readable(f);
-    return real(s, n, f);
+    return REAL(fgets)(s, n, f);
 }
 SHIM_EXPORT int fgetc(FILE* f) {
-    STDIO_REAL(fgetc);
     wait_readable(f);
-    return real(f);
+    return REAL(fgetc)(f);
 }
 SHIM_EXPORT int getc(FILE* f) {
-    STDIO_REAL(getc);
     wait_readable(f);
-    return real(f);
+    return REAL(getc)(f);
 }
 SHIM_EXPORT int getchar(void) {
-    STDIO_REAL(getchar);
     wait_readable(stdin);
-    return real();
+    return REAL(getchar)();
 }
 SHIM_EXPORT size_t fread(void* p, size_t size, size_t n, FILE* f) {
-    STDIO_REAL(fread);
     wait_readable(f);
-    return real(p, size, n, f);
+    return REAL(fread)(p, size, n, f);
 }
 SHIM_EXPORT ssize_t getdelim(char** line, size_t* n, int delim, FILE* f) {
-    STDIO_REAL(getdelim);
     wait_readable(f);
-    return real(line, n, delim, f);
+    return REAL(getdelim)(line, n, delim, f);
 }
 SHIM_EXPORT ssize_t getline(char** line, size_t* n, FILE* f) {
-    STDIO_REAL(getline);
     wait_readable(f);
-    return real(line, n, f);
+    return REAL(getline)(line, n, f);
 }
 extern "C" char* __fgets_chk(char* s, size_t size, int n, FILE* f);
 SHIM_EXPORT char* __fgets_chk(char* s, size_t size, int n, FILE* f) {
-    STDIO_REAL(__fgets_chk);
+    static decltype(&::__fgets_chk) real_fgets_chk = nullptr;
+    auto real = real_fn(real_fgets_chk, "__fgets_chk");
     wait_readable(f);
     return real(s, size, n, f);
 }

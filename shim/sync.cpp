@@ -592,9 +592,6 @@ SHIM_EXPORT int pthread_once(pthread_once_t* once, void (*init)(void)) {
 // system. FUTEX_WAIT/WAKE (and their BITSET forms) are emulated with a wait
 // queue per address; every other futex operation goes to the kernel.
 namespace {
-struct FutexWaiter {
-    std::uint32_t bits;
-};
 std::unordered_map<const void*, WaitQueue>* g_futex = nullptr;
 
 WaitQueue& futex_queue(const void* addr) {

@@ -257,15 +257,7 @@ void Hub::yield() {
     Runtime::set_state(self, GreenletState::running);
 }
 
-Wake Hub::sleep_until(Deadline deadline) {
-    if (deadline == kForever) {
-        Greenlet::Impl& im = Greenlet::current().impl();
-        // Sleeping forever is waiting on nothing the loop can deliver.
-        im.loop_wakeable = false;
-        return park(kForever);
-    }
-    return park(deadline);
-}
+Wake Hub::sleep_until(Deadline deadline) { return park(deadline); }
 
 void Hub::fd_watch(WaitNode& n) {
     if (n.fd < 0) return;
