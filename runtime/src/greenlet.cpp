@@ -76,6 +76,7 @@ void Runtime::live_link(Greenlet& g) noexcept {
     if (t.live_head) t.live_head->impl_->live_prev = &g;
     t.live_head = &g;
     ++t.alive;
+    if (!im.is_hub) greenlet_started();
 }
 
 void Runtime::live_unlink(Greenlet& g) noexcept {
@@ -87,6 +88,7 @@ void Runtime::live_unlink(Greenlet& g) noexcept {
     if (im.live_next) im.live_next->impl_->live_prev = im.live_prev;
     im.live_prev = im.live_next = nullptr;
     --t.alive;
+    if (!im.is_hub) greenlet_ended();
 }
 
 Greenlet& Runtime::first_live(Greenlet& g) noexcept {

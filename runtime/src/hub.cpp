@@ -118,10 +118,14 @@ Hub::Hub() {
     ev_set_userdata(loop_, this);
     hub_greenlet_ = Runtime::make([this](std::any) -> std::any { run(); return {}; }, "hub", 256 * 1024,
                                   t.main);
+    hub_greenlet_->impl().is_hub = true;
+    thread_ = pthread_self();
     start_async();
+    detail::hub_register(this);
 }
 
 Hub::~Hub() {
+    detail::hub_unregister(this);
     stop_async();
     for (std::size_t i = 0; i < fds_cap_; ++i) {
         if (fds_[i]) {
@@ -160,12 +164,14 @@ Greenlet* Hub::pop_ready() {
 
 void Hub::run() {
     for (;;) {
+        detail::bump(turn_);
         // Run what was ready when this pass began; what they wake runs next pass,
         // after the loop has had a look at the fds.
         for (std::size_t n = ready_count_; n > 0; --n) {
             Greenlet* g = pop_ready();
             if (!g) break;
-            ++switches_;
+            detail::bump(switches_);
+            running_.store(g, std::memory_order_relaxed);
             Runtime::set_state(*hub_greenlet_, GreenletState::suspended);
             Runtime::jump(*g);
         }
@@ -224,8 +230,12 @@ Wake Hub::park(Deadline deadline) {
     bool wakeable = timed || im.loop_wakeable;
     if (wakeable) ++loop_waiters_;
     Runtime::set_state(self, GreenletState::parked);
-    ++switches_;
+    detail::bump(switches_);
+    detail::count_park(self);
+    if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_park(self, deadline);
+    running_.store(hub_greenlet_.get(), std::memory_order_relaxed);
     Runtime::jump(*hub_greenlet_);
+    if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_wake(self);
     if (wakeable) --loop_waiters_;
     if (timed) ev_timer_stop(loop_, &im.timer);
     Runtime::set_state(self, GreenletState::running);
@@ -252,7 +262,8 @@ void Hub::yield() {
     Runtime::set_state(self, GreenletState::ready);
     self.impl().wake = Wake::event;
     push_ready(self);
-    ++switches_;
+    detail::bump(switches_);
+    running_.store(hub_greenlet_.get(), std::memory_order_relaxed);
     Runtime::jump(*hub_greenlet_);
     Runtime::set_state(self, GreenletState::running);
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "greenshim/greenlet.hpp"
+#include "greenshim/diag.hpp"
 #include "greenshim/hub.hpp"
 
 #define GREENSHIM_TLS __attribute__((tls_model("initial-exec")))
@@ -100,6 +101,30 @@ inline ThreadState& ts() {
     return t ? *t : init_thread_state();
 }
 
+// Process-wide counters (diag.cpp). Plain relaxed stores where one thread
+// writes; an RMW only where several may.
+struct Counters {
+    std::atomic<std::uint64_t> spawned{0};
+    std::atomic<std::uint64_t> alive{0};
+    std::atomic<std::uint64_t> peak_alive{0};
+};
+extern Counters g_counters;
+inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+void greenlet_started() noexcept;  // diag.cpp: spawned, alive, peak
+void greenlet_ended() noexcept;
+// The trace (diag.cpp): whether site's parks are traced, and the lines.
+extern std::atomic<bool> g_tracing;
+bool site_traced(WaitSite& site) noexcept;
+void trace_park(Greenlet& g, Deadline deadline) noexcept;
+void trace_wake(Greenlet& g) noexcept;
+void count_park(Greenlet& g) noexcept;
+// Hub registry for stats and the monitor (diag.cpp).
+void hub_register(Hub* h) noexcept;
+void hub_unregister(Hub* h) noexcept;
+bool timing_enabled() noexcept;
+
 struct Runtime {
     // Switch to target (already chosen and alive); returns when someone
     // switches back. Saves/restores errno. Caller sets its own state first.
@@ -138,6 +163,12 @@ struct Greenlet::Impl {
     // Keeps a spawned or parked greenlet alive until it dies; released by the
     // greenlet that runs next, off the dead greenlet's stack.
     std::shared_ptr<Greenlet> keepalive;
+    // Diagnostics (diag.hpp): what it waits on, and the code it started at.
+    WaitSite* site = nullptr;
+    std::intptr_t wait_arg = -1;
+    void* entry = nullptr;
+    bool is_hub = false;
+    Deadline parked_at = 0;  // monotonic_ns() when it parked, if tracing
 };
 
 }  // namespace greenshim

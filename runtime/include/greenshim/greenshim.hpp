@@ -2,4 +2,5 @@
 #pragma once
 #include "greenshim/gevent.hpp"
 #include "greenshim/greenlet.hpp"
+#include "greenshim/diag.hpp"
 #include "greenshim/hub.hpp"

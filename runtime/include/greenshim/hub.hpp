@@ -22,6 +22,9 @@
 // std::logic_error), from a signal handler, or for another thread's hub.
 #pragma once
 
+#include <pthread.h>
+
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -87,6 +90,8 @@ public:
     InternalScope& operator=(const InternalScope&) = delete;
 };
 GREENSHIM_API bool runtime_internal() noexcept;
+
+namespace detail { struct Diag; }
 
 struct FdWait {
     int fd;
@@ -192,7 +197,7 @@ public:
 
     struct ev_loop* loop() noexcept { return loop_; }
     std::size_t ready_count() const noexcept { return ready_count_; }
-    std::uint64_t switches() const noexcept { return switches_; }
+    std::uint64_t switches() const noexcept { return switches_.load(std::memory_order_relaxed); }
 
     // After fork() in the child: re-initialise the loop's kernel state.
     void after_fork_child();
@@ -229,9 +234,21 @@ private:
     std::size_t loop_waiters_ = 0;  // parked greenlets the loop could wake
     std::size_t pool_waiters_ = 0;  // parked in run_blocking
     Async* async_ = nullptr;
-    std::uint64_t switches_ = 0;
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;
+
+    // Diagnostics (diag.hpp). Written by this hub's thread only; read by
+    // runtime_stats() and the monitor from any thread.
+    friend struct detail::Diag;
+    std::atomic<std::uint64_t> switches_{0};
+    std::atomic<std::uint64_t> parks_{0};
+    std::atomic<std::uint64_t> turn_{0};       // bumped each pass of the loop
+    std::atomic<bool> polling_{false};         // blocked in the loop's poll (timing on)
+    std::atomic<Greenlet*> running_{nullptr};  // the greenlet the hub last switched to
+    std::atomic<std::int64_t> wait_ns_{0};
+    std::int64_t poll_started_ = 0;
+    pthread_t thread_;
+    Hub* registry_next_ = nullptr;
 };
 
 }  // namespace greenshim

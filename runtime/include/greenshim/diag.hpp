@@ -1,0 +1,104 @@
+// greenshim runtime: diagnostics — what greenlets wait for, counters, traces,
+// reports, and a watchdog for a hub that stops running.
+//
+// Everything here is off or nearly free unless asked for:
+//  * WaitScope: two stores into the current greenlet (a thread-local load and
+//    a call). Tells park() what the greenlet waits on, for the trace, the
+//    per-family park counters and the deadlock report.
+//  * Counters (spawned, peak alive, switches, parks per WaitSite) are plain
+//    per-thread increments, always on; reading them from another thread gives
+//    a recent value, never a torn one.
+//  * Hub wait/run time and the monitor need a clock read around each poll of
+//    the loop: enabled by enable_timing() (GREENSHIM_STATS / MONITOR do).
+//  * The trace (set_trace) costs one predictable branch per park when off.
+//
+// May not: be used from a signal handler, except greenlet_for_guard_page()
+// and write_greenlet_table(), which are async-signal-safe for the calling
+// thread's own greenlets (no allocation, no locks; output by write(2)).
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "greenshim/greenlet.hpp"
+
+namespace greenshim {
+
+// What a parked greenlet waits on, shown as "<call> <arg>". One static object
+// per kind of wait (a call site of the shim, say); counts its parks.
+struct WaitSite {
+    enum class Arg : std::uint8_t { none, fd, address, pid, signal };
+    const char* call;    // "pthread_mutex_lock", "read", ...
+    const char* family;  // "io", "socket", "sleep", "poll", "sync", "join", "process", "signal", "pool", "api"
+    Arg arg_kind = Arg::none;
+    // Filled in by the runtime.
+    std::atomic<std::uint64_t> parks{0};
+    std::atomic<int> traced{-1};  // -1 unknown, 0 no, 1 yes (against set_trace's list)
+    WaitSite* next = nullptr;     // registry, linked on first park
+    std::atomic<bool> registered{false};
+};
+
+// Sets the current greenlet's wait site (and its argument: an fd, an address,
+// a pid...) for the life of the object; restores the previous one after.
+class GREENSHIM_API WaitScope {
+public:
+    WaitScope(WaitSite& site, std::intptr_t arg = -1) noexcept;
+    ~WaitScope();
+    WaitScope(const WaitScope&) = delete;
+    WaitScope& operator=(const WaitScope&) = delete;
+
+private:
+    WaitSite* saved_site_;
+    std::intptr_t saved_arg_;
+};
+
+// The code address a greenlet was started with (a pthread start routine, say):
+// reports name it with dladdr. Set by whoever creates the greenlet.
+GREENSHIM_API void set_entry(Greenlet& g, void* code) noexcept;
+GREENSHIM_API void* entry(const Greenlet& g) noexcept;
+
+struct RuntimeStats {
+    std::uint64_t spawned = 0;       // greenlets started (process-wide)
+    std::uint64_t alive = 0;         // started, not yet dead (hubs excluded)
+    std::uint64_t peak_alive = 0;
+    std::uint64_t switches = 0;      // hub switches: to and from greenlets
+    std::uint64_t parks = 0;         // Hub::park calls that waited
+    std::int64_t hub_wait_ns = 0;    // time hubs spent blocked in the poll (enable_timing)
+    std::int64_t hub_run_ns = 0;     // time since the first hub, minus the waits
+};
+// A snapshot summed over every hub of the process.
+GREENSHIM_API RuntimeStats runtime_stats() noexcept;
+// Starts measuring hub wait/run time (a clock read around each loop poll).
+// Call before the first hub exists to measure from the start.
+GREENSHIM_API void enable_timing() noexcept;
+// Writes the stats as text ("greenshim stats: ..." lines) to fd, including
+// parks per WaitSite family.
+GREENSHIM_API void write_stats(int fd, const char* prefix) noexcept;
+
+// Writes one line per live greenlet of the calling OS thread: id, name,
+// state, what it waits on and its entry function. Async-signal-safe.
+GREENSHIM_API void write_greenlet_table(int fd) noexcept;
+
+// Trace of parks and wakes to fd 2: spec is a comma-separated list of
+// WaitSite families, or "all" / "1". nullptr or "" turns it off.
+// Returns false (and changes nothing) for a spec naming an unknown family.
+GREENSHIM_API bool set_trace(const char* spec) noexcept;
+GREENSHIM_API const char* const* trace_families() noexcept;  // the known ones, nullptr-terminated
+
+// The greenlet of this OS thread whose stack guard page holds addr, if any.
+// Async-signal-safe (a walk over this thread's live greenlets).
+GREENSHIM_API Greenlet* greenlet_for_guard_page(const void* addr) noexcept;
+
+// The blocking monitor: a watchdog OS thread that checks every hub each
+// period/2 and, when one has been running greenlets (not waiting for events)
+// for more than period_ms without getting control back, calls report(hub
+// thread, running greenlet) once for that stall. The callback runs on the
+// monitor thread: it may only read the greenlet's id, name and entry, and
+// signal the hub's thread. Cost on the hub: a relaxed store per pass.
+using StallReport = void (*)(pthread_t hub_thread, Greenlet* running, std::int64_t stalled_ns);
+GREENSHIM_API bool start_monitor(unsigned period_ms, StallReport report) noexcept;
+
+}  // namespace greenshim

@@ -1,0 +1,463 @@
+// Diagnostics: counters, the park/wake trace, the greenlet table, the guard
+// page lookup and the blocking monitor (diag.hpp).
+//
+// Reports are written with snprintf into a stack buffer and write(2) inside an
+// InternalScope, so that an interposed write() goes straight to libc and the
+// report never parks or allocates.
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <algorithm>
+#include <mutex>
+
+#include "internal.hpp"
+
+namespace greenshim {
+
+namespace detail {
+
+Counters g_counters;
+std::atomic<bool> g_tracing{false};
+
+namespace {
+std::atomic<bool> g_timing{false};
+std::atomic<std::int64_t> g_first_hub_ns{0};
+
+// The registry of hubs (created once per OS thread that waits): a list under
+// a mutex, touched at hub creation and destruction and by readers.
+std::mutex& registry_mu() {
+    static std::mutex* mu = new std::mutex;  // never destroyed: used from exit paths
+    return *mu;
+}
+Hub* g_hubs = nullptr;
+
+// The registry of WaitSites: a lock-free push-only list.
+std::atomic<WaitSite*> g_sites{nullptr};
+
+// set_trace's families, as a bitmask over kFamilies.
+const char* const kFamilies[] = {"io", "socket", "sleep", "poll", "sync", "join", "process", "signal",
+                                 "pool", "api", nullptr};
+std::atomic<unsigned> g_trace_mask{0};
+
+int family_index(const char* f, std::size_t len) noexcept {
+    for (int i = 0; kFamilies[i]; ++i)
+        if (std::strlen(kFamilies[i]) == len && std::memcmp(kFamilies[i], f, len) == 0) return i;
+    return -1;
+}
+
+void register_site(WaitSite& site) noexcept {
+    bool expected = false;
+    if (!site.registered.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) return;
+    WaitSite* head = g_sites.load(std::memory_order_relaxed);
+    do site.next = head;
+    while (!g_sites.compare_exchange_weak(head, &site, std::memory_order_release, std::memory_order_relaxed));
+}
+
+// Formatted output for reports: never parks, never allocates.
+void out(int fd, const char* fmt, ...) noexcept __attribute__((format(printf, 2, 3)));
+void out(int fd, const char* fmt, ...) noexcept {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n <= 0) return;
+    std::size_t len = std::min<std::size_t>(std::size_t(n), sizeof buf - 1);
+    int saved = errno;
+    InternalScope internal;
+    for (std::size_t off = 0; off < len;) {
+        ssize_t w = ::write(fd, buf + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += std::size_t(w);
+    }
+    errno = saved;
+}
+
+// "name+0x12 (file)" for a code address; "?" when dladdr knows nothing.
+void describe_code(void* code, char* buf, std::size_t size) noexcept {
+    if (!code) {
+        std::snprintf(buf, size, "-");
+        return;
+    }
+    Dl_info info{};
+    if (dladdr(code, &info) && info.dli_sname) {
+        std::snprintf(buf, size, "%s+0x%lx (%s)", info.dli_sname,
+                      (unsigned long)(static_cast<char*>(code) - static_cast<char*>(info.dli_saddr)),
+                      info.dli_fname ? info.dli_fname : "?");
+    } else if (dladdr(code, &info) && info.dli_fname) {
+        std::snprintf(buf, size, "%p (%s+0x%lx)", code, info.dli_fname,
+                      (unsigned long)(static_cast<char*>(code) - static_cast<char*>(info.dli_fbase)));
+    } else {
+        std::snprintf(buf, size, "%p", code);
+    }
+}
+
+// "read fd 5", "pthread_mutex_lock 0x55d0c0", "pthread_join" for a wait.
+void describe_wait(const Greenlet::Impl& im, char* buf, std::size_t size) noexcept {
+    const WaitSite* s = im.site;
+    if (!s) {
+        std::snprintf(buf, size, "an unnamed wait");
+        return;
+    }
+    switch (s->arg_kind) {
+    case WaitSite::Arg::none: std::snprintf(buf, size, "%s", s->call); break;
+    case WaitSite::Arg::fd: std::snprintf(buf, size, "%s fd %ld", s->call, long(im.wait_arg)); break;
+    case WaitSite::Arg::address: std::snprintf(buf, size, "%s %p", s->call, reinterpret_cast<void*>(im.wait_arg)); break;
+    case WaitSite::Arg::pid: std::snprintf(buf, size, "%s pid %ld", s->call, long(im.wait_arg)); break;
+    case WaitSite::Arg::signal: std::snprintf(buf, size, "%s", s->call); break;
+    }
+}
+
+const char* family_of(const Greenlet::Impl& im) noexcept { return im.site ? im.site->family : "api"; }
+}  // namespace
+
+struct Diag {
+    static void poll_begins(Hub& h) noexcept {
+        h.poll_started_ = monotonic_ns();
+        h.polling_.store(true, std::memory_order_relaxed);
+    }
+    static void poll_ends(Hub& h) noexcept {
+        h.polling_.store(false, std::memory_order_relaxed);
+        bump(h.turn_);
+        h.wait_ns_.store(h.wait_ns_.load(std::memory_order_relaxed) + (monotonic_ns() - h.poll_started_),
+                         std::memory_order_relaxed);
+    }
+    static void start_timing(Hub& h) noexcept;
+    static Hub*& next(Hub& h) noexcept { return h.registry_next_; }
+    static std::uint64_t turn(Hub& h) noexcept { return h.turn_.load(std::memory_order_relaxed); }
+    static bool polling(Hub& h) noexcept { return h.polling_.load(std::memory_order_relaxed); }
+    static Greenlet* running(Hub& h) noexcept { return h.running_.load(std::memory_order_relaxed); }
+    static pthread_t thread(Hub& h) noexcept { return h.thread_; }
+    static void count_park(Hub& h) noexcept { bump(h.parks_); }
+    static void add(Hub& h, RuntimeStats& s) noexcept {
+        s.switches += h.switches_.load(std::memory_order_relaxed);
+        s.parks += h.parks_.load(std::memory_order_relaxed);
+        s.hub_wait_ns += h.wait_ns_.load(std::memory_order_relaxed);
+    }
+};
+
+bool timing_enabled() noexcept { return g_timing.load(std::memory_order_relaxed); }
+
+void greenlet_started() noexcept {
+    g_counters.spawned.fetch_add(1, std::memory_order_relaxed);
+    std::uint64_t alive = g_counters.alive.fetch_add(1, std::memory_order_relaxed) + 1;
+    std::uint64_t peak = g_counters.peak_alive.load(std::memory_order_relaxed);
+    while (alive > peak && !g_counters.peak_alive.compare_exchange_weak(peak, alive, std::memory_order_relaxed)) {
+    }
+}
+
+void greenlet_ended() noexcept { g_counters.alive.fetch_sub(1, std::memory_order_relaxed); }
+
+void count_park(Greenlet& g) noexcept {
+    Greenlet::Impl& im = g.impl();
+    if (im.hub) Diag::count_park(*im.hub);
+    if (WaitSite* s = im.site) {
+        if (!s->registered.load(std::memory_order_relaxed)) register_site(*s);
+        s->parks.fetch_add(1, std::memory_order_relaxed);
+    }
+}
+
+bool site_traced(WaitSite& site) noexcept {
+    int t = site.traced.load(std::memory_order_relaxed);
+    if (t < 0) {
+        int i = family_index(site.family, std::strlen(site.family));
+        t = i >= 0 && (g_trace_mask.load(std::memory_order_relaxed) & (1u << i)) ? 1 : 0;
+        site.traced.store(t, std::memory_order_relaxed);
+    }
+    return t == 1;
+}
+
+namespace {
+bool traced(Greenlet::Impl& im) noexcept {
+    if (im.site) return site_traced(*im.site);
+    return (g_trace_mask.load(std::memory_order_relaxed) & (1u << family_index("api", 3))) != 0;
+}
+double since_start_ms() noexcept {
+    std::int64_t t0 = g_first_hub_ns.load(std::memory_order_relaxed);
+    return t0 ? double(monotonic_ns() - t0) / 1e6 : 0.0;
+}
+}  // namespace
+
+void trace_park(Greenlet& g, Deadline deadline) noexcept {
+    Greenlet::Impl& im = g.impl();
+    if (!traced(im)) return;
+    im.parked_at = monotonic_ns();
+    char what[128];
+    describe_wait(im, what, sizeof what);
+    char limit[48] = "";
+    if (deadline != kForever) std::snprintf(limit, sizeof limit, " for at most %.3f ms", double(deadline - im.parked_at) / 1e6);
+    out(2, "greenshim[%d] %10.3f ms: greenlet %llu (%s) parks in %s%s\n", int(getpid()), since_start_ms(),
+        (unsigned long long)g.id(), g.name().c_str(), what, limit);
+}
+
+void trace_wake(Greenlet& g) noexcept {
+    Greenlet::Impl& im = g.impl();
+    if (!traced(im)) return;
+    char what[128];
+    describe_wait(im, what, sizeof what);
+    double waited = im.parked_at ? double(monotonic_ns() - im.parked_at) / 1e6 : 0.0;
+    out(2, "greenshim[%d] %10.3f ms: greenlet %llu (%s) wakes (%s) from %s after %.3f ms\n", int(getpid()),
+        since_start_ms(), (unsigned long long)g.id(), g.name().c_str(), to_string(im.wake), what, waited);
+}
+
+
+namespace {
+void on_poll_release(struct ev_loop* loop) noexcept {
+    Hub* h = static_cast<Hub*>(ev_userdata(loop));
+    Diag::poll_begins(*h);
+}
+void on_poll_acquire(struct ev_loop* loop) noexcept {
+    Hub* h = static_cast<Hub*>(ev_userdata(loop));
+    Diag::poll_ends(*h);
+}
+}  // namespace
+
+
+void Diag::start_timing(Hub& h) noexcept { ev_set_loop_release_cb(h.loop_, on_poll_release, on_poll_acquire); }
+
+void hub_register(Hub* h) noexcept {
+    std::int64_t zero = 0;
+    g_first_hub_ns.compare_exchange_strong(zero, monotonic_ns(), std::memory_order_relaxed);
+    InternalScope internal;
+    std::lock_guard<std::mutex> lk(registry_mu());
+    Diag::next(*h) = g_hubs;
+    g_hubs = h;
+    if (timing_enabled()) Diag::start_timing(*h);
+}
+
+// Stats of hubs that are gone, kept so that the exit report still counts them.
+RuntimeStats g_gone;
+
+void hub_unregister(Hub* h) noexcept {
+    InternalScope internal;
+    std::lock_guard<std::mutex> lk(registry_mu());
+    for (Hub** p = &g_hubs; *p; p = &Diag::next(**p)) {
+        if (*p == h) {
+            *p = Diag::next(*h);
+            Diag::add(*h, g_gone);
+            return;
+        }
+    }
+}
+
+}  // namespace detail
+
+using detail::Diag;
+using detail::ts;
+
+WaitScope::WaitScope(WaitSite& site, std::intptr_t arg) noexcept {
+    Greenlet::Impl& im = Greenlet::current().impl();
+    saved_site_ = im.site;
+    saved_arg_ = im.wait_arg;
+    im.site = &site;
+    im.wait_arg = arg;
+}
+
+WaitScope::~WaitScope() {
+    Greenlet::Impl& im = Greenlet::current().impl();
+    im.site = saved_site_;
+    im.wait_arg = saved_arg_;
+}
+
+void set_entry(Greenlet& g, void* code) noexcept { g.impl().entry = code; }
+void* entry(const Greenlet& g) noexcept { return const_cast<Greenlet&>(g).impl().entry; }
+
+RuntimeStats runtime_stats() noexcept {
+    RuntimeStats s;
+    {
+        InternalScope internal;
+        std::lock_guard<std::mutex> lk(detail::registry_mu());
+        s = detail::g_gone;
+        for (Hub* h = detail::g_hubs; h; h = Diag::next(*h)) Diag::add(*h, s);
+    }
+    s.spawned = detail::g_counters.spawned.load(std::memory_order_relaxed);
+    s.alive = detail::g_counters.alive.load(std::memory_order_relaxed);
+    s.peak_alive = detail::g_counters.peak_alive.load(std::memory_order_relaxed);
+    std::int64_t t0 = detail::g_first_hub_ns.load(std::memory_order_relaxed);
+    if (t0 && detail::timing_enabled()) s.hub_run_ns = monotonic_ns() - t0 - s.hub_wait_ns;
+    return s;
+}
+
+void enable_timing() noexcept {
+    if (detail::g_timing.exchange(true)) return;
+    InternalScope internal;
+    std::lock_guard<std::mutex> lk(detail::registry_mu());
+    // Hubs of other threads: their loops are not ours to touch; only this
+    // thread's hub (if any) starts timing now, the rest from their creation.
+    if (Hub* mine = Hub::existing()) Diag::start_timing(*mine);
+}
+
+void write_stats(int fd, const char* prefix) noexcept {
+    RuntimeStats s = runtime_stats();
+    using detail::out;
+    out(fd, "%s greenlets: %llu spawned, %llu alive at exit, peak %llu alive\n", prefix,
+        (unsigned long long)s.spawned, (unsigned long long)s.alive, (unsigned long long)s.peak_alive);
+    out(fd, "%s switches: %llu; parks: %llu\n", prefix, (unsigned long long)s.switches, (unsigned long long)s.parks);
+    // Parks per family, summed over the registered sites.
+    std::uint64_t per_family[16] = {};
+    for (WaitSite* w = detail::g_sites.load(std::memory_order_acquire); w; w = w->next) {
+        int i = detail::family_index(w->family, std::strlen(w->family));
+        if (i >= 0) per_family[i] += w->parks.load(std::memory_order_relaxed);
+    }
+    std::uint64_t named = 0;
+    char line[400];
+    int len = std::snprintf(line, sizeof line, "%s parks by family:", prefix);
+    for (int i = 0; detail::kFamilies[i]; ++i) {
+        named += per_family[i];
+        if (per_family[i] && len < int(sizeof line))
+            len += std::snprintf(line + len, sizeof line - std::size_t(len), " %s %llu", detail::kFamilies[i],
+                                 (unsigned long long)per_family[i]);
+    }
+    if (s.parks > named && len < int(sizeof line))
+        len += std::snprintf(line + len, sizeof line - std::size_t(len), " other %llu",
+                             (unsigned long long)(s.parks - named));
+    out(fd, "%s\n", line);
+    if (detail::timing_enabled()) {
+        double total = double(s.hub_wait_ns + s.hub_run_ns);
+        out(fd, "%s hub time: %.3f s waiting for events, %.3f s running greenlets (%.1f%% busy)\n", prefix,
+            double(s.hub_wait_ns) / 1e9, double(s.hub_run_ns) / 1e9,
+            total > 0 ? 100.0 * double(s.hub_run_ns) / total : 0.0);
+    }
+}
+
+void write_greenlet_table(int fd) noexcept {
+    detail::ThreadState* t = detail::t_state;
+    if (!t) return;
+    auto row = [fd](Greenlet& g) {
+        Greenlet::Impl& im = g.impl();
+        char what[160] = "";
+        if (g.state() == GreenletState::parked) {
+            char w[128];
+            detail::describe_wait(im, w, sizeof w);
+            std::snprintf(what, sizeof what, " in %s [%s]", w, detail::family_of(im));
+        }
+        char code[256];
+        detail::describe_code(im.entry, code, sizeof code);
+        detail::out(fd, "  greenlet %llu (%s): %s%s; started at %s\n", (unsigned long long)g.id(), g.name().c_str(),
+                    to_string(g.state()), what, code);
+    };
+    if (t->main && !t->main->dead()) row(*t->main);
+    for (Greenlet* g = t->live_head; g; g = g->impl().live_next)
+        if (!g->impl().is_hub) row(*g);
+}
+
+bool set_trace(const char* spec) noexcept {
+    unsigned mask = 0;
+    if (spec && *spec) {
+        if (!std::strcmp(spec, "1") || !std::strcmp(spec, "all")) {
+            for (int i = 0; detail::kFamilies[i]; ++i) mask |= 1u << i;
+        } else if (!std::strcmp(spec, "0")) {
+            mask = 0;
+        } else {
+            for (const char* p = spec; *p;) {
+                const char* end = std::strchr(p, ',');
+                std::size_t len = end ? std::size_t(end - p) : std::strlen(p);
+                int i = detail::family_index(p, len);
+                if (i < 0) return false;
+                mask |= 1u << i;
+                p += len;
+                if (*p == ',') ++p;
+            }
+        }
+    }
+    detail::g_trace_mask.store(mask, std::memory_order_relaxed);
+    for (WaitSite* w = detail::g_sites.load(std::memory_order_acquire); w; w = w->next)
+        w->traced.store(-1, std::memory_order_relaxed);
+    detail::g_tracing.store(mask != 0, std::memory_order_relaxed);
+    return true;
+}
+
+const char* const* trace_families() noexcept { return detail::kFamilies; }
+
+Greenlet* greenlet_for_guard_page(const void* addr) noexcept {
+    detail::ThreadState* t = detail::t_state;
+    if (!t) return nullptr;
+    static const std::uintptr_t page = std::uintptr_t(sysconf(_SC_PAGESIZE));
+    auto a = reinterpret_cast<std::uintptr_t>(addr);
+    for (Greenlet* g = t->live_head; g; g = g->impl().live_next) {
+        auto bottom = reinterpret_cast<std::uintptr_t>(g->stack_bottom());
+        if (bottom && a < bottom && a >= bottom - page) return g;
+    }
+    return nullptr;
+}
+
+// ---- the monitor ----
+
+namespace {
+struct Monitor {
+    unsigned period_ms;
+    StallReport report;
+};
+
+struct Seen {
+    Hub* hub;
+    std::uint64_t turn;
+    std::int64_t since;
+    bool reported;
+};
+
+void* monitor_main(void* arg) {
+    detail::t_internal = 1;  // for life: libc calls here go straight to libc
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    Monitor m = *static_cast<Monitor*>(arg);
+    delete static_cast<Monitor*>(arg);
+    constexpr int kMaxHubs = 64;
+    Seen seen[kMaxHubs] = {};
+    std::int64_t period = std::int64_t(m.period_ms) * 1000000;
+    timespec tick{time_t(m.period_ms / 2 / 1000), long((m.period_ms / 2 % 1000) * 1000000)};
+    if (m.period_ms < 2) tick = {0, 500000};
+    for (;;) {
+        nanosleep(&tick, nullptr);
+        std::int64_t now = monotonic_ns();
+        std::lock_guard<std::mutex> lk(detail::registry_mu());
+        Seen next[kMaxHubs] = {};
+        int k = 0;
+        for (Hub* h = detail::g_hubs; h && k < kMaxHubs; h = Diag::next(*h), ++k) {
+            Seen s{h, Diag::turn(*h), now, false};
+            for (const Seen& old : seen)
+                if (old.hub == h && old.turn == s.turn) s = old;
+            // A hub blocked in its poll is idle, not stalled.
+            if (Diag::polling(*h)) s = Seen{h, s.turn, now, false};
+            if (!s.reported && now - s.since > period) {
+                s.reported = true;
+                m.report(Diag::thread(*h), Diag::running(*h), now - s.since);
+            }
+            next[k] = s;
+        }
+        std::memcpy(seen, next, sizeof seen);
+    }
+    return nullptr;
+}
+}  // namespace
+
+bool start_monitor(unsigned period_ms, StallReport report) noexcept {
+    static std::atomic<bool> started{false};
+    if (!period_ms || !report || started.exchange(true)) return false;
+    enable_timing();
+    InternalScope internal;
+    auto* m = new (std::nothrow) Monitor{period_ms, report};
+    if (!m) return false;
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int rc = pthread_create(&t, &attr, monitor_main, m);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        delete m;
+        return false;
+    }
+    return true;
+}
+
+}  // namespace greenshim
