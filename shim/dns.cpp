@@ -19,6 +19,8 @@ template <class Call>
 auto offload(Call&& call) -> decltype(call()) {
     decltype(call()) result{};
     int err = 0, herr = 0;
+    static WaitSite waiting{"a DNS lookup (helper thread)", "pool"};
+    WaitScope what(waiting);
     Hub::current().run_blocking([&] {
         result = call();
         err = errno;

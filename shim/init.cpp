@@ -47,6 +47,31 @@ std::size_t parse_size(const char* name, const char* v, std::size_t dflt, std::s
     return std::size_t(n * mult);
 }
 
+// A count from 0 to hi in plain decimal digits; 0 turns the feature off.
+unsigned long parse_uint(const char* name, const char* v, unsigned long dflt, unsigned long hi) {
+    if (!v || !*v) return dflt;
+    unsigned long n = 0;
+    const char* p = v;
+    for (; *p >= '0' && *p <= '9' && n <= hi; ++p) n = n * 10 + unsigned(*p - '0');
+    if (*p || n > hi) {
+        std::fprintf(stderr, "greenshim: ignoring %s=%.40s%s (expected milliseconds from 0 to %lu)\n", name, v,
+                     std::strlen(v) > 40 ? "..." : "", hi);
+        return dflt;
+    }
+    return n;
+}
+
+// GREENSHIM_STATS: off, "1" for stderr, or a path (one with a '/') to append to.
+const char* parse_stats(const char* v) {
+    if (!v || !*v) return nullptr;
+    if (!std::strcmp(v, "1") || !std::strcmp(v, "yes") || !std::strcmp(v, "true")) return "1";
+    if (!std::strcmp(v, "0") || !std::strcmp(v, "no") || !std::strcmp(v, "false")) return nullptr;
+    if (std::strchr(v, '/')) return v;
+    std::fprintf(stderr, "greenshim: ignoring GREENSHIM_STATS=%.40s%s (expected 1, 0 or a file path with a '/')\n",
+                 v, std::strlen(v) > 40 ? "..." : "");
+    return nullptr;
+}
+
 void read_config() noexcept {
     // A setuid/setgid process reads nothing from the environment and stays inert.
     if (getauxval(AT_SECURE)) {
@@ -63,6 +88,9 @@ void read_config() noexcept {
             std::fprintf(stderr, "greenshim: ignoring GREENSHIM_FILE_IO=%s (expected direct or pool)\n", v);
     }
     g_config.inherit = parse_bool("GREENSHIM_INHERIT", std::getenv("GREENSHIM_INHERIT"), true);
+    g_config.stats = parse_stats(std::getenv("GREENSHIM_STATS"));
+    g_config.monitor_ms = unsigned(parse_uint("GREENSHIM_MONITOR", std::getenv("GREENSHIM_MONITOR"), 0, 3600000));
+    if (const char* v = std::getenv("GREENSHIM_TRACE"); v && *v && std::strcmp(v, "0") != 0) g_config.trace = v;
 }
 }  // namespace
 
@@ -97,6 +125,9 @@ void* resolve(const char* name) noexcept {
     return f;
 }
 
-__attribute__((constructor)) static void greenshim_init() { (void)config(); }
+__attribute__((constructor)) static void greenshim_init() {
+    (void)config();
+    start_diagnostics();
+}
 
 }  // namespace greenshim::shim

@@ -84,8 +84,11 @@ ssize_t do_writev(int fd, const struct iovec* iov, int cnt) {
 // the thread blocked in the kernel for it: try without waiting, and between
 // tries park on a timer backing off from 1 ms to 50 ms. 0, or -1 with errno
 // (EINTR when a signal interrupts, as for the blocking call).
+WaitSite g_file_lock{"flock/lockf/F_SETLKW (retrying)", "sync"};
+
 template <class Try>
 int lock_wait(Try&& try_lock) {
+    WaitScope what(g_file_lock);
     std::int64_t backoff = 1000000;
     for (;;) {
         int r = try_lock();

@@ -24,8 +24,11 @@ Deadline deadline_ts(const struct timespec* ts) noexcept {
 
 // Parks until one of `waits` is ready or the deadline passes. 0 to ask the
 // kernel again, 1 if the deadline passed, -1 with errno.
+WaitSite g_poll{"poll/select/epoll_wait", "poll"};
+
 int park_on(std::vector<FdWait>& waits, Deadline deadline) {
     Wake w;
+    WaitScope what(g_poll);
     try {
         InterruptScope interruptible(Interruptible::always);  // poll & co. are never restarted
         w = Hub::current().wait_fds(waits.data(), waits.size(), deadline);
@@ -36,7 +39,7 @@ int park_on(std::vector<FdWait>& waits, Deadline deadline) {
     switch (w) {
     case Wake::timeout: return 1;
     case Wake::interrupted: errno = EINTR; return -1;
-    case Wake::deadlock: errno = EDEADLK; return -1;
+    case Wake::deadlock: deadlock_exit("poll/select/epoll_wait with no fd and no timeout");
     default: return 0;
     }
 }

@@ -232,6 +232,8 @@ int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
     backoff_ns = backoff_ns * 2 > cap ? cap : backoff_ns * 2;
     Wake w;
     {
+        static WaitSite waiting{"waitpid", "process", WaitSite::Arg::pid};
+        WaitScope what(waiting, pid);
         InterruptScope interruptible(Interruptible::unless_restart);
         w = Hub::current().wait_fds(waits.data(), waits.size(), d);
     }

@@ -37,6 +37,7 @@
 
 #include <cstdint>
 
+#include "greenshim/diag.hpp"
 #include "greenshim/hub.hpp"
 
 #define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
@@ -102,6 +103,9 @@ struct Config {
     std::size_t stack_size = 0;     // GREENSHIM_STACK_SIZE, 0 = runtime default
     bool file_io_pool = false;      // GREENSHIM_FILE_IO=pool: regular-file I/O on the helper pool
     bool inherit = true;            // GREENSHIM_INHERIT=0: exec'd programs run without the shim
+    const char* stats = nullptr;    // GREENSHIM_STATS: "1" (stderr) or a file to append to
+    unsigned monitor_ms = 0;        // GREENSHIM_MONITOR: report a hub stalled this long
+    const char* trace = nullptr;    // GREENSHIM_TRACE: families to trace, or "all"
 };
 const Config& config() noexcept;
 
@@ -111,6 +115,15 @@ const Config& config() noexcept;
 bool may_park() noexcept;
 bool in_signal_handler() noexcept;          // signal.cpp
 
+
+// ---- diagnostics (report.cpp) ----
+
+// Starts what the configuration asks for: stats at exit, trace, monitor.
+void start_diagnostics() noexcept;
+// The main greenlet waits and nothing can ever wake it (Wake::deadlock):
+// prints every greenlet and where it waits, then exits with
+// kDeadlockExitStatus. what: the call the main greenlet waits in.
+[[noreturn]] void deadlock_exit(const char* what) noexcept;
 
 // ---- the per-fd table (fd.cpp) ----
 
@@ -180,6 +193,8 @@ inline auto file_call(int fd, Call&& call) -> decltype(call()) {
     }
     decltype(call()) r{};
     int err = 0;
+    static WaitSite waiting{"file I/O (helper thread)", "pool"};
+    WaitScope what(waiting, fd);
     Hub::current().run_blocking([&] {
         r = call();
         err = errno;

@@ -119,6 +119,8 @@ SHIM_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
 // does, and the others run meanwhile.
 SHIM_EXPORT int pause(void) {
     if (!may_park()) return REAL(pause)();
+    static WaitSite waiting{"pause/sigsuspend", "signal"};
+    WaitScope what(waiting);
     InterruptScope interruptible(Interruptible::always);
     Hub& hub = Hub::current();
     while (hub.park(kForever) != Wake::interrupted) {

@@ -32,10 +32,23 @@ bool bad_time(const struct timespec* t) { return t && (t->tv_nsec < 0 || t->tv_n
 // A wait that nothing can end is a deadlock in the program: say so and stop
 // rather than hang (issue: Go's "all goroutines are asleep").
 void check_deadlock(Wake w, const char* what) {
-    if (w != Wake::deadlock) return;
-    std::fprintf(stderr, "greenshim: deadlock: every greenlet is waiting (the main one in %s) and nothing can wake them\n",
-                 what);
-    std::abort();
+    if (w == Wake::deadlock) deadlock_exit(what);
+}
+
+// What a greenlet parked on a lock waits for, for the trace, stats and the
+// deadlock report ("pthread_mutex_lock 0x5581...").
+WaitSite g_mutex{"pthread_mutex_lock", "sync", WaitSite::Arg::address};
+WaitSite g_cond{"pthread_cond_wait", "sync", WaitSite::Arg::address};
+WaitSite g_rdlock{"pthread_rwlock_rdlock", "sync", WaitSite::Arg::address};
+WaitSite g_wrlock{"pthread_rwlock_wrlock", "sync", WaitSite::Arg::address};
+WaitSite g_sem{"sem_wait", "sync", WaitSite::Arg::address};
+WaitSite g_barrier{"pthread_barrier_wait", "sync", WaitSite::Arg::address};
+WaitSite g_once{"pthread_once", "sync", WaitSite::Arg::address};
+WaitSite g_futex_wait{"futex wait", "sync", WaitSite::Arg::address};
+
+Wake wait_in(WaitQueue& q, WaitSite& site, const void* object, Deadline deadline = kForever) {
+    WaitScope what(site, reinterpret_cast<std::intptr_t>(object));
+    return q.wait(deadline);
 }
 
 Greenlet* self() { return &Greenlet::current(); }
@@ -85,7 +98,7 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only) {
     }
     if (try_only) return EBUSY;
     for (;;) {
-        Wake w = m->waiters.wait(deadline);
+        Wake w = wait_in(m->waiters, g_mutex, m, deadline);
         if (m->owner == me) return 0;  // handed over by unlock
         if (!m->locked) {              // woken without a handover (queue torn down)
             m->locked = 1;
@@ -200,7 +213,7 @@ int cond_wait_until(pthread_cond_t* c, pthread_mutex_t* m, Deadline deadline) {
     unsigned depth = mx->count;
     mx->count = 1;
     mutex_unlock(mx);
-    Wake w = as_cond(c)->waiters.wait(deadline);
+    Wake w = wait_in(as_cond(c)->waiters, g_cond, c, deadline);
     mutex_lock_until(mx, kForever, false);
     mx->count = depth;
     if (w == Wake::timeout) return ETIMEDOUT;
@@ -292,7 +305,7 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
         }
         if (l->writer == self()) return EDEADLK;
         if (try_only) return EBUSY;
-        Wake w = l->waiters.wait(deadline);
+        Wake w = wait_in(l->waiters, g_rdlock, l, deadline);
         if (w == Wake::timeout) return ETIMEDOUT;
         check_deadlock(w, "pthread_rwlock_rdlock");
     }
@@ -308,7 +321,7 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
     if (try_only) return EBUSY;
     ++l->writers_waiting;
     for (;;) {
-        Wake w = l->waiters.wait(deadline);
+        Wake w = wait_in(l->waiters, g_wrlock, l, deadline);
         if (!l->writer && l->readers == 0) {
             --l->writers_waiting;
             l->writer = me;
@@ -415,7 +428,7 @@ int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
         Wake w;
         {
             InterruptScope interruptible(Interruptible::unless_restart);
-            w = s->waiters.wait(deadline);
+            w = wait_in(s->waiters, g_sem, s, deadline);
         }
         if (s->value > 0) break;
         if (w == Wake::timeout) {
@@ -530,7 +543,7 @@ SHIM_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
         return PTHREAD_BARRIER_SERIAL_THREAD;
     }
     unsigned gen = x->generation;
-    while (gen == x->generation) check_deadlock(x->waiters.wait(), "pthread_barrier_wait");
+    while (gen == x->generation) check_deadlock(wait_in(x->waiters, g_barrier, b), "pthread_barrier_wait");
     return 0;
 }
 
@@ -581,7 +594,7 @@ SHIM_EXPORT int pthread_once(pthread_once_t* once, void (*init)(void)) {
             reset.done = true;
             return 0;
         }
-        check_deadlock(g_once_waiters.wait(), "pthread_once");
+        check_deadlock(wait_in(g_once_waiters, g_once, once), "pthread_once");
     }
 }
 
@@ -615,7 +628,7 @@ long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline,
             Deadline poll = deadline_after_ns(5000000);
             if (poll < d) d = poll;
         }
-        w = futex_queue(addr).wait(d);
+        w = wait_in(futex_queue(addr), g_futex_wait, addr, d);
         if (w == Wake::timeout && monotonic_ns() < deadline) return 0;  // the recheck: a spurious wakeup
     }
     if (w == Wake::timeout) {

@@ -129,6 +129,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
             },
             {}, stack_size_for(attr));
         g->set_user_data(t);
+        set_greenlet_entry(*g, reinterpret_cast<void*>(start));
         t->greenlet = g.get();
     } catch (...) {
         free_thread(t);
@@ -153,15 +154,14 @@ int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only) {
         if (try_only) return EBUSY;
         t->joining = true;
         while (!t->finished) {
+            static WaitSite waiting{"pthread_join", "join"};
+            WaitScope what(waiting);
             Wake w = t->joiners.wait(deadline);
             if (w == Wake::timeout && !t->finished) {
                 t->joining = false;
                 return ETIMEDOUT;
             }
-            if (w == Wake::deadlock) {
-                std::fprintf(stderr, "greenshim: deadlock: pthread_join waits for a thread that can never finish\n");
-                std::abort();
-            }
+            if (w == Wake::deadlock) deadlock_exit("pthread_join");
         }
     }
     if (ret) *ret = t->result;
@@ -215,7 +215,10 @@ SHIM_EXPORT void pthread_exit(void* value) {
     if (may_park() && Hub::existing() && &Greenlet::current() == &Hub::existing()->main()) {
         // The main thread leaves, the process stays until the last thread ends
         // (as with real threads), then exits with status 0.
-        while (g_live_threads > 0) g_all_done.wait();
+        static WaitSite waiting{"pthread_exit of main (waiting for the other threads)", "join"};
+        WaitScope what(waiting);
+        while (g_live_threads > 0)
+            if (g_all_done.wait() == Wake::deadlock) deadlock_exit("pthread_exit");
         std::exit(0);
     }
     REAL(pthread_exit)(value);

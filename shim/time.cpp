@@ -24,7 +24,10 @@ void from_ns(std::int64_t ns, struct timespec* ts) noexcept {
 }
 
 // Sleeps until deadline; 0, or EINTR with the time left in *left_ns.
+WaitSite g_sleep{"sleep", "sleep"};
+
 int sleep_until(Deadline deadline, std::int64_t* left_ns) noexcept {
+    WaitScope what(g_sleep);
     for (;;) {
         Wake w;
         try {

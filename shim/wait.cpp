@@ -10,8 +10,24 @@
 namespace greenshim::shim {
 
 
+namespace {
+// What a greenlet parked here waits for, for the trace, stats and reports.
+WaitSite g_read{"read", "io", WaitSite::Arg::fd};
+WaitSite g_write{"write", "io", WaitSite::Arg::fd};
+WaitSite g_socket_read{"socket read", "socket", WaitSite::Arg::fd};
+WaitSite g_socket_write{"socket write", "socket", WaitSite::Arg::fd};
+
+WaitSite& site_for(int fd, int events) noexcept {
+    FdState* st = fd_slot(fd);
+    bool socket = st && st->socket;
+    if (events & kReadable) return socket ? g_socket_read : g_read;
+    return socket ? g_socket_write : g_write;
+}
+}  // namespace
+
 int park_until_ready(int fd, int events, Deadline deadline) noexcept {
     Wake w;
+    WaitScope what(site_for(fd, events), fd);
     try {
         InterruptScope interruptible(deadline == kForever ? Interruptible::unless_restart : Interruptible::always);
         w = Hub::current().wait_fd(fd, events, deadline);
@@ -27,8 +43,7 @@ int park_until_ready(int fd, int events, Deadline deadline) noexcept {
     case Wake::interrupted: errno = EINTR; return -1;
     case Wake::deadlock: break;
     }
-    std::fprintf(stderr, "greenshim: deadlock: the main greenlet waits on fd %d and nothing can wake it\n", fd);
-    std::abort();
+    deadlock_exit("a wait on an fd");
 }
 
 bool ready_now(int fd, int events) noexcept {

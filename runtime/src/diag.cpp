@@ -266,8 +266,8 @@ WaitScope::~WaitScope() {
     im.wait_arg = saved_arg_;
 }
 
-void set_entry(Greenlet& g, void* code) noexcept { g.impl().entry = code; }
-void* entry(const Greenlet& g) noexcept { return const_cast<Greenlet&>(g).impl().entry; }
+void set_greenlet_entry(Greenlet& g, void* code) noexcept { g.impl().entry = code; }
+void* greenlet_entry(const Greenlet& g) noexcept { return const_cast<Greenlet&>(g).impl().entry; }
 
 RuntimeStats runtime_stats() noexcept {
     RuntimeStats s;
@@ -333,15 +333,21 @@ void write_greenlet_table(int fd) noexcept {
     auto row = [fd](Greenlet& g) {
         Greenlet::Impl& im = g.impl();
         char what[160] = "";
-        if (g.state() == GreenletState::parked) {
+        // The greenlet writing the report (main, woken to hear of a deadlock)
+        // still shows where it waits.
+        bool waiting = g.state() == GreenletState::parked || (&g == detail::t_state->current && im.site);
+        if (waiting) {
             char w[128];
             detail::describe_wait(im, w, sizeof w);
             std::snprintf(what, sizeof what, " in %s [%s]", w, detail::family_of(im));
         }
-        char code[256];
-        detail::describe_code(im.entry, code, sizeof code);
-        detail::out(fd, "  greenlet %llu (%s): %s%s; started at %s\n", (unsigned long long)g.id(), g.name().c_str(),
-                    to_string(g.state()), what, code);
+        char code[280] = "";
+        if (im.entry) {
+            std::memcpy(code, "; started at ", 14);
+            detail::describe_code(im.entry, code + 13, sizeof code - 13);
+        }
+        detail::out(fd, "  greenlet %llu (%s): %s%s%s\n", (unsigned long long)g.id(), g.name().c_str(),
+                    waiting ? "waiting" : to_string(g.state()), what, code);
     };
     if (t->main && !t->main->dead()) row(*t->main);
     for (Greenlet* g = t->live_head; g; g = g->impl().live_next)

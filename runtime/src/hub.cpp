@@ -1,5 +1,6 @@
 // The hub: a libev loop in a greenlet, a FIFO run queue, and park().
 #include <time.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -200,9 +201,13 @@ void Hub::nothing_to_do() {
         return;
     }
     std::fprintf(stderr,
-                 "greenshim: deadlock: every greenlet is waiting and nothing (fd, timer, signal) can wake any of "
-                 "them\n");
-    std::abort();
+                 "greenshim: deadlock: every greenlet is waiting and nothing (fd, timer, child, signal) can wake any "
+                 "of them:\n");
+    std::fflush(stderr);
+    write_greenlet_table(2);
+    std::fprintf(stderr, "greenshim: exiting with status %d (deadlock)\n", kDeadlockExitStatus);
+    std::fflush(nullptr);
+    _exit(kDeadlockExitStatus);
 }
 
 Wake Hub::park(Deadline deadline) {

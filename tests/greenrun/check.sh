@@ -12,7 +12,9 @@ check() {  # DESCRIPTION EXPECTED ACTUAL
 "$greenrun" --help | grep -q '^usage: greenrun'; check "--help prints usage" 0 $?
 "$greenrun" --version | grep -q '^greenrun [0-9]'; check "--version" 0 $?
 for bad in "GREENSHIM_STACK_SIZE=1k" "GREENSHIM_STACK_SIZE=lots" "GREENSHIM_STACK_SIZE=" "GREENSHIM_DISABLE=maybe" \
-           "GREENSHIM_INHERIT=2" "GREENSHIM_FILE_IO=fast" "GREENSHIM_STACK_SIZE=99999999999999999999"; do
+           "GREENSHIM_INHERIT=2" "GREENSHIM_FILE_IO=fast" "GREENSHIM_STACK_SIZE=99999999999999999999" \
+           "GREENSHIM_MONITOR=fast" "GREENSHIM_MONITOR=-5" "GREENSHIM_MONITOR=99999999" "GREENSHIM_TRACE=nope" \
+           "GREENSHIM_TRACE=sync," "GREENSHIM_STATS=maybe"; do
   err=$(env "$bad" "$greenrun" -- true 2>&1); st=$?
   [ "$bad" = "GREENSHIM_STACK_SIZE=" ] && { check "$bad (empty) means default" 0 $st; continue; }
   check "$bad rejected with status 2" 2 $st

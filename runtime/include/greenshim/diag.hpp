@@ -57,8 +57,8 @@ private:
 
 // The code address a greenlet was started with (a pthread start routine, say):
 // reports name it with dladdr. Set by whoever creates the greenlet.
-GREENSHIM_API void set_entry(Greenlet& g, void* code) noexcept;
-GREENSHIM_API void* entry(const Greenlet& g) noexcept;
+GREENSHIM_API void set_greenlet_entry(Greenlet& g, void* code) noexcept;
+GREENSHIM_API void* greenlet_entry(const Greenlet& g) noexcept;
 
 struct RuntimeStats {
     std::uint64_t spawned = 0;       // greenlets started (process-wide)
@@ -77,6 +77,10 @@ GREENSHIM_API void enable_timing() noexcept;
 // Writes the stats as text ("greenshim stats: ..." lines) to fd, including
 // parks per WaitSite family.
 GREENSHIM_API void write_stats(int fd, const char* prefix) noexcept;
+
+// The exit status of a process the shim ends because of a deadlock (every
+// greenlet waits for another; nothing outside could wake any of them).
+inline constexpr int kDeadlockExitStatus = 86;
 
 // Writes one line per live greenlet of the calling OS thread: id, name,
 // state, what it waits on and its entry function. Async-signal-safe.

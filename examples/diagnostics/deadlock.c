@@ -1,0 +1,49 @@
+/* A deliberate lock-order deadlock: two threads each take one mutex, meet at
+ * a barrier (so both hold theirs), then each asks for the other's. The main
+ * thread joins them.
+ *
+ *     deadlock            (hangs forever with OS threads)
+ *
+ * Under greenrun every greenlet then waits for another and nothing outside
+ * (fd, timer, child, signal) could wake any of them: greenshim prints each
+ * greenlet, where it waits and its start function, and exits with status 86. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static pthread_mutex_t accounts = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t ledger = PTHREAD_MUTEX_INITIALIZER;
+static pthread_barrier_t both_hold;
+
+void* transfer_worker(void* arg) {
+    (void)arg;
+    pthread_mutex_lock(&accounts);
+    pthread_barrier_wait(&both_hold);
+    pthread_mutex_lock(&ledger); /* held by audit_worker */
+    puts("transfer done");
+    return NULL;
+}
+
+void* audit_worker(void* arg) {
+    (void)arg;
+    pthread_mutex_lock(&ledger);
+    pthread_barrier_wait(&both_hold);
+    pthread_mutex_lock(&accounts); /* held by transfer_worker */
+    puts("audit done");
+    return NULL;
+}
+
+int main(void) {
+    pthread_t a, b;
+    pthread_barrier_init(&both_hold, NULL, 2);
+    printf("starting two workers that lock in opposite orders\n");
+    fflush(stdout);
+    printf("this line is buffered when the deadlock strikes\n");
+    pthread_create(&a, NULL, transfer_worker, NULL);
+    pthread_create(&b, NULL, audit_worker, NULL);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    puts("no deadlock?");
+    return 0;
+}
