@@ -97,6 +97,9 @@ void* resolve(const char* name) noexcept {
     return f;
 }
 
-__attribute__((constructor)) static void greenshim_init() { (void)config(); }
+__attribute__((constructor)) static void greenshim_init() {
+    (void)config();
+    hold_fault_signals();
+}
 
 }  // namespace greenshim::shim
