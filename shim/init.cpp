@@ -127,6 +127,7 @@ void* resolve(const char* name) noexcept {
 
 __attribute__((constructor)) static void greenshim_init() {
     (void)config();
+    hold_fault_signals();
     start_diagnostics();
 }
 

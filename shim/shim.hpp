@@ -114,6 +114,12 @@ const Config& config() noexcept;
 // signal handler, or in the runtime's own work (its helper threads).
 bool may_park() noexcept;
 bool in_signal_handler() noexcept;          // signal.cpp
+// signal.cpp: at start-up, SIGSEGV and SIGBUS go to the shim's stack overflow
+// report (the program's handlers are chained); the main thread, and each other
+// OS thread when it starts greenlet threads, gets a sigaltstack for it (none
+// if the program set one).
+void hold_fault_signals() noexcept;
+void ensure_signal_stack() noexcept;
 
 
 // ---- diagnostics (report.cpp) ----

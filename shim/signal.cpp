@@ -5,12 +5,32 @@
 // the handler lacks SA_RESTART (Hub::interrupt_for_signal).
 //
 // sigaction() reports the program's own handler, never the trampoline.
+//
+// SIGSEGV and SIGBUS: stack overflow. A greenlet that overflows its stack
+// touches the PROT_NONE guard page below it. on_fault, installed at start-up
+// with SA_ONSTACK (the greenlet's stack is exhausted), runs on a sigaltstack
+// the shim gives the main thread at start-up and any other OS thread when it
+// starts greenlet threads, unless the program set one there first; it names
+// the greenlet, its start function and its stack size on stderr, then aborts.
+// Every other SIGSEGV or SIGBUS is the program's: its sigaction() for them is
+// recorded here (on_fault stays the kernel's handler) and on_fault calls its
+// handler as the kernel would have (its flags, its sa_mask, SA_RESETHAND,
+// SA_NODEFER); with no handler, a fault restores SIG_DFL and returns, so that
+// the faulting instruction runs again and the process dies of the real
+// signal, core dump and all. Not installed when the shim is disabled or built
+// with a sanitizer (which reports faults itself). A program that later
+// replaces or disables a sigaltstack is left alone (sigaltstack is not
+// interposed): an overflow on a thread without one dies of a plain SIGSEGV,
+// as it would without the shim.
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <ucontext.h>
 
 #include <atomic>
 #include <cstring>
 
+#include "greenshim/diag.hpp"
 #include "shim.hpp"
 #include "thread.hpp"
 
@@ -22,24 +42,84 @@ namespace {
 struct Handler {
     std::atomic<void*> fn{nullptr};  // the program's handler; nullptr: not trampolined
     std::atomic<int> flags{0};       // the program's sa_flags
+    // For SIGSEGV and SIGBUS while on_fault holds them (the kernel's entry is
+    // ours, so the kernel cannot answer for the program):
+    std::atomic<bool> ignored{false};  // the program's SIG_IGN (fn is nullptr)
+    sigset_t mask;                     // the program's sa_mask
 };
 Handler g_handlers[NSIG];
 std::atomic<std::uint64_t> g_pending_restart{0};    // signals whose handler had SA_RESTART
 std::atomic<std::uint64_t> g_pending_norestart{0};  // signals whose handler had not
-thread_local int t_in_handler = 0;
 
-void trampoline(int sig, siginfo_t* info, void* uctx) {
-    int saved = errno;
+// Where the program's handlers run, so that a handler left by siglongjmp (the
+// usual way out of a SIGSEGV handler) does not leave its thread believing it
+// is still in a handler, never parking again. A handler runs below its signal
+// frame: on the sigaltstack if it is there (exact: SIGSEGV and SIGBUS handlers
+// always run there), else on the interrupted greenlet's stack, where a call
+// made after the siglongjmp from deeper than the dead frame is still taken for
+// the handler's (it then does not park). Depths beyond kMaxDepth are counted,
+// not located.
+struct HandlerFrame {
+    std::uintptr_t frame;     // the kernel's ucontext: the handler runs below it
+    std::uintptr_t alt_low;   // the sigaltstack's low end when it runs there, else 0
+    const Greenlet* greenlet; // the greenlet it interrupted
+};
+constexpr int kMaxDepth = 8;
+thread_local HandlerFrame t_frames[kMaxDepth];
+thread_local int t_depth = 0;
+
+const Greenlet* running_greenlet() noexcept { return Hub::existing() ? &Greenlet::current() : nullptr; }
+
+bool runs_in(const HandlerFrame& f, std::uintptr_t sp) noexcept {
+    if (sp >= f.frame) return false;
+    return f.alt_low ? sp >= f.alt_low : running_greenlet() == f.greenlet;
+}
+
+// Forgets the handlers the thread has left without returning.
+void drop_left_handlers() noexcept {
+    auto sp = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+    while (t_depth > 0 && t_depth <= kMaxDepth && !runs_in(t_frames[t_depth - 1], sp)) --t_depth;
+}
+
+void enter_handler(void* uctx) noexcept {
+    if (t_depth) drop_left_handlers();
+    if (t_depth < kMaxDepth) {
+        HandlerFrame& f = t_frames[t_depth];
+        f.frame = uctx ? reinterpret_cast<std::uintptr_t>(uctx) : ~std::uintptr_t(0);
+        f.alt_low = 0;
+        f.greenlet = running_greenlet();
+        if (uctx) {
+            // The kernel saved the sigaltstack in the frame it pushed.
+            const stack_t& alt = static_cast<const ucontext_t*>(uctx)->uc_stack;
+            auto low = reinterpret_cast<std::uintptr_t>(alt.ss_sp);
+            if (!(alt.ss_flags & SS_DISABLE) && f.frame >= low && f.frame < low + alt.ss_size) f.alt_low = low;
+        }
+    }
+    ++t_depth;
+}
+
+void leave_handler() noexcept {
+    if (t_depth > 0) --t_depth;
+}
+
+// The program's handler, called as the kernel would call it.
+void call_program_handler(int sig, siginfo_t* info, void* uctx) {
     Handler& h = g_handlers[sig];
     void* fn = h.fn.load(std::memory_order_acquire);
     int flags = h.flags.load(std::memory_order_relaxed);
     if (flags & SA_RESETHAND) h.fn.store(nullptr, std::memory_order_release);  // the kernel reset it too
-    ++t_in_handler;
+    enter_handler(uctx);
     if (fn) {
         if (flags & SA_SIGINFO) reinterpret_cast<void (*)(int, siginfo_t*, void*)>(fn)(sig, info, uctx);
         else reinterpret_cast<void (*)(int)>(fn)(sig);
     }
-    --t_in_handler;
+    leave_handler();
+}
+
+void trampoline(int sig, siginfo_t* info, void* uctx) {
+    int saved = errno;
+    int flags = g_handlers[sig].flags.load(std::memory_order_relaxed);
+    call_program_handler(sig, info, uctx);
     std::uint64_t bit = std::uint64_t(1) << (sig & 63);
     (flags & SA_RESTART ? g_pending_restart : g_pending_norestart).fetch_or(bit);
     if (Hub* hub = Hub::process_hub()) hub->notify_signal();
@@ -58,9 +138,210 @@ bool is_trampoline(const struct sigaction& sa) {
     return (sa.sa_flags & SA_SIGINFO) && sa.sa_sigaction == trampoline;
 }
 
+void* handler_of(const struct sigaction& sa) {
+    return (sa.sa_flags & SA_SIGINFO) ? reinterpret_cast<void*>(sa.sa_sigaction) : reinterpret_cast<void*>(sa.sa_handler);
+}
+
+// ---- SIGSEGV and SIGBUS: on_fault ----
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitizer = true;  // the sanitizer's own SIGSEGV report must win
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitizer = true;
+#else
+constexpr bool kSanitizer = false;
+#endif
+#else
+constexpr bool kSanitizer = false;
+#endif
+
+std::atomic<bool> g_holding_faults{false};           // on_fault is SIGSEGV's and SIGBUS's kernel handler
+constexpr std::size_t kSignalStackSize = 256 << 10;  // committed only as touched
+
+bool held_by_on_fault(int sig) noexcept {
+    return (sig == SIGSEGV || sig == SIGBUS) && g_holding_faults.load(std::memory_order_relaxed);
+}
+
+// A line of text built without malloc or stdio: usable in a signal handler.
+class Line {
+public:
+    Line& operator<<(const char* s) {
+        while (*s && len_ < sizeof buf_ - 1) buf_[len_++] = *s++;
+        return *this;
+    }
+    Line& number(unsigned long long v, unsigned base = 10) {
+        char digits[24];
+        int n = 0;
+        do digits[n++] = "0123456789abcdef"[v % base];
+        while ((v /= base) && n < int(sizeof digits));
+        while (n > 0 && len_ < sizeof buf_ - 1) buf_[len_++] = digits[--n];
+        return *this;
+    }
+    bool operator==(const char* s) const { return std::strlen(s) == len_ && std::memcmp(s, buf_, len_) == 0; }
+    Line& kib(std::size_t bytes) { return number((bytes + 1023) / 1024) << " KiB"; }
+    void write_to(int fd) const {
+        for (std::size_t done = 0; done < len_;) {
+            ssize_t n = REAL(write)(fd, buf_ + done, len_ - done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return;
+            done += std::size_t(n);
+        }
+    }
+
+private:
+    char buf_[512];
+    std::size_t len_ = 0;
+};
+
+// "name (module)", or "module+0xoffset", or the bare address. dladdr is not
+// on POSIX's async-signal-safe list, but all it does is take the loader's
+// recursive lock and read its tables: after a stack overflow (code that only
+// called functions) it is safe unless the overflow hit inside the loader.
+void name_code(Line& line, void* code) {
+    Dl_info info{};
+    if (!code || !dladdr(code, &info) || !info.dli_fname) {
+        line << "0x";
+        line.number(reinterpret_cast<std::uintptr_t>(code), 16);
+        return;
+    }
+    const char* module = std::strrchr(info.dli_fname, '/') ? std::strrchr(info.dli_fname, '/') + 1 : info.dli_fname;
+    if (info.dli_sname && info.dli_saddr == code) {
+        line << info.dli_sname << " (" << module << ")";
+        return;
+    }
+    line << module << "+0x";
+    line.number(static_cast<char*>(code) - static_cast<char*>(info.dli_fbase), 16);
+}
+
+// "2M" for a stack of 1 MiB: twice the size, in whole MiB from 1 MiB on.
+void suggest_size(Line& line, std::size_t now) {
+    std::size_t twice = 2 * now;
+    if (twice >= (1u << 20)) line.number((twice + (1u << 20) - 1) >> 20) << "M";
+    else line.number((twice + 1023) >> 10) << "K";
+}
+
+// The runtime names a greenlet "greenlet-ID" unless told otherwise.
+bool is_default_name(const Greenlet& g) {
+    const char* name = g.name().c_str();
+    if (std::strncmp(name, "greenlet-", 9) != 0) return g.name().empty();
+    Line id;
+    id.number(g.id());
+    return id == name + 9;
+}
+
+[[noreturn]] void report_overflow(const Greenlet& g) {
+    Line line;
+    line << "greenshim: greenlet ";
+    line.number(g.id()) << " (";
+    if (!is_default_name(g)) line << g.name().c_str() << ", ";  // pthread_setname_np's
+    line << "started at ";
+    name_code(line, greenlet_entry(g));
+    line << ") overflowed its ";
+    line.kib(g.stack_size()) << " stack; ";
+    GThread* t = gthread_of(reinterpret_cast<pthread_t>(g.user_data()));
+    if (t && t->stack_from_attr) {
+        line << "that is the size its pthread_attr_t asked for (GREENSHIM_STACK_SIZE does not change it)\n";
+    } else {
+        line << "set GREENSHIM_STACK_SIZE (now ";
+        if (config().stack_size) line.kib(config().stack_size);
+        else line << "unset";
+        line << ") to more, e.g. GREENSHIM_STACK_SIZE=";
+        suggest_size(line, g.stack_size());
+        line << "\n";
+    }
+    line.write_to(2);
+    std::abort();
+}
+
+int install_on_fault(int sig);
+
+// No handler of the program's: what the kernel would have done.
+void default_action(int sig, bool fault, bool ignored) {
+    if (!fault && ignored) return;  // an ignored signal sent by kill() is discarded
+    struct sigaction dfl;
+    std::memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    REAL(sigaction)(sig, &dfl, nullptr);
+    // A fault: on return its instruction runs again and the default action
+    // kills, with a core dump and the fault's own siginfo (the kernel forces
+    // the default on an ignored fault too). A signal sent by kill(): sent
+    // again, it is delivered as soon as we return (on_fault blocks it).
+    if (!fault) raise(sig);
+}
+
+void on_fault(int sig, siginfo_t* info, void* uctx) {
+    int saved = errno;
+    // Raised by the instruction that ran; not sent, not an asynchronous
+    // machine-check report.
+    bool fault = info->si_code > 0 && !(sig == SIGBUS && info->si_code == BUS_MCEERR_AO);
+    if (fault)
+        if (Greenlet* g = greenlet_for_guard_page(info->si_addr)) report_overflow(*g);
+    Handler& h = g_handlers[sig];
+    if (!h.fn.load(std::memory_order_acquire)) {
+        default_action(sig, fault, h.ignored.load(std::memory_order_relaxed));
+    } else {
+        // The mask the kernel would have given the program's handler.
+        sigset_t mask = static_cast<ucontext_t*>(uctx)->uc_sigmask;
+        sigorset(&mask, &mask, &h.mask);
+        if (!(h.flags.load(std::memory_order_relaxed) & SA_NODEFER)) sigaddset(&mask, sig);
+        REAL(pthread_sigmask)(SIG_SETMASK, &mask, nullptr);
+        // A fault is handled by the greenlet that made it, running: no parked
+        // greenlet is interrupted. A sent SIGSEGV is like any other signal.
+        if (fault) call_program_handler(sig, info, uctx);
+        else trampoline(sig, info, uctx);
+    }
+    errno = saved;
+}
+
+int install_on_fault(int sig) {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    return REAL(sigaction)(sig, &sa, nullptr);
+}
+
+// Records the program's disposition of a signal on_fault holds.
+void record_program_action(int sig, const struct sigaction& act) {
+    Handler& h = g_handlers[sig];
+    void* fn = handler_of(act);
+    bool dfl = fn == reinterpret_cast<void*>(SIG_DFL), ign = fn == reinterpret_cast<void*>(SIG_IGN);
+    if (!dfl && !ign) {
+        Hub::set_signal_callback(on_signals);
+        Hub::set_signals_can_wake(true);
+    }
+    h.mask = act.sa_mask;
+    h.flags.store(act.sa_flags, std::memory_order_relaxed);
+    h.ignored.store(ign, std::memory_order_relaxed);
+    h.fn.store(dfl || ign ? nullptr : fn, std::memory_order_release);
+}
+
+// sigaction() of SIGSEGV and SIGBUS while on_fault holds them: the kernel's
+// entry stays on_fault; the program sees and changes only its own.
+int fault_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+    Handler& h = g_handlers[sig];
+    struct sigaction view;
+    std::memset(&view, 0, sizeof view);
+    void* fn = h.fn.load(std::memory_order_acquire);
+    view.sa_flags = h.flags.load(std::memory_order_relaxed);
+    view.sa_mask = h.mask;
+    if (!fn) view.sa_handler = h.ignored.load(std::memory_order_relaxed) ? SIG_IGN : SIG_DFL;
+    else if (view.sa_flags & SA_SIGINFO) view.sa_sigaction = reinterpret_cast<void (*)(int, siginfo_t*, void*)>(fn);
+    else view.sa_handler = reinterpret_cast<void (*)(int)>(fn);
+    if (act) {
+        record_program_action(sig, *act);
+        if (install_on_fault(sig) != 0) return -1;  // again: after a default_action, say
+    }
+    if (old) *old = view;
+    return 0;
+}
+
 int do_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
     if (!config().enabled || sig <= 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP)
         return REAL(sigaction)(sig, act, old);
+    if (held_by_on_fault(sig)) return fault_sigaction(sig, act, old);
     struct sigaction current;
     if (REAL(sigaction)(sig, nullptr, &current) != 0) return -1;
     struct sigaction view = current;
@@ -72,8 +353,7 @@ int do_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
         else view.sa_handler = reinterpret_cast<void (*)(int)>(h.fn.load());
     }
     if (act) {
-        void* fn = (act->sa_flags & SA_SIGINFO) ? reinterpret_cast<void*>(act->sa_sigaction)
-                                                : reinterpret_cast<void*>(act->sa_handler);
+        void* fn = handler_of(*act);
         if (fn == reinterpret_cast<void*>(SIG_DFL) || fn == reinterpret_cast<void*>(SIG_IGN)) {
             if (REAL(sigaction)(sig, act, nullptr) != 0) return -1;
             h.fn.store(nullptr);
@@ -95,7 +375,49 @@ int do_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
 }  // namespace
 
 namespace greenshim::shim {
-bool in_signal_handler() noexcept { return t_in_handler != 0; }
+bool in_signal_handler() noexcept {
+    if (t_depth == 0) return false;
+    drop_left_handlers();
+    return t_depth != 0;
+}
+
+void hold_fault_signals() noexcept {
+    if (kSanitizer || !config().enabled) return;
+    // The real functions on_fault calls are resolved now, not in a handler.
+    // None is found after us when libc itself is preloaded ahead of the shim
+    // (whose interposers are then never called): stay out of the way.
+    for (const char* name : {"sigaction", "write", "pthread_sigmask"})
+        if (!dlsym(RTLD_NEXT, name)) return;
+    (void)REAL(write);
+    (void)REAL(pthread_sigmask);
+    for (int sig : {SIGSEGV, SIGBUS}) {
+        struct sigaction program;  // inherited SIG_IGN, or a library's handler from its constructor
+        if (do_sigaction(sig, nullptr, &program) != 0) continue;
+        record_program_action(sig, program);
+        install_on_fault(sig);
+    }
+    g_holding_faults.store(true, std::memory_order_relaxed);
+    ensure_signal_stack();  // the main thread's: before any program code runs
+}
+
+void ensure_signal_stack() noexcept {
+    static thread_local bool checked = false;
+    if (checked || !g_holding_faults.load(std::memory_order_relaxed)) return;
+    checked = true;
+    stack_t current;
+    if (sigaltstack(nullptr, &current) != 0 || !(current.ss_flags & SS_DISABLE)) return;  // the program's: kept
+    // A guard page below it too: a handler overflowing it dies of SIGSEGV.
+    // Never unmapped: it serves the OS thread for its life.
+    std::size_t page = std::size_t(sysconf(_SC_PAGESIZE));
+    void* p = mmap(nullptr, kSignalStackSize + page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (p == MAP_FAILED) return;
+    stack_t ss;
+    ss.ss_sp = static_cast<char*>(p) + page;
+    ss.ss_size = kSignalStackSize;
+    ss.ss_flags = 0;
+    if (mprotect(p, page, PROT_NONE) != 0 || sigaltstack(&ss, nullptr) != 0) munmap(p, kSignalStackSize + page);
+}
 }  // namespace greenshim::shim
 
 SHIM_EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {

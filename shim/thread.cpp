@@ -16,6 +16,7 @@
 #include <exception>
 #include <new>
 
+#include "greenshim/diag.hpp"
 #include "shim.hpp"
 #include "thread.hpp"
 
@@ -82,14 +83,18 @@ void thread_main(GThread* t) {
     if (t->detached) free_thread(t);
 }
 
-std::size_t stack_size_for(const pthread_attr_t* attr) {
+std::size_t stack_size_for(const pthread_attr_t* attr, bool* from_attr) {
     std::size_t size = config().stack_size ? config().stack_size : kDefaultThreadStack;
+    *from_attr = false;
     if (attr) {
         std::size_t s = 0;
         void* addr = nullptr;
         // A caller-provided stack (pthread_attr_setstack) is not used: the
         // greenlet gets a pooled stack of the same size.
-        if (pthread_attr_getstack(attr, &addr, &s) == 0 && addr && s) return s;
+        if (pthread_attr_getstack(attr, &addr, &s) == 0 && addr && s) {
+            *from_attr = true;
+            return s;
+        }
         if (pthread_attr_getstacksize(attr, &s) == 0 && s) {
             // glibc's default attr reports RLIMIT_STACK (8 MiB); only an
             // explicit size is honoured, found by comparing with a fresh attr.
@@ -98,7 +103,10 @@ std::size_t stack_size_for(const pthread_attr_t* attr) {
             pthread_attr_init(&fresh);
             pthread_attr_getstacksize(&fresh, &dflt);
             pthread_attr_destroy(&fresh);
-            if (s != dflt) size = s;
+            if (s != dflt) {
+                size = s;
+                *from_attr = true;
+            }
         }
     }
     if (size < PTHREAD_STACK_MIN) size = PTHREAD_STACK_MIN;
@@ -121,13 +129,14 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     // A new thread starts with its creator's signal mask.
     if (GThread* creator = gthread_current()) t->sigmask = creator->sigmask;
     else REAL(pthread_sigmask)(SIG_SETMASK, nullptr, &t->sigmask);
+    ensure_signal_stack();  // for the stack overflow report
     try {
         std::shared_ptr<Greenlet> g = Hub::current().spawn(
             [t](std::any) -> std::any {
                 thread_main(t);
                 return {};
             },
-            {}, stack_size_for(attr));
+            {}, stack_size_for(attr, &t->stack_from_attr));
         g->set_user_data(t);
         set_greenlet_entry(*g, reinterpret_cast<void*>(start));
         t->greenlet = g.get();

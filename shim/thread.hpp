@@ -31,6 +31,7 @@ struct GThread {
     bool detached = false;
     bool finished = false;
     bool joining = false;
+    bool stack_from_attr = false;  // its stack size is the pthread_attr_t's, not GREENSHIM_STACK_SIZE's
     char name[16] = {};
     sigset_t sigmask;  // its own view; the OS thread's mask is the main greenlet's
     WaitQueue joiners;

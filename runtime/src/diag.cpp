@@ -382,10 +382,13 @@ bool set_trace(const char* spec) noexcept {
 
 const char* const* trace_families() noexcept { return detail::kFamilies; }
 
+// Read at load time: the guard-page lookup runs in a SIGSEGV handler.
+static const std::uintptr_t g_page_size = std::uintptr_t(sysconf(_SC_PAGESIZE));
+
 Greenlet* greenlet_for_guard_page(const void* addr) noexcept {
     detail::ThreadState* t = detail::t_state;
     if (!t) return nullptr;
-    static const std::uintptr_t page = std::uintptr_t(sysconf(_SC_PAGESIZE));
+    const std::uintptr_t page = g_page_size;
     auto a = reinterpret_cast<std::uintptr_t>(addr);
     for (Greenlet* g = t->live_head; g; g = g->impl().live_next) {
         auto bottom = reinterpret_cast<std::uintptr_t>(g->stack_bottom());
