@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <cstddef>
+
 #include "shim.hpp"
 #include "thread.hpp"
 
@@ -72,13 +74,17 @@ char* const* env_for_exec(char* const* envp, Env& out) {
 
 // The sources of posix_spawn's dup2 actions become the child's fds too.
 // glibc's file-actions layout (spawn_int.h), stable since 2.x.
+// The union holds pointers (open's path), so it sits at offset 8 and each
+// action takes 32 bytes: a layout without the pointer read the wrong fds,
+// and a spawned child could inherit a pipe still O_NONBLOCK underneath.
 struct SpawnAction {
     int tag;  // 1: dup2
     union {
         struct { int fd, newfd; } dup2;
-        char pad[32];
+        struct { int fd; char* path; int oflag; mode_t mode; } open;
     } a;
 };
+static_assert(sizeof(SpawnAction) == 32 && offsetof(SpawnAction, a) == 8, "glibc's struct __spawn_action");
 struct SpawnFileActions {
     int allocated, used;
     SpawnAction* actions;

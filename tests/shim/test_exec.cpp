@@ -103,6 +103,31 @@ TEST_CASE("posix_spawn: the new program's blocking read on an inherited pipe wai
     CHECK(wait_status(pid) == 0);  // 3 means the child got EAGAIN
 }
 
+// Regression test (this once failed): posix_spawn's dup2 file actions were
+// read with the wrong layout of glibc's struct __spawn_action, so a
+// close-on-exec pipe dup2'd onto the child's stdin (what Python's subprocess
+// does with close_fds=False) stayed O_NONBLOCK: the child's first read met
+// EAGAIN (CPython's test_pipe_cloexec_real_tools, intermittently).
+TEST_CASE("posix_spawn: a close-on-exec pipe dup2'd onto the child's stdin is blocking there") {
+    int fds[2];
+    REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 5, "/dev/null", O_RDONLY, 0);  // an action with a path first
+    posix_spawn_file_actions_adddup2(&fa, fds[0], 0);
+    std::string exe = self_exe();
+    std::vector<char*> argv = {const_cast<char*>(exe.c_str()), const_cast<char*>("--blocking-read"),
+                               const_cast<char*>("0"), nullptr};
+    pid_t pid = -1;
+    REQUIRE(posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    usleep(200000);  // the child's read must wait, not fail
+    CHECK(write(fds[1], "d", 1) == 1);
+    CHECK(wait_status(pid) == 0);  // 3 means the child got EAGAIN
+    close(fds[0]);
+    close(fds[1]);
+}
+
 // Regression test (this once failed): system() goes through the shim's
 // posix_spawn (process.cpp), so it inherits the bug above: the command sees
 // O_NONBLOCK on the program's pipe.

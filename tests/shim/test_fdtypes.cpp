@@ -263,9 +263,9 @@ struct AlarmAt {
 }  // namespace
 
 TEST_CASE("a signal handler interrupts nanosleep: -1/EINTR with the time left") {
+    Stopwatch sw;  // started before the alarm is armed: the sleep lasts at least 0.1 s from here
     AlarmAt alarm(0.1, true);  // nanosleep is never restarted, SA_RESTART or not
     timespec req{0, 900000000}, rem{0, 0};
-    Stopwatch sw;
     Res r = call([&] { return nanosleep(&req, &rem); });
     double t = sw.elapsed();
     CHECK(g_hits == 1);
