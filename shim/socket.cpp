@@ -197,7 +197,8 @@ void release_passed_fds(const struct msghdr* msg) {
 SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
     if (config().enabled && msg && msg->msg_controllen) release_passed_fds(msg);
     IoFd f = io_fd(fd);
-    if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(sendmsg)(fd, msg, flags);
+    // (no msghdr: EFAULT at once)
+    if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT) || !msg) return REAL(sendmsg)(fd, msg, flags);
     if (!sends_everything(f) || msg->msg_iovlen > 1024 || msg->msg_controllen)
         return retry_io(f, kWritable, send_deadline(f),
                         [&] { return REAL(sendmsg)(fd, msg, flags | MSG_DONTWAIT); });
