@@ -3,7 +3,10 @@
 // O_NONBLOCK is not ours (inherited, or cleared by a child before exec).
 #include <netinet/in.h>
 
+#include <sys/uio.h>
+
 #include <cstring>
+#include <vector>
 
 #include "shim.hpp"
 #include "transfer.hpp"
@@ -181,18 +184,48 @@ SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
     return ssize_t(c.done);
 }
 
+namespace {
+// Copies n bytes from the caller's memory without trusting the pointer:
+// false if any of it is not readable (the kernel will say EFAULT).
+bool copy_in(void* to, const void* from, size_t n) {
+    struct iovec local = {to, n}, remote = {const_cast<void*>(from), n};
+    ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    if (r == ssize_t(n)) return true;
+    if (r < 0 && (errno == ENOSYS || errno == EPERM)) {  // not allowed here: trust it
+        std::memcpy(to, from, n);
+        return true;
+    }
+    return false;
+}
+
 // fds sent with SCM_RIGHTS leave for a program that knows nothing of our
-// O_NONBLOCK: they get back the mode this program set.
+// O_NONBLOCK: they get back the mode this program set. The control data is
+// read before the kernel has checked it, so through a copy (copy_in); a
+// size no kernel accepts (beyond optmem_max) is left to the kernel to refuse.
 void release_passed_fds(const struct msghdr* msg) {
-    if (!msg || !msg->msg_control) return;
-    for (struct cmsghdr* c = CMSG_FIRSTHDR(const_cast<struct msghdr*>(msg)); c;
-         c = CMSG_NXTHDR(const_cast<struct msghdr*>(msg), c)) {
+    constexpr size_t kMaxControl = 1 << 20;
+    if (!msg || !msg->msg_control || msg->msg_controllen > kMaxControl) return;
+    size_t len = msg->msg_controllen;
+    char small[512];
+    std::vector<char> big(len > sizeof small ? len : 0);
+    char* copy = big.empty() ? small : big.data();
+    int saved = errno;
+    bool ok = copy_in(copy, msg->msg_control, len);
+    errno = saved;
+    if (!ok) return;
+    struct msghdr m = {};
+    m.msg_control = copy;
+    m.msg_controllen = len;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        // a header whose length the kernel will refuse (EINVAL): nothing is sent
+        if (c->cmsg_len < CMSG_LEN(0) || c->cmsg_len > len - size_t(reinterpret_cast<char*>(c) - copy)) return;
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
         for (size_t i = 0; i < n; ++i) fd_release(fds[i]);
     }
 }
+}  // namespace
 
 SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
     if (config().enabled && msg && msg->msg_controllen) release_passed_fds(msg);
