@@ -23,10 +23,28 @@ bool stale_socket(int fd) noexcept {
     return true;
 }
 
+// A read of nothing from a socket returns 0 at once, even from an empty
+// datagram socket: the kernel answers before it looks at the queue (recv
+// would wait for a datagram).
+bool reads_nothing(const struct iovec* iov, int cnt) {
+    for (int i = 0; i < cnt; ++i)
+        if (iov[i].iov_len) return false;
+    return true;
+}
+
+// Sizes recv/send would accept where read/write say EFAULT (see kMaxRwCount):
+// the real read/write, polled first since the socket may really block.
+ssize_t read_huge(const IoFd& f, void* buf, size_t n) {
+    IoFd g = {f.fd, IoMode::probe, f.st};
+    return retry_io(g, kReadable, recv_deadline(f), [&] { return REAL(read)(f.fd, buf, n); });
+}
+
 ssize_t do_read(int fd, void* buf, size_t n) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return file_call(fd, [&] { return REAL(read)(fd, buf, n); });
     if (f.mode == IoMode::socket) {
+        if (n == 0) return REAL(read)(fd, buf, 0);  // never waits (reads_nothing)
+        if (n > kMaxRwCount) return read_huge(f, buf, n);
         Deadline d = recv_deadline(f);
         if (wait_if_drained(f, d) < 0) return -1;
         ssize_t r = retry_io(f, kReadable, d, [&] { return REAL(recv)(fd, buf, n, MSG_DONTWAIT); });
@@ -41,6 +59,10 @@ ssize_t do_write(int fd, const void* buf, size_t n) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return file_call(fd, [&] { return REAL(write)(fd, buf, n); });
     if (f.mode == IoMode::socket) {
+        if (n > kMaxRwCount) {  // see read_huge
+            IoFd g = {fd, IoMode::probe, f.st};
+            return write_all(g, buf, n, send_deadline(f), [&](const char* p, size_t k) { return REAL(write)(fd, p, k); });
+        }
         ssize_t r = write_all(f, buf, n, send_deadline(f),
                               [&](const char* p, size_t k) { return REAL(send)(fd, p, k, MSG_DONTWAIT); });
         if (r < 0 && stale_socket(fd)) return do_write(fd, buf, n);
@@ -53,10 +75,17 @@ ssize_t do_readv(int fd, const struct iovec* iov, int cnt) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return REAL(readv)(fd, iov, cnt);
     if (f.mode == IoMode::socket) {
+        // A count readv refuses (EINVAL; recvmsg would say EMSGSIZE), or none.
+        if (cnt <= 0 || cnt > IOV_MAX) return REAL(readv)(fd, iov, cnt);
         struct msghdr m = {};
         m.msg_iov = const_cast<struct iovec*>(iov);
         m.msg_iovlen = size_t(cnt);
-        ssize_t r = retry_io(f, kReadable, recv_deadline(f), [&] { return REAL(recvmsg)(fd, &m, MSG_DONTWAIT); });
+        ssize_t r = retry_io(f, kReadable, recv_deadline(f), [&] {
+            ssize_t got = REAL(recvmsg)(fd, &m, MSG_DONTWAIT);
+            // After EAGAIN the kernel has read the vector: it is safe to look at.
+            if (got < 0 && errno == EAGAIN && reads_nothing(iov, cnt)) return ssize_t(0);
+            return got;
+        });
         if (r < 0 && stale_socket(fd)) return do_readv(fd, iov, cnt);
         return r;
     }
@@ -66,7 +95,9 @@ ssize_t do_readv(int fd, const struct iovec* iov, int cnt) {
 ssize_t do_writev(int fd, const struct iovec* iov, int cnt) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return REAL(writev)(fd, iov, cnt);
-    if (cnt < 0 || cnt > IOV_MAX) return REAL(writev)(fd, iov, cnt);  // EINVAL, from the kernel
+    // EINVAL from the kernel; or no vector at all: writev returns 0 without
+    // sending anything (sendmsg would send an empty datagram).
+    if (cnt <= 0 || cnt > IOV_MAX) return REAL(writev)(fd, iov, cnt);
     if (f.mode == IoMode::socket) {
         ssize_t r = writev_all(f, iov, cnt, send_deadline(f), [&](struct iovec* v, int k) {
             struct msghdr m = {};

@@ -12,6 +12,12 @@
 
 namespace greenshim::shim {
 
+// Linux's MAX_RW_COUNT (INT_MAX rounded down to a page): one read or write
+// moves at most this much. read/write check the whole buffer against the
+// address space before clamping to it, recv/send clamp first: past this size
+// a socket must be read and written with read/write to fail as they do.
+inline constexpr size_t kMaxRwCount = 0x7ffff000;
+
 // Everything must go (stream sockets, pipes, ttys); datagrams go in one call.
 inline bool sends_everything(const IoFd& f) noexcept { return !f.st || !f.st->socket || f.st->stream; }
 
