@@ -129,7 +129,7 @@ struct FdState {
     bool shared = false;          // another fd number refers to the same description (dup)
     bool drained = false;         // the last read came back short: the buffer is empty
     std::uint32_t group = 0;      // identifies the description among this process's fds
-    std::int64_t rcvtimeo_ns = 0; // SO_RCVTIMEO (0 = none)
+    std::int64_t rcvtimeo_ns = 0; // SO_RCVTIMEO (0 = none, negative = do not wait)
     std::int64_t sndtimeo_ns = 0; // SO_SNDTIMEO
 };
 

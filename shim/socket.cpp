@@ -112,15 +112,24 @@ int do_connect(int fd, const struct sockaddr* addr, socklen_t alen) {
     return 0;
 }
 
+// SO_RCVTIMEO / SO_SNDTIMEO in FdState terms, as the kernel reads them:
+// 0 is none (wait forever); a negative time is accepted and means "do not
+// wait at all" (-1 here); a time beyond int64 nanoseconds is forever.
+std::int64_t timeout_ns(long long sec, long long usec) {
+    if (sec < 0) return -1;
+    if (sec >= INT64_MAX / 1000000000 - 1) return 0;
+    return sec * 1000000000LL + usec * 1000LL;
+}
+
 std::int64_t timeval_ns(const void* val, socklen_t len, int optname) {
     // SO_RCVTIMEO_NEW/SO_SNDTIMEO_NEW take 64-bit fields on every ABI.
     if ((optname == SO_RCVTIMEO_NEW || optname == SO_SNDTIMEO_NEW) && len >= 16) {
         const long long* t = static_cast<const long long*>(val);
-        return t[0] * 1000000000LL + t[1] * 1000LL;
+        return timeout_ns(t[0], t[1]);
     }
     if (len < socklen_t(sizeof(struct timeval))) return 0;
     const struct timeval* tv = static_cast<const struct timeval*>(val);
-    return std::int64_t(tv->tv_sec) * 1000000000LL + std::int64_t(tv->tv_usec) * 1000LL;
+    return timeout_ns(tv->tv_sec, tv->tv_usec);
 }
 
 }  // namespace
