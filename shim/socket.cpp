@@ -81,35 +81,37 @@ int do_accept(int fd, struct sockaddr* addr, socklen_t* alen, int flags) {
     return r;
 }
 
+// connect without blocking: a socket whose O_NONBLOCK is not ours gets it
+// only for the call itself (a fresh socket is not shared in practice).
+int connect_now(const IoFd& f, const struct sockaddr* addr, socklen_t alen) {
+    bool borrowed = f.st && f.st->kind != FdKind::owned;
+    int fl = borrowed ? REAL(fcntl)(f.fd, F_GETFL) : -1;
+    if (fl >= 0) REAL(fcntl)(f.fd, F_SETFL, fl | O_NONBLOCK);
+    int r = REAL(connect)(f.fd, addr, alen);
+    int err = errno;
+    if (fl >= 0) REAL(fcntl)(f.fd, F_SETFL, fl);
+    errno = err;
+    return r;
+}
+
 int do_connect(int fd, const struct sockaddr* addr, socklen_t alen) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return REAL(connect)(fd, addr, alen);
-    bool borrowed = f.st && f.st->kind != FdKind::owned;
-    int fl = 0;
-    if (borrowed) {  // only for the call itself: a fresh socket is not shared in practice
-        fl = REAL(fcntl)(fd, F_GETFL);
-        if (fl >= 0) REAL(fcntl)(fd, F_SETFL, fl | O_NONBLOCK);
+    int r = connect_now(f, addr, alen);
+    Deadline d = send_deadline(f);
+    while (r < 0 && (errno == EINPROGRESS || errno == EALREADY)) {
+        // The kernel gives up a blocking connect after SO_SNDTIMEO with EINPROGRESS.
+        if (park_until_ready(fd, kWritable, d) < 0) {
+            if (errno == EAGAIN) errno = EINPROGRESS;
+            return -1;
+        }
+        // Asking again ends the attempt as a blocking connect does: 0 with
+        // the socket connected, or the error with the socket unconnected
+        // (SO_ERROR alone would leave it "connecting": a later connect would
+        // say 0 instead of EISCONN, or ECONNABORTED instead of trying again).
+        r = connect_now(f, addr, alen);
     }
-    int r = REAL(connect)(fd, addr, alen);
-    int err = errno;
-    if (borrowed && fl >= 0) REAL(fcntl)(fd, F_SETFL, fl);
-    if (r == 0 || err != EINPROGRESS) {
-        errno = err;
-        return r;
-    }
-    // The kernel gives up a blocking connect after SO_SNDTIMEO with EINPROGRESS.
-    if (park_until_ready(fd, kWritable, send_deadline(f)) < 0) {
-        if (errno == EAGAIN) errno = EINPROGRESS;
-        return -1;
-    }
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    if (REAL(getsockopt)(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) return -1;
-    if (soerr) {
-        errno = soerr;
-        return -1;
-    }
-    return 0;
+    return r;
 }
 
 // SO_RCVTIMEO / SO_SNDTIMEO in FdState terms, as the kernel reads them:
