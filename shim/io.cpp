@@ -112,22 +112,12 @@ ssize_t do_writev(int fd, const struct iovec* iov, int cnt) {
 }
 
 // A lock another greenlet of this process holds would never be released if
-// the thread blocked in the kernel for it: try without waiting, and between
-// tries park on a timer backing off from 1 ms to 50 ms. 0, or -1 with errno
-// (EINTR when a signal interrupts, as for the blocking call).
+// the thread blocked in the kernel for it: try without waiting, backing off
+// between tries (retry_with_backoff). 0, or -1 with errno (EINTR when a
+// signal interrupts, as for the blocking call).
 template <class Try>
 int lock_wait(Try&& try_lock) {
-    std::int64_t backoff = 1000000;
-    for (;;) {
-        int r = try_lock();
-        if (r == 0 || (errno != EAGAIN && errno != EACCES && errno != EWOULDBLOCK)) return r;
-        InterruptScope interruptible(Interruptible::unless_restart);
-        if (Hub::current().sleep_until(deadline_after_ns(backoff)) == Wake::interrupted) {
-            errno = EINTR;
-            return -1;
-        }
-        backoff = backoff * 2 > 50000000 ? 50000000 : backoff * 2;
-    }
+    return retry_with_backoff(kForever, try_lock, [](int e) { return e == EAGAIN || e == EACCES || e == EWOULDBLOCK; });
 }
 
 // fcntl: the program sees its own O_NONBLOCK; an owned fd stays non-blocking

@@ -214,6 +214,31 @@ inline auto retry_io(const IoFd& f, int events, Deadline deadline, Op&& op) -> d
     }
 }
 
+// For waits whose end no fd reports (a file lock another greenlet holds,
+// room in a unix listener's backlog): try_once() makes the call without
+// blocking; while busy(errno) says so, park on a timer backing off from
+// 1 ms to 50 ms and try again. Ends with the call's result; at the deadline
+// with the last try's error; with EINTR if a signal interrupts, as the
+// blocking call would (unless SA_RESTART, when it has no deadline).
+template <class Try, class Busy>
+int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy) {
+    std::int64_t backoff = 1000000;
+    for (;;) {
+        int r = try_once();
+        if (r >= 0 || !busy(errno)) return r;
+        int err = errno;
+        if (deadline != kForever && monotonic_ns() >= deadline) return r;
+        Deadline next = deadline_after_ns(backoff);
+        InterruptScope interruptible(deadline == kForever ? Interruptible::unless_restart : Interruptible::always);
+        if (Hub::current().sleep_until(next < deadline ? next : deadline) == Wake::interrupted) {
+            errno = EINTR;
+            return -1;
+        }
+        errno = err;
+        backoff = backoff * 2 > 50000000 ? 50000000 : backoff * 2;
+    }
+}
+
 // The deadline for an absolute time on clock (pthread timed waits); nullptr
 // means never. A time already past is now.
 Deadline deadline_at(clockid_t clock, const struct timespec* abstime) noexcept;

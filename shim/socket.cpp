@@ -94,11 +94,23 @@ int connect_now(const IoFd& f, const struct sockaddr* addr, socklen_t alen) {
     return r;
 }
 
+bool is_unix(int fd) noexcept {
+    int domain = 0, saved = errno;
+    socklen_t len = sizeof domain;
+    bool yes = REAL(getsockopt)(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+    errno = saved;
+    return yes;
+}
+
 int do_connect(int fd, const struct sockaddr* addr, socklen_t alen) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return REAL(connect)(fd, addr, alen);
     int r = connect_now(f, addr, alen);
     Deadline d = send_deadline(f);
+    // A unix listener with a full backlog: a blocking connect waits for room
+    // (until SO_SNDTIMEO, then EAGAIN), which no fd of ours reports.
+    if (r < 0 && errno == EAGAIN && is_unix(fd))
+        return retry_with_backoff(d, [&] { return connect_now(f, addr, alen); }, [](int e) { return e == EAGAIN; });
     while (r < 0 && (errno == EINPROGRESS || errno == EALREADY)) {
         // The kernel gives up a blocking connect after SO_SNDTIMEO with EINPROGRESS.
         if (park_until_ready(fd, kWritable, d) < 0) {
