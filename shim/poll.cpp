@@ -17,9 +17,22 @@ Deadline deadline_ms(int timeout_ms) noexcept {
     return timeout_ms < 0 ? kForever : deadline_after_ns(std::int64_t(timeout_ms) * 1000000);
 }
 
+// (valid times only: checked by the callers)
 Deadline deadline_ts(const struct timespec* ts) noexcept {
     if (!ts) return kForever;
-    return deadline_after_ns(std::int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec);
+    return deadline_after_ns(ns_saturating(ts->tv_sec, ts->tv_nsec));
+}
+
+// select's timeval: microseconds beyond a second are carried over, as
+// glibc and Linux do.
+Deadline deadline_tv(const struct timeval* tv) noexcept {
+    if (!tv) return kForever;
+    std::int64_t sec = tv->tv_sec, usec = tv->tv_usec;
+    if (usec >= 1000000) {
+        sec = sec > INT64_MAX - usec / 1000000 ? INT64_MAX : sec + usec / 1000000;
+        usec %= 1000000;
+    }
+    return deadline_after_ns(ns_saturating(sec, usec * 1000));
 }
 
 // Parks until one of `waits` is ready or the deadline passes. 0 to ask the
@@ -134,8 +147,7 @@ SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* t
         errno = EINVAL;
         return -1;
     }
-    Deadline d = tv ? deadline_after_ns(std::int64_t(tv->tv_sec) * 1000000000 + std::int64_t(tv->tv_usec) * 1000)
-                    : kForever;
+    Deadline d = deadline_tv(tv);
     int res = do_select(n, r, w, e, d, nullptr);
     if (tv) remaining(d, tv);  // Linux reports the time not slept
     return res;

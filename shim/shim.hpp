@@ -214,6 +214,14 @@ inline auto retry_io(const IoFd& f, int events, Deadline deadline, Op&& op) -> d
     }
 }
 
+// sec + nsec in nanoseconds; a time too long for int64 (valid to the kernel,
+// e.g. 2^62 seconds) is INT64_MAX, which every deadline treats as never.
+// sec >= 0; |nsec| < 1e9.
+inline std::int64_t ns_saturating(std::int64_t sec, std::int64_t nsec) noexcept {
+    if (sec > (INT64_MAX - 999999999) / 1000000000) return INT64_MAX;
+    return sec * 1000000000 + nsec;
+}
+
 // For waits whose end no fd reports (a file lock another greenlet holds,
 // room in a unix listener's backlog): try_once() makes the call without
 // blocking; while busy(errno) says so, park on a timer backing off from

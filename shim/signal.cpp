@@ -146,7 +146,7 @@ SHIM_EXPORT int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct 
         errno = EINVAL;
         return -1;
     }
-    Deadline d = timeout ? deadline_after_ns(std::int64_t(timeout->tv_sec) * 1000000000 + timeout->tv_nsec) : kForever;
+    Deadline d = timeout ? deadline_after_ns(ns_saturating(timeout->tv_sec, timeout->tv_nsec)) : kForever;
     int fd = REAL(signalfd)(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0) return REAL(sigtimedwait)(set, info, timeout);
     static const struct timespec zero = {0, 0};

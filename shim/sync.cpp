@@ -652,7 +652,7 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
             errno = EINVAL;
             return -1;
         }
-        Deadline d = ts ? deadline_after_ns(std::int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec) : kForever;
+        Deadline d = ts ? deadline_after_ns(ns_saturating(ts->tv_sec, ts->tv_nsec)) : kForever;
         return futex_wait(addr, val, d, !(op & FUTEX_PRIVATE_FLAG));
     }
     case FUTEX_WAIT_BITSET: {

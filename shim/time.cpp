@@ -12,10 +12,7 @@ bool valid(const struct timespec* ts) noexcept {
     return ts && ts->tv_sec >= 0 && ts->tv_nsec >= 0 && ts->tv_nsec < 1000000000L;
 }
 
-std::int64_t to_ns(const struct timespec& ts) noexcept {
-    if (ts.tv_sec > (INT64_MAX - 999999999) / 1000000000) return INT64_MAX;
-    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+std::int64_t to_ns(const struct timespec& ts) noexcept { return ns_saturating(ts.tv_sec, ts.tv_nsec); }
 
 void from_ns(std::int64_t ns, struct timespec* ts) noexcept {
     if (ns < 0) ns = 0;

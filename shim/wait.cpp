@@ -41,7 +41,8 @@ Deadline deadline_at(clockid_t clock, const struct timespec* abstime) noexcept {
     if (!abstime) return kForever;
     struct timespec now;
     clock_gettime(clock, &now);
-    std::int64_t ns = (std::int64_t(abstime->tv_sec) - now.tv_sec) * 1000000000 + (abstime->tv_nsec - now.tv_nsec);
+    if (abstime->tv_sec < now.tv_sec) return monotonic_ns();
+    std::int64_t ns = ns_saturating(std::int64_t(abstime->tv_sec) - now.tv_sec, abstime->tv_nsec - now.tv_nsec);
     return ns <= 0 ? monotonic_ns() : deadline_after_ns(ns);
 }
 
