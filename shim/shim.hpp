@@ -247,6 +247,12 @@ int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy) {
     }
 }
 
+// Whether the kernel can read the timespec at ts (wait.cpp). A call that
+// reads a caller's time before the kernel does asks this first, so that a
+// bad pointer is the kernel's EFAULT, never a crash of ours (one cheap
+// syscall; only on paths that wait anyway).
+bool kernel_reads(const struct timespec* ts) noexcept;
+
 // The deadline for an absolute time on clock (pthread timed waits); nullptr
 // means never. A time already past is now.
 Deadline deadline_at(clockid_t clock, const struct timespec* abstime) noexcept;

@@ -140,7 +140,8 @@ SHIM_EXPORT int sigsuspend(const sigset_t* mask) {
 // sigwaitinfo/sigtimedwait/sigwait: the signals are blocked; a signalfd shows
 // when one is pending without blocking the thread.
 SHIM_EXPORT int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct timespec* timeout) {
-    if (!may_park() || (timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0))
+    // (a timeout pointer the kernel cannot read goes to the kernel: EFAULT)
+    if (!may_park() || (timeout && (!kernel_reads(timeout) || (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(sigtimedwait)(set, info, timeout);
     if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L)) {
         errno = EINVAL;

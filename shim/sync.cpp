@@ -646,7 +646,12 @@ bool emulated_futex(int op) {
 }
 
 long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct timespec* ts, std::uint32_t bitset) {
-    switch (op & FUTEX_CMD_MASK) {
+    int cmd = op & FUTEX_CMD_MASK;
+    if ((cmd == FUTEX_WAIT || cmd == FUTEX_WAIT_BITSET) && ts && !kernel_reads(ts)) {
+        errno = EFAULT;
+        return -1;
+    }
+    switch (cmd) {
     case FUTEX_WAIT: {
         if (bad_time(ts)) {
             errno = EINVAL;
