@@ -653,7 +653,7 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
     }
     switch (cmd) {
     case FUTEX_WAIT: {
-        if (bad_time(ts)) {
+        if (bad_time(ts) || (ts && ts->tv_sec < 0)) {  // the kernel's timespec check
             errno = EINVAL;
             return -1;
         }
@@ -661,7 +661,7 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
         return futex_wait(addr, val, d, !(op & FUTEX_PRIVATE_FLAG));
     }
     case FUTEX_WAIT_BITSET: {
-        if (bad_time(ts) || bitset == 0) {
+        if (bad_time(ts) || (ts && ts->tv_sec < 0) || bitset == 0) {
             errno = EINVAL;
             return -1;
         }
@@ -685,7 +685,9 @@ SHIM_EXPORT long syscall(long number, ...) {
     long a1 = va_arg(ap, long), a2 = va_arg(ap, long), a3 = va_arg(ap, long);
     long a4 = va_arg(ap, long), a5 = va_arg(ap, long), a6 = va_arg(ap, long);
     va_end(ap);
-    if (number == SYS_futex && may_park() && emulated_futex(int(a2)))
+    // A word the kernel cannot use (NULL, misaligned) is its error to report, at once.
+    bool usable = a1 && a1 % alignof(std::uint32_t) == 0;
+    if (number == SYS_futex && usable && may_park() && emulated_futex(int(a2)))
         return do_futex(reinterpret_cast<std::uint32_t*>(a1), int(a2), std::uint32_t(a3),
                         reinterpret_cast<const struct timespec*>(a4), std::uint32_t(a6));
     return REAL(syscall)(number, a1, a2, a3, a4, a5, a6);
