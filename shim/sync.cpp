@@ -65,7 +65,10 @@ constexpr int kRealBits = 16 | 32 | 64 | 128;  // robust, PI, PP, pshared: glibc
 Mutex* as_mutex(pthread_mutex_t* m) { return reinterpret_cast<Mutex*>(m); }
 bool real_mutex(pthread_mutex_t* m) { return !may_park() || (as_mutex(m)->kind & kRealBits); }
 
-int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only) {
+// malformed_time: the caller's time is invalid. As in glibc, that is EINVAL
+// only when the call would have to wait: a free mutex is taken (and a
+// recursive one relocked) without looking at the time.
+int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_time = false) {
     Greenlet* me = self();
     if (!m->locked) {
         m->locked = 1;
@@ -73,21 +76,25 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only) {
         m->count = 1;
         return 0;
     }
-    if (m->owner == me) {
+    bool relock = m->owner == me;
+    if (relock) {
         switch (m->kind & kKindMask) {
         case PTHREAD_MUTEX_RECURSIVE:
             if (m->count == UINT_MAX) return EAGAIN;
             ++m->count;
             return 0;
-        case PTHREAD_MUTEX_ERRORCHECK: return EDEADLK;
+        case PTHREAD_MUTEX_ERRORCHECK:
+            if (!try_only) return EDEADLK;  // (glibc's trylock just finds it busy)
+            break;
         default: break;  // a normal mutex relocked by its owner deadlocks, as in glibc
         }
     }
     if (try_only) return EBUSY;
+    if (malformed_time) return EINVAL;
     for (;;) {
         Wake w = m->waiters.wait(deadline);
-        if (m->owner == me) return 0;  // handed over by unlock
-        if (!m->locked) {              // woken without a handover (queue torn down)
+        if (!relock && m->owner == me) return 0;  // handed over by unlock
+        if (!m->locked) {                         // woken without a handover (queue torn down)
             m->locked = 1;
             m->owner = me;
             m->count = 1;
@@ -155,15 +162,15 @@ SHIM_EXPORT int pthread_mutex_trylock(pthread_mutex_t* m) {
 
 SHIM_EXPORT int pthread_mutex_timedlock(pthread_mutex_t* m, const struct timespec* abstime) {
     if (real_mutex(m)) return REAL(pthread_mutex_timedlock)(m, abstime);
-    if (bad_time(abstime)) return EINVAL;
-    return mutex_lock_until(as_mutex(m), deadline_at(CLOCK_REALTIME, abstime), false);
+    bool malformed = bad_time(abstime);
+    return mutex_lock_until(as_mutex(m), malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock, const struct timespec* abstime) {
     if (real_mutex(m)) return REAL(pthread_mutex_clocklock)(m, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
-    if (bad_time(abstime)) return EINVAL;
-    return mutex_lock_until(as_mutex(m), deadline_at(clock, abstime), false);
+    bool malformed = bad_time(abstime);
+    return mutex_lock_until(as_mutex(m), malformed ? kForever : deadline_at(clock, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_mutex_unlock(pthread_mutex_t* m) {
