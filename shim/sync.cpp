@@ -297,8 +297,8 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
             ++l->readers;
             return 0;
         }
+        if (try_only) return EBUSY;  // (glibc's trylock just finds it busy, even for its writer)
         if (l->writer == self()) return EDEADLK;
-        if (try_only) return EBUSY;
         Wake w = l->waiters.wait(deadline);
         if (w == Wake::timeout) return ETIMEDOUT;
         check_deadlock(w, "pthread_rwlock_rdlock");
@@ -307,12 +307,12 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
 
 int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
     Greenlet* me = self();
-    if (l->writer == me) return EDEADLK;
     if (!l->writer && l->readers == 0) {
         l->writer = me;
         return 0;
     }
     if (try_only) return EBUSY;
+    if (l->writer == me) return EDEADLK;
     ++l->writers_waiting;
     for (;;) {
         Wake w = l->waiters.wait(deadline);
