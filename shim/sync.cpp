@@ -477,7 +477,7 @@ SHIM_EXPORT int sem_trywait(sem_t* s) {
 }
 SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
     if (real_sem(s)) return REAL(sem_timedwait)(s, t);
-    if (bad_time(t) && as_sem(s)->value == 0) {
+    if (bad_time(t)) {  // glibc checks the time even when it need not wait
         errno = EINVAL;
         return -1;
     }
@@ -485,7 +485,7 @@ SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
 }
 SHIM_EXPORT int sem_clockwait(sem_t* s, clockid_t clock, const struct timespec* t) {
     if (real_sem(s)) return REAL(sem_clockwait)(s, clock, t);
-    if ((clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) || (bad_time(t) && as_sem(s)->value == 0)) {
+    if ((clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) || bad_time(t)) {
         errno = EINVAL;
         return -1;
     }
