@@ -291,17 +291,18 @@ SHIM_EXPORT int ioctl(int fd, unsigned long req, ...) {
     va_start(ap, req);
     void* arg = va_arg(ap, void*);
     va_end(ap);
-    if (req == FIONBIO && arg) {
-        FdState* s = fd_slot(fd);
-        bool on = *static_cast<int*>(arg) != 0;
-        if (s && s->kind == FdKind::owned) {
-            int fl = REAL(fcntl)(fd, F_GETFL);  // also checks fd is still open
-            if (fl < 0) return -1;
-            fd_set_user_nonblock(fd, on);
-            return 0;
-        }
+    if (req == FIONBIO) {
+        // The kernel goes first: it checks fd and reads *arg (EFAULT for a
+        // bad pointer), then *arg is safe to read here.
         int r = REAL(ioctl)(fd, req, arg);
-        if (r == 0 && s && s->kind == FdKind::borrowed) fd_set_user_nonblock(fd, on);
+        FdState* s = fd_slot(fd);
+        if (r != 0 || !s || s->kind == FdKind::unknown || s->kind == FdKind::plain) return r;
+        bool on = *static_cast<int*>(arg) != 0;
+        if (s->kind == FdKind::owned && !on) {  // ours stays non-blocking underneath
+            int keep = 1;
+            REAL(ioctl)(fd, FIONBIO, &keep);
+        }
+        fd_set_user_nonblock(fd, on);
         return r;
     }
     return REAL(ioctl)(fd, req, arg);
