@@ -144,13 +144,18 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
 
 namespace {
 // join with a deadline: 0, EDEADLK, EINVAL, ESRCH-like errors, ETIMEDOUT, EBUSY.
-int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only) {
+// malformed_time: the caller's time is invalid; EINVAL only if the join would
+// have to wait (glibc joins a thread that has ended without looking at it).
+int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only, bool malformed_time = false) {
     GThread* t = gthread_of(th);
     if (!t) return -1;  // not ours
+    if (try_only && !t->finished) return EBUSY;  // glibc's tryjoin looks at nothing else first
     if (t == gthread_current()) return EDEADLK;  // checked first, as glibc does
     if (t->detached || t->joining) return EINVAL;
     if (!t->finished) {
         if (try_only) return EBUSY;
+        // (glibc 2.36 spins forever here instead: EINVAL is what POSIX allows)
+        if (malformed_time) return EINVAL;
         t->joining = true;
         while (!t->finished) {
             Wake w = t->joiners.wait(deadline);
@@ -183,15 +188,15 @@ SHIM_EXPORT int pthread_tryjoin_np(pthread_t th, void** ret) {
 
 SHIM_EXPORT int pthread_timedjoin_np(pthread_t th, void** ret, const struct timespec* abstime) {
     if (!gthread_of(th)) return REAL(pthread_timedjoin_np)(th, ret, abstime);
-    if (abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L)) return EINVAL;
-    return join_until(th, ret, deadline_at(CLOCK_REALTIME, abstime), false);
+    bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
+    return join_until(th, ret, malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_clockjoin_np(pthread_t th, void** ret, clockid_t clock, const struct timespec* abstime) {
     if (!gthread_of(th)) return REAL(pthread_clockjoin_np)(th, ret, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
-    if (abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L)) return EINVAL;
-    return join_until(th, ret, deadline_at(clock, abstime), false);
+    bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
+    return join_until(th, ret, malformed ? kForever : deadline_at(clock, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_detach(pthread_t th) {
