@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <new>
 
@@ -118,9 +119,15 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     t->start = start;
     t->arg = arg;
     t->detached = detach == PTHREAD_CREATE_DETACHED;
-    // A new thread starts with its creator's signal mask.
-    if (GThread* creator = gthread_current()) t->sigmask = creator->sigmask;
-    else REAL(pthread_sigmask)(SIG_SETMASK, nullptr, &t->sigmask);
+    // A new thread starts with its creator's signal mask, and its name (the
+    // kernel copies the creator's comm).
+    if (GThread* creator = gthread_current()) {
+        t->sigmask = creator->sigmask;
+        std::memcpy(t->name, creator->name, sizeof t->name);
+    } else {
+        REAL(pthread_sigmask)(SIG_SETMASK, nullptr, &t->sigmask);
+        REAL(pthread_getname_np)(REAL(pthread_self)(), t->name, sizeof t->name);
+    }
     try {
         std::shared_ptr<Greenlet> g = Hub::current().spawn(
             [t](std::any) -> std::any {
@@ -245,7 +252,7 @@ SHIM_EXPORT int pthread_setname_np(pthread_t th, const char* name) {
 SHIM_EXPORT int pthread_getname_np(pthread_t th, char* buf, size_t len) {
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_getname_np)(th, buf, len);
-    if (len < strlen(t->name) + 1) return ERANGE;
+    if (len < sizeof t->name) return ERANGE;  // as glibc: room for any name, whatever this one is
     strcpy(buf, t->name);
     return 0;
 }
