@@ -303,8 +303,12 @@ SHIM_EXPORT int pthread_getcpuclockid(pthread_t th, clockid_t* clock) {
 SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_kill)(th, sig);
+    // As glibc (2.34 on): the signals it keeps for itself are refused; a
+    // thread that has ended (not joined yet) gets nothing, and that is not
+    // an error, whatever the signal number.
+    if (sig == __SIGRTMIN || sig == __SIGRTMIN + 1) return EINVAL;  // SIGCANCEL, SIGSETXID
+    if (t->finished) return 0;
     if (sig < 0 || sig >= NSIG) return EINVAL;
-    if (t->finished) return ESRCH;
     if (sig == 0) return 0;
     int r = REAL(pthread_kill)(REAL(pthread_self)(), sig);
     if (r == 0 && t->greenlet) {
