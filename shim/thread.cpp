@@ -298,6 +298,18 @@ SHIM_EXPORT int pthread_getcpuclockid(pthread_t th, clockid_t* clock) {
     return REAL(pthread_getcpuclockid)(REAL(pthread_self)(), clock);
 }
 
+namespace {
+// Whether a signal sent to t interrupts a wait of t's, as in the kernel: only
+// when a handler runs for it. One t blocks stays pending (for its sigwait,
+// sigtimedwait or signalfd); an ignored or default one interrupts nothing.
+bool runs_handler(GThread* t, int sig) noexcept {
+    if (sigismember(&t->sigmask, sig) == 1) return false;
+    struct sigaction sa;
+    if (sigaction(sig, nullptr, &sa) != 0) return false;
+    return sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN;
+}
+}  // namespace
+
 // Signals to a greenlet thread go to the OS thread that carries it; a parked
 // target is woken (EINTR) so that its handler's effect is seen promptly.
 SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
@@ -311,7 +323,7 @@ SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
     if (sig < 0 || sig >= NSIG) return EINVAL;
     if (sig == 0) return 0;
     int r = REAL(pthread_kill)(REAL(pthread_self)(), sig);
-    if (r == 0 && t->greenlet) {
+    if (r == 0 && t->greenlet && runs_handler(t, sig)) {
         if (Hub* hub = Hub::existing()) hub->interrupt(*t->greenlet);
     }
     return r;
