@@ -149,12 +149,16 @@ IoFd io_fd(int fd) noexcept {
     return {fd, s->kind == FdKind::owned ? IoMode::nbfd : IoMode::probe, s};
 }
 
-Deadline recv_deadline(const IoFd& f) noexcept {
-    return f.st && f.st->rcvtimeo_ns > 0 ? deadline_after_ns(f.st->rcvtimeo_ns) : kForever;
+namespace {
+// 0: none; negative: the socket does not wait at all (a negative timeout set).
+Deadline timeout_deadline(std::int64_t ns) noexcept {
+    if (ns == 0) return kForever;
+    return ns < 0 ? monotonic_ns() : deadline_after_ns(ns);
 }
-Deadline send_deadline(const IoFd& f) noexcept {
-    return f.st && f.st->sndtimeo_ns > 0 ? deadline_after_ns(f.st->sndtimeo_ns) : kForever;
-}
+}  // namespace
+
+Deadline recv_deadline(const IoFd& f) noexcept { return f.st ? timeout_deadline(f.st->rcvtimeo_ns) : kForever; }
+Deadline send_deadline(const IoFd& f) noexcept { return f.st ? timeout_deadline(f.st->sndtimeo_ns) : kForever; }
 
 // A description that leaves the process (inherited over fork, exec or
 // posix_spawn, or sent with SCM_RIGHTS) is shared with a program that knows

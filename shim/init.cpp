@@ -14,34 +14,64 @@ namespace greenshim::shim {
 namespace {
 Config g_config;
 int g_config_state = 0;  // 0 not read, 1 reading, 2 read
+}  // namespace
 
+// One line on stderr for a value the library does not accept: the value is
+// shown as typed, but at most 40 bytes of it (a huge value stays one short
+// line), and with bytes that could break the line or the terminal (control
+// characters, non-ASCII) written as \xNN.
+void warn_ignored(const char* name, const char* v, const char* expected) noexcept {
+    constexpr std::size_t kShown = 40;
+    char shown[kShown * 4 + 4];
+    std::size_t out = 0, i = 0;
+    for (; v[i] && i < kShown; ++i) {
+        unsigned char c = static_cast<unsigned char>(v[i]);
+        if (c >= 0x20 && c < 0x7f && c != '\\') shown[out++] = char(c);
+        else out += std::size_t(std::snprintf(shown + out, 5, "\\x%02x", c));
+    }
+    if (v[i]) out += std::size_t(std::snprintf(shown + out, 4, "..."));
+    shown[out] = 0;
+    std::fprintf(stderr, "greenshim: ignoring %s=%s (expected %s)\n", name, shown, expected);
+}
+
+namespace {
+
+// Unset or empty: the default, silently (as greenrun treats them).
 bool parse_bool(const char* name, const char* v, bool dflt) {
-    if (!v) return dflt;
+    if (!v || !*v) return dflt;
     if (!std::strcmp(v, "1") || !std::strcmp(v, "yes") || !std::strcmp(v, "true")) return true;
     if (!std::strcmp(v, "0") || !std::strcmp(v, "no") || !std::strcmp(v, "false")) return false;
-    std::fprintf(stderr, "greenshim: ignoring %s=%s (expected 0 or 1)\n", name, v);
+    warn_ignored(name, v, "0 or 1");
     return dflt;
 }
 
-std::size_t parse_size(const char* name, const char* v, std::size_t dflt, std::size_t lo, std::size_t hi) {
+// A size: digits, then optionally K, M or G (either case), optionally
+// followed by B or iB ("256K", "256KiB", "1g", "262144"); greenrun's
+// check_size accepts exactly these.
+std::size_t parse_size(const char* name, const char* v, std::size_t dflt, std::size_t lo, std::size_t hi,
+                       const char* expected) {
     if (!v || !*v) return dflt;
-    char* end = nullptr;
-    errno = 0;
-    unsigned long long n = std::strtoull(v, &end, 10);
-    unsigned long long mult = 1;
-    if (end && *end) {
-        switch (*end) {
+    const char* p = v;
+    unsigned long long n = 0;
+    bool too_big = false;
+    for (; *p >= '0' && *p <= '9'; ++p) {
+        too_big = too_big || n > (~0ull - 9) / 10;
+        n = n * 10 + unsigned(*p - '0');
+    }
+    unsigned long long mult = p == v ? 0 : 1;  // no digits: not a size
+    if (mult && *p) {
+        switch (*p++) {
         case 'k': case 'K': mult = 1ull << 10; break;
         case 'm': case 'M': mult = 1ull << 20; break;
         case 'g': case 'G': mult = 1ull << 30; break;
         default: mult = 0;
         }
-        if (mult && end[1] && !((end[1] == 'i' || end[1] == 'B') && (end[2] == 0 || (end[2] == 'B' && !end[3]))))
-            mult = 0;
+        if (*p == 'i' && p[1] == 'B') p += 2;
+        else if (*p == 'B') p += 1;
+        if (*p) mult = 0;
     }
-    if (errno || end == v || mult == 0 || *v == '-' || n > hi / mult || n * mult < lo) {
-        std::fprintf(stderr, "greenshim: ignoring %s=%s (expected a size from %zuK to %zuM, e.g. 256K)\n", name, v,
-                     lo >> 10, hi >> 20);
+    if (mult == 0 || too_big || n > hi / mult || n * mult < lo) {
+        warn_ignored(name, v, expected);
         return dflt;
     }
     return std::size_t(n * mult);
@@ -54,8 +84,9 @@ unsigned long parse_uint(const char* name, const char* v, unsigned long dflt, un
     const char* p = v;
     for (; *p >= '0' && *p <= '9' && n <= hi; ++p) n = n * 10 + unsigned(*p - '0');
     if (*p || n > hi) {
-        std::fprintf(stderr, "greenshim: ignoring %s=%.40s%s (expected milliseconds from 0 to %lu)\n", name, v,
-                     std::strlen(v) > 40 ? "..." : "", hi);
+        char expected[64];
+        std::snprintf(expected, sizeof expected, "milliseconds from 0 to %lu", hi);
+        warn_ignored(name, v, expected);
         return dflt;
     }
     return n;
@@ -67,8 +98,7 @@ const char* parse_stats(const char* v) {
     if (!std::strcmp(v, "1") || !std::strcmp(v, "yes") || !std::strcmp(v, "true")) return "1";
     if (!std::strcmp(v, "0") || !std::strcmp(v, "no") || !std::strcmp(v, "false")) return nullptr;
     if (std::strchr(v, '/')) return v;
-    std::fprintf(stderr, "greenshim: ignoring GREENSHIM_STATS=%.40s%s (expected 1, 0 or a file path with a '/')\n",
-                 v, std::strlen(v) > 40 ? "..." : "");
+    warn_ignored("GREENSHIM_STATS", v, "1, 0 or a file path with a '/'");
     return nullptr;
 }
 
@@ -80,12 +110,11 @@ void read_config() noexcept {
     }
     g_config.enabled = !parse_bool("GREENSHIM_DISABLE", std::getenv("GREENSHIM_DISABLE"), false);
     g_config.stack_size = parse_size("GREENSHIM_STACK_SIZE", std::getenv("GREENSHIM_STACK_SIZE"), 0, 16 << 10,
-                                     std::size_t(1) << 30);
+                                     std::size_t(1) << 30, "a size from 16K to 1G, e.g. 256K");
     if (g_config.stack_size) Greenlet::set_default_stack_size(g_config.stack_size);
     if (const char* v = std::getenv("GREENSHIM_FILE_IO"); v && *v) {
         if (!std::strcmp(v, "pool")) g_config.file_io_pool = true;
-        else if (std::strcmp(v, "direct") != 0)
-            std::fprintf(stderr, "greenshim: ignoring GREENSHIM_FILE_IO=%s (expected direct or pool)\n", v);
+        else if (std::strcmp(v, "direct") != 0) warn_ignored("GREENSHIM_FILE_IO", v, "direct or pool");
     }
     g_config.inherit = parse_bool("GREENSHIM_INHERIT", std::getenv("GREENSHIM_INHERIT"), true);
     g_config.stats = parse_stats(std::getenv("GREENSHIM_STATS"));

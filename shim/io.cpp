@@ -23,10 +23,28 @@ bool stale_socket(int fd) noexcept {
     return true;
 }
 
+// A read of nothing from a socket returns 0 at once, even from an empty
+// datagram socket: the kernel answers before it looks at the queue (recv
+// would wait for a datagram).
+bool reads_nothing(const struct iovec* iov, int cnt) {
+    for (int i = 0; i < cnt; ++i)
+        if (iov[i].iov_len) return false;
+    return true;
+}
+
+// Sizes recv/send would accept where read/write say EFAULT (see kMaxRwCount):
+// the real read/write, polled first since the socket may really block.
+ssize_t read_huge(const IoFd& f, void* buf, size_t n) {
+    IoFd g = {f.fd, IoMode::probe, f.st};
+    return retry_io(g, kReadable, recv_deadline(f), [&] { return REAL(read)(f.fd, buf, n); });
+}
+
 ssize_t do_read(int fd, void* buf, size_t n) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return file_call(fd, [&] { return REAL(read)(fd, buf, n); });
     if (f.mode == IoMode::socket) {
+        if (n == 0) return REAL(read)(fd, buf, 0);  // never waits (reads_nothing)
+        if (n > kMaxRwCount) return read_huge(f, buf, n);
         Deadline d = recv_deadline(f);
         if (wait_if_drained(f, d) < 0) return -1;
         ssize_t r = retry_io(f, kReadable, d, [&] { return REAL(recv)(fd, buf, n, MSG_DONTWAIT); });
@@ -41,6 +59,10 @@ ssize_t do_write(int fd, const void* buf, size_t n) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return file_call(fd, [&] { return REAL(write)(fd, buf, n); });
     if (f.mode == IoMode::socket) {
+        if (n > kMaxRwCount) {  // see read_huge
+            IoFd g = {fd, IoMode::probe, f.st};
+            return write_all(g, buf, n, send_deadline(f), [&](const char* p, size_t k) { return REAL(write)(fd, p, k); });
+        }
         ssize_t r = write_all(f, buf, n, send_deadline(f),
                               [&](const char* p, size_t k) { return REAL(send)(fd, p, k, MSG_DONTWAIT); });
         if (r < 0 && stale_socket(fd)) return do_write(fd, buf, n);
@@ -53,10 +75,17 @@ ssize_t do_readv(int fd, const struct iovec* iov, int cnt) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return REAL(readv)(fd, iov, cnt);
     if (f.mode == IoMode::socket) {
+        // A count readv refuses (EINVAL; recvmsg would say EMSGSIZE), or none.
+        if (cnt <= 0 || cnt > IOV_MAX) return REAL(readv)(fd, iov, cnt);
         struct msghdr m = {};
         m.msg_iov = const_cast<struct iovec*>(iov);
         m.msg_iovlen = size_t(cnt);
-        ssize_t r = retry_io(f, kReadable, recv_deadline(f), [&] { return REAL(recvmsg)(fd, &m, MSG_DONTWAIT); });
+        ssize_t r = retry_io(f, kReadable, recv_deadline(f), [&] {
+            ssize_t got = REAL(recvmsg)(fd, &m, MSG_DONTWAIT);
+            // After EAGAIN the kernel has read the vector: it is safe to look at.
+            if (got < 0 && errno == EAGAIN && reads_nothing(iov, cnt)) return ssize_t(0);
+            return got;
+        });
         if (r < 0 && stale_socket(fd)) return do_readv(fd, iov, cnt);
         return r;
     }
@@ -66,7 +95,9 @@ ssize_t do_readv(int fd, const struct iovec* iov, int cnt) {
 ssize_t do_writev(int fd, const struct iovec* iov, int cnt) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return REAL(writev)(fd, iov, cnt);
-    if (cnt < 0 || cnt > IOV_MAX) return REAL(writev)(fd, iov, cnt);  // EINVAL, from the kernel
+    // EINVAL from the kernel; or no vector at all: writev returns 0 without
+    // sending anything (sendmsg would send an empty datagram).
+    if (cnt <= 0 || cnt > IOV_MAX) return REAL(writev)(fd, iov, cnt);
     if (f.mode == IoMode::socket) {
         ssize_t r = writev_all(f, iov, cnt, send_deadline(f), [&](struct iovec* v, int k) {
             struct msghdr m = {};
@@ -81,25 +112,15 @@ ssize_t do_writev(int fd, const struct iovec* iov, int cnt) {
 }
 
 // A lock another greenlet of this process holds would never be released if
-// the thread blocked in the kernel for it: try without waiting, and between
-// tries park on a timer backing off from 1 ms to 50 ms. 0, or -1 with errno
-// (EINTR when a signal interrupts, as for the blocking call).
+// the thread blocked in the kernel for it: try without waiting, backing off
+// between tries (retry_with_backoff). 0, or -1 with errno (EINTR when a
+// signal interrupts, as for the blocking call).
 WaitSite g_file_lock{"flock/lockf/F_SETLKW (retrying)", "sync"};
 
 template <class Try>
 int lock_wait(Try&& try_lock) {
     WaitScope what(g_file_lock);
-    std::int64_t backoff = 1000000;
-    for (;;) {
-        int r = try_lock();
-        if (r == 0 || (errno != EAGAIN && errno != EACCES && errno != EWOULDBLOCK)) return r;
-        InterruptScope interruptible(Interruptible::unless_restart);
-        if (Hub::current().sleep_until(deadline_after_ns(backoff)) == Wake::interrupted) {
-            errno = EINTR;
-            return -1;
-        }
-        backoff = backoff * 2 > 50000000 ? 50000000 : backoff * 2;
-    }
+    return retry_with_backoff(kForever, try_lock, [](int e) { return e == EAGAIN || e == EACCES || e == EWOULDBLOCK; });
 }
 
 // fcntl: the program sees its own O_NONBLOCK; an owned fd stays non-blocking
@@ -273,17 +294,18 @@ SHIM_EXPORT int ioctl(int fd, unsigned long req, ...) {
     va_start(ap, req);
     void* arg = va_arg(ap, void*);
     va_end(ap);
-    if (req == FIONBIO && arg) {
-        FdState* s = fd_slot(fd);
-        bool on = *static_cast<int*>(arg) != 0;
-        if (s && s->kind == FdKind::owned) {
-            int fl = REAL(fcntl)(fd, F_GETFL);  // also checks fd is still open
-            if (fl < 0) return -1;
-            fd_set_user_nonblock(fd, on);
-            return 0;
-        }
+    if (req == FIONBIO) {
+        // The kernel goes first: it checks fd and reads *arg (EFAULT for a
+        // bad pointer), then *arg is safe to read here.
         int r = REAL(ioctl)(fd, req, arg);
-        if (r == 0 && s && s->kind == FdKind::borrowed) fd_set_user_nonblock(fd, on);
+        FdState* s = fd_slot(fd);
+        if (r != 0 || !s || s->kind == FdKind::unknown || s->kind == FdKind::plain) return r;
+        bool on = *static_cast<int*>(arg) != 0;
+        if (s->kind == FdKind::owned && !on) {  // ours stays non-blocking underneath
+            int keep = 1;
+            REAL(ioctl)(fd, FIONBIO, &keep);
+        }
+        fd_set_user_nonblock(fd, on);
         return r;
     }
     return REAL(ioctl)(fd, req, arg);

@@ -17,9 +17,22 @@ Deadline deadline_ms(int timeout_ms) noexcept {
     return timeout_ms < 0 ? kForever : deadline_after_ns(std::int64_t(timeout_ms) * 1000000);
 }
 
+// (valid times only: checked by the callers)
 Deadline deadline_ts(const struct timespec* ts) noexcept {
     if (!ts) return kForever;
-    return deadline_after_ns(std::int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec);
+    return deadline_after_ns(ns_saturating(ts->tv_sec, ts->tv_nsec));
+}
+
+// select's timeval: microseconds beyond a second are carried over, as
+// glibc and Linux do.
+Deadline deadline_tv(const struct timeval* tv) noexcept {
+    if (!tv) return kForever;
+    std::int64_t sec = tv->tv_sec, usec = tv->tv_usec;
+    if (usec >= 1000000) {
+        sec = sec > INT64_MAX - usec / 1000000 ? INT64_MAX : sec + usec / 1000000;
+        usec %= 1000000;
+    }
+    return deadline_after_ns(ns_saturating(sec, usec * 1000));
 }
 
 // Parks until one of `waits` is ready or the deadline passes. 0 to ask the
@@ -78,25 +91,54 @@ int do_poll(struct pollfd* fds, nfds_t n, Deadline deadline, const sigset_t* mas
         });
 }
 
+// The words of an fd set the kernel reads for select(n): n bits, and no more
+// than the process may have fds (sets bigger than FD_SETSIZE are fine when
+// the caller allocated them; the kernel ignores bits past its fd table).
+std::size_t select_words(int n) noexcept {
+    if (n <= 0) return 0;
+    std::size_t bits = std::size_t(n);
+    if (bits > FD_SETSIZE) {
+        constexpr std::size_t kMost = 1 << 24;  // fds; the kernel's own limit is 2^20 by default
+        struct rlimit rl;
+        std::size_t cap = FD_SETSIZE;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > cap) cap = rl.rlim_cur < kMost ? rl.rlim_cur : kMost;
+        if (bits > cap) bits = cap;
+    }
+    return (bits + NFDBITS - 1) / NFDBITS;
+}
+
+bool in_set(const fd_mask* set, int fd) noexcept { return (set[fd / NFDBITS] >> (fd % NFDBITS)) & 1; }
+
 int do_select(int n, fd_set* r, fd_set* w, fd_set* e, Deadline deadline, const sigset_t* mask) {
-    fd_set r0, w0, e0;
-    if (r) r0 = *r;
-    if (w) w0 = *w;
-    if (e) e0 = *e;
+    // The kernel overwrites the sets with its answer: keep the caller's, to
+    // ask again with them after each wake.
+    std::size_t words = select_words(n);
+    fd_mask local[3 * FD_SETSIZE / NFDBITS];
+    std::vector<fd_mask> big(words > FD_SETSIZE / NFDBITS ? 3 * words : 0);
+    fd_mask* saved = big.empty() ? local : big.data();
+    fd_set* sets[3] = {r, w, e};
+    auto copy = [&](bool restore) {
+        for (int i = 0; i < 3; ++i) {
+            if (!sets[i]) continue;
+            fd_mask* keep = saved + i * words;
+            if (restore) std::memcpy(sets[i], keep, words * sizeof(fd_mask));
+            else std::memcpy(keep, sets[i], words * sizeof(fd_mask));
+        }
+    };
+    copy(false);
+    int bits = int(words * NFDBITS) < n ? int(words * NFDBITS) : n;
     return wait_loop(
         deadline,
         [&] {
-            if (r) *r = r0;
-            if (w) *w = w0;
-            if (e) *e = e0;
+            copy(true);
             struct timespec zero = {0, 0};
             return REAL(pselect)(n, r, w, e, &zero, mask);
         },
         [&](std::vector<FdWait>& out) {
-            for (int fd = 0; fd < n && fd < FD_SETSIZE; ++fd) {
+            for (int fd = 0; fd < bits; ++fd) {
                 short ev = 0;
-                if ((r && FD_ISSET(fd, &r0)) || (e && FD_ISSET(fd, &e0))) ev |= kReadable;
-                if (w && FD_ISSET(fd, &w0)) ev |= kWritable;
+                if ((r && in_set(saved, fd)) || (e && in_set(saved + 2 * words, fd))) ev |= kReadable;
+                if (w && in_set(saved + words, fd)) ev |= kWritable;
                 if (ev) out.push_back({fd, ev, 0});
             }
         });
@@ -137,8 +179,7 @@ SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* t
         errno = EINVAL;
         return -1;
     }
-    Deadline d = tv ? deadline_after_ns(std::int64_t(tv->tv_sec) * 1000000000 + std::int64_t(tv->tv_usec) * 1000)
-                    : kForever;
+    Deadline d = deadline_tv(tv);
     int res = do_select(n, r, w, e, d, nullptr);
     if (tv) remaining(d, tv);  // Linux reports the time not slept
     return res;

@@ -284,12 +284,16 @@ SHIM_EXPORT int waitid(idtype_t type, id_t id, siginfo_t* info, int options) {
     if (!may_park() || (options & WNOHANG)) return REAL(waitid)(type, id, info, options);
     pid_t pid = type == P_PID ? pid_t(id) : -1;
     int opts = (options & WEXITED) && !(options & (WSTOPPED | WCONTINUED)) ? 0 : WUNTRACED;
-    return wait_child(pid, opts, [&]() -> int {
-        info->si_pid = 0;
-        int r = REAL(waitid)(type, id, info, options | WNOHANG);
-        if (r < 0) return -1;
-        return info->si_pid != 0 ? 1 : 0;
-    }) < 0 ? -1 : 0;
+    // Ask into our own siginfo, leaving the child waitable (WNOWAIT); then
+    // the real call fills the caller's, which may be NULL (allowed) or bad
+    // (EFAULT: the kernel's to say, not ours to crash on).
+    int r = wait_child(pid, opts, [&]() -> int {
+        siginfo_t probe;
+        probe.si_pid = 0;
+        if (REAL(waitid)(type, id, &probe, options | WNOHANG | WNOWAIT) < 0) return -1;
+        return probe.si_pid != 0 ? 1 : 0;
+    });
+    return r < 0 ? -1 : REAL(waitid)(type, id, info, options | WNOHANG);
 }
 
 // system(): glibc's runs and waits for the shell inside libc, blocking the

@@ -120,8 +120,7 @@ void start_diagnostics() noexcept {
     if (c.trace && !set_trace(c.trace)) {
         std::string known;
         for (const char* const* f = trace_families(); *f; ++f) known += std::string(known.empty() ? "" : ",") + *f;
-        std::fprintf(stderr, "greenshim: ignoring GREENSHIM_TRACE=%.40s%s (expected all, or a list of: %s)\n", c.trace,
-                     std::strlen(c.trace) > 40 ? "..." : "", known.c_str());
+        warn_ignored("GREENSHIM_TRACE", c.trace, ("all, or a comma list of " + known).c_str());
     }
     if (c.stats) {
         enable_timing();

@@ -108,6 +108,9 @@ struct Config {
     const char* trace = nullptr;    // GREENSHIM_TRACE: families to trace, or "all"
 };
 const Config& config() noexcept;
+// The one warning for a bad GREENSHIM_* value: "greenshim: ignoring NAME=VALUE
+// (expected ...)", the value shown short and printable.
+void warn_ignored(const char* name, const char* value, const char* expected) noexcept;
 
 // True when this call may park: the shim is enabled and we are not inside the
 // hub itself (libev's own epoll_wait/read/write must reach the kernel), in a
@@ -148,7 +151,7 @@ struct FdState {
     bool shared = false;          // another fd number refers to the same description (dup)
     bool drained = false;         // the last read came back short: the buffer is empty
     std::uint32_t group = 0;      // identifies the description among this process's fds
-    std::int64_t rcvtimeo_ns = 0; // SO_RCVTIMEO (0 = none)
+    std::int64_t rcvtimeo_ns = 0; // SO_RCVTIMEO (0 = none, negative = do not wait)
     std::int64_t sndtimeo_ns = 0; // SO_SNDTIMEO
 };
 
@@ -234,6 +237,45 @@ inline auto retry_io(const IoFd& f, int events, Deadline deadline, Op&& op) -> d
         if (park_until_ready(f.fd, events, deadline) < 0) return -1;
     }
 }
+
+// sec + nsec in nanoseconds; a time too long for int64 (valid to the kernel,
+// e.g. 2^62 seconds) is INT64_MAX, which every deadline treats as never.
+// sec >= 0; |nsec| < 1e9.
+inline std::int64_t ns_saturating(std::int64_t sec, std::int64_t nsec) noexcept {
+    if (sec > (INT64_MAX - 999999999) / 1000000000) return INT64_MAX;
+    return sec * 1000000000 + nsec;
+}
+
+// For waits whose end no fd reports (a file lock another greenlet holds,
+// room in a unix listener's backlog): try_once() makes the call without
+// blocking; while busy(errno) says so, park on a timer backing off from
+// 1 ms to 50 ms and try again. Ends with the call's result; at the deadline
+// with the last try's error; with EINTR if a signal interrupts, as the
+// blocking call would (unless SA_RESTART, when it has no deadline).
+template <class Try, class Busy>
+int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy) {
+    std::int64_t backoff = 1000000;
+    for (;;) {
+        int r = try_once();
+        if (r >= 0 || !busy(errno)) return r;
+        int err = errno;
+        if (deadline != kForever && monotonic_ns() >= deadline) return r;
+        Deadline next = deadline_after_ns(backoff);
+        InterruptScope interruptible(deadline == kForever ? Interruptible::unless_restart : Interruptible::always);
+        if (Hub::current().sleep_until(next < deadline ? next : deadline) == Wake::interrupted) {
+            errno = EINTR;
+            return -1;
+        }
+        errno = err;
+        backoff = backoff * 2 > 50000000 ? 50000000 : backoff * 2;
+    }
+}
+
+// Whether the kernel can read the timespec at ts (wait.cpp). A call that
+// reads a caller's time before the kernel does asks this first, so that a
+// bad pointer is the kernel's EFAULT, never a crash of ours (one cheap
+// syscall; only on paths that wait anyway).
+bool kernel_reads(const struct timespec* ts) noexcept;
 
 // The deadline for an absolute time on clock (pthread timed waits); nullptr
 // means never. A time already past is now.

@@ -464,13 +464,14 @@ SHIM_EXPORT int sigsuspend(const sigset_t* mask) {
 // sigwaitinfo/sigtimedwait/sigwait: the signals are blocked; a signalfd shows
 // when one is pending without blocking the thread.
 SHIM_EXPORT int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct timespec* timeout) {
-    if (!may_park() || (timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0))
+    // (a timeout pointer the kernel cannot read goes to the kernel: EFAULT)
+    if (!may_park() || (timeout && (!kernel_reads(timeout) || (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(sigtimedwait)(set, info, timeout);
     if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L)) {
         errno = EINVAL;
         return -1;
     }
-    Deadline d = timeout ? deadline_after_ns(std::int64_t(timeout->tv_sec) * 1000000000 + timeout->tv_nsec) : kForever;
+    Deadline d = timeout ? deadline_after_ns(ns_saturating(timeout->tv_sec, timeout->tv_nsec)) : kForever;
     int fd = REAL(signalfd)(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0) return REAL(sigtimedwait)(set, info, timeout);
     static const struct timespec zero = {0, 0};

@@ -3,7 +3,10 @@
 // O_NONBLOCK is not ours (inherited, or cleared by a child before exec).
 #include <netinet/in.h>
 
+#include <sys/uio.h>
+
 #include <cstring>
+#include <vector>
 
 #include "shim.hpp"
 #include "transfer.hpp"
@@ -78,46 +81,69 @@ int do_accept(int fd, struct sockaddr* addr, socklen_t* alen, int flags) {
     return r;
 }
 
+// connect without blocking: a socket whose O_NONBLOCK is not ours gets it
+// only for the call itself (a fresh socket is not shared in practice).
+int connect_now(const IoFd& f, const struct sockaddr* addr, socklen_t alen) {
+    bool borrowed = f.st && f.st->kind != FdKind::owned;
+    int fl = borrowed ? REAL(fcntl)(f.fd, F_GETFL) : -1;
+    if (fl >= 0) REAL(fcntl)(f.fd, F_SETFL, fl | O_NONBLOCK);
+    int r = REAL(connect)(f.fd, addr, alen);
+    int err = errno;
+    if (fl >= 0) REAL(fcntl)(f.fd, F_SETFL, fl);
+    errno = err;
+    return r;
+}
+
+bool is_unix(int fd) noexcept {
+    int domain = 0, saved = errno;
+    socklen_t len = sizeof domain;
+    bool yes = REAL(getsockopt)(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+    errno = saved;
+    return yes;
+}
+
 int do_connect(int fd, const struct sockaddr* addr, socklen_t alen) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) return REAL(connect)(fd, addr, alen);
-    bool borrowed = f.st && f.st->kind != FdKind::owned;
-    int fl = 0;
-    if (borrowed) {  // only for the call itself: a fresh socket is not shared in practice
-        fl = REAL(fcntl)(fd, F_GETFL);
-        if (fl >= 0) REAL(fcntl)(fd, F_SETFL, fl | O_NONBLOCK);
+    int r = connect_now(f, addr, alen);
+    Deadline d = send_deadline(f);
+    // A unix listener with a full backlog: a blocking connect waits for room
+    // (until SO_SNDTIMEO, then EAGAIN), which no fd of ours reports.
+    if (r < 0 && errno == EAGAIN && is_unix(fd))
+        return retry_with_backoff(d, [&] { return connect_now(f, addr, alen); }, [](int e) { return e == EAGAIN; });
+    while (r < 0 && (errno == EINPROGRESS || errno == EALREADY)) {
+        // The kernel gives up a blocking connect after SO_SNDTIMEO with EINPROGRESS.
+        if (park_until_ready(fd, kWritable, d) < 0) {
+            if (errno == EAGAIN) errno = EINPROGRESS;
+            return -1;
+        }
+        // Asking again ends the attempt as a blocking connect does: 0 with
+        // the socket connected, or the error with the socket unconnected
+        // (SO_ERROR alone would leave it "connecting": a later connect would
+        // say 0 instead of EISCONN, or ECONNABORTED instead of trying again).
+        r = connect_now(f, addr, alen);
     }
-    int r = REAL(connect)(fd, addr, alen);
-    int err = errno;
-    if (borrowed && fl >= 0) REAL(fcntl)(fd, F_SETFL, fl);
-    if (r == 0 || err != EINPROGRESS) {
-        errno = err;
-        return r;
-    }
-    // The kernel gives up a blocking connect after SO_SNDTIMEO with EINPROGRESS.
-    if (park_until_ready(fd, kWritable, send_deadline(f)) < 0) {
-        if (errno == EAGAIN) errno = EINPROGRESS;
-        return -1;
-    }
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    if (REAL(getsockopt)(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) return -1;
-    if (soerr) {
-        errno = soerr;
-        return -1;
-    }
-    return 0;
+    return r;
+}
+
+// SO_RCVTIMEO / SO_SNDTIMEO in FdState terms, as the kernel reads them:
+// 0 is none (wait forever); a negative time is accepted and means "do not
+// wait at all" (-1 here); a time beyond int64 nanoseconds is forever.
+std::int64_t timeout_ns(long long sec, long long usec) {
+    if (sec < 0) return -1;
+    if (sec >= INT64_MAX / 1000000000 - 1) return 0;
+    return sec * 1000000000LL + usec * 1000LL;
 }
 
 std::int64_t timeval_ns(const void* val, socklen_t len, int optname) {
     // SO_RCVTIMEO_NEW/SO_SNDTIMEO_NEW take 64-bit fields on every ABI.
     if ((optname == SO_RCVTIMEO_NEW || optname == SO_SNDTIMEO_NEW) && len >= 16) {
         const long long* t = static_cast<const long long*>(val);
-        return t[0] * 1000000000LL + t[1] * 1000LL;
+        return timeout_ns(t[0], t[1]);
     }
     if (len < socklen_t(sizeof(struct timeval))) return 0;
     const struct timeval* tv = static_cast<const struct timeval*>(val);
-    return std::int64_t(tv->tv_sec) * 1000000000LL + std::int64_t(tv->tv_usec) * 1000LL;
+    return timeout_ns(tv->tv_sec, tv->tv_usec);
 }
 
 }  // namespace
@@ -181,23 +207,54 @@ SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
     return ssize_t(c.done);
 }
 
+namespace {
+// Copies n bytes from the caller's memory without trusting the pointer:
+// false if any of it is not readable (the kernel will say EFAULT).
+bool copy_in(void* to, const void* from, size_t n) {
+    struct iovec local = {to, n}, remote = {const_cast<void*>(from), n};
+    ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    if (r == ssize_t(n)) return true;
+    if (r < 0 && (errno == ENOSYS || errno == EPERM)) {  // not allowed here: trust it
+        std::memcpy(to, from, n);
+        return true;
+    }
+    return false;
+}
+
 // fds sent with SCM_RIGHTS leave for a program that knows nothing of our
-// O_NONBLOCK: they get back the mode this program set.
+// O_NONBLOCK: they get back the mode this program set. The control data is
+// read before the kernel has checked it, so through a copy (copy_in); a
+// size no kernel accepts (beyond optmem_max) is left to the kernel to refuse.
 void release_passed_fds(const struct msghdr* msg) {
-    if (!msg || !msg->msg_control) return;
-    for (struct cmsghdr* c = CMSG_FIRSTHDR(const_cast<struct msghdr*>(msg)); c;
-         c = CMSG_NXTHDR(const_cast<struct msghdr*>(msg), c)) {
+    constexpr size_t kMaxControl = 1 << 20;
+    if (!msg || !msg->msg_control || msg->msg_controllen > kMaxControl) return;
+    size_t len = msg->msg_controllen;
+    char small[512];
+    std::vector<char> big(len > sizeof small ? len : 0);
+    char* copy = big.empty() ? small : big.data();
+    int saved = errno;
+    bool ok = copy_in(copy, msg->msg_control, len);
+    errno = saved;
+    if (!ok) return;
+    struct msghdr m = {};
+    m.msg_control = copy;
+    m.msg_controllen = len;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        // a header whose length the kernel will refuse (EINVAL): nothing is sent
+        if (c->cmsg_len < CMSG_LEN(0) || c->cmsg_len > len - size_t(reinterpret_cast<char*>(c) - copy)) return;
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
         for (size_t i = 0; i < n; ++i) fd_release(fds[i]);
     }
 }
+}  // namespace
 
 SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
     if (config().enabled && msg && msg->msg_controllen) release_passed_fds(msg);
     IoFd f = io_fd(fd);
-    if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(sendmsg)(fd, msg, flags);
+    // (no msghdr: EFAULT at once)
+    if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT) || !msg) return REAL(sendmsg)(fd, msg, flags);
     if (!sends_everything(f) || msg->msg_iovlen > 1024 || msg->msg_controllen)
         return retry_io(f, kWritable, send_deadline(f),
                         [&] { return REAL(sendmsg)(fd, msg, flags | MSG_DONTWAIT); });

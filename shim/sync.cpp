@@ -78,7 +78,10 @@ constexpr int kRealBits = 16 | 32 | 64 | 128;  // robust, PI, PP, pshared: glibc
 Mutex* as_mutex(pthread_mutex_t* m) { return reinterpret_cast<Mutex*>(m); }
 bool real_mutex(pthread_mutex_t* m) { return !may_park() || (as_mutex(m)->kind & kRealBits); }
 
-int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only) {
+// malformed_time: the caller's time is invalid. As in glibc, that is EINVAL
+// only when the call would have to wait: a free mutex is taken (and a
+// recursive one relocked) without looking at the time.
+int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_time = false) {
     Greenlet* me = self();
     if (!m->locked) {
         m->locked = 1;
@@ -86,21 +89,25 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only) {
         m->count = 1;
         return 0;
     }
-    if (m->owner == me) {
+    bool relock = m->owner == me;
+    if (relock) {
         switch (m->kind & kKindMask) {
         case PTHREAD_MUTEX_RECURSIVE:
             if (m->count == UINT_MAX) return EAGAIN;
             ++m->count;
             return 0;
-        case PTHREAD_MUTEX_ERRORCHECK: return EDEADLK;
+        case PTHREAD_MUTEX_ERRORCHECK:
+            if (!try_only) return EDEADLK;  // (glibc's trylock just finds it busy)
+            break;
         default: break;  // a normal mutex relocked by its owner deadlocks, as in glibc
         }
     }
     if (try_only) return EBUSY;
+    if (malformed_time) return EINVAL;
     for (;;) {
         Wake w = wait_in(m->waiters, g_mutex, m, deadline);
-        if (m->owner == me) return 0;  // handed over by unlock
-        if (!m->locked) {              // woken without a handover (queue torn down)
+        if (!relock && m->owner == me) return 0;  // handed over by unlock
+        if (!m->locked) {                         // woken without a handover (queue torn down)
             m->locked = 1;
             m->owner = me;
             m->count = 1;
@@ -168,15 +175,15 @@ SHIM_EXPORT int pthread_mutex_trylock(pthread_mutex_t* m) {
 
 SHIM_EXPORT int pthread_mutex_timedlock(pthread_mutex_t* m, const struct timespec* abstime) {
     if (real_mutex(m)) return REAL(pthread_mutex_timedlock)(m, abstime);
-    if (bad_time(abstime)) return EINVAL;
-    return mutex_lock_until(as_mutex(m), deadline_at(CLOCK_REALTIME, abstime), false);
+    bool malformed = bad_time(abstime);
+    return mutex_lock_until(as_mutex(m), malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock, const struct timespec* abstime) {
     if (real_mutex(m)) return REAL(pthread_mutex_clocklock)(m, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
-    if (bad_time(abstime)) return EINVAL;
-    return mutex_lock_until(as_mutex(m), deadline_at(clock, abstime), false);
+    bool malformed = bad_time(abstime);
+    return mutex_lock_until(as_mutex(m), malformed ? kForever : deadline_at(clock, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_mutex_unlock(pthread_mutex_t* m) {
@@ -303,8 +310,8 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
             ++l->readers;
             return 0;
         }
+        if (try_only) return EBUSY;  // (glibc's trylock just finds it busy, even for its writer)
         if (l->writer == self()) return EDEADLK;
-        if (try_only) return EBUSY;
         Wake w = wait_in(l->waiters, g_rdlock, l, deadline);
         if (w == Wake::timeout) return ETIMEDOUT;
         check_deadlock(w, "pthread_rwlock_rdlock");
@@ -313,12 +320,12 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
 
 int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
     Greenlet* me = self();
-    if (l->writer == me) return EDEADLK;
     if (!l->writer && l->readers == 0) {
         l->writer = me;
         return 0;
     }
     if (try_only) return EBUSY;
+    if (l->writer == me) return EDEADLK;
     ++l->writers_waiting;
     for (;;) {
         Wake w = wait_in(l->waiters, g_wrlock, l, deadline);
@@ -483,7 +490,7 @@ SHIM_EXPORT int sem_trywait(sem_t* s) {
 }
 SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
     if (real_sem(s)) return REAL(sem_timedwait)(s, t);
-    if (bad_time(t) && as_sem(s)->value == 0) {
+    if (bad_time(t)) {  // glibc checks the time even when it need not wait
         errno = EINVAL;
         return -1;
     }
@@ -491,7 +498,7 @@ SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
 }
 SHIM_EXPORT int sem_clockwait(sem_t* s, clockid_t clock, const struct timespec* t) {
     if (real_sem(s)) return REAL(sem_clockwait)(s, clock, t);
-    if ((clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) || (bad_time(t) && as_sem(s)->value == 0)) {
+    if ((clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) || bad_time(t)) {
         errno = EINVAL;
         return -1;
     }
@@ -659,17 +666,22 @@ bool emulated_futex(int op) {
 }
 
 long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct timespec* ts, std::uint32_t bitset) {
-    switch (op & FUTEX_CMD_MASK) {
+    int cmd = op & FUTEX_CMD_MASK;
+    if ((cmd == FUTEX_WAIT || cmd == FUTEX_WAIT_BITSET) && ts && !kernel_reads(ts)) {
+        errno = EFAULT;
+        return -1;
+    }
+    switch (cmd) {
     case FUTEX_WAIT: {
-        if (bad_time(ts)) {
+        if (bad_time(ts) || (ts && ts->tv_sec < 0)) {  // the kernel's timespec check
             errno = EINVAL;
             return -1;
         }
-        Deadline d = ts ? deadline_after_ns(std::int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec) : kForever;
+        Deadline d = ts ? deadline_after_ns(ns_saturating(ts->tv_sec, ts->tv_nsec)) : kForever;
         return futex_wait(addr, val, d, !(op & FUTEX_PRIVATE_FLAG));
     }
     case FUTEX_WAIT_BITSET: {
-        if (bad_time(ts) || bitset == 0) {
+        if (bad_time(ts) || (ts && ts->tv_sec < 0) || bitset == 0) {
             errno = EINVAL;
             return -1;
         }
@@ -693,7 +705,9 @@ SHIM_EXPORT long syscall(long number, ...) {
     long a1 = va_arg(ap, long), a2 = va_arg(ap, long), a3 = va_arg(ap, long);
     long a4 = va_arg(ap, long), a5 = va_arg(ap, long), a6 = va_arg(ap, long);
     va_end(ap);
-    if (number == SYS_futex && may_park() && emulated_futex(int(a2)))
+    // A word the kernel cannot use (NULL, misaligned) is its error to report, at once.
+    bool usable = a1 && a1 % alignof(std::uint32_t) == 0;
+    if (number == SYS_futex && usable && may_park() && emulated_futex(int(a2)))
         return do_futex(reinterpret_cast<std::uint32_t*>(a1), int(a2), std::uint32_t(a3),
                         reinterpret_cast<const struct timespec*>(a4), std::uint32_t(a6));
     return REAL(syscall)(number, a1, a2, a3, a4, a5, a6);

@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <new>
 
@@ -126,9 +127,15 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     t->start = start;
     t->arg = arg;
     t->detached = detach == PTHREAD_CREATE_DETACHED;
-    // A new thread starts with its creator's signal mask.
-    if (GThread* creator = gthread_current()) t->sigmask = creator->sigmask;
-    else REAL(pthread_sigmask)(SIG_SETMASK, nullptr, &t->sigmask);
+    // A new thread starts with its creator's signal mask, and its name (the
+    // kernel copies the creator's comm).
+    if (GThread* creator = gthread_current()) {
+        t->sigmask = creator->sigmask;
+        std::memcpy(t->name, creator->name, sizeof t->name);
+    } else {
+        REAL(pthread_sigmask)(SIG_SETMASK, nullptr, &t->sigmask);
+        REAL(pthread_getname_np)(REAL(pthread_self)(), t->name, sizeof t->name);
+    }
     ensure_signal_stack();  // for the stack overflow report
     try {
         std::shared_ptr<Greenlet> g = Hub::current().spawn(
@@ -154,13 +161,18 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
 
 namespace {
 // join with a deadline: 0, EDEADLK, EINVAL, ESRCH-like errors, ETIMEDOUT, EBUSY.
-int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only) {
+// malformed_time: the caller's time is invalid; EINVAL only if the join would
+// have to wait (glibc joins a thread that has ended without looking at it).
+int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only, bool malformed_time = false) {
     GThread* t = gthread_of(th);
     if (!t) return -1;  // not ours
+    if (try_only && !t->finished) return EBUSY;  // glibc's tryjoin looks at nothing else first
     if (t == gthread_current()) return EDEADLK;  // checked first, as glibc does
     if (t->detached || t->joining) return EINVAL;
     if (!t->finished) {
         if (try_only) return EBUSY;
+        // (glibc 2.36 spins forever here instead: EINVAL is what POSIX allows)
+        if (malformed_time) return EINVAL;
         t->joining = true;
         while (!t->finished) {
             static WaitSite waiting{"pthread_join", "join"};
@@ -192,15 +204,15 @@ SHIM_EXPORT int pthread_tryjoin_np(pthread_t th, void** ret) {
 
 SHIM_EXPORT int pthread_timedjoin_np(pthread_t th, void** ret, const struct timespec* abstime) {
     if (!gthread_of(th)) return REAL(pthread_timedjoin_np)(th, ret, abstime);
-    if (abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L)) return EINVAL;
-    return join_until(th, ret, deadline_at(CLOCK_REALTIME, abstime), false);
+    bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
+    return join_until(th, ret, malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_clockjoin_np(pthread_t th, void** ret, clockid_t clock, const struct timespec* abstime) {
     if (!gthread_of(th)) return REAL(pthread_clockjoin_np)(th, ret, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
-    if (abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L)) return EINVAL;
-    return join_until(th, ret, deadline_at(clock, abstime), false);
+    bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
+    return join_until(th, ret, malformed ? kForever : deadline_at(clock, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_detach(pthread_t th) {
@@ -252,7 +264,7 @@ SHIM_EXPORT int pthread_setname_np(pthread_t th, const char* name) {
 SHIM_EXPORT int pthread_getname_np(pthread_t th, char* buf, size_t len) {
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_getname_np)(th, buf, len);
-    if (len < strlen(t->name) + 1) return ERANGE;
+    if (len < sizeof t->name) return ERANGE;  // as glibc: room for any name, whatever this one is
     strcpy(buf, t->name);
     return 0;
 }
@@ -298,16 +310,32 @@ SHIM_EXPORT int pthread_getcpuclockid(pthread_t th, clockid_t* clock) {
     return REAL(pthread_getcpuclockid)(REAL(pthread_self)(), clock);
 }
 
+namespace {
+// Whether a signal sent to t interrupts a wait of t's, as in the kernel: only
+// when a handler runs for it. One t blocks stays pending (for its sigwait,
+// sigtimedwait or signalfd); an ignored or default one interrupts nothing.
+bool runs_handler(GThread* t, int sig) noexcept {
+    if (sigismember(&t->sigmask, sig) == 1) return false;
+    struct sigaction sa;
+    if (sigaction(sig, nullptr, &sa) != 0) return false;
+    return sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN;
+}
+}  // namespace
+
 // Signals to a greenlet thread go to the OS thread that carries it; a parked
 // target is woken (EINTR) so that its handler's effect is seen promptly.
 SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_kill)(th, sig);
+    // As glibc (2.34 on): the signals it keeps for itself are refused; a
+    // thread that has ended (not joined yet) gets nothing, and that is not
+    // an error, whatever the signal number.
+    if (sig == __SIGRTMIN || sig == __SIGRTMIN + 1) return EINVAL;  // SIGCANCEL, SIGSETXID
+    if (t->finished) return 0;
     if (sig < 0 || sig >= NSIG) return EINVAL;
-    if (t->finished) return ESRCH;
     if (sig == 0) return 0;
     int r = REAL(pthread_kill)(REAL(pthread_self)(), sig);
-    if (r == 0 && t->greenlet) {
+    if (r == 0 && t->greenlet && runs_handler(t, sig)) {
         if (Hub* hub = Hub::existing()) hub->interrupt(*t->greenlet);
     }
     return r;

@@ -9,13 +9,10 @@ using namespace greenshim::shim;
 namespace {
 
 bool valid(const struct timespec* ts) noexcept {
-    return ts && ts->tv_sec >= 0 && ts->tv_nsec >= 0 && ts->tv_nsec < 1000000000L;
+    return ts->tv_sec >= 0 && ts->tv_nsec >= 0 && ts->tv_nsec < 1000000000L;
 }
 
-std::int64_t to_ns(const struct timespec& ts) noexcept {
-    if (ts.tv_sec > (INT64_MAX - 999999999) / 1000000000) return INT64_MAX;
-    return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+std::int64_t to_ns(const struct timespec& ts) noexcept { return ns_saturating(ts.tv_sec, ts.tv_nsec); }
 
 void from_ns(std::int64_t ns, struct timespec* ts) noexcept {
     if (ns < 0) ns = 0;
@@ -49,7 +46,7 @@ int sleep_until(Deadline deadline, std::int64_t* left_ns) noexcept {
 
 SHIM_EXPORT int nanosleep(const struct timespec* req, struct timespec* rem) {
     if (!may_park()) return REAL(nanosleep)(req, rem);
-    if (!req) {
+    if (!req || !kernel_reads(req)) {
         errno = EFAULT;
         return -1;
     }
@@ -71,7 +68,7 @@ SHIM_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
     if (!may_park()) return REAL(clock_nanosleep)(clock, flags, req, rem);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC && clock != CLOCK_BOOTTIME && clock != CLOCK_TAI)
         return REAL(clock_nanosleep)(clock, flags, req, rem);  // CPU clocks, bad ids: the kernel's answer
-    if (!req) return EFAULT;
+    if (!req || !kernel_reads(req)) return EFAULT;
     if (!valid(req)) return EINVAL;
     std::int64_t ns = to_ns(*req);
     if (flags & TIMER_ABSTIME) {

@@ -12,6 +12,12 @@
 
 namespace greenshim::shim {
 
+// Linux's MAX_RW_COUNT (INT_MAX rounded down to a page): one read or write
+// moves at most this much. read/write check the whole buffer against the
+// address space before clamping to it, recv/send clamp first: past this size
+// a socket must be read and written with read/write to fail as they do.
+inline constexpr size_t kMaxRwCount = 0x7ffff000;
+
 // Everything must go (stream sockets, pipes, ttys); datagrams go in one call.
 inline bool sends_everything(const IoFd& f) noexcept { return !f.st || !f.st->socket || f.st->stream; }
 
@@ -57,17 +63,21 @@ struct IovCursor {
     }
 };
 
-// op(iov, cnt) writes a vector without blocking; the vector is copied so the
-// caller's stays untouched while we advance past what was sent.
+// op(iov, cnt) writes a vector without blocking. The first try passes the
+// caller's vector as it is, so that the kernel checks it (a bad pointer is
+// EFAULT, not a crash of ours); only after a partial write is it copied, so
+// the caller's stays untouched while we advance past what was sent.
 template <class Op>
 ssize_t writev_all(const IoFd& f, const struct iovec* iov, int cnt, Deadline deadline, Op&& op) {
+    ssize_t first = retry_io(f, kWritable, deadline, [&] { return op(const_cast<struct iovec*>(iov), cnt); });
+    if (first < 0 || !sends_everything(f)) return first;
     IovCursor c(iov, cnt);
-    bool all = sends_everything(f);
-    do {
+    c.advance(size_t(first));
+    while (c.done < c.total) {
         ssize_t r = retry_io(f, kWritable, deadline, [&] { return op(c.v, c.k); });
-        if (r < 0) return c.done ? ssize_t(c.done) : -1;
+        if (r < 0) break;  // an error after a partial write reports what was written
         c.advance(size_t(r));
-    } while (all && c.done < c.total);
+    }
     return ssize_t(c.done);
 }
 

@@ -1,6 +1,8 @@
 // The one place where an interposed call waits: park the calling greenlet on
 // the hub until its fd is ready or its deadline passes.
+#include <linux/futex.h>
 #include <poll.h>
+#include <sys/syscall.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -56,8 +58,19 @@ Deadline deadline_at(clockid_t clock, const struct timespec* abstime) noexcept {
     if (!abstime) return kForever;
     struct timespec now;
     clock_gettime(clock, &now);
-    std::int64_t ns = (std::int64_t(abstime->tv_sec) - now.tv_sec) * 1000000000 + (abstime->tv_nsec - now.tv_nsec);
+    if (abstime->tv_sec < now.tv_sec) return monotonic_ns();
+    std::int64_t ns = ns_saturating(std::int64_t(abstime->tv_sec) - now.tv_sec, abstime->tv_nsec - now.tv_nsec);
     return ns <= 0 ? monotonic_ns() : deadline_after_ns(ns);
+}
+
+bool kernel_reads(const struct timespec* ts) noexcept {
+    // A futex wait on a word that does not match reads its timeout first,
+    // then returns at once: EAGAIN, EINVAL for a malformed time, or EFAULT.
+    int word = 0, saved = errno;
+    long r = REAL(syscall)(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 1, ts, nullptr, 0);
+    bool ok = !(r < 0 && errno == EFAULT);
+    errno = saved;
+    return ok;
 }
 
 void fd_closing(int fd) noexcept {
