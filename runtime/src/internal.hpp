@@ -14,6 +14,7 @@
 
 #include "greenshim/greenlet.hpp"
 #include "greenshim/hub.hpp"
+#include "sanitizers.hpp"
 
 #define GREENSHIM_TLS __attribute__((tls_model("initial-exec")))
 
@@ -107,6 +108,9 @@ struct Runtime {
     static void ensure_fiber(Greenlet& target);
     static void after_resume(boost::context::fiber&& f) noexcept;
     static boost::context::fiber finish(Greenlet& g, std::any result, std::exception_ptr err);
+    // Destroys g's suspended fiber: resumes it to unwind its stack
+    // (forced_unwind) and comes back when the stack is freed.
+    static void unwind(Greenlet& g) noexcept;
     static Greenlet& first_live(Greenlet& g) noexcept;
     static void set_state(Greenlet& g, GreenletState s) noexcept { g.state_ = s; }
     static void live_link(Greenlet& g) noexcept;
@@ -124,6 +128,10 @@ struct Greenlet::Impl {
     bool fiber_created = false;
     int saved_errno = 0;
     detail::EhGlobals saved_eh;
+#if GREENSHIM_ASAN
+    detail::StackRange asan_stack;      // its stack (main's: told by ASan when main switches away)
+    detail::StackRange asan_unwind_to;  // while being unwound: the stack of whoever destroys it
+#endif
     Greenlet* live_prev = nullptr;
     Greenlet* live_next = nullptr;
     // Hub bookkeeping.
