@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <exception>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "greenshim/greenlet.hpp"
@@ -61,7 +62,11 @@ public:
     StackPoolStats stats() const noexcept { return {mapped_, free_.size(), reused_}; }
 
 private:
+    void valgrind_register(const boost::context::stack_context& sc);
+    void valgrind_deregister(const boost::context::stack_context& sc) noexcept;
+
     std::vector<boost::context::stack_context> free_;
+    std::unordered_map<void*, unsigned> valgrind_ids_;  // under valgrind: stack top -> its stack id
     std::size_t pooled_bytes_ = 0;
     std::size_t mapped_ = 0;
     std::size_t reused_ = 0;
