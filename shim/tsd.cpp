@@ -3,6 +3,14 @@
 // Keys are the shim's own (a generation counter per key makes a deleted and
 // re-created key read as empty). Greenlet threads keep their values in their
 // GThread; the main greenlet and real OS threads keep theirs per OS thread.
+//
+// AddressSanitizer's own key is the exception: libc's, untouched. ASan keeps
+// its per-thread state under it (the stack it believes it is on, its fake
+// stack), and that state is the OS thread's, shared by all its greenlets: the
+// runtime tells ASan of every switch between them. Per greenlet thread, ASan
+// would lose track of the stacks (and its lookups would recurse into the
+// shim through __tls_get_addr).
+#include <dlfcn.h>
 #include <pthread.h>
 
 #include <cstdlib>
@@ -22,6 +30,20 @@ struct KeySlot {
     void (*dtor)(void*);
 };
 KeySlot g_keys[kKeys];
+
+// Keys [kKeys, 2 * kKeys) stand for libc's keys 0..kKeys-1, made for ASan.
+constexpr unsigned kLibcKeys = kKeys;
+bool is_libc_key(pthread_key_t key) noexcept { return key >= kLibcKeys && key < kLibcKeys + kKeys; }
+
+extern "C" void __asan_init() __attribute__((weak));
+
+// True when caller is code of the ASan runtime (libasan.so).
+bool asan_runtime(const void* caller) noexcept {
+    if (!__asan_init) return false;
+    Dl_info asan, who;
+    return dladdr(reinterpret_cast<void*>(__asan_init), &asan) && dladdr(caller, &who) &&
+           asan.dli_fbase == who.dli_fbase;
+}
 
 thread_local Tsd* t_os_tsd = nullptr;  // the main greenlet's / a real thread's
 
@@ -67,6 +89,16 @@ void tsd_run_destructors(GThread* t) noexcept {
 }  // namespace greenshim::shim
 
 SHIM_EXPORT int pthread_key_create(pthread_key_t* key, void (*dtor)(void*)) {
+    if (asan_runtime(__builtin_return_address(0))) {
+        pthread_key_t k;
+        int r = REAL(pthread_key_create)(&k, dtor);
+        if (r == 0 && k >= kKeys) {
+            REAL(pthread_key_delete)(k);
+            return EAGAIN;
+        }
+        if (r == 0) *key = kLibcKeys + k;
+        return r;
+    }
     for (unsigned k = 0; k < kKeys; ++k) {
         std::uint64_t seq = __atomic_load_n(&g_keys[k].seq, __ATOMIC_ACQUIRE);
         if (seq & 1) continue;
@@ -80,6 +112,7 @@ SHIM_EXPORT int pthread_key_create(pthread_key_t* key, void (*dtor)(void*)) {
 }
 
 SHIM_EXPORT int pthread_key_delete(pthread_key_t key) {
+    if (is_libc_key(key)) return REAL(pthread_key_delete)(key - kLibcKeys);
     if (key >= kKeys) return EINVAL;
     std::uint64_t seq = __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE);
     if (!(seq & 1)) return EINVAL;
@@ -88,7 +121,7 @@ SHIM_EXPORT int pthread_key_delete(pthread_key_t key) {
 }
 
 SHIM_EXPORT void* pthread_getspecific(pthread_key_t key) {
-    if (key >= kKeys) return nullptr;
+    if (key >= kKeys) return is_libc_key(key) ? REAL(pthread_getspecific)(key - kLibcKeys) : nullptr;
     Tsd* tsd = current_tsd(false);
     if (!tsd) return nullptr;
     TsdEntry* e = entry(tsd, key, false);
@@ -97,7 +130,7 @@ SHIM_EXPORT void* pthread_getspecific(pthread_key_t key) {
 }
 
 SHIM_EXPORT int pthread_setspecific(pthread_key_t key, const void* value) {
-    if (key >= kKeys) return EINVAL;
+    if (key >= kKeys) return is_libc_key(key) ? REAL(pthread_setspecific)(key - kLibcKeys, value) : EINVAL;
     std::uint64_t seq = __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE);
     if (!(seq & 1)) return EINVAL;
     Tsd* tsd = current_tsd(true);

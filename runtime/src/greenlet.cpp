@@ -6,6 +6,10 @@
 // it receives into from->ctx (Runtime::after_resume). A dying greenlet returns
 // its successor's context from the fiber function; Boost then frees the dead
 // stack on top of the successor and the successor sees an empty fiber.
+//
+// In an ASan build every one of those switches is announced to ASan
+// (sanitizers.hpp): start_switch_fiber on the way out, finish_switch_fiber on
+// arrival. The plain build compiles none of it.
 #include <cxxabi.h>
 #include <unistd.h>
 
@@ -47,11 +51,62 @@ struct ThreadCleanup {
 };
 thread_local ThreadCleanup t_cleanup;
 
+#if GREENSHIM_ASAN
+StackRange fiber_range(const ctx::stack_context& sc) noexcept {
+    return {static_cast<char*>(sc.sp) - sc.size, sc.size};
+}
+
+// The way out: fake_stack_save keeps the leaving greenlet's fake stack (ASan's
+// stack-use-after-return frames) until it is back; nullptr says it is dying.
+void asan_leave(void** fake_stack_save, StackRange to) noexcept {
+    __sanitizer_start_switch_fiber(fake_stack_save, to.bottom, to.size);
+}
+
+// Arrival; returns the stack we came from.
+StackRange asan_finish(void* fake_stack_save) noexcept {
+    StackRange from;
+    __sanitizer_finish_switch_fiber(fake_stack_save, &from.bottom, &from.size);
+    return from;
+}
+
+// Arrival by a switch from t_state->from. A main greenlet's stack is not ours
+// to know (it is the OS thread's): ASan tells it here whenever main has just
+// switched away, always before anything switches back to main.
+void asan_arrive(void* fake_stack_save) noexcept {
+    StackRange from = asan_finish(fake_stack_save);
+    Greenlet* g = t_state->from;
+    if (g && g->is_main()) g->impl().asan_stack = from;
+}
+
+// resume() announced to ASan. Normally we come back by someone's switch to us;
+// if instead our last reference goes while we are suspended, we come back
+// by the forced_unwind exception of ~Greenlet's unwind(), and our last switch
+// (fiber_entry's, once unwound) goes back to the stack that destroys us.
+ctx::fiber asan_resume(ctx::fiber&& to, Greenlet::Impl& target, Greenlet::Impl& self) {
+    void* fake_stack = nullptr;
+    asan_leave(&fake_stack, target.asan_stack);
+    ctx::fiber back;
+    try {
+        back = std::move(to).resume();
+    } catch (ctx::detail::forced_unwind const&) {
+        self.asan_unwind_to = asan_finish(fake_stack);
+        throw;
+    }
+    asan_arrive(fake_stack);
+    return back;
+}
+#endif
+
 struct PoolAllocator {
     Greenlet::Impl* impl;
     std::size_t size;
+    void** asan_fake_stack;  // used only by an ASan build: see ensure_fiber
     ctx::stack_context allocate() {
         impl->stack = ts().pool.allocate(size);
+#if GREENSHIM_ASAN
+        impl->asan_stack = fiber_range(impl->stack);
+        asan_leave(asan_fake_stack, impl->asan_stack);
+#endif
         return impl->stack;
     }
     void deallocate(ctx::stack_context& sc) noexcept { ts().pool.deallocate(sc); }
@@ -122,8 +177,12 @@ void Runtime::ensure_fiber(Greenlet& target) {
     ti.fiber_created = true;
     live_link(target);
     Greenlet* g = &target;
-    ti.ctx = ctx::fiber(std::allocator_arg, PoolAllocator{&ti, target.stack_size_},
+    void* fake_stack = nullptr;
+    ti.ctx = ctx::fiber(std::allocator_arg, PoolAllocator{&ti, target.stack_size_, &fake_stack},
                         [g](ctx::fiber&& caller) -> ctx::fiber {
+#if GREENSHIM_ASAN
+                            asan_arrive(nullptr);
+#endif
                             after_resume(std::move(caller));
                             ThreadState& t = *t_state;
                             std::any arg = std::move(t.xfer_value);
@@ -137,6 +196,9 @@ void Runtime::ensure_fiber(Greenlet& target) {
                                 if (incoming) std::rethrow_exception(incoming);
                                 result = g->fn_(std::move(arg));
                             } catch (ctx::detail::forced_unwind const&) {
+#if GREENSHIM_ASAN
+                                asan_leave(nullptr, g->impl_->asan_unwind_to);
+#endif
                                 throw;
                             } catch (GreenletExit const&) {
                             } catch (...) {
@@ -144,6 +206,15 @@ void Runtime::ensure_fiber(Greenlet& target) {
                             }
                             return finish(*g, std::move(result), std::move(err));
                         });
+#if GREENSHIM_ASAN
+    // The constructor went to the new stack and straight back (fiber_entry
+    // saves its context there); the way there was announced in allocate().
+    // Announce the way back: ASan's finish takes us to the stack it was told
+    // of, so a second switch, to where we came from, puts us back.
+    StackRange here = asan_finish(fake_stack);
+    asan_leave(&fake_stack, here);
+    asan_finish(fake_stack);
+#endif
 }
 
 void Runtime::jump(Greenlet& target) {
@@ -156,7 +227,11 @@ void Runtime::jump(Greenlet& target) {
     target.state_ = GreenletState::running;
     ensure_fiber(target);
     Greenlet::Impl& ti = *target.impl_;
+#if GREENSHIM_ASAN
+    ctx::fiber f = asan_resume(std::move(ti.ctx), ti, *self->impl_);
+#else
     ctx::fiber f = std::move(ti.ctx).resume();
+#endif
     after_resume(std::move(f));
 }
 
@@ -188,7 +263,24 @@ ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err)
     t.current = &next;
     ensure_fiber(next);  // a fresh parent starts now, as greenlet does
     next.state_ = GreenletState::running;
+#if GREENSHIM_ASAN
+    // Dying: ASan frees our fake stack now. Only returns follow, through frames
+    // of this file (kept off the fake stack: runtime/meson.build), until
+    // fiber_entry makes the switch.
+    asan_leave(nullptr, next.impl_->asan_stack);
+#endif
     return std::move(next.impl_->ctx);
+}
+
+void Runtime::unwind(Greenlet& g) noexcept {
+#if GREENSHIM_ASAN
+    void* fake_stack = nullptr;
+    asan_leave(&fake_stack, g.impl_->asan_stack);
+#endif
+    { ctx::fiber doomed = std::move(g.impl_->ctx); }
+#if GREENSHIM_ASAN
+    asan_finish(fake_stack);
+#endif
 }
 
 std::shared_ptr<Greenlet> Runtime::make_main() {
@@ -224,11 +316,14 @@ Greenlet::Greenlet(Token, Fn fn, std::string name, std::size_t stack_size, bool 
 
 Greenlet::~Greenlet() {
     // A suspended greenlet is unwound by ~fiber (forced_unwind runs the
-    // destructors on its stack); account for it first.
-    if (impl_->fiber_created && !is_main_ && state_ != GreenletState::dead && impl_->ctx) {
-        state_ = GreenletState::dead;
-        if (detail::t_state) Runtime::live_unlink(*this);
-        ctx::fiber doomed = std::move(impl_->ctx);
+    // destructors on its stack); account for it first. One a fork left
+    // behind is dead already but still has its fiber.
+    if (impl_->fiber_created && !is_main_ && impl_->ctx) {
+        if (state_ != GreenletState::dead) {
+            state_ = GreenletState::dead;
+            if (detail::t_state) Runtime::live_unlink(*this);
+        }
+        Runtime::unwind(*this);
     }
 }
 

@@ -10,11 +10,13 @@
 #include <cerrno>
 #include <exception>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "greenshim/greenlet.hpp"
 #include "greenshim/diag.hpp"
 #include "greenshim/hub.hpp"
+#include "sanitizers.hpp"
 
 #define GREENSHIM_TLS __attribute__((tls_model("initial-exec")))
 
@@ -61,7 +63,11 @@ public:
     StackPoolStats stats() const noexcept { return {mapped_, free_.size(), reused_}; }
 
 private:
+    void valgrind_register(const boost::context::stack_context& sc);
+    void valgrind_deregister(const boost::context::stack_context& sc) noexcept;
+
     std::vector<boost::context::stack_context> free_;
+    std::unordered_map<void*, unsigned> valgrind_ids_;  // under valgrind: stack top -> its stack id
     std::size_t pooled_bytes_ = 0;
     std::size_t mapped_ = 0;
     std::size_t reused_ = 0;
@@ -132,6 +138,9 @@ struct Runtime {
     static void ensure_fiber(Greenlet& target);
     static void after_resume(boost::context::fiber&& f) noexcept;
     static boost::context::fiber finish(Greenlet& g, std::any result, std::exception_ptr err);
+    // Destroys g's suspended fiber: resumes it to unwind its stack
+    // (forced_unwind) and comes back when the stack is freed.
+    static void unwind(Greenlet& g) noexcept;
     static Greenlet& first_live(Greenlet& g) noexcept;
     static void set_state(Greenlet& g, GreenletState s) noexcept { g.state_ = s; }
     static void live_link(Greenlet& g) noexcept;
@@ -149,6 +158,10 @@ struct Greenlet::Impl {
     bool fiber_created = false;
     int saved_errno = 0;
     detail::EhGlobals saved_eh;
+#if GREENSHIM_ASAN
+    detail::StackRange asan_stack;      // its stack (main's: told by ASan when main switches away)
+    detail::StackRange asan_unwind_to;  // while being unwound: the stack of whoever destroys it
+#endif
     Greenlet* live_prev = nullptr;
     Greenlet* live_next = nullptr;
     // Hub bookkeeping.

@@ -4,6 +4,10 @@
 // greenlet touches are committed, so a large default size costs address space,
 // not memory. Each stack is two kernel mappings (vm.max_map_count matters
 // beyond ~30k live greenlets).
+//
+// Valgrind is told of each stack while it is mapped, LeakSanitizer scans each
+// while a greenlet uses it, and ASan forgets a stack's redzones when it comes
+// back (sanitizers.hpp says why).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -23,11 +27,50 @@ std::size_t page_size() noexcept {
     return p;
 }
 
+char* usable_bottom(const boost::context::stack_context& sc) noexcept {
+    return static_cast<char*>(sc.sp) - sc.size;
+}
+
 void unmap(boost::context::stack_context& sc) noexcept {
-    char* bottom = static_cast<char*>(sc.sp) - sc.size - page_size();
-    ::munmap(bottom, sc.size + page_size());
+    ::munmap(usable_bottom(sc) - page_size(), sc.size + page_size());
+}
+
+// A suspended greenlet's locals keep what they point to alive, but LSan
+// scans only the threads' own stacks.
+void lsan_scan(const boost::context::stack_context& sc) noexcept {
+#if GREENSHIM_ASAN
+    __lsan_register_root_region(usable_bottom(sc), sc.size);
+#endif
+    (void)sc;
+}
+
+void lsan_unscan(const boost::context::stack_context& sc) noexcept {
+#if GREENSHIM_ASAN
+    __lsan_unregister_root_region(usable_bottom(sc), sc.size);
+    // A dead fiber's outermost frame (Boost's fiber_entry) never returns, so
+    // its redzones stay poisoned; the stack's next greenlet must not find them.
+    ASAN_UNPOISON_MEMORY_REGION(usable_bottom(sc), sc.size);
+#endif
+    (void)sc;
 }
 }  // namespace
+
+void StackPool::valgrind_register(const boost::context::stack_context& sc) {
+#if GREENSHIM_VALGRIND
+    if (RUNNING_ON_VALGRIND) valgrind_ids_[sc.sp] = VALGRIND_STACK_REGISTER(usable_bottom(sc), sc.sp);
+#endif
+    (void)sc;
+}
+
+void StackPool::valgrind_deregister(const boost::context::stack_context& sc) noexcept {
+#if GREENSHIM_VALGRIND
+    auto it = valgrind_ids_.find(sc.sp);
+    if (it == valgrind_ids_.end()) return;
+    VALGRIND_STACK_DEREGISTER(it->second);
+    valgrind_ids_.erase(it);
+#endif
+    (void)sc;
+}
 
 boost::context::stack_context StackPool::allocate(std::size_t size) {
     for (auto it = free_.rbegin(); it != free_.rend(); ++it) {
@@ -36,6 +79,7 @@ boost::context::stack_context StackPool::allocate(std::size_t size) {
             free_.erase(std::next(it).base());
             pooled_bytes_ -= size;
             ++reused_;
+            lsan_scan(sc);
             return sc;
         }
     }
@@ -47,14 +91,22 @@ boost::context::stack_context StackPool::allocate(std::size_t size) {
         ::munmap(p, size + guard);
         throw std::bad_alloc();
     }
-    ++mapped_;
     boost::context::stack_context sc;
     sc.size = size;
     sc.sp = static_cast<char*>(p) + guard + size;
+    try {
+        valgrind_register(sc);
+    } catch (...) {
+        unmap(sc);
+        throw;
+    }
+    ++mapped_;
+    lsan_scan(sc);
     return sc;
 }
 
 void StackPool::deallocate(boost::context::stack_context& sc) noexcept {
+    lsan_unscan(sc);
     if (free_.size() < kPoolMaxStacks && pooled_bytes_ + sc.size <= kPoolMaxBytes) {
         try {
             free_.push_back(sc);
@@ -63,12 +115,14 @@ void StackPool::deallocate(boost::context::stack_context& sc) noexcept {
         } catch (...) {
         }
     }
+    valgrind_deregister(sc);
     unmap(sc);
     --mapped_;
 }
 
 void StackPool::drain() noexcept {
     for (auto& sc : free_) {
+        valgrind_deregister(sc);
         unmap(sc);
         --mapped_;
     }

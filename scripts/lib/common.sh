@@ -9,6 +9,7 @@ GREENSHIM_PACKAGES=(
   g++ meson ninja-build pkg-config
   libev-dev libboost-context-dev doctest-dev
   python3.11 libpython3.11-testsuite curl strace procps util-linux
+  valgrind  # also <valgrind/valgrind.h>: the runtime registers its stacks with it
 )
 
 greenshim_missing_packages() {

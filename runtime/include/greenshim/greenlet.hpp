@@ -24,6 +24,14 @@
 // jump, see bench/analysis.md). Starting a greenlet takes a stack from a
 // per-thread pool (an mmap + mprotect only when the pool is empty).
 //
+// Sanitizers (README, "Sanitizers"): in a build with -fsanitize=address each
+// switch also tells ASan which stack it goes to (__sanitizer_start_switch_fiber
+// and __sanitizer_finish_switch_fiber, two calls into the ASan runtime), and a
+// stack in use is a LeakSanitizer root; the plain build compiles none of it.
+// Under ASan's detect_stack_use_after_return a greenlet's locals live on ASan's
+// fake stack, not within [stack_bottom(), stack_top()). Every build registers
+// each stack with valgrind when it is mapped (a no-op outside valgrind).
+//
 // May not: switch between OS threads (a greenlet belongs to the thread that
 // created it); switch to a greenlet the hub has parked (see hub.hpp) — such a
 // greenlet is resumed only by the hub; catch(...) and swallow the unwinding of a
