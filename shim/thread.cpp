@@ -110,7 +110,7 @@ std::size_t stack_size_for(const pthread_attr_t* attr, bool* from_attr) {
             }
         }
     }
-    if (size < PTHREAD_STACK_MIN) size = PTHREAD_STACK_MIN;
+    if (size < std::size_t(PTHREAD_STACK_MIN)) size = PTHREAD_STACK_MIN;
     return size;
 }
 
