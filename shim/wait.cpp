@@ -11,6 +11,9 @@ namespace greenshim::shim {
 
 
 int park_until_ready(int fd, int events, Deadline deadline) noexcept {
+    // Readiness is a hint (epoll may report an fd another greenlet drains
+    // first): every caller checks, and comes back if it was not ready.
+    if (faults::active() && faults::spurious_wake(fd, events)) return 0;
     Wake w;
     try {
         InterruptScope interruptible(deadline == kForever ? Interruptible::unless_restart : Interruptible::always);
