@@ -216,7 +216,10 @@ inline bool injected_failure(int fd, int events) noexcept {
 }
 
 // The one retry loop: op() performs the call so that it cannot block; on
-// EAGAIN, park until ready (probe-mode fds are polled before each try).
+// EAGAIN, park until ready. A probe-mode fd (blocking underneath) is polled
+// before each try, and after each wake too: another greenlet woken by the
+// same readiness may have taken the data, and a blocking call would then stop
+// the thread.
 // Under fault injection a try may instead meet a spurious EAGAIN (parks like
 // a real one) or an EINTR no signal caused (tried again at once, as the kernel
 // restarts a call no handler interrupted). A real EINTR means a handler
@@ -225,7 +228,7 @@ template <class Op>
 inline auto retry_io(const IoFd& f, int events, Deadline deadline, Op&& op) -> decltype(op()) {
     bool injected = false;  // at most one injected failure per call: any RATE makes progress
     for (;;) {
-        if (f.mode == IoMode::probe && !ready_now(f.fd, events)) {
+        while (f.mode == IoMode::probe && !ready_now(f.fd, events)) {
             if (park_until_ready(f.fd, events, deadline) < 0) return -1;
         }
         decltype(op()) r;
