@@ -97,10 +97,15 @@ int do_connect(int fd, const struct sockaddr* addr, socklen_t alen) {
         return r;
     }
     // The kernel gives up a blocking connect after SO_SNDTIMEO with EINPROGRESS.
-    if (park_until_ready(fd, kWritable, send_deadline(f)) < 0) {
-        if (errno == EAGAIN) errno = EINPROGRESS;
-        return -1;
-    }
+    // Writable means connected or failed; a wake alone means neither (and
+    // SO_ERROR is 0 while the handshake is still on): wait again.
+    Deadline d = send_deadline(f);
+    do {
+        if (park_until_ready(fd, kWritable, d) < 0) {
+            if (errno == EAGAIN) errno = EINPROGRESS;
+            return -1;
+        }
+    } while (!ready_now(fd, kWritable));
     int soerr = 0;
     socklen_t len = sizeof soerr;
     if (REAL(getsockopt)(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) return -1;
