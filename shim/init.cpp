@@ -102,6 +102,39 @@ const char* parse_stats(const char* v) {
     return nullptr;
 }
 
+// RATE of GREENSHIM_FAULTS: a decimal fraction, 0 < RATE <= 1, checked on the
+// text (as greenrun checks it) so that both accept exactly the same values.
+bool valid_rate(const char* r) {
+    while (*r == '0') ++r;
+    bool one = *r == '1';
+    if (one) ++r;
+    if (*r == '.') ++r;
+    else if (*r) return false;
+    bool nonzero = false;
+    for (; *r; ++r) {
+        if (*r < '0' || *r > '9') return false;
+        nonzero |= *r != '0';
+    }
+    return one ? !nonzero : nonzero;
+}
+
+// GREENSHIM_FAULTS=SEED:RATE, SEED a decimal number below 2^64. Unset or
+// empty: off. A bad value is ignored (off) with one warning.
+bool parse_faults(const char* v, std::uint64_t& seed, double& rate) {
+    if (!v || !*v) return false;
+    const char* colon = std::strchr(v, ':');
+    bool ok = colon && colon != v && colon[1] && valid_rate(colon + 1);
+    for (const char* p = v; ok && p < colon; ++p) ok = *p >= '0' && *p <= '9';
+    if (ok) {
+        errno = 0;
+        seed = std::strtoull(v, nullptr, 10);
+        rate = std::strtod(colon + 1, nullptr);
+        ok = errno == 0 && rate > 0 && rate <= 1;
+    }
+    if (!ok) warn_ignored("GREENSHIM_FAULTS", v, "SEED:RATE with 0 < RATE <= 1, e.g. 42:0.05");
+    return ok;
+}
+
 void read_config() noexcept {
     // A setuid/setgid process reads nothing from the environment and stays inert.
     if (getauxval(AT_SECURE)) {
@@ -120,6 +153,14 @@ void read_config() noexcept {
     g_config.stats = parse_stats(std::getenv("GREENSHIM_STATS"));
     g_config.monitor_ms = unsigned(parse_uint("GREENSHIM_MONITOR", std::getenv("GREENSHIM_MONITOR"), 0, 3600000));
     if (const char* v = std::getenv("GREENSHIM_TRACE"); v && *v && std::strcmp(v, "0") != 0) g_config.trace = v;
+    g_config.faults_report = parse_bool("GREENSHIM_FAULTS_REPORT", std::getenv("GREENSHIM_FAULTS_REPORT"), false);
+    std::uint64_t seed = 0;
+    double rate = 0;
+    if (parse_faults(std::getenv("GREENSHIM_FAULTS"), seed, rate) && g_config.enabled) {
+        g_config.faults_seed = seed;
+        g_config.faults_rate = rate;
+        faults::configure(seed, rate, g_config.faults_report);
+    }
 }
 }  // namespace
 

@@ -47,12 +47,12 @@ ssize_t do_read(int fd, void* buf, size_t n) {
         if (n > kMaxRwCount) return read_huge(f, buf, n);
         Deadline d = recv_deadline(f);
         if (wait_if_drained(f, d) < 0) return -1;
-        ssize_t r = retry_io(f, kReadable, d, [&] { return REAL(recv)(fd, buf, n, MSG_DONTWAIT); });
+        ssize_t r = read_some(f, n, d, [&](size_t k) { return REAL(recv)(fd, buf, k, MSG_DONTWAIT); });
         if (r < 0 && stale_socket(fd)) return do_read(fd, buf, n);
         note_read(f, r, n);
         return r;
     }
-    return retry_io(f, kReadable, kForever, [&] { return REAL(read)(fd, buf, n); });
+    return read_some(f, n, kForever, [&](size_t k) { return REAL(read)(fd, buf, k); });
 }
 
 ssize_t do_write(int fd, const void* buf, size_t n) {

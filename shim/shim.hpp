@@ -38,6 +38,7 @@
 #include <cstdint>
 
 #include "greenshim/diag.hpp"
+#include "faults.hpp"
 #include "greenshim/hub.hpp"
 
 #define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
@@ -107,6 +108,9 @@ struct Config {
     const char* stats = nullptr;    // GREENSHIM_STATS: "1" (stderr) or a file to append to
     unsigned monitor_ms = 0;        // GREENSHIM_MONITOR: report a hub stalled this long
     const char* trace = nullptr;    // GREENSHIM_TRACE: families to trace, or "all"
+    double faults_rate = 0;         // GREENSHIM_FAULTS=SEED:RATE (faults.hpp), 0 = off
+    std::uint64_t faults_seed = 0;
+    bool faults_report = false;     // GREENSHIM_FAULTS_REPORT=1: the counts on stderr at exit
 };
 const Config& config() noexcept;
 // The one warning for a bad GREENSHIM_* value: "greenshim: ignoring NAME=VALUE
@@ -216,7 +220,8 @@ inline auto file_call(int fd, Call&& call) -> decltype(call()) {
 // ---- the wait loop (wait.cpp) ----
 
 // Parks the current greenlet until fd is ready for events (kReadable /
-// kWritable) or the deadline passes. 0 when ready; -1 with errno EAGAIN
+// kWritable) or the deadline passes. 0 when probably ready (the fd may
+// still turn out not to be: check, and wait again); -1 with errno EAGAIN
 // (timeout), EBADF (closed meanwhile) or EINTR (interrupted).
 // A wait on an fd with a deadline (SO_RCVTIMEO) is one the kernel never
 // restarts after a signal; without one it restarts if the handler has SA_RESTART.
@@ -225,15 +230,39 @@ int park_until_ready(int fd, int events, Deadline deadline) noexcept;
 // True if fd is ready for events right now (poll with a zero timeout).
 bool ready_now(int fd, int events) noexcept;
 
+// Fault injection (faults.hpp): true, with errno EAGAIN or EINTR, when this
+// try on fd is to fail spuriously. EAGAIN only while fd is ready for events.
+inline bool injected_failure(int fd, int events) noexcept {
+    faults::Failure f = faults::failure();
+    if (f == faults::Failure::none || (f == faults::Failure::eagain && !ready_now(fd, events))) return false;
+    faults::injected(f);
+    errno = f == faults::Failure::eagain ? EAGAIN : EINTR;
+    return true;
+}
+
 // The one retry loop: op() performs the call so that it cannot block; on
-// EAGAIN, park until ready (probe-mode fds are polled before each try).
+// EAGAIN, park until ready. A probe-mode fd (blocking underneath) is polled
+// before each try, and after each wake too: another greenlet woken by the
+// same readiness may have taken the data, and a blocking call would then stop
+// the thread.
+// Under fault injection a try may instead meet a spurious EAGAIN (parks like
+// a real one) or an EINTR no signal caused (tried again at once, as the kernel
+// restarts a call no handler interrupted). A real EINTR means a handler
+// without SA_RESTART ran: the program sees it.
 template <class Op>
 inline auto retry_io(const IoFd& f, int events, Deadline deadline, Op&& op) -> decltype(op()) {
+    bool injected = false;  // at most one injected failure per call: any RATE makes progress
     for (;;) {
-        if (f.mode == IoMode::probe && !ready_now(f.fd, events)) {
+        while (f.mode == IoMode::probe && !ready_now(f.fd, events)) {
             if (park_until_ready(f.fd, events, deadline) < 0) return -1;
         }
-        auto r = op();
+        decltype(op()) r;
+        if (faults::active() && !injected && (injected = injected_failure(f.fd, events))) {
+            if (errno == EINTR) continue;
+            r = -1;
+        } else {
+            r = op();
+        }
         if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return r;
         if (park_until_ready(f.fd, events, deadline) < 0) return -1;
     }

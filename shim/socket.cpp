@@ -20,14 +20,16 @@ bool is_stream(int type) noexcept { return (type & 0xf) == SOCK_STREAM; }
 
 // recv-like calls: MSG_DONTWAIT passes straight through; MSG_WAITALL on a
 // stream socket gathers until full, EOF, error or timeout.
-template <class Op>  // op(offset) -> ssize_t, receives into the buffer at offset
+template <class Op>  // op(offset, k) -> ssize_t, receives at most k bytes into the buffer at offset
 ssize_t recv_loop(const IoFd& f, size_t n, int flags, Op&& op) {
     Deadline d = recv_deadline(f);
     bool waitall = (flags & MSG_WAITALL) && f.st && f.st->stream && !(flags & MSG_PEEK);
     if (!(flags & MSG_PEEK) && wait_if_drained(f, d) < 0) return -1;
     size_t done = 0;
     do {
-        ssize_t r = retry_io(f, kReadable, d, [&] { return op(done); });
+        // A peek shows what is there: never shortened by fault injection.
+        ssize_t r = (flags & MSG_PEEK) ? retry_io(f, kReadable, d, [&] { return op(done, n - done); })
+                                       : read_some(f, n - done, d, [&](size_t k) { return op(done, k); });
         if (r < 0) return done ? ssize_t(done) : -1;
         if (r == 0) break;
         done += size_t(r);
@@ -40,8 +42,8 @@ ssize_t do_recvfrom(int fd, void* buf, size_t n, int flags, struct sockaddr* add
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
     int fl = (flags & ~MSG_WAITALL) | MSG_DONTWAIT;
-    return recv_loop(f, n, flags, [&](size_t off) {
-        return REAL(recvfrom)(fd, static_cast<char*>(buf) + off, n - off, fl, addr, alen);
+    return recv_loop(f, n, flags, [&](size_t off, size_t k) {
+        return REAL(recvfrom)(fd, static_cast<char*>(buf) + off, k, fl, addr, alen);
     });
 }
 

@@ -19,8 +19,12 @@ void wait_readable(FILE* f) {
     int fd = fileno(f);
     if (fd < 0) return;
     IoFd io = io_fd(fd);
-    if (io.mode == IoMode::pass || ready_now(fd, kReadable)) return;
-    park_until_ready(fd, kReadable, kForever);  // EINTR & co.: the real call reports what it meets
+    if (io.mode == IoMode::pass) return;
+    // Until really readable: a wake is only a hint (another greenlet woken
+    // with us may have read the data first).
+    while (!ready_now(fd, kReadable)) {
+        if (park_until_ready(fd, kReadable, kForever) < 0) return;  // EINTR & co.: the real call reports what it meets
+    }
 }
 }  // namespace
 

@@ -21,6 +21,28 @@ inline constexpr size_t kMaxRwCount = 0x7ffff000;
 // Everything must go (stream sockets, pipes, ttys); datagrams go in one call.
 inline bool sends_everything(const IoFd& f) noexcept { return !f.st || !f.st->socket || f.st->stream; }
 
+// Fault injection (faults.hpp): the count to pass to the real call instead of
+// n, where the kernel may transfer less than asked and nobody may notice
+// more than POSIX allows. Reads: stream sockets only (a pipe read returns all
+// that is there, up to n: POSIX allows a short one only when less is there).
+// Writes: stream sockets, and pipes above PIPE_BUF (a pipe write of at most
+// PIPE_BUF bytes is atomic); write_all sends the rest, so no caller sees it.
+inline size_t read_count(const IoFd& f, size_t n) noexcept {
+    if (!faults::active() || !f.st || !f.st->socket || !f.st->stream) return n;
+    return faults::shorter(n);
+}
+inline size_t write_count(const IoFd& f, size_t n) noexcept {
+    if (!faults::active() || !f.st || !f.st->stream || (!f.st->socket && n <= PIPE_BUF)) return n;
+    return faults::shorter(n);
+}
+
+// op(k) reads at most k bytes without blocking; a blocking read of n bytes
+// returns as soon as some came.
+template <class Op>
+ssize_t read_some(const IoFd& f, size_t n, Deadline deadline, Op&& op) {
+    return retry_io(f, kReadable, deadline, [&] { return op(read_count(f, n)); });
+}
+
 // op(p, n) writes without blocking.
 template <class Op>
 ssize_t write_all(const IoFd& f, const void* buf, size_t n, Deadline deadline, Op&& op) {
@@ -28,7 +50,7 @@ ssize_t write_all(const IoFd& f, const void* buf, size_t n, Deadline deadline, O
     size_t done = 0;
     bool all = sends_everything(f);
     do {
-        ssize_t r = retry_io(f, kWritable, deadline, [&] { return op(p + done, n - done); });
+        ssize_t r = retry_io(f, kWritable, deadline, [&] { return op(p + done, write_count(f, n - done)); });
         if (r < 0) return done ? ssize_t(done) : -1;
         if (r == 0 && n > done) break;  // nothing more will come (sendfile at EOF)
         done += size_t(r);
@@ -61,6 +83,18 @@ struct IovCursor {
             v->iov_len -= n;
         }
     }
+    // op(v, k) on no more than the first `limit` bytes of what is left.
+    template <class Op>
+    auto with_limit(size_t limit, Op&& op) {
+        if (limit >= total - done) return op(v, k);
+        int j = 0;
+        while (v[j].iov_len < limit) limit -= v[j++].iov_len;  // [j] holds the limit
+        size_t saved = v[j].iov_len;
+        v[j].iov_len = limit;
+        auto r = op(v, j + 1);
+        v[j].iov_len = saved;
+        return r;
+    }
 };
 
 // op(iov, cnt) writes a vector without blocking. The first try passes the
@@ -74,7 +108,7 @@ ssize_t writev_all(const IoFd& f, const struct iovec* iov, int cnt, Deadline dea
     IovCursor c(iov, cnt);
     c.advance(size_t(first));
     while (c.done < c.total) {
-        ssize_t r = retry_io(f, kWritable, deadline, [&] { return op(c.v, c.k); });
+        ssize_t r = retry_io(f, kWritable, deadline, [&] { return c.with_limit(write_count(f, c.total - c.done), op); });
         if (r < 0) break;  // an error after a partial write reports what was written
         c.advance(size_t(r));
     }

@@ -28,6 +28,9 @@ WaitSite& site_for(int fd, int events) noexcept {
 }  // namespace
 
 int park_until_ready(int fd, int events, Deadline deadline) noexcept {
+    // Readiness is a hint (epoll may report an fd another greenlet drains
+    // first): every caller checks, and comes back if it was not ready.
+    if (faults::active() && faults::spurious_wake(fd, events)) return 0;
     Wake w;
     WaitScope what(site_for(fd, events), fd);
     try {

@@ -14,11 +14,16 @@ check() {  # DESCRIPTION EXPECTED ACTUAL
 for bad in "GREENSHIM_STACK_SIZE=1k" "GREENSHIM_STACK_SIZE=lots" "GREENSHIM_STACK_SIZE=" "GREENSHIM_DISABLE=maybe" \
            "GREENSHIM_INHERIT=2" "GREENSHIM_FILE_IO=fast" "GREENSHIM_STACK_SIZE=99999999999999999999" \
            "GREENSHIM_MONITOR=fast" "GREENSHIM_MONITOR=-5" "GREENSHIM_MONITOR=99999999" "GREENSHIM_TRACE=nope" \
-           "GREENSHIM_TRACE=sync," "GREENSHIM_STATS=maybe"; do
+           "GREENSHIM_TRACE=sync," "GREENSHIM_STATS=maybe" \
+           "GREENSHIM_FAULTS=1" "GREENSHIM_FAULTS=1:0" "GREENSHIM_FAULTS=1:1.5" "GREENSHIM_FAULTS=x:0.1" \
+           "GREENSHIM_FAULTS=1:1e-3" "GREENSHIM_FAULTS=18446744073709551616:0.5" "GREENSHIM_FAULTS_REPORT=2"; do
   err=$(env "$bad" "$greenrun" -- true 2>&1); st=$?
   [ "$bad" = "GREENSHIM_STACK_SIZE=" ] && { check "$bad (empty) means default" 0 $st; continue; }
   check "$bad rejected with status 2" 2 $st
   check "$bad: one line on stderr" 1 "$(printf '%s\n' "$err" | wc -l)"
+done
+for good in "GREENSHIM_FAULTS=42:0.05" "GREENSHIM_FAULTS=18446744073709551615:1" "GREENSHIM_FAULTS=0:.5"; do
+  env "$good" "$greenrun" -- true; check "$good accepted" 0 $?
 done
 "$greenrun" --no-such-option -- true 2>/dev/null; check "unknown option: status 2" 2 $?
 "$greenrun" -- /no/such/program 2>/dev/null; check "missing command: status 2" 2 $?
@@ -26,6 +31,12 @@ lib=$("$greenrun" --print-lib)
 out=$(GREENSHIM_STACK_SIZE=garbage GREENSHIM_DISABLE=maybe LD_PRELOAD=$lib /bin/echo ran 2>&1)
 check "library: runs on bad values" 1 "$(printf '%s\n' "$out" | grep -c '^ran$')"
 check "library: warns once per bad variable" 2 "$(printf '%s\n' "$out" | grep -c '^greenshim: ignoring')"
+out=$(GREENSHIM_FAULTS=7:1.5 GREENSHIM_FAULTS_REPORT=1 LD_PRELOAD=$lib /bin/echo ran 2>&1)
+check "library: bad GREENSHIM_FAULTS warned about once" 1 "$(printf '%s\n' "$out" | grep -c '^greenshim: ignoring GREENSHIM_FAULTS=7:1.5')"
+check "library: bad GREENSHIM_FAULTS leaves injection off" 0 "$(printf '%s\n' "$out" | grep -c 'faults injected')"
+out=$(GREENSHIM_FAULTS=7:0.5 GREENSHIM_FAULTS_REPORT=1 LD_PRELOAD=$lib /bin/true 2>&1)  # (echo closes its stderr)
+check "library: GREENSHIM_FAULTS_REPORT=1 prints the counts at exit" 1 \
+  "$(printf '%s\n' "$out" | grep -cE '^greenshim: faults injected: eagain=[0-9]+ eintr=[0-9]+ short=[0-9]+ wake=[0-9]+$')"
 "$greenrun" -- sh -c 'exit 7'; check "exit status passed through" 7 $?
 bash -c "\"$greenrun\" -- sh -c 'kill -TERM \$\$'"; check "death by SIGTERM seen as 128+15" 143 $?
 out=$("$greenrun" -- sh -c 'echo $LD_PRELOAD' | tr ':' '\n' | grep -c libgreenshim.so); check "LD_PRELOAD holds the library" 1 "$out"

@@ -232,6 +232,63 @@ TEST_CASE("two greenlets read one pipe, one byte arrives: the other keeps waitin
     CHECK(res[1].r == 1);
 }
 
+// A wake is not readiness: both readers of a pipe made behind the shim's back
+// (a blocking fd, polled before each read) wake for one byte; the one that
+// finds it gone must wait again, not block the thread in the kernel.
+TEST_CASE("two greenlets read one raw-syscall pipe, one byte arrives: the other keeps waiting") {
+    int fds[2];
+    REQUIRE(syscall(SYS_pipe2, fds, 0) == 0);
+    AlarmGuard guard(2.0);  // a read blocked in the kernel ends with EINTR
+    std::vector<Res> res;
+    auto reader = [&] {
+        char c;
+        Res r = call([&] { return read(fds[0], &c, 1); });
+        res.push_back(r);
+    };
+    auto a = spawn(reader);
+    auto b = spawn(reader);
+    greenshim::sleep(0.03);
+    CHECK(write(fds[1], "1", 1) == 1);
+    greenshim::sleep(0.1);
+    CHECK(res.size() == 1);
+    CHECK(write(fds[1], "2", 1) == 1);
+    CHECK(greenshim::joinall({a, b}, 2.0));
+    REQUIRE(res.size() == 2);
+    CHECK(res[0].r == 1);
+    CHECK(res[1].r == 1);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+// The same for stdio, whose reads happen inside libc: two FILEs on one pipe,
+// one line arrives, the reader that finds nothing must wait again.
+TEST_CASE("two greenlets fgets from two FILEs on one pipe, one line arrives: the other keeps waiting") {
+    Pipe p;
+    FILE* f1 = fdopen(dup(p.r), "r");
+    FILE* f2 = fdopen(dup(p.r), "r");
+    REQUIRE(f1);
+    REQUIRE(f2);
+    AlarmGuard guard(2.0);  // a read blocked in the kernel ends with EINTR
+    std::vector<std::string> got;
+    auto reader = [&](FILE* f) {
+        char line[64];
+        got.push_back(fgets(line, sizeof line, f) ? line : "(null)");
+    };
+    auto a = spawn([&] { reader(f1); });
+    auto b = spawn([&] { reader(f2); });
+    greenshim::sleep(0.03);
+    CHECK(write(p.w, "one\n", 4) == 4);
+    greenshim::sleep(0.1);
+    CHECK(got.size() == 1);
+    CHECK(write(p.w, "two\n", 4) == 4);
+    CHECK(greenshim::joinall({a, b}, 2.0));
+    REQUIRE(got.size() == 2);
+    CHECK(got[0] == "one\n");
+    CHECK(got[1] == "two\n");
+    fclose(f1);
+    fclose(f2);
+}
+
 }  // TEST_SUITE many
 
 TEST_SUITE("signals") {
