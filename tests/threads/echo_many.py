@@ -233,8 +233,10 @@ def phase_echo_client(opts, wrap):
             for name, p in (("server", server), ("client", client)):
                 try:
                     max_threads[name] = max(max_threads[name], os_threads(p.pid))
-                    # once greenrun (a shell script) has exec'd echo_client
-                    if (name == "client" and client_mapped is None and
+                    # once greenrun (a shell script) has exec'd echo_client; asked
+                    # again until seen, as the loader maps the preloaded library
+                    # only some time after the exec
+                    if (name == "client" and not client_mapped and
                             os.path.samefile(f"/proc/{p.pid}/exe", opts.echo_client)):
                         client_mapped = shim_mapped(p.pid)
                 except (OSError, Failure):
