@@ -31,8 +31,16 @@ std::atomic<std::int64_t> g_first_hub_ns{0};
 
 // The registry of hubs (created once per OS thread that waits): a list under
 // a mutex, touched at hub creation and destruction and by readers.
+// The monitor thread takes it every period/2: a fork() at that moment would
+// leave the child's copy locked forever (its stats at exit would hang), so
+// fork takes it first and both sides let go after.
 std::mutex& registry_mu() {
-    static std::mutex* mu = new std::mutex;  // never destroyed: used from exit paths
+    static std::mutex* mu = [] {
+        auto* m = new std::mutex;  // never destroyed: used from exit paths
+        pthread_atfork([] { registry_mu().lock(); }, [] { registry_mu().unlock(); },
+                       [] { registry_mu().unlock(); });
+        return m;
+    }();
     return *mu;
 }
 Hub* g_hubs = nullptr;

@@ -2,7 +2,7 @@
 """Asserts the reports of greenshim's diagnostics on programs that provoke them.
 
 usage: check_reports.py CHECK GREENRUN PROGRAM
-  CHECK: deadlock | monitor | stats | trace
+  CHECK: deadlock | monitor | stats | trace | fork
 
 Each check runs PROGRAM under greenrun (bounded in time) and asserts what the
 report says: who waits where, who hogs the hub, what was counted. Exits 1 with
@@ -104,13 +104,28 @@ def check_trace(greenrun, prog):
     expect(rc == 2 and "GREENSHIM_TRACE=bogus" in err, "trace: greenrun rejects an unknown family", err)
 
 
+def check_fork(greenrun, prog):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "stats.txt")
+        try:
+            rc, out, err = run([greenrun, "--monitor", "1", "--stats=" + path, "--", prog, "600"], timeout=90)
+        except subprocess.TimeoutExpired:
+            rc, out, err = None, "", "timed out after 90 s"
+        expect(rc == 0 and "forks done, bad 0" in out, f"fork: 600 children exit 0 under the monitor (status {rc})",
+               out + err)
+        text = open(path).read() if os.path.exists(path) else ""
+        blocks = len(re.findall(r"stats: greenlets:", text))
+        expect(blocks == 601, f"fork: stats written by the parent and every child ({blocks} of 601)", err)
+
+
 def lib_of(greenrun):
     return subprocess.run([greenrun, "--print-lib"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def main():
     check, greenrun, prog = sys.argv[1:4]
-    {"deadlock": check_deadlock, "monitor": check_monitor, "stats": check_stats, "trace": check_trace}[check](
+    {"deadlock": check_deadlock, "monitor": check_monitor, "stats": check_stats, "trace": check_trace,
+     "fork": check_fork}[check](
         greenrun, prog)
     print(f"{len(failures)} failed")
     sys.exit(1 if failures else 0)
