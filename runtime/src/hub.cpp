@@ -11,6 +11,7 @@
 namespace greenshim {
 
 void pool_after_fork_child() noexcept;  // pool.cpp
+void async_after_fork_child(Hub::Async* a) noexcept;
 
 using detail::NodeList;
 using detail::Runtime;
@@ -399,6 +400,7 @@ void Hub::after_fork_child() {
     loop_waiters_ = 0;
     pool_waiters_ = 0;
     pool_after_fork_child();
+    async_after_fork_child(async_);
     ev_loop_fork(loop_);
 }
 

@@ -222,4 +222,13 @@ void pool_after_fork_child() noexcept {
     if (g_pool) g_pool = new (std::nothrow) Pool;  // the old one is the parent's copy: leave it
 }
 
+void async_after_fork_child(Hub::Async* a) noexcept {
+    if (!a) return;
+    // A pool thread may have held `mu` at the fork; the jobs it reports
+    // belong to greenlets the child does not have.
+    new (&a->mu) std::mutex;
+    new (&a->done) std::vector<Job*>();  // the old one may be mid-update: leak it
+    a->signal_pending.store(0);
+}
+
 }  // namespace greenshim
