@@ -32,100 +32,16 @@ children); if that is below N + 64 the test is skipped (exit 77).
 """
 import argparse
 import os
-import re
 import resource
-import selectors
-import signal
-import subprocess
 import sys
 import time
 
-
-class Failure(Exception):
-    pass
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from childproc import Failure, Proc  # noqa: E402
 
 
 def log(msg):
     print(msg, flush=True)
-
-
-class Proc:
-    """A child whose stdout is read line by line with deadlines."""
-
-    def __init__(self, argv, label, stdin=False):
-        self.label = label
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-        self.pid = self.proc.pid
-        self.buf = b""
-        self.err = b""
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ, "out")
-        self.sel.register(self.proc.stderr, selectors.EVENT_READ, "err")
-        self.open_streams = 2
-
-    def _pump(self, timeout):
-        """Reads whatever is available within timeout; False once both streams are at EOF."""
-        if self.open_streams == 0:
-            return False
-        for key, _ in self.sel.select(timeout):
-            chunk = os.read(key.fileobj.fileno(), 65536)
-            if not chunk:
-                self.sel.unregister(key.fileobj)
-                self.open_streams -= 1
-            elif key.data == "out":
-                self.buf += chunk
-            else:
-                self.err += chunk
-        return True
-
-    def wait_line(self, regex, timeout):
-        """Waits for a whole stdout line matching regex; returns the match."""
-        deadline = time.monotonic() + timeout
-        pat = re.compile(regex.encode(), re.M)
-        while True:
-            for line in self.buf.split(b"\n")[:-1]:
-                m = pat.fullmatch(line)
-                if m:
-                    return m
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Failure(f"{self.label}: no line matching {regex!r} within {timeout} s; "
-                              f"stdout {self.buf[-500:]!r}; stderr {self.err[-2000:]!r}")
-            if not self._pump(min(left, 0.5)) and self.proc.poll() is not None:
-                raise Failure(f"{self.label}: exited with {self.proc.returncode} before printing "
-                              f"{regex!r}; stdout {self.buf[-500:]!r}; stderr {self.err[-2000:]!r}")
-
-    def finish(self, timeout):
-        """Waits for exit (reading all output); returns the status."""
-        deadline = time.monotonic() + timeout
-        while self._pump(max(0.0, min(0.5, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
-                break
-        try:
-            return self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            raise Failure(f"{self.label}: did not exit within {timeout} s; stdout {self.buf[-500:]!r}; "
-                          f"stderr {self.err[-2000:]!r}")
-
-    def kill(self):
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        self.sel.close()
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if f:
-                try:
-                    f.close()
-                except OSError:
-                    pass
 
 
 def os_threads(pid):
@@ -242,20 +158,20 @@ def phase_echo_client(opts, wrap):
                 except (OSError, Failure):
                     pass  # it just exited
             samples += 1
-            client._pump(0.02)
+            client.pump(0.02)
         if not client_mapped:
             raise Failure("echo_client: libgreenshim.so is not mapped" if client_mapped is False
                           else "echo_client: exited before it could be inspected")
         status = client.finish(max(1.0, deadline - time.monotonic()))
         served = server.wait_line(r"served (\d+) clients, (\d+) bytes", opts.timeout)
         sstatus = server.finish(opts.timeout)
-        log(f"echo_client: {client.buf.decode(errors='replace').strip()!r} (exit {status}) in "
+        log(f"echo_client: {client.out.decode(errors='replace').strip()!r} (exit {status}) in "
             f"{time.monotonic() - t0:.2f} s; server: {served.group(0).decode()} (exit {sstatus}); "
             f"max Threads over {samples} samples: server {max_threads['server']}, "
             f"client {max_threads['client']}")
         ok = True
-        if client.buf.strip() != f"ok {n} {m}".encode() or status != 0:
-            log(f"FAIL: echo_client: {client.buf!r}, exit {status}, stderr {client.err[-2000:]!r}")
+        if client.out.strip() != f"ok {n} {m}".encode() or status != 0:
+            log(f"FAIL: echo_client: {client.out!r}, exit {status}, stderr {client.err[-2000:]!r}")
             ok = False
         if sstatus != 0 or int(served.group(1)) != n or int(served.group(2)) != n * m * size:
             log(f"FAIL: server: {served.group(0).decode()!r}, exit {sstatus}")
