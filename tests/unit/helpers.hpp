@@ -18,6 +18,18 @@
 
 namespace testutil {
 
+// Everything readable from fd until EOF (or an error), as a string.
+inline std::string read_all(int fd) {
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        out.append(buf, std::size_t(n));
+    }
+    return out;
+}
+
 // A non-blocking pipe (or socketpair) closed on destruction, telling the hub
 // first as its contract requires.
 struct FdPair {

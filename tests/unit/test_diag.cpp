@@ -10,18 +10,7 @@
 
 using namespace greenshim;
 
-namespace {
-std::string read_all(int fd) {
-    std::string s;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n <= 0) break;
-        s.append(buf, std::size_t(n));
-    }
-    return s;
-}
-}  // namespace
+using testutil::read_all;
 
 TEST_SUITE("diag") {
 

@@ -12,19 +12,9 @@
 using namespace greenshim;
 using testutil::elapsed_s;
 using testutil::FdPair;
+using testutil::read_all;
 
 namespace {
-
-std::string read_all(int fd) {
-    std::string out;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n <= 0) break;
-        out.append(buf, std::size_t(n));
-    }
-    return out;
-}
 
 bool write_str(int fd, const std::string& s) {
     return ::write(fd, s.data(), s.size()) == ssize_t(s.size());
