@@ -195,7 +195,41 @@ void* resolve(const char* name) noexcept {
     return f;
 }
 
+namespace {
+// Functions of the table a glibc older than this one's (2.36) may lack: a
+// program that calls one was linked against a glibc that has it, so a gap
+// is only fatal when it is used (resolve() aborts then, naming it).
+constexpr const char* kOptionalReal[] = {
+    "close_range", "closefrom", "pthread_clockjoin_np", "sem_clockwait", "pthread_mutex_clocklock",
+    "pthread_cond_clockwait", "pthread_rwlock_clockrdlock", "pthread_rwlock_clockwrlock",
+};
+bool optional_real(const char* name) noexcept {
+    for (const char* o : kOptionalReal)
+        if (!std::strcmp(o, name)) return true;
+    return false;
+}
+template <class F>
+void resolve_now(F& slot, const char* name) noexcept {
+    if (__atomic_load_n(&slot, __ATOMIC_ACQUIRE)) return;
+    void* f = dlsym(RTLD_NEXT, name);
+    if (!f && !optional_real(name)) resolve(name);  // a required one: says which, and aborts
+    __atomic_store_n(&slot, reinterpret_cast<F>(f), __ATOMIC_RELEASE);
+}
+}  // namespace
+
+// The whole table at start-up, so that no interposer ever resolves a symbol
+// later: dlsym takes the loader's lock and may allocate, which a signal
+// handler (sem_post, write) or an allocator's own lock must never meet. A call
+// made before this constructor runs (from an earlier library's constructor)
+// still resolves lazily in REAL().
+void resolve_all_real() noexcept {
+#define GREENSHIM_RESOLVE_NOW(fn) resolve_now(real_slot_##fn, #fn);
+    GREENSHIM_REAL_FUNCTIONS(GREENSHIM_RESOLVE_NOW)
+#undef GREENSHIM_RESOLVE_NOW
+}
+
 __attribute__((constructor)) static void greenshim_init() {
+    resolve_all_real();
     (void)config();
     hold_fault_signals();
     start_diagnostics();

@@ -35,27 +35,7 @@ Deadline deadline_tv(const struct timeval* tv) noexcept {
     return deadline_after_ns(ns_saturating(sec, usec * 1000));
 }
 
-// Parks until one of `waits` is ready or the deadline passes. 0 to ask the
-// kernel again, 1 if the deadline passed, -1 with errno.
 WaitSite g_poll{"poll/select/epoll_wait", "poll"};
-
-int park_on(std::vector<FdWait>& waits, Deadline deadline) {
-    Wake w;
-    WaitScope what(g_poll);
-    try {
-        InterruptScope interruptible(Interruptible::always);  // poll & co. are never restarted
-        w = Hub::current().wait_fds(waits.data(), waits.size(), deadline);
-    } catch (...) {
-        errno = ENOMEM;
-        return -1;
-    }
-    switch (w) {
-    case Wake::timeout: return 1;
-    case Wake::interrupted: errno = EINTR; return -1;
-    case Wake::deadlock: deadlock_exit("poll/select/epoll_wait with no fd and no timeout");
-    default: return 0;
-    }
-}
 
 short wait_events(short ev) noexcept {
     short w = 0;
@@ -64,18 +44,27 @@ short wait_events(short ev) noexcept {
     return w;
 }
 
-// The generic loop: try(0 timeout) until it reports something or time is up.
-template <class Try, class Build>
-int wait_loop(Deadline deadline, Try&& try_now, Build&& build) {
+// The generic loop: try(0 timeout) until it reports something or time is
+// up, parking on every fd involved in between. poll & co. are never
+// restarted after a handler (Interruptible::always). With no fd and no
+// deadline only a signal can end the call: when nothing else can run either,
+// block() makes the real call, which sleeps in the kernel until one comes.
+template <class Try, class Build, class Block>
+int wait_loop(Deadline deadline, Try&& try_now, Build&& build, Block&& block) {
     std::vector<FdWait> waits;
     for (;;) {
         int r = try_now();
         if (r != 0) return r;
         waits.clear();
         build(waits);
-        int p = park_on(waits, deadline);
-        if (p < 0) return -1;
-        if (p == 1) return try_now();  // time is up: one last look, as the kernel would
+        int p = park_as(g_poll, -1, Interruptible::always, EndsBy::signal_only,
+                        [&](Hub& hub) { return hub.wait_fds(waits.data(), waits.size(), deadline); });
+        if (p == -ETIMEDOUT) return try_now();  // time is up: one last look, as the kernel would
+        if (p == -EDEADLK) return block();
+        if (p < 0 && p != -EBADF) {  // closed meanwhile: the next look reports POLLNVAL/EBADF
+            errno = -p;
+            return -1;
+        }
     }
 }
 
@@ -88,7 +77,8 @@ int do_poll(struct pollfd* fds, nfds_t n, Deadline deadline, const sigset_t* mas
                 short ev = wait_events(fds[i].events);
                 if (fds[i].fd >= 0 && ev) w.push_back({fds[i].fd, ev, 0});
             }
-        });
+        },
+        [&] { return REAL(ppoll)(fds, n, nullptr, mask); });
 }
 
 // The words of an fd set the kernel reads for select(n): n bits, and no more
@@ -127,7 +117,7 @@ int do_select(int n, fd_set* r, fd_set* w, fd_set* e, Deadline deadline, const s
     };
     copy(false);
     int bits = int(words * NFDBITS) < n ? int(words * NFDBITS) : n;
-    return wait_loop(
+    int res = wait_loop(
         deadline,
         [&] {
             copy(true);
@@ -141,13 +131,27 @@ int do_select(int n, fd_set* r, fd_set* w, fd_set* e, Deadline deadline, const s
                 if (w && in_set(saved + words, fd)) ev |= kWritable;
                 if (ev) out.push_back({fd, ev, 0});
             }
+        },
+        [&] {
+            copy(true);
+            return REAL(pselect)(n, r, w, e, nullptr, mask);
         });
+    // Linux leaves the sets as the caller passed them on every error (EINTR
+    // included), and callers rely on it: CPython retries an interrupted
+    // select with the same sets, so cleared ones would wait on nothing.
+    if (res < 0) {
+        int err = errno;
+        copy(true);
+        errno = err;
+    }
+    return res;
 }
 
 int do_epoll_wait(int epfd, struct epoll_event* ev, int max, Deadline deadline, const sigset_t* mask) {
     return wait_loop(
         deadline, [&] { return mask ? REAL(epoll_pwait)(epfd, ev, max, 0, mask) : REAL(epoll_wait)(epfd, ev, max, 0); },
-        [&](std::vector<FdWait>& w) { w.push_back({epfd, kReadable, 0}); });
+        [&](std::vector<FdWait>& w) { w.push_back({epfd, kReadable, 0}); },
+        [&] { return mask ? REAL(epoll_pwait)(epfd, ev, max, -1, mask) : REAL(epoll_wait)(epfd, ev, max, -1); });
 }
 
 void remaining(Deadline deadline, struct timeval* tv) noexcept {
@@ -160,12 +164,16 @@ void remaining(Deadline deadline, struct timeval* tv) noexcept {
 }  // namespace
 
 SHIM_EXPORT int poll(struct pollfd* fds, nfds_t n, int timeout) {
-    if (!may_park() || timeout == 0) return REAL(poll)(fds, n, timeout);
+    if (!may_park()) return REAL(poll)(fds, n, timeout);
+    coop_tick();
+    if (timeout == 0) return REAL(poll)(fds, n, timeout);
     return do_poll(fds, n, deadline_ms(timeout), nullptr);
 }
 
 SHIM_EXPORT int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask) {
-    if (!may_park() || (ts && ts->tv_sec == 0 && ts->tv_nsec == 0)) return REAL(ppoll)(fds, n, ts, mask);
+    if (!may_park()) return REAL(ppoll)(fds, n, ts, mask);
+    coop_tick();
+    if (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) return REAL(ppoll)(fds, n, ts, mask);
     if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
         errno = EINVAL;
         return -1;
@@ -174,7 +182,9 @@ SHIM_EXPORT int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, c
 }
 
 SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* tv) {
-    if (!may_park() || (tv && tv->tv_sec == 0 && tv->tv_usec == 0)) return REAL(select)(n, r, w, e, tv);
+    if (!may_park()) return REAL(select)(n, r, w, e, tv);
+    coop_tick();
+    if (tv && tv->tv_sec == 0 && tv->tv_usec == 0) return REAL(select)(n, r, w, e, tv);
     if (tv && (tv->tv_sec < 0 || tv->tv_usec < 0)) {
         errno = EINVAL;
         return -1;
@@ -186,7 +196,9 @@ SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* t
 }
 
 SHIM_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const struct timespec* ts, const sigset_t* mask) {
-    if (!may_park() || (ts && ts->tv_sec == 0 && ts->tv_nsec == 0)) return REAL(pselect)(n, r, w, e, ts, mask);
+    if (!may_park()) return REAL(pselect)(n, r, w, e, ts, mask);
+    coop_tick();
+    if (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) return REAL(pselect)(n, r, w, e, ts, mask);
     if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
         errno = EINVAL;
         return -1;
@@ -195,12 +207,16 @@ SHIM_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const struct tim
 }
 
 SHIM_EXPORT int epoll_wait(int epfd, struct epoll_event* ev, int max, int timeout) {
-    if (!may_park() || timeout == 0) return REAL(epoll_wait)(epfd, ev, max, timeout);
+    if (!may_park()) return REAL(epoll_wait)(epfd, ev, max, timeout);
+    coop_tick();
+    if (timeout == 0) return REAL(epoll_wait)(epfd, ev, max, timeout);
     return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), nullptr);
 }
 
 SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event* ev, int max, int timeout, const sigset_t* mask) {
-    if (!may_park() || timeout == 0) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
+    if (!may_park()) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
+    coop_tick();
+    if (timeout == 0) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
     return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), mask);
 }
 

@@ -4,6 +4,16 @@
 // An interposer reads in a breath: decide the fd's mode (io_fd), try the real
 // call, and if it says EAGAIN park the greenlet until the fd is ready
 // (retry_io); the waiting itself lives only in wait.cpp.
+//
+// Stack budget. An interposer runs on the caller's stack, and a greenlet
+// thread's may be as small as 16 KiB (GREENSHIM_STACK_SIZE's floor). The
+// shim's frames plus the runtime's park stay under 4 KiB on every path
+// (gcc -fstack-usage: about 2.3 KiB for the deepest, a MSG_WAITALL recvmsg
+// that parks), leaving the program at least 12 KiB. Nothing sized by the
+// caller goes on the stack: iovec arrays are worked through in windows of 64
+// entries, select sets past FD_SETSIZE go to the heap. shim/meson.build makes
+// any frame over 1.5 KiB a compile error (-Werror=stack-usage), and
+// tests/fairness runs a 2 MiB writev of 1,024 iovecs at 16 KiB.
 #pragma once
 
 #include <dlfcn.h>
@@ -217,7 +227,46 @@ inline auto file_call(int fd, Call&& call) -> decltype(call()) {
     return r;
 }
 
-// ---- the wait loop (wait.cpp) ----
+// ---- the one wait (wait.cpp) ----
+//
+// Every park an interposer makes goes through park_as(), and its outcome
+// becomes the call's result in one place (wake_result), the way libdill ends
+// every wait through one resume path that carries -errno.
+
+// What besides the awaited event could end a wait; it decides what a
+// deadlock (nothing left that could ever wake the main greenlet) means.
+enum class EndsBy : std::uint8_t {
+    other_thread,  // a lock, a join, an fd, a child: the deadlock is reported and
+                   // the process exits with kDeadlockExitStatus
+    signal_only,   // pause, an endless sleep, poll on nothing: the thread has
+                   // nothing else to do, so the caller makes the real blocking
+                   // call and sleeps in the kernel as unpatched (-EDEADLK)
+};
+
+// A park's outcome as the call's result: 0 when woken by what it waited for
+// (or spuriously: the caller looks again); otherwise a negative errno:
+// -ETIMEDOUT (the deadline passed), -EBADF (the fd was closed meanwhile),
+// -EINTR (a signal handler interrupted it, as its Interruptible mode allows),
+// -EDEADLK (a signal_only wait that nothing but a signal can end).
+// what: the call, named in a deadlock report.
+int wake_result(Wake w, const char* what, EndsBy ends) noexcept;
+
+// Parks through wait(Hub&) (one of the Hub's waits, returning a Wake) with
+// site/arg recorded for the trace, stats and reports, and mode as the
+// greenlet's Interruptible mode; then wake_result(). -ENOMEM if the wait
+// could not be set up.
+template <class Wait>
+int park_as(WaitSite& site, std::intptr_t arg, Interruptible mode, EndsBy ends, Wait&& wait) noexcept {
+    Wake w;
+    WaitScope what(site, arg);
+    try {
+        InterruptScope interruptible(mode);
+        w = wait(Hub::current());
+    } catch (...) {
+        return -ENOMEM;
+    }
+    return wake_result(w, site.call, ends);
+}
 
 // Parks the current greenlet until fd is ready for events (kReadable /
 // kWritable) or the deadline passes. 0 when probably ready (the fd may
@@ -226,6 +275,42 @@ inline auto file_call(int fd, Call&& call) -> decltype(call()) {
 // A wait on an fd with a deadline (SO_RCVTIMEO) is one the kernel never
 // restarts after a signal; without one it restarts if the handler has SA_RESTART.
 int park_until_ready(int fd, int events, Deadline deadline) noexcept;
+
+// ---- the cooperative budget (wait.cpp) ----
+//
+// A thread whose interposed calls keep completing without parking (a loop
+// over a ready fd, select on a writable socket, a poll with a zero timeout, a
+// non-blocking read that keeps saying EAGAIN) never gives the hub or another
+// thread a turn: on one OS thread that starves every other thread, timers
+// included. As tokio's coop budget and gevent's select do, such a thread
+// gives way: after kCoopBudget calls in a row with no switch of its hub in
+// between, the next call first yields (the thread goes to the back of the run
+// queue, and the hub polls the loop with a zero timeout before it runs
+// again). Only before a call, so one thread's own calls keep their order.
+// Cost: two thread-local loads and a compare per call; a yield (two switches
+// and one epoll_wait) per kCoopBudget calls, skipped when no other greenlet
+// could run (Hub::alone).
+inline constexpr unsigned kCoopBudget = 128;
+
+struct CoopBudget {
+    std::uint64_t seen_switches = 0;  // the hub's switch count at the last call
+    unsigned left = kCoopBudget;
+};
+inline thread_local CoopBudget t_coop;
+void coop_give_way(Hub& hub) noexcept;
+
+// Called at the start of every interposed call that could have waited.
+inline void coop_tick() noexcept {
+    Hub* hub = Hub::existing();
+    if (!hub) return;
+    std::uint64_t s = hub->switches();
+    if (s != t_coop.seen_switches) {  // parked or yielded since: a fresh budget
+        t_coop.seen_switches = s;
+        t_coop.left = kCoopBudget;
+        return;
+    }
+    if (--t_coop.left == 0) coop_give_way(*hub);
+}
 
 // True if fd is ready for events right now (poll with a zero timeout).
 bool ready_now(int fd, int events) noexcept;

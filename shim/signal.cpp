@@ -420,13 +420,17 @@ void ensure_signal_stack() noexcept {
 }
 }  // namespace greenshim::shim
 
+// A thread may loop on sigaction waiting for another (CPython's
+// test_stress_modifying_handlers): the calls count against its budget.
 SHIM_EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+    if (may_park()) coop_tick();
     return do_sigaction(sig, act, old);
 }
 
 // glibc's signal() installs through its internal sigaction; ours keeps its
 // BSD semantics (SA_RESTART) and goes through the trampoline.
 SHIM_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
+    if (may_park()) coop_tick();
     struct sigaction act, old;
     std::memset(&act, 0, sizeof act);
     act.sa_handler = handler;
@@ -438,17 +442,20 @@ SHIM_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
 }
 
 // pause/sigsuspend: the thread would sleep until a handler runs; the greenlet
-// does, and the others run meanwhile.
+// does, and the others run meanwhile. Once nothing else can run, the thread
+// sleeps in the kernel, as unpatched.
 SHIM_EXPORT int pause(void) {
     if (!may_park()) return REAL(pause)();
     static WaitSite waiting{"pause/sigsuspend", "signal"};
-    WaitScope what(waiting);
-    InterruptScope interruptible(Interruptible::always);
-    Hub& hub = Hub::current();
-    while (hub.park(kForever) != Wake::interrupted) {
+    for (;;) {
+        int r = park_as(waiting, -1, Interruptible::always, EndsBy::signal_only,
+                        [](Hub& hub) { return hub.park(kForever); });
+        if (r == -EDEADLK) return REAL(pause)();
+        if (r == -EINTR || r == -ENOMEM) {
+            errno = -r;
+            return -1;
+        }
     }
-    errno = EINTR;
-    return -1;
 }
 
 SHIM_EXPORT int sigsuspend(const sigset_t* mask) {

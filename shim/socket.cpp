@@ -199,10 +199,14 @@ SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
     IovCursor c(msg->msg_iov, int(msg->msg_iovlen));
     c.advance(size_t(first));
     while (c.done < c.total) {
-        struct msghdr m = {};
-        m.msg_iov = c.v;
-        m.msg_iovlen = size_t(c.k);
-        ssize_t r = retry_io(f, kReadable, d, [&] { return REAL(recvmsg)(fd, &m, fl); });
+        ssize_t r = retry_io(f, kReadable, d, [&] {
+            return c.with_limit(c.total - c.done, [&](struct iovec* v, int k) {
+                struct msghdr m = {};
+                m.msg_iov = v;
+                m.msg_iovlen = size_t(k);
+                return REAL(recvmsg)(fd, &m, fl);
+            });
+        });
         if (r <= 0) break;  // EOF, error or timeout: report what came
         c.advance(size_t(r));
     }
@@ -268,22 +272,48 @@ SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
     });
 }
 
-SHIM_EXPORT int recvmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int flags, struct timespec* timeout) {
-    IoFd f = io_fd(fd);
-    if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT) || timeout) return REAL(recvmmsg)(fd, vec, vlen, flags, timeout);
-    // Blocking recvmmsg waits for the first message, then (without
-    // MSG_WAITFORONE) for the rest of vlen.
+// recvmmsg's timeout bounds the whole call once the first message is in
+// (recvmmsg(2)): the kernel waits for the first as a blocking recvmsg does,
+// checks the time only after each message, and so may wait for ever for the
+// second. Here the waits after the first end at the deadline, with the count
+// received so far, as the man page describes; the time left is written back.
+namespace {
+int recvmmsg_until(const IoFd& f, struct mmsghdr* vec, unsigned vlen, int flags, Deadline until) {
     unsigned got = 0;
-    Deadline d = recv_deadline(f);
+    Deadline first = recv_deadline(f);
     while (got < vlen) {
+        Deadline d = got == 0 ? first : (until < first ? until : first);
         int r = int(retry_io(f, kReadable, d, [&] {
-            return ssize_t(REAL(recvmmsg)(fd, vec + got, vlen - got, (flags & ~MSG_WAITFORONE) | MSG_DONTWAIT, nullptr));
+            return ssize_t(REAL(recvmmsg)(f.fd, vec + got, vlen - got, (flags & ~MSG_WAITFORONE) | MSG_DONTWAIT, nullptr));
         }));
         if (r < 0) return got ? int(got) : -1;
         got += unsigned(r);
-        if (flags & MSG_WAITFORONE) break;
+        if ((flags & MSG_WAITFORONE) || (until != kForever && monotonic_ns() >= until)) break;
     }
     return int(got);
+}
+}  // namespace
+
+SHIM_EXPORT int recvmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int flags, struct timespec* timeout) {
+    IoFd f = io_fd(fd);
+    if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(recvmmsg)(fd, vec, vlen, flags, timeout);
+    if (!timeout) return recvmmsg_until(f, vec, vlen, flags, kForever);
+    if (!kernel_reads(timeout)) return REAL(recvmmsg)(fd, vec, vlen, flags, timeout);  // EFAULT, from the kernel
+    if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L) {
+        errno = EINVAL;
+        return -1;
+    }
+    Deadline until = deadline_after_ns(ns_saturating(timeout->tv_sec, timeout->tv_nsec));
+    int r = recvmmsg_until(f, vec, vlen, flags, until);
+    int err = errno;
+    std::int64_t left = until == kForever ? 0 : until - monotonic_ns();
+    if (until != kForever) {
+        if (left < 0) left = 0;
+        timeout->tv_sec = time_t(left / 1000000000);
+        timeout->tv_nsec = long(left % 1000000000);
+    }
+    errno = err;
+    return r;
 }
 
 SHIM_EXPORT int sendmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int flags) {

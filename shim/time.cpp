@@ -1,5 +1,6 @@
 // The sleep family: park the greenlet on a timer instead of the thread.
 #include <climits>
+#include <limits>
 
 #include "shim.hpp"
 
@@ -20,24 +21,27 @@ void from_ns(std::int64_t ns, struct timespec* ts) noexcept {
     ts->tv_nsec = long(ns % 1000000000);
 }
 
-// Sleeps until deadline; 0, or EINTR with the time left in *left_ns.
+// Sleeps until deadline; 0, or EINTR with the time left in *left_ns. A sleep
+// too long for any timer (ns past INT64_MAX: kForever) that nothing but a
+// signal can end sleeps in the kernel once nothing else can run.
 WaitSite g_sleep{"sleep", "sleep"};
 
 int sleep_until(Deadline deadline, std::int64_t* left_ns) noexcept {
-    WaitScope what(g_sleep);
     for (;;) {
-        Wake w;
-        try {
-            InterruptScope interruptible(Interruptible::always);  // sleeps always end with EINTR
-            w = Hub::current().sleep_until(deadline);
-        } catch (...) {
-            return ENOMEM;
+        int r = park_as(g_sleep, -1, Interruptible::always, EndsBy::signal_only,
+                        [&](Hub& hub) { return hub.sleep_until(deadline); });
+        if (r == -EDEADLK) {
+            struct timespec forever = {std::numeric_limits<time_t>::max(), 999999999};
+            while (REAL(nanosleep)(&forever, &forever) == 0) {
+            }
+            r = errno == EINTR ? -EINTR : 0;
         }
         std::int64_t left = deadline == kForever ? INT64_MAX : deadline - monotonic_ns();
-        if (w == Wake::interrupted) {
+        if (r == -EINTR) {
             if (left_ns) *left_ns = left > 0 ? left : 0;
             return EINTR;
         }
+        if (r == -ENOMEM) return ENOMEM;
         if (left <= 0) return 0;
     }
 }

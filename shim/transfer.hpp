@@ -58,42 +58,46 @@ ssize_t write_all(const IoFd& f, const void* buf, size_t n, Deadline deadline, O
     return ssize_t(done);
 }
 
-// A private copy of an iovec array that can be advanced past what was
-// transferred, leaving the caller's untouched.
+// A position in the caller's iovec array, advanced past what was
+// transferred, leaving the caller's array untouched. Each try works on a
+// window of at most kWindow entries copied from it (1 KiB), not on a copy
+// of the whole array (up to IOV_MAX = 1024 entries, 16 KiB): the shim's frames
+// must fit the smallest greenlet stack (see "Stack budget" in shim.hpp).
 struct IovCursor {
-    struct iovec local[1024];
-    struct iovec* v = local;
-    int k;
+    static constexpr int kWindow = 64;
+    const struct iovec* iov;
+    int k;              // entries left, from iov
+    size_t offset = 0;  // bytes of iov[0] already transferred
     size_t total = 0;
     size_t done = 0;
 
-    IovCursor(const struct iovec* iov, int cnt) : k(cnt) {
-        std::memcpy(local, iov, sizeof(struct iovec) * size_t(cnt));
-        for (int i = 0; i < cnt; ++i) total += local[i].iov_len;
+    IovCursor(const struct iovec* v, int cnt) : iov(v), k(cnt) {
+        for (int i = 0; i < cnt; ++i) total += v[i].iov_len;
     }
     void advance(size_t n) {
         done += n;
-        while (k > 0 && n >= v->iov_len) {
-            n -= v->iov_len;
-            ++v;
+        n += offset;
+        while (k > 0 && n >= iov->iov_len) {
+            n -= iov->iov_len;
+            ++iov;
             --k;
         }
-        if (k > 0) {
-            v->iov_base = static_cast<char*>(v->iov_base) + n;
-            v->iov_len -= n;
-        }
+        offset = k > 0 ? n : 0;
     }
-    // op(v, k) on no more than the first `limit` bytes of what is left.
+    // op(v, cnt) on the next window of what is left, no more than `limit` bytes.
     template <class Op>
     auto with_limit(size_t limit, Op&& op) {
-        if (limit >= total - done) return op(v, k);
+        struct iovec w[kWindow];
         int j = 0;
-        while (v[j].iov_len < limit) limit -= v[j++].iov_len;  // [j] holds the limit
-        size_t saved = v[j].iov_len;
-        v[j].iov_len = limit;
-        auto r = op(v, j + 1);
-        v[j].iov_len = saved;
-        return r;
+        for (int i = 0; i < k && j < kWindow && limit > 0; ++i) {
+            size_t skip = i == 0 ? offset : 0;
+            size_t len = iov[i].iov_len - skip;
+            if (len == 0) continue;  // empty entries take no room: every window moves data
+            w[j].iov_base = static_cast<char*>(iov[i].iov_base) + skip;
+            w[j].iov_len = len < limit ? len : limit;
+            limit -= w[j++].iov_len;
+        }
+        return op(w, j);
     }
 };
 

@@ -27,28 +27,41 @@ WaitSite& site_for(int fd, int events) noexcept {
 }
 }  // namespace
 
+int wake_result(Wake w, const char* what, EndsBy ends) noexcept {
+    switch (w) {
+    case Wake::none:
+    case Wake::event: return 0;
+    case Wake::timeout: return -ETIMEDOUT;
+    case Wake::closed: return -EBADF;
+    case Wake::interrupted: return -EINTR;
+    case Wake::deadlock: break;
+    }
+    if (ends == EndsBy::signal_only) return -EDEADLK;
+    deadlock_exit(what);
+}
+
 int park_until_ready(int fd, int events, Deadline deadline) noexcept {
     // Readiness is a hint (epoll may report an fd another greenlet drains
     // first): every caller checks, and comes back if it was not ready.
     if (faults::active() && faults::spurious_wake(fd, events)) return 0;
-    Wake w;
-    WaitScope what(site_for(fd, events), fd);
+    int r = park_as(site_for(fd, events), fd,
+                    deadline == kForever ? Interruptible::unless_restart : Interruptible::always,
+                    EndsBy::other_thread, [&](Hub& hub) { return hub.wait_fd(fd, events, deadline); });
+    if (r == 0) return 0;
+    errno = r == -ETIMEDOUT ? EAGAIN : -r;
+    return -1;
+}
+
+void coop_give_way(Hub& hub) noexcept {
+    t_coop.left = kCoopBudget;
+    if (hub.alone() || !may_park()) return;
+    int saved = errno;
     try {
-        InterruptScope interruptible(deadline == kForever ? Interruptible::unless_restart : Interruptible::always);
-        w = Hub::current().wait_fd(fd, events, deadline);
+        hub.yield();
     } catch (...) {
-        errno = ENOMEM;
-        return -1;
     }
-    switch (w) {
-    case Wake::none:
-    case Wake::event: return 0;
-    case Wake::timeout: errno = EAGAIN; return -1;
-    case Wake::closed: errno = EBADF; return -1;
-    case Wake::interrupted: errno = EINTR; return -1;
-    case Wake::deadlock: break;
-    }
-    deadlock_exit("a wait on an fd");
+    errno = saved;
+    t_coop.seen_switches = hub.switches();
 }
 
 bool ready_now(int fd, int events) noexcept {

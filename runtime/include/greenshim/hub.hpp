@@ -197,6 +197,13 @@ public:
 
     struct ev_loop* loop() noexcept { return loop_; }
     std::size_t ready_count() const noexcept { return ready_count_; }
+    // True when no other greenlet of this hub could run now or be woken by
+    // the loop (nothing ready, nothing parked on an fd, a timer or the pool,
+    // no signal handler that could interrupt a wait): a yield would come
+    // straight back. Cost: four loads.
+    bool alone() const noexcept {
+        return ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0 && !signals_can_wake();
+    }
     std::uint64_t switches() const noexcept { return switches_.load(std::memory_order_relaxed); }
 
     // After fork() in the child: re-initialise the loop's kernel state.
