@@ -236,22 +236,18 @@ int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
     Deadline d = exact ? kForever : deadline_after_ns(backoff_ns);
     std::int64_t cap = waits.empty() ? 20000000 : 1000000000;
     backoff_ns = backoff_ns * 2 > cap ? cap : backoff_ns * 2;
-    Wake w;
-    {
-        static WaitSite waiting{"waitpid", "process", WaitSite::Arg::pid};
-        WaitScope what(waiting, pid);
-        InterruptScope interruptible(Interruptible::unless_restart);
-        w = Hub::current().wait_fds(waits.data(), waits.size(), d);
-    }
+    static WaitSite waiting{"waitpid", "process", WaitSite::Arg::pid};
+    int r = park_as(waiting, pid, Interruptible::unless_restart, EndsBy::other_thread,
+                    [&](Hub& hub) { return hub.wait_fds(waits.data(), waits.size(), d); });
     for (FdWait& fw : waits) {
         fd_closing(fw.fd);
         REAL(close)(fw.fd);
     }
-    if (w == Wake::interrupted) {
-        errno = EINTR;
+    if (r == -EINTR || r == -ENOMEM) {
+        errno = -r;
         return -1;
     }
-    return 0;
+    return 0;  // a child may have changed state (or the backoff timer ran out): ask again
 }
 
 template <class Try>

@@ -99,7 +99,7 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(sem_timedwait) X(sem_clockwait) X(sem_getvalue) X(pthread_barrier_init)                 \
     X(pthread_barrier_destroy) X(pthread_barrier_wait) X(pthread_once) X(syscall)              \
     X(pthread_key_create) X(pthread_key_delete) X(pthread_getspecific) X(pthread_setspecific)  \
-    X(sigaction) X(pause) X(sigsuspend) X(sigtimedwait) X(signalfd) X(pthread_sigmask) X(sigprocmask)                           \
+    X(sigaction) X(raise) X(pause) X(sigsuspend) X(sigtimedwait) X(signalfd) X(pthread_sigmask) X(sigprocmask)                           \
     X(waitpid) X(wait4) X(waitid) X(getaddrinfo) X(getnameinfo) X(gethostbyname)              \
     X(gethostbyname2) X(gethostbyname_r) X(gethostbyname2_r) X(gethostbyaddr)                 \
     X(gethostbyaddr_r) X(res_query) X(res_search) X(res_querydomain)                         \

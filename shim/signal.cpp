@@ -427,6 +427,13 @@ SHIM_EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction
     return do_sigaction(sig, act, old);
 }
 
+// raise: the handler runs at once, on this greenlet, as unpatched; a thread
+// that loops raising signals counts the calls against its budget.
+SHIM_EXPORT int raise(int sig) {
+    if (may_park()) coop_tick();
+    return REAL(raise)(sig);
+}
+
 // glibc's signal() installs through its internal sigaction; ours keeps its
 // BSD semantics (SA_RESTART) and goes through the trampoline.
 SHIM_EXPORT sighandler_t signal(int sig, sighandler_t handler) {

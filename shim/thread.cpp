@@ -174,15 +174,14 @@ int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only, bool 
         // (glibc 2.36 spins forever here instead: EINVAL is what POSIX allows)
         if (malformed_time) return EINVAL;
         t->joining = true;
+        static WaitSite waiting{"pthread_join", "join"};
         while (!t->finished) {
-            static WaitSite waiting{"pthread_join", "join"};
-            WaitScope what(waiting);
-            Wake w = t->joiners.wait(deadline);
-            if (w == Wake::timeout && !t->finished) {
+            int r = park_as(waiting, -1, Interruptible::no, EndsBy::other_thread,
+                            [&](Hub&) { return t->joiners.wait(deadline); });
+            if (r == -ETIMEDOUT && !t->finished) {
                 t->joining = false;
                 return ETIMEDOUT;
             }
-            if (w == Wake::deadlock) deadlock_exit("pthread_join");
         }
     }
     if (ret) *ret = t->result;
@@ -237,9 +236,8 @@ SHIM_EXPORT void pthread_exit(void* value) {
         // The main thread leaves, the process stays until the last thread ends
         // (as with real threads), then exits with status 0.
         static WaitSite waiting{"pthread_exit of main (waiting for the other threads)", "join"};
-        WaitScope what(waiting);
         while (g_live_threads > 0)
-            if (g_all_done.wait() == Wake::deadlock) deadlock_exit("pthread_exit");
+            park_as(waiting, -1, Interruptible::no, EndsBy::other_thread, [](Hub&) { return g_all_done.wait(); });
         std::exit(0);
     }
     REAL(pthread_exit)(value);
