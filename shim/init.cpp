@@ -186,8 +186,19 @@ bool may_park() noexcept {
     return !hub || !hub->in_hub();
 }
 
+namespace {
+// The next definition after ours; failing that (libc itself was preloaded
+// ahead of us, so there is no "next": the program's calls then reach libc
+// directly, and only ours need it), libc's own.
+void* find_real(const char* name) noexcept {
+    if (void* f = dlsym(RTLD_NEXT, name)) return f;
+    static void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    return libc ? dlsym(libc, name) : nullptr;
+}
+}  // namespace
+
 void* resolve(const char* name) noexcept {
-    void* f = dlsym(RTLD_NEXT, name);
+    void* f = find_real(name);
     if (!f) {
         std::fprintf(stderr, "greenshim: cannot find the real %s in libc\n", name);
         std::abort();
@@ -208,11 +219,13 @@ bool optional_real(const char* name) noexcept {
         if (!std::strcmp(o, name)) return true;
     return false;
 }
+// A required function that is missing is named once here; the process goes
+// on, and aborts only if something calls it (resolve()).
 template <class F>
 void resolve_now(F& slot, const char* name) noexcept {
     if (__atomic_load_n(&slot, __ATOMIC_ACQUIRE)) return;
-    void* f = dlsym(RTLD_NEXT, name);
-    if (!f && !optional_real(name)) resolve(name);  // a required one: says which, and aborts
+    void* f = find_real(name);
+    if (!f && !optional_real(name)) std::fprintf(stderr, "greenshim: cannot find the real %s in libc\n", name);
     __atomic_store_n(&slot, reinterpret_cast<F>(f), __ATOMIC_RELEASE);
 }
 }  // namespace
