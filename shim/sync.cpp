@@ -51,20 +51,25 @@ Wake wait_in(WaitQueue& q, WaitSite& site, const void* object, Deadline deadline
     return q.wait(deadline);
 }
 
-Greenlet* self() { return &Greenlet::current(); }
+// Who holds a lock: Greenlet::current_owner_id(), which sets nothing up and
+// allocates nothing. An allocator's mutexes are taken inside malloc, often
+// before anything else ran on the thread (jemalloc's first malloc, from
+// libstdc++'s start-up): an uncontended lock, unlock or trylock must never
+// reach the runtime's per-thread set-up, the hub or malloc.
+const void* self() noexcept { return Greenlet::current_owner_id(); }
 
 // ---- mutexes ----
 //
 // Layout inside pthread_mutex_t (40 bytes), glibc's __kind kept at offset 16:
 //   0  int       locked     (0/1)
 //   4  unsigned  count      (recursion depth)
-//   8  Greenlet* owner
+//   8  void*     owner      (Greenlet::current_owner_id of the holder)
 //   16 int       kind       (glibc's: type plus robust/PI/PP/pshared bits)
 //   24 WaitQueue waiters    (16 bytes)
 struct Mutex {
     int locked;
     unsigned count;
-    Greenlet* owner;
+    const void* owner;
     int kind;
     int spare;
     WaitQueue waiters;
@@ -82,7 +87,7 @@ bool real_mutex(pthread_mutex_t* m) { return !may_park() || (as_mutex(m)->kind &
 // only when the call would have to wait: a free mutex is taken (and a
 // recursive one relocked) without looking at the time.
 int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_time = false) {
-    Greenlet* me = self();
+    const void* me = self();
     if (!m->locked) {
         m->locked = 1;
         m->owner = me;
@@ -119,16 +124,15 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
 }
 
 int mutex_unlock(Mutex* m) {
-    Greenlet* me = self();
     int type = m->kind & kKindMask;
     if (type == PTHREAD_MUTEX_RECURSIVE || type == PTHREAD_MUTEX_ERRORCHECK) {
-        if (!m->locked || m->owner != me) return EPERM;
+        if (!m->locked || m->owner != self()) return EPERM;
         if (type == PTHREAD_MUTEX_RECURSIVE && --m->count > 0) return 0;
     }
     // Hand the lock straight to the longest waiter: FIFO, and a greenlet that
     // unlocks and relocks in a loop cannot starve the others.
     if (Greenlet* next = m->waiters.wake_one()) {
-        m->owner = next;
+        m->owner = next->owner_id();
         m->count = 1;
         return 0;
     }
@@ -288,13 +292,13 @@ SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, cl
 // is left alone and marks process-shared locks, which stay glibc's:
 //   0  int       readers holding it
 //   4  int       writers waiting (new readers queue behind them)
-//   8  Greenlet* writer holding it
+//   8  void*     writer holding it (its owner id)
 //   32 WaitQueue waiters (readers and writers; each rechecks when woken)
 namespace {
 struct RwLock {
     int readers;
     int writers_waiting;
-    Greenlet* writer;
+    const void* writer;
     char pad[12];
     int shared;
     WaitQueue waiters;
@@ -319,7 +323,7 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
 }
 
 int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
-    Greenlet* me = self();
+    const void* me = self();
     if (!l->writer && l->readers == 0) {
         l->writer = me;
         return 0;

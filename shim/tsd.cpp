@@ -10,11 +10,14 @@
 // runtime tells ASan of every switch between them. Per greenlet thread, ASan
 // would lose track of the stacks (and its lookups would recurse into the
 // shim through __tls_get_addr).
+//
+// None of it allocates with malloc: allocators keep their per-thread caches
+// under a key (jemalloc sets it inside the first malloc of each thread), so
+// the main greenlet's and a real thread's values are in thread-local storage
+// and the values of keys past the first kTsdInline are in mmap'd pages.
 #include <dlfcn.h>
 #include <pthread.h>
-
-#include <cstdlib>
-#include <new>
+#include <sys/mman.h>
 
 #include "shim.hpp"
 #include "thread.hpp"
@@ -45,20 +48,22 @@ bool asan_runtime(const void* caller) noexcept {
            asan.dli_fbase == who.dli_fbase;
 }
 
-thread_local Tsd* t_os_tsd = nullptr;  // the main greenlet's / a real thread's
+thread_local Tsd t_os_tsd;  // the main greenlet's / a real thread's (constant-initialised)
 
-Tsd* current_tsd(bool create) {
+Tsd* current_tsd() {
     if (GThread* t = gthread_current()) return &t->tsd;
-    if (!t_os_tsd && create) t_os_tsd = new (std::nothrow) Tsd;
-    return t_os_tsd;
+    return &t_os_tsd;
 }
+
+constexpr std::size_t kRestBytes = (kKeys - kTsdInline) * sizeof(TsdEntry);
 
 TsdEntry* entry(Tsd* tsd, unsigned key, bool create) {
     if (key < kTsdInline) return &tsd->first[key];
     if (!tsd->rest) {
         if (!create) return nullptr;
-        tsd->rest = static_cast<TsdEntry*>(std::calloc(kKeys - kTsdInline, sizeof(TsdEntry)));
-        if (!tsd->rest) return nullptr;
+        void* p = mmap(nullptr, kRestBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return nullptr;
+        tsd->rest = static_cast<TsdEntry*>(p);
     }
     return &tsd->rest[key - kTsdInline];
 }
@@ -83,7 +88,7 @@ void tsd_run_destructors(GThread* t) noexcept {
         }
         if (!again) break;
     }
-    std::free(tsd->rest);
+    if (tsd->rest) munmap(tsd->rest, kRestBytes);
     tsd->rest = nullptr;
 }
 }  // namespace greenshim::shim
@@ -122,9 +127,7 @@ SHIM_EXPORT int pthread_key_delete(pthread_key_t key) {
 
 SHIM_EXPORT void* pthread_getspecific(pthread_key_t key) {
     if (key >= kKeys) return is_libc_key(key) ? REAL(pthread_getspecific)(key - kLibcKeys) : nullptr;
-    Tsd* tsd = current_tsd(false);
-    if (!tsd) return nullptr;
-    TsdEntry* e = entry(tsd, key, false);
+    TsdEntry* e = entry(current_tsd(), key, false);
     if (!e || e->seq != __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE)) return nullptr;
     return e->value;
 }
@@ -133,8 +136,7 @@ SHIM_EXPORT int pthread_setspecific(pthread_key_t key, const void* value) {
     if (key >= kKeys) return is_libc_key(key) ? REAL(pthread_setspecific)(key - kLibcKeys, value) : EINVAL;
     std::uint64_t seq = __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE);
     if (!(seq & 1)) return EINVAL;
-    Tsd* tsd = current_tsd(true);
-    TsdEntry* e = tsd ? entry(tsd, key, true) : nullptr;
+    TsdEntry* e = entry(current_tsd(), key, true);
     if (!e) return ENOMEM;
     e->seq = seq;
     e->value = const_cast<void*>(value);

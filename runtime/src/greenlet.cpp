@@ -11,11 +11,16 @@
 // (sanitizers.hpp): start_switch_fiber on the way out, finish_switch_fiber on
 // arrival. The plain build compiles none of it.
 #include <cxxabi.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "internal.hpp"
 
@@ -27,30 +32,95 @@ namespace detail {
 thread_local ThreadState* t_state GREENSHIM_TLS = nullptr;
 
 namespace {
+// The main greenlet's owner id (Greenlet::current_owner_id): only its address
+// matters.
+thread_local char t_main_token GREENSHIM_TLS;
+
 EhGlobals* eh_globals() noexcept { return reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals()); }
 
 std::atomic<std::uint64_t> g_next_id{1};
 std::atomic<std::size_t> g_default_stack{256 * 1024};
 
+// A thread's state and its main greenlet live in one block of pages of their
+// own, never on the heap: the first thing that sets a thread up may be a lock
+// taken inside malloc (an allocator's own mutex, contended), and operator new
+// there would call that malloc again, before it is ready (jemalloc recursed
+// ~116,000 frames deep that way). The block goes when both the thread state
+// and the last reference to the main greenlet are gone.
+struct ThreadBlock {
+    ThreadState state;
+    alignas(Greenlet) unsigned char main[sizeof(Greenlet)];
+    alignas(Greenlet::Impl) unsigned char main_impl[sizeof(Greenlet::Impl)];
+    alignas(std::max_align_t) unsigned char main_ctrl[64];  // the main greenlet's shared_ptr control block
+    std::atomic<int> refs{2};  // the thread state + the main greenlet's control block
+};
+constexpr std::size_t kThreadBlockBytes = (sizeof(ThreadBlock) + 4095) / 4096 * 4096;
+
+void release_block(ThreadBlock* b) noexcept {
+    if (b->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+#if GREENSHIM_ASAN
+    __lsan_unregister_root_region(b, kThreadBlockBytes);
+#endif
+    munmap(b, kThreadBlockBytes);  // its state was destroyed by thread_exit
+}
+
+// Allocates the main greenlet's control block in its thread's block.
+template <class T>
+struct BlockAllocator {
+    using value_type = T;
+    ThreadBlock* block;
+    explicit BlockAllocator(ThreadBlock* b) noexcept : block(b) {}
+    template <class U>
+    BlockAllocator(const BlockAllocator<U>& o) noexcept : block(o.block) {}
+    T* allocate(std::size_t n) {
+        static_assert(sizeof(T) <= sizeof(ThreadBlock::main_ctrl) && alignof(T) <= alignof(std::max_align_t));
+        if (n != 1) throw std::bad_alloc();
+        return reinterpret_cast<T*>(block->main_ctrl);
+    }
+    void deallocate(T*, std::size_t) noexcept { release_block(block); }  // the control block's last act
+    template <class U>
+    bool operator==(const BlockAllocator<U>& o) const noexcept { return block == o.block; }
+};
+
+struct MainDeleter {
+    void operator()(Greenlet* g) const noexcept { g->~Greenlet(); }
+};
+
 // Thread exit: tear down what a thread that only ever had its main greenlet
 // (and perhaps an idle hub) created. A thread that exits with live greenlets
 // keeps them, as a process that exits keeps its threads: nothing runs them.
-struct ThreadCleanup {
-    ~ThreadCleanup() {
-        ThreadState* t = t_state;
-        if (!t || t->current != t->main.get()) return;
-        // The hub's own greenlet counts as alive once it has run.
-        std::size_t hub_alive = t->hub && t->hub->greenlet().started() && !t->hub->greenlet().dead() ? 1 : 0;
-        if (t->alive != hub_alive) return;
-        t->release_later.reset();
-        delete std::exchange(t->hub, nullptr);
-        t->pool.drain();
-        t_state = nullptr;
-        delete t;
-    }
-};
-thread_local ThreadCleanup t_cleanup;
+// Called as the destructor of a libc thread-specific key (registering a C++
+// thread_local destructor would calloc, see init_thread_state).
+void thread_exit(void*) noexcept {
+    ThreadState* t = t_state;
+    if (!t || t->current != t->main.get()) return;
+    // The hub's own greenlet counts as alive once it has run.
+    std::size_t hub_alive = t->hub && t->hub->greenlet().started() && !t->hub->greenlet().dead() ? 1 : 0;
+    if (t->alive != hub_alive) return;
+    t->release_later.reset();
+    delete std::exchange(t->hub, nullptr);
+    t->pool.drain();
+    t_state = nullptr;
+    auto* block = reinterpret_cast<ThreadBlock*>(t);
+    t->~ThreadState();  // drops its reference to the main greenlet
+    release_block(block);
+}
+}  // namespace
 
+}  // namespace detail
+}  // namespace greenshim
+
+// libc's own key functions, past any interposer of pthread_key_create and
+// pthread_setspecific (the shim emulates those per greenlet thread; this key
+// is the OS thread's): __pthread_key_create is libc's public alias, and
+// __pthread_setspecific is reached at its one version.
+extern "C" int __pthread_key_create(pthread_key_t* key, void (*dtor)(void*));
+extern "C" int greenshim_libc_setspecific(pthread_key_t key, const void* value);
+__asm__(".symver greenshim_libc_setspecific, __pthread_setspecific@GLIBC_2.2.5");
+
+namespace greenshim {
+namespace detail {
+namespace {
 #if GREENSHIM_ASAN
 StackRange fiber_range(const ctx::stack_context& sc) noexcept {
     return {static_cast<char*>(sc.sp) - sc.size, sc.size};
@@ -113,13 +183,37 @@ struct PoolAllocator {
 };
 }  // namespace
 
+// Sets up the calling thread without the heap: the block is mmap'd, the
+// thread-exit clean-up is a libc key (whose value lives in libc's per-thread
+// array: no allocation either). Meanwhile the thread is the runtime's
+// (InternalScope): an interposed call it makes goes straight to libc.
 ThreadState& init_thread_state() {
-    auto* t = new ThreadState;
-    t_state = t;
-    (void)&t_cleanup;  // odr-use: registers the thread-exit destructor
-    t->main = Runtime::make_main();
+    InternalScope setting_up;
+    static pthread_key_t exit_key = [] {
+        pthread_key_t k{};
+        if (__pthread_key_create(&k, thread_exit) != 0) {
+            std::fputs("greenshim: no thread-specific key left for the thread clean-up\n", stderr);
+            std::abort();
+        }
+        return k;
+    }();
+    void* mem = mmap(nullptr, kThreadBlockBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) throw std::bad_alloc();
+    auto* block = new (mem) ThreadBlock;
+    static_assert(offsetof(ThreadBlock, state) == 0);
+#if GREENSHIM_ASAN
+    // LeakSanitizer does not scan mmap'd memory of its own accord: what the
+    // thread state points to (the hub) is reachable.
+    __lsan_register_root_region(block, kThreadBlockBytes);
+#endif
+    ThreadState* t = &block->state;
+    auto* impl = new (block->main_impl) Greenlet::Impl;
+    Greenlet* main = Runtime::construct_main(block->main, impl);
+    t->main = std::shared_ptr<Greenlet>(main, MainDeleter{}, BlockAllocator<Greenlet>(block));
     Runtime::set_state(*t->main, GreenletState::running);
-    t->current = t->main.get();
+    t->current = main;
+    t_state = t;
+    greenshim_libc_setspecific(exit_key, block);
     return *t;
 }
 
@@ -283,10 +377,6 @@ void Runtime::unwind(Greenlet& g) noexcept {
 #endif
 }
 
-std::shared_ptr<Greenlet> Runtime::make_main() {
-    return std::make_shared<Greenlet>(Greenlet::Token{}, Greenlet::Fn{}, "main", 0, true);
-}
-
 std::shared_ptr<Greenlet> Runtime::make(Greenlet::Fn fn, std::string name, std::size_t stack,
                                         std::shared_ptr<Greenlet> parent) {
     if (stack == 0) stack = g_default_stack.load(std::memory_order_relaxed);
@@ -314,7 +404,16 @@ Greenlet::Greenlet(Token, Fn fn, std::string name, std::size_t stack_size, bool 
     if (is_main) impl_->fiber_created = true;
 }
 
+Greenlet::Greenlet(Token, Impl* impl) : impl_(impl), name_("main"), id_(0), stack_size_(0), is_main_(true),
+                                       impl_in_place_(true) {
+    impl_->fiber_created = true;
+}
+
 Greenlet::~Greenlet() {
+    if (impl_in_place_) {  // a main greenlet: its Impl is in its thread's block
+        impl_.release()->~Impl();
+        return;
+    }
     // A suspended greenlet is unwound by ~fiber (forced_unwind runs the
     // destructors on its stack); account for it first. One a fork left
     // behind is dead already but still has its fiber.
@@ -338,6 +437,18 @@ std::shared_ptr<Greenlet> Greenlet::create(std::function<void()> fn, std::string
 }
 
 Greenlet& Greenlet::current() { return *ts().current; }
+
+const void* Greenlet::current_owner_id() noexcept {
+    ThreadState* t = detail::t_state;
+    Greenlet* g = t ? t->current : nullptr;
+    if (g && !g->is_main_) return g;
+    return &detail::t_main_token;
+}
+
+const void* Greenlet::owner_id() const noexcept {
+    if (is_main_) return &detail::t_main_token;
+    return this;
+}
 
 namespace {
 // The common switch: carries a value or an exception to target and returns what

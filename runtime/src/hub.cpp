@@ -107,7 +107,13 @@ Hub* Hub::existing() noexcept {
 
 Hub& Hub::current() {
     detail::ThreadState& t = ts();
-    if (!t.hub) t.hub = new Hub();
+    if (!t.hub) {
+        // The hub allocates (its loop, its greenlet); a lock that malloc
+        // takes meanwhile must not come back here: while it is being made,
+        // the thread is the runtime's and interposed calls go to libc.
+        InternalScope setting_up;
+        t.hub = new Hub();
+    }
     return *t.hub;
 }
 

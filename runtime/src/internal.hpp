@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <exception>
 #include <memory>
+#include <new>
 #include <unordered_map>
 #include <vector>
 
@@ -145,7 +146,10 @@ struct Runtime {
     static void set_state(Greenlet& g, GreenletState s) noexcept { g.state_ = s; }
     static void live_link(Greenlet& g) noexcept;
     static void live_unlink(Greenlet& g) noexcept;
-    static std::shared_ptr<Greenlet> make_main();
+    // A thread's main greenlet, constructed at where with its Impl at impl.
+    static Greenlet* construct_main(void* where, Greenlet::Impl* impl) {
+        return new (where) Greenlet(Greenlet::Token{}, impl);
+    }
     static std::shared_ptr<Greenlet> make(Greenlet::Fn fn, std::string name, std::size_t stack,
                                           std::shared_ptr<Greenlet> parent);
 };

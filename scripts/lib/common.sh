@@ -10,6 +10,10 @@ GREENSHIM_PACKAGES=(
   libev-dev libboost-context-dev doctest-dev
   python3.11 libpython3.11-testsuite curl strace procps util-linux
   valgrind  # also <valgrind/valgrind.h>: the runtime registers its stacks with it
+  # other allocators, preloaded and linked (tests/threads: alloc-*), and a real
+  # program that links jemalloc (tests/integration: redis_benchmark)
+  libjemalloc2 libjemalloc-dev libtcmalloc-minimal4 libgoogle-perftools4 libmimalloc2.0
+  redis-server redis-tools
 )
 
 greenshim_missing_packages() {

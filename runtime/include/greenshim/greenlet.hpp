@@ -91,6 +91,17 @@ public:
     // The greenlet running on this OS thread (the thread's main greenlet if no
     // other was switched to). Cost: a thread-local load.
     static Greenlet& current();
+    // Who runs now, as a lock records its owner: the running greenlet's
+    // address, but a per-thread token for the thread's main greenlet. Needs no
+    // set-up (no allocation, no hub): on a thread the runtime has not seen yet
+    // only its main greenlet can run, and the token stays main's once the
+    // runtime sets the thread up. So a lock that an allocator takes inside
+    // malloc can record its owner without reaching malloc. Cost: a
+    // thread-local load or two.
+    static const void* current_owner_id() noexcept;
+    // What current_owner_id() says while this greenlet runs. Only for
+    // greenlets of the calling OS thread (main's token is per thread).
+    const void* owner_id() const noexcept;
 
     // Runs this greenlet; returns the value the next switch back to us carries.
     // Switching to a dead greenlet switches to its first live ancestor.
@@ -143,6 +154,9 @@ private:
 
 public:
     Greenlet(Token, Fn fn, std::string name, std::size_t stack_size, bool is_main);
+    // A thread's main greenlet, its Impl constructed by the caller at impl
+    // (runtime-internal storage that is not the heap: see greenlet.cpp).
+    Greenlet(Token, Impl* impl);
 
 private:
     friend struct detail::Runtime;
@@ -158,6 +172,7 @@ private:
     std::size_t stack_size_;
     GreenletState state_ = GreenletState::fresh;
     bool is_main_ = false;
+    bool impl_in_place_ = false;  // impl_ was not new'd: destroyed, not deleted
 };
 
 // Statistics of this thread's stack pool, for tests and benchmarks.
