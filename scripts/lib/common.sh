@@ -10,6 +10,7 @@ GREENSHIM_PACKAGES=(
   libev-dev libboost-context-dev doctest-dev
   python3.11 libpython3.11-testsuite curl strace procps util-linux
   valgrind  # also <valgrind/valgrind.h>: the runtime registers its stacks with it
+  liburing-dev libaio-dev  # tests/threads/native: waits in liburing and libaio
 )
 
 greenshim_missing_packages() {
