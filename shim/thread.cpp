@@ -250,6 +250,15 @@ SHIM_EXPORT int sched_yield(void) {
     return 0;
 }
 
+// pthread_yield is sched_yield. glibc 2.34 made it a compat symbol,
+// pthread_yield@GLIBC_2.2.5, which binaries built against older glibc still
+// import (Debian 12's sysbench); its body calls glibc's internal sched_yield,
+// never ours, so a thread spinning on it would never let another run.
+// shim/exports.map gives ours that version; <pthread.h> redirects the C++ name
+// to sched_yield, hence the asm label.
+SHIM_EXPORT int greenshim_pthread_yield(void) __asm__("pthread_yield");
+SHIM_EXPORT int greenshim_pthread_yield(void) { return sched_yield(); }
+
 SHIM_EXPORT int pthread_setname_np(pthread_t th, const char* name) {
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_setname_np)(th, name);

@@ -1,0 +1,66 @@
+/* Shared by the C programs of tests/threads/native: each prints statements
+ * ending "yes" (or "NO") that must be the same unpatched and under greenrun,
+ * and exits 0 only if all are "yes". Figures go to stderr. */
+#pragma once
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define COMMON_FN static __attribute__((unused))
+
+static int all_ok = 1;
+
+COMMON_FN void say(const char *what, int ok) {
+    printf("%s: %s\n", what, ok ? "yes" : "NO");
+    fflush(stdout);
+    all_ok &= ok;
+}
+
+COMMON_FN double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Whether libgreenshim.so is mapped: the program runs under greenrun. */
+COMMON_FN int under_shim(void) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, "libgreenshim") != NULL;
+    if (f) fclose(f);
+    return found;
+}
+
+/* The process's OS threads, without the kernel's io_uring workers and SQPOLL
+ * threads ("iou-wrk-PID", "iou-sqp-PID"), which the kernel counts in the
+ * thread group but the program did not create. */
+COMMON_FN int os_threads(void) {
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], comm[64] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (!fgets(comm, sizeof comm, f)) comm[0] = 0;
+            fclose(f);
+        }
+        if (strncmp(comm, "iou-", 4) != 0) ++n;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* "N OS threads (one under greenshim)": `unpatched` threads without the
+ * shim, 1 with it. */
+COMMON_FN int threads_as_expected(int seen, int unpatched) {
+    int want = under_shim() ? 1 : unpatched;
+    if (seen != want) fprintf(stderr, "OS threads: saw %d, expected %d\n", seen, want);
+    return seen == want;
+}
