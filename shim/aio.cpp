@@ -153,27 +153,21 @@ WaitSite g_aio{"io_getevents (polling)", "io"};
 // One park: on fd (readable) if fd >= 0, else on a timer until `next`; never
 // past the deadline. A signal handler ends it whatever its flags: neither
 // io_uring_enter nor io_getevents is restarted after a handler.
-Ended park(int fd, Deadline next, Deadline deadline) {
-    Wake w;
-    try {
-        InterruptScope interruptible(Interruptible::always);
-        w = fd >= 0 ? Hub::current().wait_fd(fd, kReadable, deadline)
-                    : Hub::current().sleep_until(next < deadline ? next : deadline);
-    } catch (...) {
-        return Ended::nomem;
-    }
-    switch (w) {
-    case Wake::interrupted: return Ended::interrupted;
-    case Wake::closed: return Ended::closed;
-    case Wake::deadlock: deadlock_exit("an io_uring or aio wait");
-    default: return Ended::ready;  // look again
+Ended park(WaitSite& site, std::intptr_t arg, int fd, Deadline next, Deadline deadline) {
+    int r = park_as(site, arg, Interruptible::always, EndsBy::other_thread, [&](Hub& hub) {
+        return fd >= 0 ? hub.wait_fd(fd, kReadable, deadline) : hub.sleep_until(next < deadline ? next : deadline);
+    });
+    switch (r) {
+    case -EINTR: return Ended::interrupted;
+    case -EBADF: return Ended::closed;
+    case -ENOMEM: return Ended::nomem;
+    default: return Ended::ready;  // woken, or a step of the back-off ended: look again
     }
 }
 
 // Parks until the completion queue holds `want` CQEs, the deadline passes or
 // a signal handler runs.
 Ended wait_cq(Ring* ring, unsigned want, Deadline deadline) {
-    WaitScope what(g_uring, ring->ring_fd);
     std::int64_t backoff = kBackoffFirstNs;
     for (;;) {
         if (cq_ready(ring) < want &&
@@ -184,7 +178,8 @@ Ended wait_cq(Ring* ring, unsigned want, Deadline deadline) {
         if (ready >= want) return Ended::ready;
         if (deadline != kForever && monotonic_ns() >= deadline) return Ended::timeout;
         bool on_fd = ready == 0 && fd_reports_cqes(ring);
-        Ended e = park(on_fd ? ring->ring_fd : -1, on_fd ? kForever : deadline_after_ns(backoff), deadline);
+        Ended e = park(g_uring, ring->ring_fd, on_fd ? ring->ring_fd : -1,
+                       on_fd ? kForever : deadline_after_ns(backoff), deadline);
         if (e != Ended::ready) return e;
         if (!on_fd) backoff = backoff * 2 > kBackoffMostNs ? kBackoffMostNs : backoff * 2;
     }
@@ -269,7 +264,6 @@ PGetEventsFn real_pgetevents_slot;
 template <class Reap>
 int getevents(long min_nr, long nr, io_event* events, const struct timespec* timeout, Reap&& reap) {
     Deadline deadline = timeout ? deadline_of(timeout->tv_sec, timeout->tv_nsec) : kForever;
-    WaitScope what(g_aio);
     std::int64_t backoff = kBackoffFirstNs;
     long got = 0;
     for (;;) {
@@ -277,7 +271,7 @@ int getevents(long min_nr, long nr, io_event* events, const struct timespec* tim
         if (r < 0) return got > 0 ? int(got) : r;
         got += r;
         if (got >= min_nr || (deadline != kForever && monotonic_ns() >= deadline)) return int(got);
-        Ended e = park(-1, deadline_after_ns(backoff), deadline);
+        Ended e = park(g_aio, -1, -1, deadline_after_ns(backoff), deadline);
         if (e == Ended::interrupted || e == Ended::nomem) return got > 0 ? int(got) : e == Ended::nomem ? -ENOMEM : -EINTR;
         backoff = backoff * 2 > kBackoffMostNs ? kBackoffMostNs : backoff * 2;
     }
@@ -352,10 +346,9 @@ SHIM_EXPORT int gs___io_uring_sqring_wait(Ring* ring) {
     RingFn real = optional_real(real_sqring_wait_slot, "__io_uring_sqring_wait", "LIBURING_2.0");
     if (!real) return -ENOSYS;
     if (!may_park_on(ring) || !(ring->flags & IORING_SETUP_SQPOLL)) return real(ring);
-    WaitScope what(g_sqring, ring->ring_fd);
     std::int64_t backoff = kBackoffFirstNs;
     while (sq_full(ring)) {
-        if (park(-1, deadline_after_ns(backoff), kForever) != Ended::ready) return 0;
+        if (park(g_sqring, ring->ring_fd, -1, deadline_after_ns(backoff), kForever) != Ended::ready) return 0;
         backoff = backoff * 2 > kBackoffMostNs ? kBackoffMostNs : backoff * 2;
     }
     return real(ring);
