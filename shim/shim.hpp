@@ -132,6 +132,24 @@ void warn_ignored(const char* name, const char* value, const char* expected) noe
 // signal handler, or in the runtime's own work (its helper threads).
 bool may_park() noexcept;
 bool in_signal_handler() noexcept;          // signal.cpp
+// Handlers run so far (signal.cpp), for a wait that yields instead of
+// parking: interrupted_since() says whether one that ran since the mark
+// interrupts the current greenlet's wait in that mode, as Hub::interrupt_for_signal
+// would have had it been parked.
+struct SignalMark {
+    std::uint64_t restart, norestart;
+};
+SignalMark signal_mark() noexcept;
+bool interrupted_since(const SignalMark& mark, Interruptible mode) noexcept;
+// Async-signal-safe: has the hub call sync_after_handlers() (and the signal
+// callback) at its next turn. For a sem_post made in a signal handler.
+void wake_hub_from_handler() noexcept;
+// sync.cpp, in the hub greenlet after handlers ran: wakes the greenlets
+// waiting on a semaphore a handler posted.
+void sync_after_handlers(Hub& hub) noexcept;
+// sync.cpp: a greenlet thread ends; robust mutexes it holds become
+// owner-dead, as the kernel makes them when a thread dies.
+void sync_thread_exiting(Greenlet& g) noexcept;
 // signal.cpp: at start-up, SIGSEGV and SIGBUS go to the shim's stack overflow
 // report (the program's handlers are chained); the main thread, and each other
 // OS thread when it starts greenlet threads, gets a sigaltstack for it (none
@@ -362,27 +380,67 @@ inline std::int64_t ns_saturating(std::int64_t sec, std::int64_t nsec) noexcept 
 }
 
 // For waits whose end no fd reports (a file lock another greenlet holds,
-// room in a unix listener's backlog): try_once() makes the call without
-// blocking; while busy(errno) says so, park on a timer backing off from
-// 1 ms to 50 ms and try again. Ends with the call's result; at the deadline
-// with the last try's error; with EINTR if a signal interrupts, as the
-// blocking call would (unless SA_RESTART, when it has no deadline).
+// room in a unix listener's backlog, a process-shared semaphore or mutex
+// that another process may release): try_once() makes the call without
+// blocking; while busy(errno) says so, park on a timer that backs off, and
+// try again. Ends with the call's result; at the deadline with the last
+// try's error; with EINTR if a signal interrupts (Backoff::interruptible).
+//
+// How it waits between tries: yield to the other greenlets and retry for
+// the first spin_ns (a release that comes within microseconds is seen within
+// microseconds), then park on a timer of first_ns, doubling up to max_ns.
+// libev's epoll backend sleeps in whole milliseconds: a timer shorter than
+// 1 ms fires after about 1 ms unless something else wakes the loop. With a
+// queue, the park is on it too: a release made in this process notifies it,
+// the waiter retries at once and its back-off starts again from first_ns
+// (progress is being made). A park with a timer is never a deadlock.
+struct Backoff {
+    std::int64_t first_ns;
+    std::int64_t max_ns;
+    std::int64_t spin_ns = 0;
+    // true: as the kernel treats a blocked call, EINTR whatever SA_RESTART says
+    // when the wait has a deadline (the kernel never restarts a timed wait),
+    // else unless the handler has SA_RESTART. false: never (mutex locks).
+    bool interruptible = true;
+    WaitQueue* queue = nullptr;
+};
+// File locks, a full unix backlog: 1 ms backing off to 50 ms.
+inline constexpr Backoff kSlowBackoff{1000000, 50000000};
+
 template <class Try, class Busy>
-int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy) {
-    std::int64_t backoff = 1000000;
+int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy, const Backoff& how = kSlowBackoff) {
+    std::int64_t backoff = how.first_ns;
+    std::int64_t spin_until = how.spin_ns > 0 ? monotonic_ns() + how.spin_ns : 0;
+    Interruptible mode = !how.interruptible ? Interruptible::no
+                         : deadline == kForever ? Interruptible::unless_restart
+                                                : Interruptible::always;
+    // A handler that runs while the greenlet yields, or is ready to run after
+    // a timer, interrupts the call too, as it would the blocked call.
+    SignalMark mark = signal_mark();
     for (;;) {
         int r = try_once();
         if (r >= 0 || !busy(errno)) return r;
         int err = errno;
-        if (deadline != kForever && monotonic_ns() >= deadline) return r;
-        Deadline next = deadline_after_ns(backoff);
-        InterruptScope interruptible(deadline == kForever ? Interruptible::unless_restart : Interruptible::always);
-        if (Hub::current().sleep_until(next < deadline ? next : deadline) == Wake::interrupted) {
+        std::int64_t now = monotonic_ns();
+        if (deadline != kForever && now >= deadline) return r;
+        InterruptScope interruptible(mode);
+        Hub& hub = Hub::current();
+        Wake w;
+        if (now < spin_until) {
+            hub.yield();
+            w = Wake::timeout;
+        } else {
+            Deadline next = deadline_after_ns(backoff);
+            if (deadline < next) next = deadline;
+            w = how.queue ? how.queue->wait(next) : hub.sleep_until(next);
+            backoff = backoff * 2 > how.max_ns ? how.max_ns : backoff * 2;
+        }
+        if (w == Wake::interrupted || interrupted_since(mark, mode)) {
             errno = EINTR;
             return -1;
         }
+        if (w == Wake::event) backoff = how.first_ns;  // released in this process: progress
         errno = err;
-        backoff = backoff * 2 > 50000000 ? 50000000 : backoff * 2;
     }
 }
 

@@ -50,6 +50,8 @@ struct Handler {
 Handler g_handlers[NSIG];
 std::atomic<std::uint64_t> g_pending_restart{0};    // signals whose handler had SA_RESTART
 std::atomic<std::uint64_t> g_pending_norestart{0};  // signals whose handler had not
+std::atomic<std::uint64_t> g_runs_restart{0};       // handlers run so far, with SA_RESTART
+std::atomic<std::uint64_t> g_runs_norestart{0};     // and without
 
 // Where the program's handlers run, so that a handler left by siglongjmp (the
 // usual way out of a SIGSEGV handler) does not leave its thread believing it
@@ -122,12 +124,14 @@ void trampoline(int sig, siginfo_t* info, void* uctx) {
     call_program_handler(sig, info, uctx);
     std::uint64_t bit = std::uint64_t(1) << (sig & 63);
     (flags & SA_RESTART ? g_pending_restart : g_pending_norestart).fetch_or(bit);
+    (flags & SA_RESTART ? g_runs_restart : g_runs_norestart).fetch_add(1);
     if (Hub* hub = Hub::process_hub()) hub->notify_signal();
     errno = saved;
 }
 
 // In the hub greenlet, after one or more handlers ran.
 void on_signals(Hub& hub) {
+    sync_after_handlers(hub);  // first: a waiter a handler's sem_post satisfies takes it
     std::uint64_t nr = g_pending_norestart.exchange(0);
     std::uint64_t r = g_pending_restart.exchange(0);
     if (nr) hub.interrupt_for_signal(false);
@@ -379,6 +383,22 @@ bool in_signal_handler() noexcept {
     if (t_depth == 0) return false;
     drop_left_handlers();
     return t_depth != 0;
+}
+
+SignalMark signal_mark() noexcept { return {g_runs_restart.load(), g_runs_norestart.load()}; }
+
+bool interrupted_since(const SignalMark& mark, Interruptible mode) noexcept {
+    if (mode == Interruptible::no) return false;
+    // Signals interrupt the main greenlet (another only once main is gone).
+    Hub* hub = Hub::existing();
+    if (!hub || !(Greenlet::current().is_main() || hub->main().dead())) return false;
+    if (g_runs_norestart.load() != mark.norestart) return true;
+    return mode == Interruptible::always && g_runs_restart.load() != mark.restart;
+}
+
+void wake_hub_from_handler() noexcept {
+    Hub::set_signal_callback(on_signals);  // (set already if a handler of the program's runs)
+    if (Hub* hub = Hub::process_hub()) hub->notify_signal();
 }
 
 void hold_fault_signals() noexcept {

@@ -4,9 +4,12 @@
 // (all-zero bytes are an empty queue, so static initialisers work); the holder
 // of a lock may block while holding it, and the others wait, never spin.
 //
-// Process-shared, robust and priority-protocol objects keep glibc's real
-// implementation. All greenlets of a process run on one OS thread: these
-// objects are not meant to be shared with OS threads the shim did not make.
+// Objects glibc keeps (process-shared ones, named semaphores, robust and
+// priority-inheritance/-protection mutexes) stay glibc's, since another
+// process may use them through its own glibc; but glibc is never let block
+// on them (see "objects glibc keeps" below). All greenlets of a process run
+// on one OS thread: the shim's own objects are not meant to be shared with OS
+// threads the shim did not make.
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -16,6 +19,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <atomic>
 #include <cstring>
 #include <unordered_map>
 
@@ -58,6 +62,141 @@ Wake wait_in(WaitQueue& q, WaitSite& site, const void* object, Deadline deadline
 // reach the runtime's per-thread set-up, the hub or malloc.
 const void* self() noexcept { return Greenlet::current_owner_id(); }
 
+// ---- objects glibc keeps ----
+//
+// Process-shared semaphores (sem_open, sem_init with pshared), mutexes,
+// condition variables, rwlocks and barriers (PTHREAD_PROCESS_SHARED), and
+// robust, priority-inheritance and priority-protection mutexes are glibc's:
+// another process may use the same memory through its own glibc. A blocking
+// glibc call on one would stop the OS thread, and with it every greenlet,
+// including the one that would release it. So the shim only ever makes
+// glibc's non-blocking calls on them (sem_trywait, pthread_mutex_trylock,
+// pthread_rwlock_try*lock) and, while busy, parks through retry_with_backoff
+// (shim.hpp) with kSharedBackoff:
+//  - a release made in this process (sem_post, unlock, signal) notifies the
+//    object's queue here: the waiter retries at once;
+//  - a release made by another process is seen at the next try: for 50 us
+//    the waiter yields to the other greenlets and retries, then it parks on
+//    a timer, 1 ms then 2 ms (libev's epoll sleeps in whole milliseconds).
+//    Wake latency measured on this 2-core VM, see README ("How it works").
+//  - glibc records the OS thread as a mutex's owner, and every greenlet is
+//    that thread: the table below records which greenlet holds a mutex (or
+//    an rwlock's write side), so that EDEADLK, EPERM, recursion and robust
+//    owner death are per greenlet thread as they are per thread unpatched,
+//    and an unlock hands the mutex straight to this process's longest waiter
+//    (FIFO, as the shim's own mutexes do) without releasing it in between.
+//  - a pshared condition variable cannot be waited on without glibc blocking:
+//    a wait releases the mutex, parks until a signal or broadcast made in this
+//    process or for at most kCondPollNs, and relocks: a wakeup no signal
+//    caused, which POSIX allows (callers recheck their predicate). A signal
+//    made in another process is thus seen within kCondPollNs.
+//  - a pshared barrier's wait runs on a helper thread (Hub::run_blocking): a
+//    barrier has no owner, so a helper may wait in it for the greenlet.
+//  - a greenlet thread that ends holding a robust mutex: the shim does what
+//    the kernel does for a thread that dies (sync_thread_exiting).
+// Each waiter polls for itself: N greenlets waiting on one object another
+// process holds make N timers.
+constexpr Backoff kSharedBackoff{1000000, 2000000, 50000, true, nullptr};
+constexpr std::int64_t kCondPollNs = 2000000;
+
+enum class SharedKind : std::uint8_t { sem, mutex, cond, rwlock };
+
+// This process's side of one such object, while a greenlet holds it or waits
+// on it. Keyed by address, per OS thread (per hub: its greenlets share it).
+struct Shared {
+    WaitQueue waiters;          // greenlets of this process waiting on it
+    Greenlet* owner = nullptr;  // mutex: the greenlet holding it; rwlock: the writer
+    unsigned depth = 0;         // mutex: recursion depth
+    unsigned readers = 0;       // rwlock: read locks held by greenlets of this process
+    unsigned users = 0;         // calls on it in progress
+    SharedKind kind = SharedKind::sem;
+};
+using SharedTable = std::unordered_map<const void*, Shared>;
+thread_local SharedTable* t_shared = nullptr;
+
+// The owner a mutex keeps when its greenlet thread ended holding it (not
+// robust): locked for ever, as with a thread that exits holding one.
+char g_dead_owner_tag;
+Greenlet* const kDeadOwner = reinterpret_cast<Greenlet*>(&g_dead_owner_tag);
+
+Shared* shared_find(const void* p) {
+    if (!t_shared) return nullptr;
+    auto it = t_shared->find(p);
+    return it == t_shared->end() ? nullptr : &it->second;
+}
+
+// Forgets an object nobody of this process holds or waits on.
+void shared_drop(const void* p, Shared& s) {
+    if (!s.owner && !s.users && !s.readers && s.waiters.empty()) t_shared->erase(p);
+}
+
+// The entry for the length of one call.
+struct SharedUse {
+    const void* p;
+    Shared& s;
+    SharedUse(const void* object, SharedKind kind) : p(object), s(get(object)) {
+        ++s.users;
+        s.kind = kind;
+    }
+    ~SharedUse() {
+        --s.users;
+        shared_drop(p, s);
+    }
+    static Shared& get(const void* p) {
+        if (!t_shared) t_shared = new SharedTable();
+        return (*t_shared)[p];
+    }
+};
+
+// Polls: retry_with_backoff with the object's queue.
+template <class Try, class Busy>
+int shared_wait(Shared& s, Deadline deadline, bool interruptible, Try&& try_once, Busy&& busy) {
+    Backoff how = kSharedBackoff;
+    how.interruptible = interruptible;
+    how.queue = &s.waiters;
+    return retry_with_backoff(deadline, try_once, busy, how);
+}
+
+// ---- sem_post in a signal handler ----
+//
+// POSIX lets a signal handler call sem_post. A handler may interrupt this
+// OS thread anywhere, even while a wait queue or the hub's run queue is
+// being changed: there sem_post only adds to the count (atomically) and asks
+// the hub (Hub::notify_signal, async-signal-safe) to call
+// sync_after_handlers(), which wakes every greenlet waiting on a semaphore
+// whose count is positive. Semaphore waiters are listed for that scan while
+// they park; a waiter checks the count (atomically) before it parks, and the
+// hub runs only once it has parked, so none sleeps while the count is positive.
+struct SemWaiter {
+    const sem_t* sem;
+    bool glibc;  // a glibc semaphore (count read with sem_getvalue)
+    Greenlet* g;
+    SemWaiter* prev = nullptr;
+    SemWaiter* next = nullptr;
+};
+thread_local SemWaiter* t_sem_waiters = nullptr;
+std::atomic<bool> g_sem_posted_in_handler{false};
+
+struct SemListed {
+    SemWaiter node;
+    SemListed(const sem_t* s, bool glibc) : node{s, glibc, &Greenlet::current()} {
+        node.next = t_sem_waiters;
+        if (t_sem_waiters) t_sem_waiters->prev = &node;
+        t_sem_waiters = &node;
+    }
+    ~SemListed() {
+        if (node.prev) node.prev->next = node.next;
+        else t_sem_waiters = node.next;
+        if (node.next) node.next->prev = node.prev;
+    }
+};
+
+// Called where the queues may not be touched (a signal handler, a helper thread).
+void sem_posted_from_handler() noexcept {
+    g_sem_posted_in_handler.store(true);
+    wake_hub_from_handler();
+}
+
 // ---- mutexes ----
 //
 // Layout inside pthread_mutex_t (40 bytes), glibc's __kind kept at offset 16:
@@ -78,7 +217,9 @@ static_assert(sizeof(Mutex) <= sizeof(pthread_mutex_t));
 static_assert(offsetof(Mutex, kind) == offsetof(pthread_mutex_t, __data.__kind));
 
 constexpr int kKindMask = 3;            // NORMAL, RECURSIVE, ERRORCHECK, ADAPTIVE
-constexpr int kRealBits = 16 | 32 | 64 | 128;  // robust, PI, PP, pshared: glibc's own
+constexpr int kRobust = 16, kPrioInherit = 32, kPrioProtect = 64, kPshared = 128;  // glibc's __kind bits
+constexpr int kRealBits = kRobust | kPrioInherit | kPrioProtect | kPshared;     // glibc's own
+constexpr int kInconsistent = INT_MAX;  // glibc's __owner of a robust mutex locked with EOWNERDEAD
 
 Mutex* as_mutex(pthread_mutex_t* m) { return reinterpret_cast<Mutex*>(m); }
 bool real_mutex(pthread_mutex_t* m) { return !may_park() || (as_mutex(m)->kind & kRealBits); }
@@ -142,6 +283,161 @@ int mutex_unlock(Mutex* m) {
     return 0;
 }
 
+// ---- glibc's mutexes (process-shared, robust, PI, PP) ----
+
+// Whether glibc's unlock checks that the calling thread owns the mutex.
+bool glibc_checks_owner(int kind) {
+    int type = kind & kKindMask;
+    return (kind & (kRobust | kPrioInherit)) || type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE;
+}
+
+// glibc 2.36's trylock of a robust (non-PI) mutex made unrecoverable leaves
+// the lock word holding the caller's tid as it returns ENOTRECOVERABLE
+// (pthread_mutex_trylock.c tests `oldval == id` after a compare-and-swap
+// that left oldval 0); its lock releases the word. A lock the shim made of
+// trylocks releases it as glibc's lock does (lll_unlock), so that the next
+// call sees ENOTRECOVERABLE again, not EDEADLK or a busy mutex.
+void lock_word_back(pthread_mutex_t* m) {
+    int kind = as_mutex(m)->kind;
+    if (!(kind & kRobust) || (kind & kPrioInherit)) return;
+    auto* word = reinterpret_cast<unsigned*>(&m->__data.__lock);
+    unsigned tid = unsigned(gettid());
+    if ((__atomic_load_n(word, __ATOMIC_ACQUIRE) & FUTEX_TID_MASK) != tid) return;
+    if (__atomic_exchange_n(word, 0u, __ATOMIC_RELEASE) > 1)
+        REAL(syscall)(SYS_futex, word, FUTEX_WAKE | ((kind & kPshared) ? 0 : FUTEX_PRIVATE_FLAG), 1, nullptr, nullptr, 0);
+}
+
+int shared_mutex_lock(pthread_mutex_t* m, Deadline deadline, bool try_only, bool malformed_time) {
+    Greenlet* me = self();
+    SharedUse use(m, SharedKind::mutex);
+    Shared& s = use.s;
+    if (s.owner == me) {
+        // Relocked by its holder: glibc, which sees its own thread as the
+        // owner, knows what that gives (EDEADLK, a recursion, or busy).
+        int r = REAL(pthread_mutex_trylock)(m);
+        if (r == 0) ++s.depth;
+        if (r != EBUSY || try_only) return r;
+        // (glibc's trylock of its own errorcheck mutex says busy, its lock EDEADLK)
+        if ((as_mutex(m)->kind & kKindMask) == PTHREAD_MUTEX_ERRORCHECK) return EDEADLK;
+        if (malformed_time) return EINVAL;
+        // A normal mutex relocked by its holder: waits for ever (a timed
+        // lock until its deadline, then ETIMEDOUT), as in glibc.
+        WaitQueue never;
+        for (;;) {
+            Wake w = wait_in(never, g_mutex, m, deadline);
+            if (w == Wake::timeout) return ETIMEDOUT;
+            check_deadlock(w, "pthread_mutex_lock");
+        }
+    }
+    auto try_once = [&]() -> int {
+        if (s.owner == me) return 0;  // handed over by an unlock in this process
+        if (s.owner) {                // another greenlet of this process holds it
+            errno = EBUSY;
+            return -1;
+        }
+        int r = REAL(pthread_mutex_trylock)(m);
+        if (r == 0 || r == EOWNERDEAD) {
+            s.owner = me;
+            s.depth = 1;
+            return r;
+        }
+        errno = r;
+        return -1;
+    };
+    int r = try_once();
+    if (r < 0 && errno != EBUSY) {
+        if (errno == ENOTRECOVERABLE && !try_only) lock_word_back(m);
+        return errno;
+    }
+    if (r >= 0) return r;
+    if (try_only) return EBUSY;
+    if (malformed_time) return EINVAL;
+    WaitScope what(g_mutex, reinterpret_cast<std::intptr_t>(m));
+    r = shared_wait(s, deadline, false, try_once, [](int e) { return e == EBUSY; });
+    if (r >= 0) return r;
+    if (errno == ENOTRECOVERABLE) lock_word_back(m);
+    return errno == EBUSY ? ETIMEDOUT : errno;
+}
+
+int shared_mutex_unlock(pthread_mutex_t* m) {
+    Shared* s = shared_find(m);
+    int kind = as_mutex(m)->kind;
+    if (!s || !s->owner) return REAL(pthread_mutex_unlock)(m);  // not ours: glibc says
+    if (s->owner != self()) {
+        if (glibc_checks_owner(kind)) return EPERM;
+        s->depth = 1;  // anyone may unlock a normal mutex (glibc does not look)
+    }
+    if (s->depth > 1) {
+        int r = REAL(pthread_mutex_unlock)(m);
+        if (r == 0) --s->depth;
+        return r;
+    }
+    // Hand it to this process's longest waiter, still locked. Not a robust
+    // mutex left inconsistent (glibc's unlock makes it unrecoverable and
+    // wakes everyone) nor a priority-protected one (glibc's unlock restores
+    // the thread's priority).
+    bool inconsistent = (kind & kRobust) && m->__data.__owner == kInconsistent;
+    if (!inconsistent && !(kind & kPrioProtect)) {
+        if (Greenlet* next = s->waiters.wake_one()) {
+            s->owner = next;
+            s->depth = 1;
+            return 0;
+        }
+    }
+    s->owner = nullptr;
+    s->depth = 0;
+    int r = REAL(pthread_mutex_unlock)(m);
+    if (inconsistent) s->waiters.notify_all();  // ENOTRECOVERABLE for each
+    shared_drop(m, *s);
+    return r;
+}
+
+// What the kernel does for a robust mutex on the robust list of a thread
+// that dies (kernel/futex/core.c, handle_futex_death): the lock word becomes
+// FUTEX_OWNER_DIED (keeping FUTEX_WAITERS) and one waiter is woken, so the
+// next locker, in this process or another, gets EOWNERDEAD from glibc. The
+// mutex first leaves glibc's list of this OS thread's robust mutexes (glibc's
+// DEQUEUE_MUTEX, nptl/pthreadP.h: doubly linked through __data.__list, each
+// link pointing at the next one's __next; list_op_pending covers the change
+// as glibc's own unlock does). False when that cannot be done: a PI mutex
+// with waiters in the kernel, whose word the kernel owns.
+bool robust_owner_died(pthread_mutex_t* m) {
+    int kind = as_mutex(m)->kind;
+    auto* word = reinterpret_cast<unsigned*>(&m->__data.__lock);
+    if ((kind & kPrioInherit) && (__atomic_load_n(word, __ATOMIC_ACQUIRE) & FUTEX_WAITERS)) return false;
+    struct robust_list_head* head = nullptr;
+    size_t len = 0;
+    if (REAL(syscall)(SYS_get_robust_list, 0, &head, &len) != 0 || !head) return false;
+    head->list_op_pending = reinterpret_cast<struct robust_list*>(&m->__data.__list.__next);
+    __asm__ volatile("" ::: "memory");
+    constexpr std::uintptr_t adjust = offsetof(__pthread_list_t, __next);
+    auto link = [](void* p) { return reinterpret_cast<__pthread_list_t*>((reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t(1)) - adjust); };
+    if (m->__data.__list.__next && m->__data.__list.__prev) {
+        __pthread_list_t* next = link(m->__data.__list.__next);
+        next->__prev = m->__data.__list.__prev;
+        __pthread_list_t* prev = link(m->__data.__list.__prev);
+        prev->__next = reinterpret_cast<__pthread_list_t*>(reinterpret_cast<std::uintptr_t>(m->__data.__list.__next) |
+                                                           (reinterpret_cast<std::uintptr_t>(prev->__next) & 1));
+        __asm__ volatile("" ::: "memory");
+        m->__data.__list.__prev = nullptr;
+        m->__data.__list.__next = nullptr;
+    }
+    unsigned old = __atomic_load_n(word, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(word, &old, (old & FUTEX_WAITERS) | FUTEX_OWNER_DIED, false, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED)) {
+    }
+    if (old & FUTEX_WAITERS) REAL(syscall)(SYS_futex, word, FUTEX_WAKE | ((kind & kPshared) ? 0 : FUTEX_PRIVATE_FLAG), 1, nullptr, nullptr, 0);
+    __asm__ volatile("" ::: "memory");
+    head->list_op_pending = nullptr;
+    return true;
+}
+
+// Any mutex, the shim's or glibc's: the calls a condition variable's wait makes.
+int any_mutex_lock(pthread_mutex_t* m) {
+    if (as_mutex(m)->kind & kRealBits) return shared_mutex_lock(m, kForever, false, false);
+    return mutex_lock_until(as_mutex(m), kForever, false);
+}
+
 }  // namespace
 
 SHIM_EXPORT int pthread_mutex_init(pthread_mutex_t* m, const pthread_mutexattr_t* attr) {
@@ -161,72 +457,136 @@ SHIM_EXPORT int pthread_mutex_init(pthread_mutex_t* m, const pthread_mutexattr_t
 }
 
 SHIM_EXPORT int pthread_mutex_destroy(pthread_mutex_t* m) {
-    if (as_mutex(m)->kind & kRealBits) return REAL(pthread_mutex_destroy)(m);
+    if (as_mutex(m)->kind & kRealBits) {
+        if (Shared* s = shared_find(m); s && s->owner == kDeadOwner) {
+            s->owner = nullptr;  // its thread ended holding it: the program may still destroy it
+            shared_drop(m, *s);
+        }
+        return REAL(pthread_mutex_destroy)(m);
+    }
     Mutex* x = as_mutex(m);
     if (x->locked || !x->waiters.empty()) return EBUSY;
     return 0;
 }
 
 SHIM_EXPORT int pthread_mutex_lock(pthread_mutex_t* m) {
-    if (real_mutex(m)) return REAL(pthread_mutex_lock)(m);
+    if (real_mutex(m)) {
+        if (!may_park()) return REAL(pthread_mutex_lock)(m);
+        return shared_mutex_lock(m, kForever, false, false);
+    }
     return mutex_lock_until(as_mutex(m), kForever, false);
 }
 
 SHIM_EXPORT int pthread_mutex_trylock(pthread_mutex_t* m) {
-    if (real_mutex(m)) return REAL(pthread_mutex_trylock)(m);
+    if (real_mutex(m)) {
+        if (!may_park()) return REAL(pthread_mutex_trylock)(m);
+        return shared_mutex_lock(m, kForever, true, false);
+    }
     return mutex_lock_until(as_mutex(m), kForever, true);
 }
 
 SHIM_EXPORT int pthread_mutex_timedlock(pthread_mutex_t* m, const struct timespec* abstime) {
-    if (real_mutex(m)) return REAL(pthread_mutex_timedlock)(m, abstime);
     bool malformed = bad_time(abstime);
-    return mutex_lock_until(as_mutex(m), malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime), false, malformed);
+    Deadline d = malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime);
+    if (real_mutex(m)) {
+        if (!may_park()) return REAL(pthread_mutex_timedlock)(m, abstime);
+        return shared_mutex_lock(m, d, false, malformed);
+    }
+    return mutex_lock_until(as_mutex(m), d, false, malformed);
 }
 
 SHIM_EXPORT int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock, const struct timespec* abstime) {
-    if (real_mutex(m)) return REAL(pthread_mutex_clocklock)(m, clock, abstime);
+    if (real_mutex(m) && !may_park()) return REAL(pthread_mutex_clocklock)(m, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     bool malformed = bad_time(abstime);
-    return mutex_lock_until(as_mutex(m), malformed ? kForever : deadline_at(clock, abstime), false, malformed);
+    Deadline d = malformed ? kForever : deadline_at(clock, abstime);
+    if (real_mutex(m)) return shared_mutex_lock(m, d, false, malformed);
+    return mutex_lock_until(as_mutex(m), d, false, malformed);
 }
 
 SHIM_EXPORT int pthread_mutex_unlock(pthread_mutex_t* m) {
-    if (real_mutex(m)) return REAL(pthread_mutex_unlock)(m);
+    if (real_mutex(m)) {
+        if (!may_park()) return REAL(pthread_mutex_unlock)(m);
+        return shared_mutex_unlock(m);
+    }
     return mutex_unlock(as_mutex(m));
 }
 
 SHIM_EXPORT int pthread_mutex_consistent(pthread_mutex_t* m) { return REAL(pthread_mutex_consistent)(m); }
+
+// A greenlet thread ends. The kernel knows nothing of it (the OS thread
+// lives on), so the robust mutexes it holds are made owner-dead here, as the
+// kernel does for a dying thread; its other glibc mutexes and write locks
+// stay locked for ever, as they would.
+void greenshim::shim::sync_thread_exiting(Greenlet& g) noexcept {
+    if (!t_shared) return;
+    for (auto it = t_shared->begin(); it != t_shared->end();) {
+        Shared& s = it->second;
+        if (s.owner == &g) {
+            auto* m = static_cast<pthread_mutex_t*>(const_cast<void*>(it->first));
+            if (s.kind == SharedKind::mutex && (as_mutex(m)->kind & kRobust) && robust_owner_died(m)) {
+                s.owner = nullptr;
+                s.depth = 0;
+                s.waiters.notify_one();  // it will find the owner dead
+            } else {
+                s.owner = kDeadOwner;
+            }
+        }
+        if (!s.owner && !s.users && !s.readers && s.waiters.empty()) it = t_shared->erase(it);
+        else ++it;
+    }
+}
 
 // ---- condition variables ----
 //
 // Layout inside pthread_cond_t (48 bytes):
 //   0  WaitQueue waiters
 //   16 int       clock + 1 (0 = CLOCK_REALTIME, the static initialiser's)
-//   20 int       pshared: glibc's own implementation
+// A process-shared one is glibc's, marked by glibc in __wrefs (bit 0,
+// offset 36, which the shim's own never set).
 namespace {
 struct Cond {
     WaitQueue waiters;
     int clock_plus1;
-    int pshared;
 };
-static_assert(sizeof(Cond) <= sizeof(pthread_cond_t));
+static_assert(sizeof(Cond) <= offsetof(pthread_cond_t, __data.__wrefs));
 Cond* as_cond(pthread_cond_t* c) { return reinterpret_cast<Cond*>(c); }
-bool real_cond(pthread_cond_t* c) { return !may_park() || as_cond(c)->pshared; }
+bool glibc_cond(pthread_cond_t* c) { return c->__data.__wrefs & 1; }  // __PTHREAD_COND_SHARED_MASK
+bool real_cond(pthread_cond_t* c) { return !may_park() || glibc_cond(c); }
 
-int cond_wait_until(pthread_cond_t* c, pthread_mutex_t* m, Deadline deadline) {
-    if (real_mutex(m)) {
-        std::fprintf(stderr, "greenshim: a private condition variable used with a process-shared mutex\n");
-        return EINVAL;
-    }
+// The mutex a wait releases and takes back, the shim's or glibc's. As glibc's
+// condition variables do, one level of a recursive glibc mutex; the shim's
+// own are released whole and their depth restored.
+int release_for_wait(pthread_mutex_t* m, unsigned* depth) {
+    if (as_mutex(m)->kind & kRealBits) return shared_mutex_unlock(m);
     Mutex* mx = as_mutex(m);
     int type = mx->kind & kKindMask;
     if ((type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE) && mx->owner != self()) return EPERM;
-    unsigned depth = mx->count;
+    *depth = mx->count;
     mx->count = 1;
-    mutex_unlock(mx);
-    Wake w = wait_in(as_cond(c)->waiters, g_cond, c, deadline);
-    mutex_lock_until(mx, kForever, false);
-    mx->count = depth;
+    return mutex_unlock(mx);
+}
+int take_back(pthread_mutex_t* m, unsigned depth) {
+    int r = any_mutex_lock(m);  // glibc's robust mutex: EOWNERDEAD, which the wait returns
+    if (!(as_mutex(m)->kind & kRealBits)) as_mutex(m)->count = depth;
+    return r;
+}
+
+int cond_wait_until(pthread_cond_t* c, pthread_mutex_t* m, Deadline deadline) {
+    unsigned depth = 1;
+    if (int r = release_for_wait(m, &depth)) return r;
+    Wake w;
+    if (glibc_cond(c)) {
+        // A signal made in this process wakes us; one made in another is
+        // seen within kCondPollNs, as a wakeup no signal caused.
+        SharedUse use(c, SharedKind::cond);
+        Deadline poll = deadline_after_ns(kCondPollNs);
+        w = wait_in(use.s.waiters, g_cond, c, poll < deadline ? poll : deadline);
+        if (w == Wake::timeout && monotonic_ns() < deadline) w = Wake::event;
+    } else {
+        w = wait_in(as_cond(c)->waiters, g_cond, c, deadline);
+    }
+    if (int r = take_back(m, depth)) return r;
     if (w == Wake::timeout) return ETIMEDOUT;
     check_deadlock(w, "pthread_cond_wait");
     return 0;  // Wake::interrupted counts as a spurious wakeup, which POSIX allows
@@ -250,37 +610,49 @@ SHIM_EXPORT int pthread_cond_init(pthread_cond_t* c, const pthread_condattr_t* a
 }
 
 SHIM_EXPORT int pthread_cond_destroy(pthread_cond_t* c) {
-    if (as_cond(c)->pshared) return REAL(pthread_cond_destroy)(c);
+    if (glibc_cond(c)) return REAL(pthread_cond_destroy)(c);
     return as_cond(c)->waiters.empty() ? 0 : EBUSY;
 }
 
 SHIM_EXPORT int pthread_cond_signal(pthread_cond_t* c) {
-    if (real_cond(c)) return REAL(pthread_cond_signal)(c);
+    if (real_cond(c)) {
+        int r = REAL(pthread_cond_signal)(c);  // waiters in other processes
+        if (may_park())
+            if (Shared* s = shared_find(c)) s->waiters.notify_one();
+        return r;
+    }
     as_cond(c)->waiters.notify_one();
     return 0;
 }
 
 SHIM_EXPORT int pthread_cond_broadcast(pthread_cond_t* c) {
-    if (real_cond(c)) return REAL(pthread_cond_broadcast)(c);
+    if (real_cond(c)) {
+        int r = REAL(pthread_cond_broadcast)(c);
+        if (may_park())
+            if (Shared* s = shared_find(c)) s->waiters.notify_all();
+        return r;
+    }
     as_cond(c)->waiters.notify_all();
     return 0;
 }
 
 SHIM_EXPORT int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m) {
-    if (real_cond(c)) return REAL(pthread_cond_wait)(c, m);
+    if (!may_park()) return REAL(pthread_cond_wait)(c, m);
     return cond_wait_until(c, m, kForever);
 }
 
 SHIM_EXPORT int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* abstime) {
-    if (real_cond(c)) return REAL(pthread_cond_timedwait)(c, m, abstime);
+    if (!may_park()) return REAL(pthread_cond_timedwait)(c, m, abstime);
     if (bad_time(abstime)) return EINVAL;
-    int cp1 = as_cond(c)->clock_plus1;
-    return cond_wait_until(c, m, deadline_at(cp1 ? clockid_t(cp1 - 1) : CLOCK_REALTIME, abstime));
+    clockid_t clock = CLOCK_REALTIME;
+    if (glibc_cond(c)) clock = (c->__data.__wrefs & 2) ? CLOCK_MONOTONIC : CLOCK_REALTIME;  // __PTHREAD_COND_CLOCK_MONOTONIC_MASK
+    else if (int cp1 = as_cond(c)->clock_plus1) clock = clockid_t(cp1 - 1);
+    return cond_wait_until(c, m, deadline_at(clock, abstime));
 }
 
 SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, clockid_t clock,
                                        const struct timespec* abstime) {
-    if (real_cond(c)) return REAL(pthread_cond_clockwait)(c, m, clock, abstime);
+    if (!may_park()) return REAL(pthread_cond_clockwait)(c, m, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     if (bad_time(abstime)) return EINVAL;
     return cond_wait_until(c, m, deadline_at(clock, abstime));
@@ -306,7 +678,6 @@ struct RwLock {
 static_assert(sizeof(RwLock) <= sizeof(pthread_rwlock_t));
 static_assert(offsetof(RwLock, shared) == offsetof(pthread_rwlock_t, __data.__shared));
 RwLock* as_rw(pthread_rwlock_t* l) { return reinterpret_cast<RwLock*>(l); }
-bool real_rw(pthread_rwlock_t* l) { return !may_park() || as_rw(l)->shared; }
 
 int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
     for (;;) {
@@ -346,11 +717,65 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
         check_deadlock(w, "pthread_rwlock_wrlock");
     }
 }
+// glibc's (process-shared): tried, and polled while busy. glibc records
+// the writer's OS thread, which every greenlet is: the writer greenlet is
+// recorded here.
+int shared_rw_lock(pthread_rwlock_t* l, bool write, Deadline deadline, bool try_only) {
+    Greenlet* me = self();
+    SharedUse use(l, SharedKind::rwlock);
+    Shared& s = use.s;
+    if (s.owner == me && !try_only) return EDEADLK;  // glibc's answer to its writer
+    auto try_once = [&]() -> int {
+        if (s.owner && s.owner != me) {  // another greenlet of this process writes
+            errno = EBUSY;
+            return -1;
+        }
+        int r = write ? REAL(pthread_rwlock_trywrlock)(l) : REAL(pthread_rwlock_tryrdlock)(l);
+        if (r == 0) {
+            if (write) s.owner = me;
+            else ++s.readers;
+            return 0;
+        }
+        errno = r;
+        return -1;
+    };
+    int r = try_once();
+    if (r >= 0) return 0;
+    if (errno != EBUSY || try_only) return errno;
+    WaitScope what(write ? g_wrlock : g_rdlock, reinterpret_cast<std::intptr_t>(l));
+    r = shared_wait(s, deadline, false, try_once, [](int e) { return e == EBUSY; });
+    if (r >= 0) return 0;
+    return errno == EBUSY ? ETIMEDOUT : errno;
+}
+int shared_rd_lock(RwLock* l, Deadline d, bool try_only) {
+    return shared_rw_lock(reinterpret_cast<pthread_rwlock_t*>(l), false, d, try_only);
+}
+int shared_wr_lock(RwLock* l, Deadline d, bool try_only) {
+    return shared_rw_lock(reinterpret_cast<pthread_rwlock_t*>(l), true, d, try_only);
+}
+
+int shared_rw_unlock(pthread_rwlock_t* l) {
+    Shared* s = shared_find(l);
+    Greenlet* me = self();
+    if (s && s->owner && s->owner != me) return EPERM;  // glibc would take us for its writer
+    int r = REAL(pthread_rwlock_unlock)(l);
+    if (r == 0 && s) {
+        if (s->owner == me) s->owner = nullptr;
+        else if (s->readers) --s->readers;
+        s->waiters.notify_all();
+        shared_drop(l, *s);
+    }
+    return r;
+}
+
 // The timed forms: EINVAL for a malformed time or an unsupported clock.
 int rw_timed(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t, int (*lock)(RwLock*, Deadline, bool)) {
     if (bad_time(t) || (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)) return EINVAL;
     return lock(as_rw(l), deadline_at(clock, t), false);
 }
+// The call for l: the shim's, glibc's through the shim, or glibc's own where
+// nothing may park.
+bool glibc_rw(pthread_rwlock_t* l) { return as_rw(l)->shared; }
 }  // namespace
 
 SHIM_EXPORT int pthread_rwlock_init(pthread_rwlock_t* l, const pthread_rwlockattr_t* attr) {
@@ -365,39 +790,40 @@ SHIM_EXPORT int pthread_rwlock_destroy(pthread_rwlock_t* l) {
     return (as_rw(l)->readers || as_rw(l)->writer) ? EBUSY : 0;
 }
 SHIM_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t* l) {
-    if (real_rw(l)) return REAL(pthread_rwlock_rdlock)(l);
-    return rd_lock(as_rw(l), kForever, false);
+    if (!may_park()) return REAL(pthread_rwlock_rdlock)(l);
+    return (glibc_rw(l) ? shared_rd_lock : rd_lock)(as_rw(l), kForever, false);
 }
 SHIM_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
-    if (real_rw(l)) return REAL(pthread_rwlock_tryrdlock)(l);
-    return rd_lock(as_rw(l), kForever, true);
+    if (!may_park()) return REAL(pthread_rwlock_tryrdlock)(l);
+    return (glibc_rw(l) ? shared_rd_lock : rd_lock)(as_rw(l), kForever, true);
 }
 SHIM_EXPORT int pthread_rwlock_timedrdlock(pthread_rwlock_t* l, const struct timespec* t) {
-    if (real_rw(l)) return REAL(pthread_rwlock_timedrdlock)(l, t);
-    return rw_timed(l, CLOCK_REALTIME, t, rd_lock);
+    if (!may_park()) return REAL(pthread_rwlock_timedrdlock)(l, t);
+    return rw_timed(l, CLOCK_REALTIME, t, glibc_rw(l) ? shared_rd_lock : rd_lock);
 }
 SHIM_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
-    if (real_rw(l)) return REAL(pthread_rwlock_clockrdlock)(l, clock, t);
-    return rw_timed(l, clock, t, rd_lock);
+    if (!may_park()) return REAL(pthread_rwlock_clockrdlock)(l, clock, t);
+    return rw_timed(l, clock, t, glibc_rw(l) ? shared_rd_lock : rd_lock);
 }
 SHIM_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t* l) {
-    if (real_rw(l)) return REAL(pthread_rwlock_wrlock)(l);
-    return wr_lock(as_rw(l), kForever, false);
+    if (!may_park()) return REAL(pthread_rwlock_wrlock)(l);
+    return (glibc_rw(l) ? shared_wr_lock : wr_lock)(as_rw(l), kForever, false);
 }
 SHIM_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
-    if (real_rw(l)) return REAL(pthread_rwlock_trywrlock)(l);
-    return wr_lock(as_rw(l), kForever, true);
+    if (!may_park()) return REAL(pthread_rwlock_trywrlock)(l);
+    return (glibc_rw(l) ? shared_wr_lock : wr_lock)(as_rw(l), kForever, true);
 }
 SHIM_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t* l, const struct timespec* t) {
-    if (real_rw(l)) return REAL(pthread_rwlock_timedwrlock)(l, t);
-    return rw_timed(l, CLOCK_REALTIME, t, wr_lock);
+    if (!may_park()) return REAL(pthread_rwlock_timedwrlock)(l, t);
+    return rw_timed(l, CLOCK_REALTIME, t, glibc_rw(l) ? shared_wr_lock : wr_lock);
 }
 SHIM_EXPORT int pthread_rwlock_clockwrlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
-    if (real_rw(l)) return REAL(pthread_rwlock_clockwrlock)(l, clock, t);
-    return rw_timed(l, clock, t, wr_lock);
+    if (!may_park()) return REAL(pthread_rwlock_clockwrlock)(l, clock, t);
+    return rw_timed(l, clock, t, glibc_rw(l) ? shared_wr_lock : wr_lock);
 }
 SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
-    if (real_rw(l)) return REAL(pthread_rwlock_unlock)(l);
+    if (!may_park()) return REAL(pthread_rwlock_unlock)(l);
+    if (glibc_rw(l)) return shared_rw_unlock(l);
     RwLock* x = as_rw(l);
     if (x->writer == self()) {
         x->writer = nullptr;
@@ -413,11 +839,16 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
 
 // ---- semaphores ----
 //
-// Ours are marked by sem_init; sem_open'd (named, process-shared) ones are
-// glibc's. Layout inside sem_t (32 bytes):
-//   0  unsigned  value
+// Ours are marked by sem_init; sem_open'd (named) and process-shared ones are
+// glibc's, waited on by polling (see "objects glibc keeps"). Layout inside
+// sem_t (32 bytes):
+//   0  unsigned  value (atomic: sem_post may run in a signal handler)
 //   8  WaitQueue waiters
 //   24 unsigned  magic
+// The kernel's rules for EINTR, measured here on glibc 2.36: sem_wait is
+// interrupted by a handler without SA_RESTART and restarted after one with
+// it; sem_timedwait and sem_clockwait (a futex wait with a deadline, which
+// the kernel never restarts) are interrupted by any handler.
 namespace {
 constexpr unsigned kSemMagic = 0x67736d31;  // "gsm1"
 struct Sem {
@@ -430,18 +861,31 @@ static_assert(sizeof(Sem) <= sizeof(sem_t));
 Sem* as_sem(sem_t* s) { return reinterpret_cast<Sem*>(s); }
 bool real_sem(sem_t* s) { return as_sem(s)->magic != kSemMagic; }
 
+bool sem_take(Sem* s) {
+    unsigned v = __atomic_load_n(&s->value, __ATOMIC_ACQUIRE);
+    while (v > 0)
+        if (__atomic_compare_exchange_n(&s->value, &v, v - 1, true, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return true;
+    return false;
+}
+
+Interruptible sem_interruptible(Deadline deadline) {
+    return deadline == kForever ? Interruptible::unless_restart : Interruptible::always;
+}
+
 int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
-    while (s->value == 0) {
+    for (;;) {
+        if (sem_take(s)) return 0;
         if (try_only || !may_park()) {
             errno = EAGAIN;
             return -1;
         }
         Wake w;
         {
-            InterruptScope interruptible(Interruptible::unless_restart);
+            InterruptScope interruptible(sem_interruptible(deadline));
+            SemListed listed(reinterpret_cast<sem_t*>(s), false);
             w = wait_in(s->waiters, g_sem, s, deadline);
         }
-        if (s->value > 0) break;
+        if (sem_take(s)) return 0;
         if (w == Wake::timeout) {
             errno = ETIMEDOUT;
             return -1;
@@ -452,10 +896,42 @@ int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
         }
         check_deadlock(w, "sem_wait");
     }
-    --s->value;
-    return 0;
+}
+
+// glibc's: sem_trywait, polled while it says EAGAIN.
+int real_sem_wait_until(sem_t* s, Deadline deadline) {
+    SharedUse use(s, SharedKind::sem);
+    WaitScope what(g_sem, reinterpret_cast<std::intptr_t>(s));
+    SemListed listed(s, true);
+    int r = shared_wait(use.s, deadline, true, [&] { return REAL(sem_trywait)(s); }, [](int e) { return e == EAGAIN; });
+    if (r < 0 && errno == EAGAIN) errno = ETIMEDOUT;
+    return r;
+}
+
+// The wait for every form: try_only (sem_trywait), deadline (timed forms).
+int sem_wait_any(sem_t* s, Deadline deadline, bool try_only) {
+    if (!real_sem(s)) return sem_wait_until(as_sem(s), deadline, try_only);
+    if (try_only) return REAL(sem_trywait)(s);
+    if (!may_park()) {
+        if (deadline == kForever) return REAL(sem_wait)(s);
+        errno = EAGAIN;  // (callers with a deadline go to glibc themselves)
+        return -1;
+    }
+    return real_sem_wait_until(s, deadline);
 }
 }  // namespace
+
+// Wakes the semaphore waiters whose count a handler made positive.
+void greenshim::shim::sync_after_handlers(Hub& hub) noexcept {
+    if (!g_sem_posted_in_handler.exchange(false)) return;
+    for (SemWaiter* n = t_sem_waiters; n; n = n->next) {
+        sem_t* sem = const_cast<sem_t*>(n->sem);
+        int v = 0;
+        if (n->glibc) REAL(sem_getvalue)(sem, &v);
+        else v = int(__atomic_load_n(&as_sem(sem)->value, __ATOMIC_ACQUIRE));
+        if (v > 0) hub.schedule(*n->g, Wake::event);
+    }
+}
 
 SHIM_EXPORT int sem_init(sem_t* s, int pshared, unsigned value) {
     if (pshared || !may_park()) return REAL(sem_init)(s, pshared, value);
@@ -473,44 +949,50 @@ SHIM_EXPORT int sem_destroy(sem_t* s) {
     as_sem(s)->magic = 0;
     return 0;
 }
+// Async-signal-safe, as POSIX requires: in a signal handler (or wherever a
+// queue may not be touched) the waiters are woken by the hub afterwards.
 SHIM_EXPORT int sem_post(sem_t* s) {
-    if (real_sem(s)) return REAL(sem_post)(s);
-    Sem* x = as_sem(s);
-    if (x->value == SEM_VALUE_MAX) {
-        errno = EOVERFLOW;
-        return -1;
+    if (real_sem(s)) {
+        int r = REAL(sem_post)(s);
+        if (r == 0) {
+            if (!may_park()) sem_posted_from_handler();
+            else if (Shared* e = shared_find(s)) e->waiters.notify_one();
+        }
+        return r;
     }
-    ++x->value;
-    x->waiters.notify_one();
+    Sem* x = as_sem(s);
+    unsigned v = __atomic_load_n(&x->value, __ATOMIC_RELAXED);
+    do {
+        if (v >= SEM_VALUE_MAX) {
+            errno = EOVERFLOW;
+            return -1;
+        }
+    } while (!__atomic_compare_exchange_n(&x->value, &v, v + 1, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    if (!may_park()) sem_posted_from_handler();
+    else x->waiters.notify_one();
     return 0;
 }
-SHIM_EXPORT int sem_wait(sem_t* s) {
-    if (real_sem(s)) return REAL(sem_wait)(s);
-    return sem_wait_until(as_sem(s), kForever, false);
-}
-SHIM_EXPORT int sem_trywait(sem_t* s) {
-    if (real_sem(s)) return REAL(sem_trywait)(s);
-    return sem_wait_until(as_sem(s), kForever, true);
-}
+SHIM_EXPORT int sem_wait(sem_t* s) { return sem_wait_any(s, kForever, false); }
+SHIM_EXPORT int sem_trywait(sem_t* s) { return sem_wait_any(s, kForever, true); }
 SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
-    if (real_sem(s)) return REAL(sem_timedwait)(s, t);
+    if (real_sem(s) && !may_park()) return REAL(sem_timedwait)(s, t);
     if (bad_time(t)) {  // glibc checks the time even when it need not wait
         errno = EINVAL;
         return -1;
     }
-    return sem_wait_until(as_sem(s), deadline_at(CLOCK_REALTIME, t), false);
+    return sem_wait_any(s, deadline_at(CLOCK_REALTIME, t), false);
 }
 SHIM_EXPORT int sem_clockwait(sem_t* s, clockid_t clock, const struct timespec* t) {
-    if (real_sem(s)) return REAL(sem_clockwait)(s, clock, t);
+    if (real_sem(s) && !may_park()) return REAL(sem_clockwait)(s, clock, t);
     if ((clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) || bad_time(t)) {
         errno = EINVAL;
         return -1;
     }
-    return sem_wait_until(as_sem(s), deadline_at(clock, t), false);
+    return sem_wait_any(s, deadline_at(clock, t), false);
 }
 SHIM_EXPORT int sem_getvalue(sem_t* s, int* value) {
     if (real_sem(s)) return REAL(sem_getvalue)(s, value);
-    *value = int(as_sem(s)->value);
+    *value = int(__atomic_load_n(&as_sem(s)->value, __ATOMIC_ACQUIRE));
     return 0;
 }
 
@@ -545,7 +1027,15 @@ SHIM_EXPORT int pthread_barrier_destroy(pthread_barrier_t* b) {
     return 0;
 }
 SHIM_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
-    if (as_barrier(b)->magic != kBarrierMagic) return REAL(pthread_barrier_wait)(b);
+    if (as_barrier(b)->magic != kBarrierMagic) {
+        if (!may_park()) return REAL(pthread_barrier_wait)(b);
+        // glibc's (process-shared): a barrier has no owner, so a helper
+        // thread waits in it for this greenlet while the others run.
+        WaitScope what(g_barrier, reinterpret_cast<std::intptr_t>(b));
+        int r = 0;
+        Hub::current().run_blocking([&] { r = REAL(pthread_barrier_wait)(b); });
+        return r;
+    }
     Barrier* x = as_barrier(b);
     if (++x->arrived == x->needed) {
         x->arrived = 0;

@@ -75,6 +75,7 @@ void thread_main(GThread* t) {
     // A C++ exception escaping a thread's start routine ends the process, as
     // with real threads: it is not caught above, so std::terminate runs.
     tsd_run_destructors(t);
+    sync_thread_exiting(Greenlet::current());  // robust mutexes it holds: owner dead
     t->result = result;
     t->finished = true;
     --g_live_threads;
