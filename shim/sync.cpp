@@ -105,7 +105,7 @@ enum class SharedKind : std::uint8_t { sem, mutex, cond, rwlock };
 // on it. Keyed by address, per OS thread (per hub: its greenlets share it).
 struct Shared {
     WaitQueue waiters;          // greenlets of this process waiting on it
-    Greenlet* owner = nullptr;  // mutex: the greenlet holding it; rwlock: the writer
+    const void* owner = nullptr;  // mutex: the holder's owner id (self()); rwlock: the writer's
     unsigned depth = 0;         // mutex: recursion depth
     unsigned readers = 0;       // rwlock: read locks held by greenlets of this process
     unsigned users = 0;         // calls on it in progress
@@ -117,7 +117,7 @@ thread_local SharedTable* t_shared = nullptr;
 // The owner a mutex keeps when its greenlet thread ended holding it (not
 // robust): locked for ever, as with a thread that exits holding one.
 char g_dead_owner_tag;
-Greenlet* const kDeadOwner = reinterpret_cast<Greenlet*>(&g_dead_owner_tag);
+const void* const kDeadOwner = &g_dead_owner_tag;
 
 Shared* shared_find(const void* p) {
     if (!t_shared) return nullptr;
@@ -308,7 +308,7 @@ void lock_word_back(pthread_mutex_t* m) {
 }
 
 int shared_mutex_lock(pthread_mutex_t* m, Deadline deadline, bool try_only, bool malformed_time) {
-    Greenlet* me = self();
+    const void* me = self();
     SharedUse use(m, SharedKind::mutex);
     Shared& s = use.s;
     if (s.owner == me) {
@@ -379,7 +379,7 @@ int shared_mutex_unlock(pthread_mutex_t* m) {
     bool inconsistent = (kind & kRobust) && m->__data.__owner == kInconsistent;
     if (!inconsistent && !(kind & kPrioProtect)) {
         if (Greenlet* next = s->waiters.wake_one()) {
-            s->owner = next;
+            s->owner = next->owner_id();
             s->depth = 1;
             return 0;
         }
@@ -522,7 +522,7 @@ void greenshim::shim::sync_thread_exiting(Greenlet& g) noexcept {
     if (!t_shared) return;
     for (auto it = t_shared->begin(); it != t_shared->end();) {
         Shared& s = it->second;
-        if (s.owner == &g) {
+        if (s.owner == g.owner_id()) {
             auto* m = static_cast<pthread_mutex_t*>(const_cast<void*>(it->first));
             if (s.kind == SharedKind::mutex && (as_mutex(m)->kind & kRobust) && robust_owner_died(m)) {
                 s.owner = nullptr;
@@ -721,7 +721,7 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
 // the writer's OS thread, which every greenlet is: the writer greenlet is
 // recorded here.
 int shared_rw_lock(pthread_rwlock_t* l, bool write, Deadline deadline, bool try_only) {
-    Greenlet* me = self();
+    const void* me = self();
     SharedUse use(l, SharedKind::rwlock);
     Shared& s = use.s;
     if (s.owner == me && !try_only) return EDEADLK;  // glibc's answer to its writer
@@ -756,7 +756,7 @@ int shared_wr_lock(RwLock* l, Deadline d, bool try_only) {
 
 int shared_rw_unlock(pthread_rwlock_t* l) {
     Shared* s = shared_find(l);
-    Greenlet* me = self();
+    const void* me = self();
     if (s && s->owner && s->owner != me) return EPERM;  // glibc would take us for its writer
     int r = REAL(pthread_rwlock_unlock)(l);
     if (r == 0 && s) {
