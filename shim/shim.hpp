@@ -272,18 +272,23 @@ int wake_result(Wake w, const char* what, EndsBy ends) noexcept;
 // Parks through wait(Hub&) (one of the Hub's waits, returning a Wake) with
 // site/arg recorded for the trace, stats and reports, and mode as the
 // greenlet's Interruptible mode; then wake_result(). -ENOMEM if the wait
-// could not be set up.
+// could not be set up. The form without a site is for a wait made of several
+// parks whose caller holds the WaitScope.
 template <class Wait>
-int park_as(WaitSite& site, std::intptr_t arg, Interruptible mode, EndsBy ends, Wait&& wait) noexcept {
+int park_as(Interruptible mode, EndsBy ends, const char* what, Wait&& wait) noexcept {
     Wake w;
-    WaitScope what(site, arg);
     try {
         InterruptScope interruptible(mode);
         w = wait(Hub::current());
     } catch (...) {
         return -ENOMEM;
     }
-    return wake_result(w, site.call, ends);
+    return wake_result(w, what, ends);
+}
+template <class Wait>
+int park_as(WaitSite& site, std::intptr_t arg, Interruptible mode, EndsBy ends, Wait&& wait) noexcept {
+    WaitScope scope(site, arg);
+    return park_as(mode, ends, site.call, static_cast<Wait&&>(wait));
 }
 
 // Parks the current greenlet until fd is ready for events (kReadable /
@@ -423,23 +428,23 @@ int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy, const Bac
         int err = errno;
         std::int64_t now = monotonic_ns();
         if (deadline != kForever && now >= deadline) return r;
-        InterruptScope interruptible(mode);
-        Hub& hub = Hub::current();
-        Wake w;
+        int w = -ETIMEDOUT;
         if (now < spin_until) {
-            hub.yield();
-            w = Wake::timeout;
+            InterruptScope interruptible(mode);
+            Hub::current().yield();
         } else {
             Deadline next = deadline_after_ns(backoff);
             if (deadline < next) next = deadline;
-            w = how.queue ? how.queue->wait(next) : hub.sleep_until(next);
+            w = park_as(mode, EndsBy::other_thread, "a wait retried on a timer", [&](Hub& hub) {
+                return how.queue ? how.queue->wait(next) : hub.sleep_until(next);
+            });
             backoff = backoff * 2 > how.max_ns ? how.max_ns : backoff * 2;
         }
-        if (w == Wake::interrupted || interrupted_since(mark, mode)) {
+        if (w == -EINTR || interrupted_since(mark, mode)) {
             errno = EINTR;
             return -1;
         }
-        if (w == Wake::event) backoff = how.first_ns;  // released in this process: progress
+        if (w == 0) backoff = how.first_ns;  // released in this process: progress
         errno = err;
     }
 }

@@ -33,12 +33,6 @@ namespace {
 
 bool bad_time(const struct timespec* t) { return t && (t->tv_nsec < 0 || t->tv_nsec >= 1000000000L); }
 
-// A wait that nothing can end is a deadlock in the program: say so and stop
-// rather than hang (issue: Go's "all goroutines are asleep").
-void check_deadlock(Wake w, const char* what) {
-    if (w == Wake::deadlock) deadlock_exit(what);
-}
-
 // What a greenlet parked on a lock waits for, for the trace, stats and the
 // deadlock report ("pthread_mutex_lock 0x5581...").
 WaitSite g_mutex{"pthread_mutex_lock", "sync", WaitSite::Arg::address};
@@ -50,9 +44,14 @@ WaitSite g_barrier{"pthread_barrier_wait", "sync", WaitSite::Arg::address};
 WaitSite g_once{"pthread_once", "sync", WaitSite::Arg::address};
 WaitSite g_futex_wait{"futex wait", "sync", WaitSite::Arg::address};
 
-Wake wait_in(WaitQueue& q, WaitSite& site, const void* object, Deadline deadline = kForever) {
-    WaitScope what(site, reinterpret_cast<std::intptr_t>(object));
-    return q.wait(deadline);
+// Parks on q through the one wait (park_as): 0 when notified, -ETIMEDOUT,
+// -EINTR (as mode allows). A wait only another thread could end, when none
+// can, is the program's deadlock: reported there, and the process exits
+// (Go's "all goroutines are asleep").
+int wait_in(WaitQueue& q, WaitSite& site, const void* object, Deadline deadline = kForever,
+            Interruptible mode = Interruptible::no) {
+    return park_as(site, reinterpret_cast<std::intptr_t>(object), mode, EndsBy::other_thread,
+                   [&](Hub&) { return q.wait(deadline); });
 }
 
 // Who holds a lock: Greenlet::current_owner_id(), which sets nothing up and
@@ -251,7 +250,7 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
     if (try_only) return EBUSY;
     if (malformed_time) return EINVAL;
     for (;;) {
-        Wake w = wait_in(m->waiters, g_mutex, m, deadline);
+        int w = wait_in(m->waiters, g_mutex, m, deadline);
         if (!relock && m->owner == me) return 0;  // handed over by unlock
         if (!m->locked) {                         // woken without a handover (queue torn down)
             m->locked = 1;
@@ -259,8 +258,7 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
             m->count = 1;
             return 0;
         }
-        if (w == Wake::timeout) return ETIMEDOUT;
-        check_deadlock(w, "pthread_mutex_lock");
+        if (w == -ETIMEDOUT) return ETIMEDOUT;
     }
 }
 
@@ -324,9 +322,7 @@ int shared_mutex_lock(pthread_mutex_t* m, Deadline deadline, bool try_only, bool
         // lock until its deadline, then ETIMEDOUT), as in glibc.
         WaitQueue never;
         for (;;) {
-            Wake w = wait_in(never, g_mutex, m, deadline);
-            if (w == Wake::timeout) return ETIMEDOUT;
-            check_deadlock(w, "pthread_mutex_lock");
+            if (wait_in(never, g_mutex, m, deadline) == -ETIMEDOUT) return ETIMEDOUT;
         }
     }
     auto try_once = [&]() -> int {
@@ -575,21 +571,19 @@ int take_back(pthread_mutex_t* m, unsigned depth) {
 int cond_wait_until(pthread_cond_t* c, pthread_mutex_t* m, Deadline deadline) {
     unsigned depth = 1;
     if (int r = release_for_wait(m, &depth)) return r;
-    Wake w;
+    int w;
     if (glibc_cond(c)) {
         // A signal made in this process wakes us; one made in another is
         // seen within kCondPollNs, as a wakeup no signal caused.
         SharedUse use(c, SharedKind::cond);
         Deadline poll = deadline_after_ns(kCondPollNs);
         w = wait_in(use.s.waiters, g_cond, c, poll < deadline ? poll : deadline);
-        if (w == Wake::timeout && monotonic_ns() < deadline) w = Wake::event;
+        if (w == -ETIMEDOUT && monotonic_ns() < deadline) w = 0;
     } else {
         w = wait_in(as_cond(c)->waiters, g_cond, c, deadline);
     }
     if (int r = take_back(m, depth)) return r;
-    if (w == Wake::timeout) return ETIMEDOUT;
-    check_deadlock(w, "pthread_cond_wait");
-    return 0;  // Wake::interrupted counts as a spurious wakeup, which POSIX allows
+    return w == -ETIMEDOUT ? ETIMEDOUT : 0;  // anything else is a spurious wakeup, which POSIX allows
 }
 }  // namespace
 
@@ -687,9 +681,7 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
         }
         if (try_only) return EBUSY;  // (glibc's trylock just finds it busy, even for its writer)
         if (l->writer == self()) return EDEADLK;
-        Wake w = wait_in(l->waiters, g_rdlock, l, deadline);
-        if (w == Wake::timeout) return ETIMEDOUT;
-        check_deadlock(w, "pthread_rwlock_rdlock");
+        if (wait_in(l->waiters, g_rdlock, l, deadline) == -ETIMEDOUT) return ETIMEDOUT;
     }
 }
 
@@ -703,18 +695,17 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
     if (l->writer == me) return EDEADLK;
     ++l->writers_waiting;
     for (;;) {
-        Wake w = wait_in(l->waiters, g_wrlock, l, deadline);
+        int w = wait_in(l->waiters, g_wrlock, l, deadline);
         if (!l->writer && l->readers == 0) {
             --l->writers_waiting;
             l->writer = me;
             return 0;
         }
-        if (w == Wake::timeout) {
+        if (w == -ETIMEDOUT) {
             --l->writers_waiting;
             l->waiters.notify_all();  // readers held back for us may go now
             return ETIMEDOUT;
         }
-        check_deadlock(w, "pthread_rwlock_wrlock");
     }
 }
 // glibc's (process-shared): tried, and polled while busy. glibc records
@@ -879,22 +870,16 @@ int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
             errno = EAGAIN;
             return -1;
         }
-        Wake w;
+        int w;
         {
-            InterruptScope interruptible(sem_interruptible(deadline));
             SemListed listed(reinterpret_cast<sem_t*>(s), false);
-            w = wait_in(s->waiters, g_sem, s, deadline);
+            w = wait_in(s->waiters, g_sem, s, deadline, sem_interruptible(deadline));
         }
         if (sem_take(s)) return 0;
-        if (w == Wake::timeout) {
-            errno = ETIMEDOUT;
+        if (w == -ETIMEDOUT || w == -EINTR) {
+            errno = -w;
             return -1;
         }
-        if (w == Wake::interrupted) {
-            errno = EINTR;
-            return -1;
-        }
-        check_deadlock(w, "sem_wait");
     }
 }
 
@@ -1044,7 +1029,7 @@ SHIM_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
         return PTHREAD_BARRIER_SERIAL_THREAD;
     }
     unsigned gen = x->generation;
-    while (gen == x->generation) check_deadlock(wait_in(x->waiters, g_barrier, b), "pthread_barrier_wait");
+    while (gen == x->generation) wait_in(x->waiters, g_barrier, b);
     return 0;
 }
 
@@ -1095,7 +1080,7 @@ SHIM_EXPORT int pthread_once(pthread_once_t* once, void (*init)(void)) {
             reset.done = true;
             return 0;
         }
-        check_deadlock(wait_in(g_once_waiters, g_once, once), "pthread_once");
+        wait_in(g_once_waiters, g_once, once);
     }
 }
 
@@ -1121,26 +1106,17 @@ long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline,
         errno = EAGAIN;
         return -1;
     }
-    Wake w;
-    {
-        InterruptScope interruptible(Interruptible::unless_restart);
-        Deadline d = deadline;
-        if (shared) {
-            Deadline poll = deadline_after_ns(5000000);
-            if (poll < d) d = poll;
-        }
-        w = wait_in(futex_queue(addr), g_futex_wait, addr, d);
-        if (w == Wake::timeout && monotonic_ns() < deadline) return 0;  // the recheck: a spurious wakeup
+    Deadline d = deadline;
+    if (shared) {
+        Deadline poll = deadline_after_ns(5000000);
+        if (poll < d) d = poll;
     }
-    if (w == Wake::timeout) {
-        errno = ETIMEDOUT;
+    int w = wait_in(futex_queue(addr), g_futex_wait, addr, d, Interruptible::unless_restart);
+    if (w == -ETIMEDOUT && monotonic_ns() < deadline) return 0;  // the recheck: a spurious wakeup
+    if (w == -ETIMEDOUT || w == -EINTR) {
+        errno = -w;
         return -1;
     }
-    if (w == Wake::interrupted) {
-        errno = EINTR;
-        return -1;
-    }
-    check_deadlock(w, "a futex wait");
     return 0;
 }
 
