@@ -189,4 +189,38 @@ void fd_release_inheritable() noexcept {
     });
 }
 
+namespace {
+// A pipe end gets a description of its own, blocking, in place: the pipe
+// reopened through /proc (O_NONBLOCK only for the open, which must never
+// wait for a partner), then moved onto fd. False if that cannot be done.
+bool reopen_pipe_blocking(int fd) noexcept {
+    struct stat st;
+    int fl = REAL(fcntl)(fd, F_GETFL);
+    if (fl < 0 || fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return false;
+    char path[32];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int fresh = REAL(open)(path, (fl & O_ACCMODE) | O_NONBLOCK | O_CLOEXEC);
+    if (fresh < 0) return false;
+    bool ok = REAL(fcntl)(fresh, F_SETFL, fl & ~O_NONBLOCK) == 0 && REAL(dup2)(fresh, fd) == fd;
+    REAL(close)(fresh);
+    return ok;
+}
+}  // namespace
+
+// Before exec: what the new program inherits must block as it expects. A
+// description made inheritable since the last fork may still be shared with
+// the process that forked us, which relies on its O_NONBLOCK (CPython's
+// multiprocessing "spawn" hands a child dups of the parent's own pipe ends):
+// a pipe end gets a blocking description of its own instead, and only other
+// kinds of fd get their shared description's mode back (fd_release).
+void fd_release_for_exec() noexcept {
+    for_each_fd([](int fd, FdState& s) {
+        if (s.kind != FdKind::owned || s.user_nonblock) return;
+        int fdfl = REAL(fcntl)(fd, F_GETFD);
+        if (fdfl < 0 || (fdfl & FD_CLOEXEC)) return;
+        if (!s.socket && reopen_pipe_blocking(fd)) s.kind = FdKind::borrowed;  // (if the exec fails)
+        else fd_release(fd);
+    });
+}
+
 }  // namespace greenshim::shim

@@ -35,7 +35,7 @@ void track_child(pid_t pid) {
 
 template <class Exec>
 int around_exec(Exec&& exec) {
-    if (config().enabled) fd_release_inheritable();  // includes fds dup2'd since fork
+    if (config().enabled) fd_release_for_exec();  // includes fds dup2'd since fork
     return exec();
 }
 

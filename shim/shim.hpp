@@ -485,5 +485,6 @@ void fd_closing(int fd) noexcept;
 // set, and the shim stops relying on O_NONBLOCK for it (fd.cpp).
 void fd_release(int fd) noexcept;
 void fd_release_inheritable() noexcept;  // every fd without FD_CLOEXEC
+void fd_release_for_exec() noexcept;      // the same before exec; pipes get descriptions of their own
 
 }  // namespace greenshim::shim
