@@ -142,10 +142,11 @@ void fd_set_user_nonblock(int fd, bool on) noexcept {
 }
 
 IoFd io_fd(int fd) noexcept {
-    if (!may_park()) return {fd, IoMode::pass, nullptr};
+    Hub* hub;
+    if (!may_park(hub)) return {fd, IoMode::pass, nullptr};
     FdState* s = fd_known(fd);
     if (!s || s->kind == FdKind::plain) return {fd, IoMode::pass, s};
-    coop_tick();  // an fd that can make a thread wait: the calls on it count
+    coop_tick(hub);  // an fd that can make a thread wait: the calls on it count
     if (s->user_nonblock) return {fd, IoMode::pass, s};
     if (s->socket) return {fd, IoMode::socket, s};
     return {fd, s->kind == FdKind::owned ? IoMode::nbfd : IoMode::probe, s};

@@ -180,10 +180,16 @@ const Config& config() noexcept {
     return g_config;
 }
 
-bool may_park() noexcept {
+bool may_park(Hub*& hub) noexcept {
+    hub = nullptr;
     if (!config().enabled || runtime_internal() || in_signal_handler()) return false;
-    Hub* hub = Hub::existing();
+    hub = Hub::existing();
     return !hub || !hub->in_hub();
+}
+
+bool may_park() noexcept {
+    Hub* hub;
+    return may_park(hub);
 }
 
 namespace {

@@ -164,15 +164,17 @@ void remaining(Deadline deadline, struct timeval* tv) noexcept {
 }  // namespace
 
 SHIM_EXPORT int poll(struct pollfd* fds, nfds_t n, int timeout) {
-    if (!may_park()) return REAL(poll)(fds, n, timeout);
-    coop_tick();
+    Hub* hub;
+    if (!may_park(hub)) return REAL(poll)(fds, n, timeout);
+    coop_tick(hub);
     if (timeout == 0) return REAL(poll)(fds, n, timeout);
     return do_poll(fds, n, deadline_ms(timeout), nullptr);
 }
 
 SHIM_EXPORT int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask) {
-    if (!may_park()) return REAL(ppoll)(fds, n, ts, mask);
-    coop_tick();
+    Hub* hub;
+    if (!may_park(hub)) return REAL(ppoll)(fds, n, ts, mask);
+    coop_tick(hub);
     if (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) return REAL(ppoll)(fds, n, ts, mask);
     if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
         errno = EINVAL;
@@ -182,8 +184,9 @@ SHIM_EXPORT int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, c
 }
 
 SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* tv) {
-    if (!may_park()) return REAL(select)(n, r, w, e, tv);
-    coop_tick();
+    Hub* hub;
+    if (!may_park(hub)) return REAL(select)(n, r, w, e, tv);
+    coop_tick(hub);
     if (tv && tv->tv_sec == 0 && tv->tv_usec == 0) return REAL(select)(n, r, w, e, tv);
     if (tv && (tv->tv_sec < 0 || tv->tv_usec < 0)) {
         errno = EINVAL;
@@ -196,8 +199,9 @@ SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* t
 }
 
 SHIM_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const struct timespec* ts, const sigset_t* mask) {
-    if (!may_park()) return REAL(pselect)(n, r, w, e, ts, mask);
-    coop_tick();
+    Hub* hub;
+    if (!may_park(hub)) return REAL(pselect)(n, r, w, e, ts, mask);
+    coop_tick(hub);
     if (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) return REAL(pselect)(n, r, w, e, ts, mask);
     if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
         errno = EINVAL;
@@ -207,15 +211,17 @@ SHIM_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const struct tim
 }
 
 SHIM_EXPORT int epoll_wait(int epfd, struct epoll_event* ev, int max, int timeout) {
-    if (!may_park()) return REAL(epoll_wait)(epfd, ev, max, timeout);
-    coop_tick();
+    Hub* hub;
+    if (!may_park(hub)) return REAL(epoll_wait)(epfd, ev, max, timeout);
+    coop_tick(hub);
     if (timeout == 0) return REAL(epoll_wait)(epfd, ev, max, timeout);
     return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), nullptr);
 }
 
 SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event* ev, int max, int timeout, const sigset_t* mask) {
-    if (!may_park()) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
-    coop_tick();
+    Hub* hub;
+    if (!may_park(hub)) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
+    coop_tick(hub);
     if (timeout == 0) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
     return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), mask);
 }

@@ -131,6 +131,7 @@ void warn_ignored(const char* name, const char* value, const char* expected) noe
 // hub itself (libev's own epoll_wait/read/write must reach the kernel), in a
 // signal handler, or in the runtime's own work (its helper threads).
 bool may_park() noexcept;
+bool may_park(Hub*& hub) noexcept;  // the same, and this thread's hub (nullptr: none yet)
 bool in_signal_handler() noexcept;          // signal.cpp
 // Handlers run so far (signal.cpp), for a wait that yields instead of
 // parking: interrupted_since() says whether one that ran since the mark
@@ -310,30 +311,19 @@ int park_until_ready(int fd, int events, Deadline deadline) noexcept;
 // between, the next call first yields (the thread goes to the back of the run
 // queue, and the hub polls the loop with a zero timeout before it runs
 // again). Only before a call, so one thread's own calls keep their order.
-// Cost: two thread-local loads and a compare per call; a yield (two switches
+// Cost: a thread-local load and a compare per call (Hub::charge_call); a yield (two switches
 // and one epoll_wait) per kCoopBudget calls, skipped when no other greenlet
 // could run (Hub::alone).
 inline constexpr unsigned kCoopBudget = 128;
 
-struct CoopBudget {
-    std::uint64_t seen_switches = 0;  // the hub's switch count at the last call
-    unsigned left = kCoopBudget;
-};
-inline thread_local CoopBudget t_coop;
 void coop_give_way(Hub& hub) noexcept;
 
-// Called at the start of every interposed call that could have waited.
-inline void coop_tick() noexcept {
-    Hub* hub = Hub::existing();
-    if (!hub) return;
-    std::uint64_t s = hub->switches();
-    if (s != t_coop.seen_switches) {  // parked or yielded since: a fresh budget
-        t_coop.seen_switches = s;
-        t_coop.left = kCoopBudget;
-        return;
-    }
-    if (--t_coop.left == 0) coop_give_way(*hub);
+// Called at the start of every interposed call that could have waited,
+// once may_park() said yes (hub: what may_park(hub) found).
+inline void coop_tick(Hub* hub) noexcept {
+    if (hub && hub->charge_call(kCoopBudget)) coop_give_way(*hub);
 }
+inline void coop_tick() noexcept { coop_tick(Hub::existing()); }
 
 // True if fd is ready for events right now (poll with a zero timeout).
 bool ready_now(int fd, int events) noexcept;

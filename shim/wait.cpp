@@ -53,15 +53,13 @@ int park_until_ready(int fd, int events, Deadline deadline) noexcept {
 }
 
 void coop_give_way(Hub& hub) noexcept {
-    t_coop.left = kCoopBudget;
     if (hub.alone() || !may_park()) return;
     int saved = errno;
     try {
-        hub.yield();
+        hub.yield();  // (the switches it makes give the next call a fresh budget)
     } catch (...) {
     }
     errno = saved;
-    t_coop.seen_switches = hub.switches();
 }
 
 bool ready_now(int fd, int events) noexcept {

@@ -206,6 +206,23 @@ public:
     }
     std::uint64_t switches() const noexcept { return switches_.load(std::memory_order_relaxed); }
 
+    // The cooperative budget (a policy its caller applies; see the shim's
+    // coop_tick). Counts one call of the running greenlet that could have
+    // waited; true once `budget` such calls came in a row with no switch of
+    // this hub in between: the caller should give way (yield) before the
+    // call. Cost: a load and a compare; no syscall, no thread-local.
+    bool charge_call(unsigned budget) noexcept {
+        std::uint64_t s = switches_.load(std::memory_order_relaxed);
+        if (s != coop_seen_) {  // parked or yielded since: a fresh budget
+            coop_seen_ = s;
+            coop_left_ = budget;
+            return false;
+        }
+        if (--coop_left_ != 0) return false;
+        coop_left_ = budget;
+        return true;
+    }
+
     // After fork() in the child: re-initialise the loop's kernel state.
     void after_fork_child();
 
@@ -240,6 +257,8 @@ private:
     std::size_t ready_count_ = 0;
     std::size_t loop_waiters_ = 0;  // parked greenlets the loop could wake
     std::size_t pool_waiters_ = 0;  // parked in run_blocking
+    std::uint64_t coop_seen_ = 0;   // charge_call: switches_ at the last call
+    unsigned coop_left_ = 0;
     Async* async_ = nullptr;
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;
