@@ -25,6 +25,7 @@
 #include <string>
 #include <mutex>
 #include <vector>
+#include "both_ways.hpp"
 
 namespace {
 
@@ -34,15 +35,6 @@ double now_s(clockid_t clock = CLOCK_MONOTONIC) {
     struct timespec ts;
     clock_gettime(clock, &ts);
     return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
-}
-
-struct timespec abs_in(double seconds, clockid_t clock = CLOCK_REALTIME) {
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)(seconds * 1e9);
-    ts.tv_sec = time_t(ns / 1000000000LL);
-    ts.tv_nsec = long(ns % 1000000000LL);
-    return ts;
 }
 
 void sleep_ms(int ms) {
@@ -56,14 +48,6 @@ int os_threads() {
     while (std::getline(f, line))
         if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8);
     return -1;
-}
-
-bool shim_mapped() {
-    std::ifstream f("/proc/self/maps");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.find("libgreenshim") != std::string::npos) return true;
-    return false;
 }
 
 // A semaphore in a struct, so tests read well.
@@ -702,19 +686,9 @@ TEST_CASE("barriers: nobody passes before all arrive; one serial thread per roun
 }
 
 int main(int argc, char** argv) {
-    const char* mode = std::getenv("GREENSHIM_THREADS_MODE");
     bool mapped = shim_mapped();
     g_patched = mapped;
-    if (mode && std::string(mode) == "patched" && !mapped) {
-        std::fprintf(stderr, "pthread_details: expected libgreenshim.so to be preloaded, it is not\n");
-        return 1;
-    }
-    if (mode && std::string(mode) == "unpatched" && mapped) {
-        std::fprintf(stderr, "pthread_details: expected no libgreenshim.so, but it is mapped\n");
-        return 1;
-    }
-    std::printf("pthread_details: %s\n", mapped ? "libgreenshim.so preloaded: threads are greenlets"
-                                                : "unpatched: threads are OS threads");
+    if (!runs_as_expected("pthread_details", mapped)) return 1;
     doctest::Context ctx(argc, argv);
     return ctx.run();
 }

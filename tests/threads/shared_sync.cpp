@@ -38,6 +38,7 @@
 #include <functional>
 #include <string>
 #include <vector>
+#include "both_ways.hpp"
 
 namespace {
 
@@ -50,27 +51,10 @@ std::int64_t now_ns() {
     return std::int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-struct timespec abs_in(double seconds, clockid_t clock = CLOCK_REALTIME) {
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)(seconds * 1e9);
-    ts.tv_sec = time_t(ns / 1000000000LL);
-    ts.tv_nsec = long(ns % 1000000000LL);
-    return ts;
-}
-
 void sleep_us(long us) {
     struct timespec d = {us / 1000000, (us % 1000000) * 1000L};
     while (nanosleep(&d, &d) != 0 && errno == EINTR) {
     }
-}
-
-bool shim_mapped() {
-    std::ifstream f("/proc/self/maps");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.find("libgreenshim") != std::string::npos) return true;
-    return false;
 }
 
 template <class F>
@@ -674,21 +658,11 @@ TEST_CASE("robust process-shared mutex whose owner process dies: EOWNERDEAD") {
 }
 
 int main(int argc, char** argv) {
-    const char* mode = std::getenv("GREENSHIM_THREADS_MODE");
     bool mapped = shim_mapped();
     g_patched = mapped;
     for (int i = 1; i < argc; ++i)
         if (std::string(argv[i]) == "--latency") g_latency = true;
-    if (mode && std::string(mode) == "patched" && !mapped) {
-        std::fprintf(stderr, "shared_sync: expected libgreenshim.so to be preloaded, it is not\n");
-        return 1;
-    }
-    if (mode && std::string(mode) == "unpatched" && mapped) {
-        std::fprintf(stderr, "shared_sync: expected no libgreenshim.so, but it is mapped\n");
-        return 1;
-    }
-    std::printf("shared_sync: %s\n", mapped ? "libgreenshim.so preloaded: threads are greenlets"
-                                            : "unpatched: threads are OS threads");
+    if (!runs_as_expected("shared_sync", mapped)) return 1;
     doctest::Context ctx(argc, argv);
     ctx.setOption("no-breaks", true);
     return ctx.run();

@@ -27,12 +27,6 @@
 static io_context_t ctx;
 static int fd;
 
-static pthread_t start(void *(*fn)(void *), void *arg) {
-    pthread_t t;
-    if (pthread_create(&t, NULL, fn, arg) != 0) { fprintf(stderr, "aio_getevents: pthread_create failed\n"); exit(1); }
-    return t;
-}
-
 /* Submits a write of s at offset off after delay_us; notes when io_submit
  * returned, the OS threads and whether the waiter still waited. */
 struct submitter {
@@ -137,17 +131,6 @@ static void two_apart(void) {
 
 /* ---- 3 ---- */
 
-static int stop_ticker, ticks;
-
-static void *ticker(void *arg) {
-    (void)arg;
-    while (!__atomic_load_n(&stop_ticker, __ATOMIC_SEQ_CST)) {
-        usleep(1000);
-        __atomic_fetch_add(&ticks, 1, __ATOMIC_SEQ_CST);
-    }
-    return NULL;
-}
-
 static void timeout(void) {
     pthread_t t = start(ticker, NULL);
     struct io_event ev[1];
@@ -155,8 +138,8 @@ static void timeout(void) {
     double t0 = now_ms();
     int ret = io_getevents(ctx, 1, 1, ev, &ts);
     double waited = now_ms() - t0;
-    int ticked = __atomic_load_n(&ticks, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&stop_ticker, 1, __ATOMIC_SEQ_CST);
+    int ticked = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ticker_stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(t, NULL);
     fprintf(stderr, "aio_getevents: io_getevents(50 ms) took %.1f ms; the ticker ticked %d times\n", waited, ticked);
     say("3: io_getevents(min_nr 1, 50 ms) with nothing submitted returned 0 after at least 50 ms",

@@ -4,6 +4,8 @@
 #pragma once
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,4 +65,27 @@ COMMON_FN int threads_as_expected(int seen, int unpatched) {
     int want = under_shim() ? 1 : unpatched;
     if (seen != want) fprintf(stderr, "OS threads: saw %d, expected %d\n", seen, want);
     return seen == want;
+}
+
+/* Starts a thread; a failure ends the program. */
+COMMON_FN pthread_t start(void *(*fn)(void *), void *arg) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, fn, arg) != 0) {
+        fprintf(stderr, "pthread_create failed\n");
+        exit(1);
+    }
+    return t;
+}
+
+/* A thread that ticks every 1 ms until ticker_stop is set: it ran while
+ * another waited if ticker_ticks grew meanwhile. */
+static int ticker_stop, ticker_ticks;
+
+COMMON_FN void *ticker(void *arg) {
+    (void)arg;
+    while (!__atomic_load_n(&ticker_stop, __ATOMIC_SEQ_CST)) {
+        usleep(1000);
+        __atomic_fetch_add(&ticker_ticks, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
 }

@@ -67,12 +67,6 @@ static void *write_later(void *arg) {
     return NULL;
 }
 
-static pthread_t start(void *(*fn)(void *), void *arg) {
-    pthread_t t;
-    if (pthread_create(&t, NULL, fn, arg) != 0) { fprintf(stderr, "uring_wait: pthread_create failed\n"); exit(1); }
-    return t;
-}
-
 /* ---- 1. io_uring_wait_cqe in a thread, a writer thread completes it ---- */
 
 static int p1[2];
@@ -128,17 +122,6 @@ static void case1(struct io_uring *r, const char *label, int submit_and_wait) {
 
 /* ---- 2. a timeout, with a ticker running meanwhile ---- */
 
-static int stop_ticker, ticks;
-
-static void *ticker(void *arg) {
-    (void)arg;
-    while (!__atomic_load_n(&stop_ticker, __ATOMIC_SEQ_CST)) {
-        usleep(1000);
-        __atomic_fetch_add(&ticks, 1, __ATOMIC_SEQ_CST);
-    }
-    return NULL;
-}
-
 static void case2(void) {
     pthread_t t = start(ticker, NULL);
     struct __kernel_timespec ts = {0, 100 * 1000 * 1000};
@@ -146,8 +129,8 @@ static void case2(void) {
     double t0 = now_ms();
     int ret = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
     double waited = now_ms() - t0;
-    int ticked = __atomic_load_n(&ticks, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&stop_ticker, 1, __ATOMIC_SEQ_CST);
+    int ticked = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ticker_stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(t, NULL);
     fprintf(stderr, "uring_wait: io_uring_wait_cqe_timeout(100 ms) took %.1f ms; the ticker ticked %d times\n", waited, ticked);
     say("2: io_uring_wait_cqe_timeout(100 ms) with nothing to complete returned -ETIME, cqe NULL",
@@ -229,8 +212,8 @@ static void case5(void) {
     int p[2];
     char buf[16] = "";
     make_pipe(p);
-    __atomic_store_n(&stop_ticker, 0, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&ticks, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ticker_stop, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ticker_ticks, 0, __ATOMIC_SEQ_CST);
     pthread_t t = start(ticker, NULL);
     prep_read(&ring, p[0], buf, sizeof buf - 1, 5);
     struct __kernel_timespec ts = {0, 50 * 1000 * 1000};
@@ -238,8 +221,8 @@ static void case5(void) {
     double t0 = now_ms();
     int ret = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, NULL);
     double waited = now_ms() - t0;
-    int ticked = __atomic_load_n(&ticks, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&stop_ticker, 1, __ATOMIC_SEQ_CST);
+    int ticked = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ticker_stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(t, NULL);
     fprintf(stderr, "uring_wait: io_uring_submit_and_wait_timeout(50 ms) took %.1f ms, returned %d\n", waited, ret);
     printf("5: io_uring_submit_and_wait_timeout(1, 50 ms) on an empty pipe returned %d, cqe %s\n", ret,
