@@ -144,10 +144,9 @@ void fd_set_user_nonblock(int fd, bool on) noexcept {
 IoFd io_fd(int fd) noexcept {
     Hub* hub;
     if (!may_park(hub)) return {fd, IoMode::pass, nullptr};
+    coop_tick(hub);  // first: the fd may be another one after a yield
     FdState* s = fd_known(fd);
-    if (!s || s->kind == FdKind::plain) return {fd, IoMode::pass, s};
-    coop_tick(hub);  // an fd that can make a thread wait: the calls on it count
-    if (s->user_nonblock) return {fd, IoMode::pass, s};
+    if (!s || s->kind == FdKind::plain || s->user_nonblock) return {fd, IoMode::pass, s};
     if (s->socket) return {fd, IoMode::socket, s};
     return {fd, s->kind == FdKind::owned ? IoMode::nbfd : IoMode::probe, s};
 }
