@@ -19,16 +19,7 @@ namespace greenshim::shim {
 namespace {
 
 // Writes a whole string to fd, straight to libc (never parks).
-void say(int fd, const char* s) noexcept {
-    InternalScope internal;
-    for (std::size_t len = std::strlen(s); len > 0;) {
-        ssize_t w = ::write(fd, s, len);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return;
-        s += w;
-        len -= std::size_t(w);
-    }
-}
+void say(int fd, const char* s) noexcept { write_fully(fd, s, std::strlen(s)); }
 
 void write_stats_at_exit() {
     const char* where = config().stats;

@@ -184,14 +184,7 @@ public:
     }
     bool operator==(const char* s) const { return std::strlen(s) == len_ && std::memcmp(s, buf_, len_) == 0; }
     Line& kib(std::size_t bytes) { return number((bytes + 1023) / 1024) << " KiB"; }
-    void write_to(int fd) const {
-        for (std::size_t done = 0; done < len_;) {
-            ssize_t n = REAL(write)(fd, buf_ + done, len_ - done);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return;
-            done += std::size_t(n);
-        }
-    }
+    void write_to(int fd) const { write_fully(fd, buf_, len_); }
 
 private:
     char buf_[512];

@@ -76,16 +76,7 @@ void out(int fd, const char* fmt, ...) noexcept {
     int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     if (n <= 0) return;
-    std::size_t len = std::min<std::size_t>(std::size_t(n), sizeof buf - 1);
-    int saved = errno;
-    InternalScope internal;
-    for (std::size_t off = 0; off < len;) {
-        ssize_t w = ::write(fd, buf + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) break;
-        off += std::size_t(w);
-    }
-    errno = saved;
+    write_fully(fd, buf, std::min<std::size_t>(std::size_t(n), sizeof buf - 1));
 }
 
 // "name+0x12 (file)" for a code address; "?" when dladdr knows nothing.
@@ -475,6 +466,18 @@ bool start_monitor(unsigned period_ms, StallReport report) noexcept {
         return false;
     }
     return true;
+}
+
+void write_fully(int fd, const char* buf, std::size_t len) noexcept {
+    int saved = errno;
+    InternalScope internal;
+    for (std::size_t off = 0; off < len;) {
+        ssize_t w = ::write(fd, buf + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += std::size_t(w);
+    }
+    errno = saved;
 }
 
 }  // namespace greenshim

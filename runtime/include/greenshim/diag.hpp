@@ -77,6 +77,12 @@ GREENSHIM_API void enable_timing() noexcept;
 // Writes the stats as text ("greenshim stats: ..." lines) to fd, including
 // parks per WaitSite family.
 GREENSHIM_API void write_stats(int fd, const char* prefix) noexcept;
+// Writes all len bytes of buf to fd with write(2), past short writes and
+// EINTR; stops at any other error. Never parks (the calling thread is in the
+// runtime's own work meanwhile: interposers go straight to libc), never
+// allocates, keeps errno: the one way reports reach a terminal or a file,
+// async-signal-safe.
+GREENSHIM_API void write_fully(int fd, const char* buf, std::size_t len) noexcept;
 
 // The exit status of a process the shim ends because of a deadlock (every
 // greenlet waits for another; nothing outside could wake any of them).
