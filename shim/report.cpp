@@ -65,12 +65,8 @@ void on_backtrace_signal(int) {
 void on_stall(pthread_t hub_thread, Greenlet* running, std::int64_t stalled_ns) {
     char line[512];
     if (running && !running->dead()) {
-        char code[200] = "-";
-        if (void* e = greenlet_entry(*running)) {
-            Dl_info info{};
-            if (dladdr(e, &info) && info.dli_sname) std::snprintf(code, sizeof code, "%s", info.dli_sname);
-            else std::snprintf(code, sizeof code, "%p", e);
-        }
+        char code[200];
+        describe_code(greenlet_entry(*running), code, sizeof code);
         std::snprintf(line, sizeof line,
                       "greenshim: monitor: the hub has not run for %lld ms: greenlet %llu (%s, started at %s) has "
                       "been running without waiting (a CPU-bound loop, or a blocking call greenshim does not "

@@ -191,24 +191,10 @@ private:
     std::size_t len_ = 0;
 };
 
-// "name (module)", or "module+0xoffset", or the bare address. dladdr is not
-// on POSIX's async-signal-safe list, but all it does is take the loader's
-// recursive lock and read its tables: after a stack overflow (code that only
-// called functions) it is safe unless the overflow hit inside the loader.
 void name_code(Line& line, void* code) {
-    Dl_info info{};
-    if (!code || !dladdr(code, &info) || !info.dli_fname) {
-        line << "0x";
-        line.number(reinterpret_cast<std::uintptr_t>(code), 16);
-        return;
-    }
-    const char* module = std::strrchr(info.dli_fname, '/') ? std::strrchr(info.dli_fname, '/') + 1 : info.dli_fname;
-    if (info.dli_sname && info.dli_saddr == code) {
-        line << info.dli_sname << " (" << module << ")";
-        return;
-    }
-    line << module << "+0x";
-    line.number(static_cast<char*>(code) - static_cast<char*>(info.dli_fbase), 16);
+    char name[256];
+    describe_code(code, name, sizeof name);
+    line << name;
 }
 
 // "2M" for a stack of 1 MiB: twice the size, in whole MiB from 1 MiB on.

@@ -79,24 +79,6 @@ void out(int fd, const char* fmt, ...) noexcept {
     write_fully(fd, buf, std::min<std::size_t>(std::size_t(n), sizeof buf - 1));
 }
 
-// "name+0x12 (file)" for a code address; "?" when dladdr knows nothing.
-void describe_code(void* code, char* buf, std::size_t size) noexcept {
-    if (!code) {
-        std::snprintf(buf, size, "-");
-        return;
-    }
-    Dl_info info{};
-    if (dladdr(code, &info) && info.dli_sname) {
-        std::snprintf(buf, size, "%s+0x%lx (%s)", info.dli_sname,
-                      (unsigned long)(static_cast<char*>(code) - static_cast<char*>(info.dli_saddr)),
-                      info.dli_fname ? info.dli_fname : "?");
-    } else if (dladdr(code, &info) && info.dli_fname) {
-        std::snprintf(buf, size, "%p (%s+0x%lx)", code, info.dli_fname,
-                      (unsigned long)(static_cast<char*>(code) - static_cast<char*>(info.dli_fbase)));
-    } else {
-        std::snprintf(buf, size, "%p", code);
-    }
-}
 
 // "read fd 5", "pthread_mutex_lock 0x55d0c0", "pthread_join" for a wait.
 void describe_wait(const Greenlet::Impl& im, char* buf, std::size_t size) noexcept {
@@ -343,7 +325,7 @@ void write_greenlet_table(int fd) noexcept {
         char code[280] = "";
         if (im.entry) {
             std::memcpy(code, "; started at ", 14);
-            detail::describe_code(im.entry, code + 13, sizeof code - 13);
+            describe_code(im.entry, code + 13, sizeof code - 13);
         }
         detail::out(fd, "  greenlet %llu (%s): %s%s%s\n", (unsigned long long)g.id(), g.name().c_str(),
                     waiting ? "waiting" : to_string(g.state()), what, code);
@@ -466,6 +448,28 @@ bool start_monitor(unsigned period_ms, StallReport report) noexcept {
         return false;
     }
     return true;
+}
+
+void describe_code(const void* code, char* buf, std::size_t size) noexcept {
+    if (!code) {
+        std::snprintf(buf, size, "-");
+        return;
+    }
+    Dl_info info{};
+    if (!dladdr(code, &info) || !info.dli_fname) {
+        std::snprintf(buf, size, "%p", code);
+        return;
+    }
+    const char* module = std::strrchr(info.dli_fname, '/') ? std::strrchr(info.dli_fname, '/') + 1 : info.dli_fname;
+    const char* at = static_cast<const char*>(code);
+    if (info.dli_sname && info.dli_saddr == code) {
+        std::snprintf(buf, size, "%s (%s)", info.dli_sname, module);
+    } else if (info.dli_sname) {
+        std::snprintf(buf, size, "%s+0x%lx (%s)", info.dli_sname,
+                      (unsigned long)(at - static_cast<const char*>(info.dli_saddr)), module);
+    } else {
+        std::snprintf(buf, size, "%s+0x%lx", module, (unsigned long)(at - static_cast<const char*>(info.dli_fbase)));
+    }
 }
 
 void write_fully(int fd, const char* buf, std::size_t len) noexcept {

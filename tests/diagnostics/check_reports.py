@@ -53,7 +53,7 @@ def check_monitor(greenrun, prog):
     rc, out, err = run([greenrun, "--monitor", "100", "--", prog, "700"])
     expect(rc == 0, f"monitor: the hog still runs to the end (status {rc})", err)
     reports = re.findall(r"greenshim: monitor: the hub has not run for (\d+) ms: greenlet \d+ \([^)]*started at "
-                         r"hog_worker\)", err)
+                         r"hog_worker \(diag_cpu_hog\)\)", err)
     expect(len(reports) == 1, f"monitor: one report for one stall, naming hog_worker (got {len(reports)})", err)
     if reports:
         expect(100 <= int(reports[0]) < 700, f"monitor: reported after more than 100 ms ({reports[0]} ms)", err)

@@ -83,6 +83,15 @@ GREENSHIM_API void write_stats(int fd, const char* prefix) noexcept;
 // allocates, keeps errno: the one way reports reach a terminal or a file,
 // async-signal-safe.
 GREENSHIM_API void write_fully(int fd, const char* buf, std::size_t len) noexcept;
+// Names a code address for a user to read, the one format of every report:
+// "name (module)" at a function's start, "name+0x12 (module)" inside one,
+// "module+0x1a2b" where the module exports no name for it, else the address;
+// "-" for nullptr. Names come from dladdr: a program built without -rdynamic
+// shows its own functions as module+offset (addr2line takes it). dladdr is not
+// on POSIX's async-signal-safe list, but it only takes the loader's recursive
+// lock and reads its tables: safe in a handler unless the signal came from
+// inside the loader.
+GREENSHIM_API void describe_code(const void* code, char* buf, std::size_t size) noexcept;
 
 // The exit status of a process the shim ends because of a deadlock (every
 // greenlet waits for another; nothing outside could wake any of them).
