@@ -102,8 +102,21 @@ FdState* fd_known(int fd) noexcept {
     return s;
 }
 
+void fd_replacing(int newfd) noexcept {
+    if (Hub* hub = Hub::existing()) hub->fd_closed(newfd);
+}
+
+void fd_forget(int fd) noexcept {
+    if (fd < 0) return;
+    fd_replacing(fd);
+    FdState* chunk = chunk_for(fd, false);
+    if (chunk) chunk[fd & (kChunkSize - 1)] = FdState{};
+}
+
+void fd_closing(int fd) noexcept { fd_forget(fd); }
+
 void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept {
-    fd_closing(fd);  // a number reused after a close we never saw (inside libc): no stale watcher
+    fd_replacing(fd);  // a number reused after a close we never saw (inside libc): no stale watcher
     if (FdState* s = fd_slot(fd)) {
         FdState d;
         d.kind = FdKind::owned;
@@ -115,14 +128,8 @@ void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept {
     }
 }
 
-void fd_forget(int fd) noexcept {
-    if (fd < 0) return;
-    FdState* chunk = chunk_for(fd, false);
-    if (chunk) chunk[fd & (kChunkSize - 1)] = FdState{};
-}
-
 void fd_copy(int oldfd, int newfd) noexcept {
-    fd_closing(newfd);
+    fd_replacing(newfd);
     FdState* from = fd_slot(oldfd);
     FdState* to = fd_slot(newfd);
     if (!from || !to) return;

@@ -178,16 +178,12 @@ SHIM_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { return do
 
 SHIM_EXPORT int close(int fd) {
     fd_closing(fd);
-    fd_forget(fd);
     return REAL(close)(fd);
 }
 
 SHIM_EXPORT int fclose(FILE* f) {
     int fd = f ? fileno(f) : -1;
-    if (fd >= 0) {
-        fd_closing(fd);
-        fd_forget(fd);
-    }
+    if (fd >= 0) fd_closing(fd);
     return REAL(fclose)(f);
 }
 
@@ -199,18 +195,12 @@ void copied(int oldfd, int newfd);
 SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
         unsigned int end = last > unsigned(fd_table_size()) ? unsigned(fd_table_size()) : last;
-        for (unsigned int fd = first; fd <= end && fd < unsigned(fd_table_size()); ++fd) {
-            fd_closing(int(fd));
-            fd_forget(int(fd));
-        }
+        for (unsigned int fd = first; fd <= end && fd < unsigned(fd_table_size()); ++fd) fd_closing(int(fd));
     }
     return REAL(close_range)(first, last, flags);
 }
 SHIM_EXPORT void closefrom(int lowfd) {
-    for (int fd = lowfd < 0 ? 0 : lowfd; fd < fd_table_size(); ++fd) {
-        fd_closing(fd);
-        fd_forget(fd);
-    }
+    for (int fd = lowfd < 0 ? 0 : lowfd; fd < fd_table_size(); ++fd) fd_closing(fd);
     REAL(closefrom)(lowfd);
 }
 
@@ -231,14 +221,14 @@ void copied(int oldfd, int newfd) {
 }  // namespace
 
 SHIM_EXPORT int dup2(int oldfd, int newfd) {
-    if (oldfd != newfd) fd_closing(newfd);
+    if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup2)(oldfd, newfd);
     if (r >= 0 && oldfd != newfd) copied(oldfd, newfd);
     return r;
 }
 
 SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
-    if (oldfd != newfd) fd_closing(newfd);
+    if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup3)(oldfd, newfd, flags);
     if (r >= 0) copied(oldfd, newfd);
     return r;
@@ -343,10 +333,7 @@ SHIM_EXPORT int timerfd_create(int clockid, int flags) {
 // libc): forget it, it is discovered on first use.
 namespace {
 int opened(int r) {
-    if (r >= 0) {
-        fd_closing(r);
-        fd_forget(r);
-    }
+    if (r >= 0) fd_forget(r);
     return r;
 }
 mode_t mode_arg(int flags, va_list ap) { return (flags & (O_CREAT | O_TMPFILE)) ? mode_t(va_arg(ap, int)) : 0; }

@@ -191,7 +191,6 @@ SHIM_EXPORT int pclose(FILE* f) {
     int fd = f ? fileno(f) : -1;
     if (fd >= 0) {
         fd_closing(fd);
-        fd_forget(fd);
     }
     return REAL(pclose)(f);
 }

@@ -193,13 +193,24 @@ struct FdState {
 FdState* fd_slot(int fd) noexcept;
 // The entry, discovered (fstat, F_GETFL) if unknown; nullptr if fd is invalid.
 FdState* fd_known(int fd) noexcept;
-// Records an fd the shim created with O_NONBLOCK already set.
+// The fd lifecycle: fd.cpp owns the table and the hub's watchers of each
+// fd, and every event in an fd's life is one call:
+//   fd_created    the shim made it (O_NONBLOCK already set underneath)
+//   fd_copy       dup/dup2/dup3 made newfd share oldfd's description
+//   fd_replacing  dup2/dup3 is about to put another description on newfd
+//   fd_closing    we are about to close it
+//   fd_forget     it was closed behind our back (inside libc), or its number
+//                 now means something we did not make: discovered on next use
+//   fd_release    its description is shared with another program
+// closing, forgetting and replacing wake the greenlets waiting on the fd
+// (EBADF) and drop its watcher, so a reused number starts clean.
 void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept;
 // One past the highest fd number the table has room for now (fds beyond
 // were never seen).
 int fd_table_size() noexcept;
-// Forgets fd (closed, or replaced behind our back).
 void fd_forget(int fd) noexcept;
+void fd_closing(int fd) noexcept;
+void fd_replacing(int newfd) noexcept;
 // newfd now refers to oldfd's open file description.
 void fd_copy(int oldfd, int newfd) noexcept;
 // The program changed O_NONBLOCK through fd: every fd of the same
@@ -466,9 +477,6 @@ inline void note_read(const IoFd& f, ssize_t r, size_t asked) noexcept {
 // Deadlines from SO_RCVTIMEO / SO_SNDTIMEO.
 Deadline recv_deadline(const IoFd& f) noexcept;
 Deadline send_deadline(const IoFd& f) noexcept;
-
-// Called by close()/dup2() before an fd number stops meaning what it meant.
-void fd_closing(int fd) noexcept;
 
 // A description about to be shared with another program (fork, exec,
 // posix_spawn, popen, SCM_RIGHTS) gets back the blocking mode this program

@@ -87,8 +87,4 @@ bool kernel_reads(const struct timespec* ts) noexcept {
     return ok;
 }
 
-void fd_closing(int fd) noexcept {
-    if (Hub* hub = Hub::existing()) hub->fd_closed(fd);
-}
-
 }  // namespace greenshim::shim
