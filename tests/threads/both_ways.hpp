@@ -1,7 +1,9 @@
 // What the C++ thread tests run both ways (pthread_details.cpp,
 // shared_sync.cpp) share: the same binary runs with OS threads and under the
-// shim, GREENSHIM_THREADS_MODE says which the test expects.
+// shim, GREENSHIM_THREADS_MODE says which the test expects. Include it
+// after doctest.
 #pragma once
+#include <pthread.h>
 #include <time.h>
 
 #include <cstdio>
@@ -44,4 +46,13 @@ inline struct timespec abs_in(double seconds, clockid_t clock = CLOCK_REALTIME) 
     ts.tv_sec = time_t(ns / 1000000000LL);
     ts.tv_nsec = long(ns % 1000000000LL);
     return ts;
+}
+
+// Starts a thread running (*f)(), which returns its void* result.
+template <class F>
+pthread_t spawn(F* f) {
+    pthread_t t;
+    REQUIRE(pthread_create(
+                &t, nullptr, [](void* p) -> void* { return (*static_cast<F*>(p))(); }, f) == 0);
+    return t;
 }

@@ -61,14 +61,6 @@ struct Sem {
     }
 };
 
-template <class F>
-pthread_t spawn(F* f) {
-    pthread_t t;
-    REQUIRE(pthread_create(
-                &t, nullptr, [](void* p) -> void* { return (*static_cast<F*>(p))(); }, f) == 0);
-    return t;
-}
-
 }  // namespace
 
 TEST_CASE("threads: one OS thread when patched, one per thread otherwise") {

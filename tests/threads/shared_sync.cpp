@@ -57,14 +57,6 @@ void sleep_us(long us) {
     }
 }
 
-template <class F>
-pthread_t spawn(F* f) {
-    pthread_t t;
-    REQUIRE(pthread_create(
-                &t, nullptr, [](void* p) -> void* { return (*static_cast<F*>(p))(); }, f) == 0);
-    return t;
-}
-
 // Memory shared with children made by fork.
 template <class T>
 T* shared_new() {

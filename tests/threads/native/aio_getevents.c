@@ -132,15 +132,13 @@ static void two_apart(void) {
 /* ---- 3 ---- */
 
 static void timeout(void) {
-    pthread_t t = start(ticker, NULL);
+    pthread_t t = ticker_begin();
     struct io_event ev[1];
     struct timespec ts = {0, 50 * 1000 * 1000};
     double t0 = now_ms();
     int ret = io_getevents(ctx, 1, 1, ev, &ts);
     double waited = now_ms() - t0;
-    int ticked = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&ticker_stop, 1, __ATOMIC_SEQ_CST);
-    pthread_join(t, NULL);
+    int ticked = ticker_end(t);
     fprintf(stderr, "aio_getevents: io_getevents(50 ms) took %.1f ms; the ticker ticked %d times\n", waited, ticked);
     say("3: io_getevents(min_nr 1, 50 ms) with nothing submitted returned 0 after at least 50 ms",
         ret == 0 && waited >= 49.9);

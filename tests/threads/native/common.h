@@ -89,3 +89,17 @@ COMMON_FN void *ticker(void *arg) {
     }
     return NULL;
 }
+
+/* Starts a fresh ticker; ticker_end stops it and says how often it ticked. */
+COMMON_FN pthread_t ticker_begin(void) {
+    __atomic_store_n(&ticker_stop, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ticker_ticks, 0, __ATOMIC_SEQ_CST);
+    return start(ticker, NULL);
+}
+
+COMMON_FN int ticker_end(pthread_t t) {
+    int ticked = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ticker_stop, 1, __ATOMIC_SEQ_CST);
+    pthread_join(t, NULL);
+    return ticked;
+}

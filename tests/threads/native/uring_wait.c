@@ -123,15 +123,13 @@ static void case1(struct io_uring *r, const char *label, int submit_and_wait) {
 /* ---- 2. a timeout, with a ticker running meanwhile ---- */
 
 static void case2(void) {
-    pthread_t t = start(ticker, NULL);
+    pthread_t t = ticker_begin();
     struct __kernel_timespec ts = {0, 100 * 1000 * 1000};
     struct io_uring_cqe *cqe = (struct io_uring_cqe *)&ts;
     double t0 = now_ms();
     int ret = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
     double waited = now_ms() - t0;
-    int ticked = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&ticker_stop, 1, __ATOMIC_SEQ_CST);
-    pthread_join(t, NULL);
+    int ticked = ticker_end(t);
     fprintf(stderr, "uring_wait: io_uring_wait_cqe_timeout(100 ms) took %.1f ms; the ticker ticked %d times\n", waited, ticked);
     say("2: io_uring_wait_cqe_timeout(100 ms) with nothing to complete returned -ETIME, cqe NULL",
         ret == -ETIME && cqe == NULL);
@@ -212,18 +210,14 @@ static void case5(void) {
     int p[2];
     char buf[16] = "";
     make_pipe(p);
-    __atomic_store_n(&ticker_stop, 0, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&ticker_ticks, 0, __ATOMIC_SEQ_CST);
-    pthread_t t = start(ticker, NULL);
+    pthread_t t = ticker_begin();
     prep_read(&ring, p[0], buf, sizeof buf - 1, 5);
     struct __kernel_timespec ts = {0, 50 * 1000 * 1000};
     struct io_uring_cqe *cqe = (struct io_uring_cqe *)&ts;
     double t0 = now_ms();
     int ret = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, NULL);
     double waited = now_ms() - t0;
-    int ticked = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&ticker_stop, 1, __ATOMIC_SEQ_CST);
-    pthread_join(t, NULL);
+    int ticked = ticker_end(t);
     fprintf(stderr, "uring_wait: io_uring_submit_and_wait_timeout(50 ms) took %.1f ms, returned %d\n", waited, ret);
     printf("5: io_uring_submit_and_wait_timeout(1, 50 ms) on an empty pipe returned %d, cqe %s\n", ret,
            cqe == NULL ? "NULL" : "set");
