@@ -327,6 +327,7 @@ int park_until_ready(int fd, int events, Deadline deadline) noexcept;
 // could run (Hub::alone).
 inline constexpr unsigned kCoopBudget = 128;
 
+// Yields unless no other greenlet could run. Only after may_park() said yes.
 void coop_give_way(Hub& hub) noexcept;
 
 // Called at the start of every interposed call that could have waited,
@@ -334,7 +335,6 @@ void coop_give_way(Hub& hub) noexcept;
 inline void coop_tick(Hub* hub) noexcept {
     if (hub && hub->charge_call(kCoopBudget)) coop_give_way(*hub);
 }
-inline void coop_tick() noexcept { coop_tick(Hub::existing()); }
 
 // True if fd is ready for events right now (poll with a zero timeout).
 bool ready_now(int fd, int events) noexcept;

@@ -422,21 +422,21 @@ void ensure_signal_stack() noexcept {
 // A thread may loop on sigaction waiting for another (CPython's
 // test_stress_modifying_handlers): the calls count against its budget.
 SHIM_EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
-    if (may_park()) coop_tick();
+    if (Hub* hub; may_park(hub)) coop_tick(hub);
     return do_sigaction(sig, act, old);
 }
 
 // raise: the handler runs at once, on this greenlet, as unpatched; a thread
 // that loops raising signals counts the calls against its budget.
 SHIM_EXPORT int raise(int sig) {
-    if (may_park()) coop_tick();
+    if (Hub* hub; may_park(hub)) coop_tick(hub);
     return REAL(raise)(sig);
 }
 
 // glibc's signal() installs through its internal sigaction; ours keeps its
 // BSD semantics (SA_RESTART) and goes through the trampoline.
 SHIM_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
-    if (may_park()) coop_tick();
+    if (Hub* hub; may_park(hub)) coop_tick(hub);
     struct sigaction act, old;
     std::memset(&act, 0, sizeof act);
     act.sa_handler = handler;

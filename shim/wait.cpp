@@ -53,7 +53,7 @@ int park_until_ready(int fd, int events, Deadline deadline) noexcept {
 }
 
 void coop_give_way(Hub& hub) noexcept {
-    if (hub.alone() || !may_park()) return;
+    if (hub.alone()) return;  // (the caller checked may_park)
     int saved = errno;
     try {
         hub.yield();  // (the switches it makes give the next call a fresh budget)
