@@ -1,6 +1,7 @@
 // What the shim tells the user: the stats at exit (GREENSHIM_STATS), the
 // park/wake trace (GREENSHIM_TRACE), the blocking monitor's reports
-// (GREENSHIM_MONITOR) and the deadlock report. The counting, tracing and
+// (GREENSHIM_MONITOR), the deadlock report, and what the process does when
+// the hub finds nothing left that could run. The counting, tracing and
 // watching themselves live in the runtime (greenshim/diag.hpp); this file
 // wires them to the configuration and to stderr.
 #include <execinfo.h>
@@ -99,9 +100,18 @@ void start_monitor_with_backtraces(unsigned ms) noexcept {
     if (!start_monitor(ms, on_stall)) say(2, "greenshim: cannot start the monitor thread\n");
 }
 
+// The hub found nothing left that could ever run (hub.hpp, Stranded).
+void on_stranded(Hub&, Stranded what) noexcept {
+    // A child forked from a greenlet other than main, once that greenlet is
+    // done: the process is, as when the last thread of a process exits.
+    if (what == Stranded::finished) std::exit(0);
+    deadlock_exit(nullptr);
+}
+
 }  // namespace
 
 void start_diagnostics() noexcept {
+    Hub::set_stranded_handler(on_stranded);
     const Config& c = config();
     if (!c.enabled) return;
     if (c.trace && !set_trace(c.trace)) {
@@ -118,10 +128,15 @@ void start_diagnostics() noexcept {
 
 void deadlock_exit(const char* what) noexcept {
     char line[256];
-    std::snprintf(line, sizeof line,
-                  "greenshim: deadlock: every greenlet is waiting (the main one in %s) and nothing (fd, timer, "
-                  "child, signal) can wake any of them:\n",
-                  what);
+    if (what)
+        std::snprintf(line, sizeof line,
+                      "greenshim: deadlock: every greenlet is waiting (the main one in %s) and nothing (fd, timer, "
+                      "child, signal) can wake any of them:\n",
+                      what);
+    else
+        std::snprintf(line, sizeof line,
+                      "greenshim: deadlock: every greenlet is waiting and nothing (fd, timer, child, signal) can "
+                      "wake any of them:\n");
     say(2, line);
     write_greenlet_table(2);
     std::snprintf(line, sizeof line, "greenshim: exiting with status %d (deadlock)\n", kDeadlockExitStatus);

@@ -55,6 +55,23 @@
 
 namespace greenshim::shim {
 
+// ---- process policy the runtime leaves to the shim ----
+
+// How a parked call reacts to a signal handler: the kernel's rules for a
+// blocked system call, per call. As the runtime's InterruptMask bits (a
+// handler without SA_RESTART, one with it; signal.cpp's on_signals).
+inline constexpr InterruptMask kByHandler = 1;
+inline constexpr InterruptMask kByRestartingHandler = 2;
+enum class Interruptible : InterruptMask {
+    no = 0,                            // never (lock waits, joins)
+    unless_restart = kByHandler,       // EINTR unless the handler has SA_RESTART (read, accept, sem_wait...)
+    always = kByHandler | kByRestartingHandler,  // EINTR whatever the flags (sleeps, poll, select, epoll_wait)
+};
+
+// The exit status of a process the shim ends because of a deadlock (every
+// greenlet waits for another; nothing outside could wake any of them).
+inline constexpr int kDeadlockExitStatus = 86;
+
 // ---- the real functions, each resolved once with dlsym(RTLD_NEXT) ----
 
 void* resolve(const char* name) noexcept;
@@ -135,7 +152,7 @@ bool may_park(Hub*& hub) noexcept;  // the same, and this thread's hub (nullptr:
 bool in_signal_handler() noexcept;          // signal.cpp
 // Handlers run so far (signal.cpp), for a wait that yields instead of
 // parking: interrupted_since() says whether one that ran since the mark
-// interrupts the current greenlet's wait in that mode, as Hub::interrupt_for_signal
+// interrupts the current greenlet's wait in that mode, as on_signals (signal.cpp)
 // would have had it been parked.
 struct SignalMark {
     std::uint64_t restart, norestart;
@@ -161,11 +178,13 @@ void ensure_signal_stack() noexcept;
 
 // ---- diagnostics (report.cpp) ----
 
-// Starts what the configuration asks for: stats at exit, trace, monitor.
+// Starts what the configuration asks for (stats at exit, trace, monitor), and
+// sets the hub's stranded handler (report.cpp).
 void start_diagnostics() noexcept;
-// The main greenlet waits and nothing can ever wake it (Wake::deadlock):
-// prints every greenlet and where it waits, then exits with
-// kDeadlockExitStatus. what: the call the main greenlet waits in.
+// Nothing can ever wake a greenlet again: prints every greenlet and where it
+// waits, then exits with kDeadlockExitStatus. what: the call the main
+// greenlet waits in (Wake::deadlock), or nullptr when main is not waiting
+// (the hub found it stranded: see on_stranded in report.cpp).
 [[noreturn]] void deadlock_exit(const char* what) noexcept;
 
 // ---- the per-fd table (fd.cpp) ----
@@ -290,7 +309,7 @@ template <class Wait>
 int park_as(Interruptible mode, EndsBy ends, const char* what, Wait&& wait) noexcept {
     Wake w;
     try {
-        InterruptScope interruptible(mode);
+        InterruptScope interruptible{InterruptMask(mode)};
         w = wait(Hub::current());
     } catch (...) {
         return -ENOMEM;
@@ -431,7 +450,7 @@ int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy, const Bac
         if (deadline != kForever && now >= deadline) return r;
         int w = -ETIMEDOUT;
         if (now < spin_until) {
-            InterruptScope interruptible(mode);
+            InterruptScope interruptible{InterruptMask(mode)};
             Hub::current().yield();
         } else {
             Deadline next = deadline_after_ns(backoff);

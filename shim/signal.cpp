@@ -2,7 +2,7 @@
 // after calling it, tells the hub; the hub then interrupts a parked greenlet
 // exactly where the kernel would have interrupted a blocked thread: the main
 // greenlet first, with EINTR if the call is one the kernel never restarts or
-// the handler lacks SA_RESTART (Hub::interrupt_for_signal).
+// the handler lacks SA_RESTART (on_signals, Hub::interrupt_one).
 //
 // sigaction() reports the program's own handler, never the trampoline.
 //
@@ -134,8 +134,10 @@ void on_signals(Hub& hub) {
     sync_after_handlers(hub);  // first: a waiter a handler's sem_post satisfies takes it
     std::uint64_t nr = g_pending_norestart.exchange(0);
     std::uint64_t r = g_pending_restart.exchange(0);
-    if (nr) hub.interrupt_for_signal(false);
-    else if (r) hub.interrupt_for_signal(true);
+    // A handler without SA_RESTART interrupts any interruptible wait; one
+    // with it only those the kernel never restarts.
+    if (nr) hub.interrupt_one(kByHandler);
+    else if (r) hub.interrupt_one(kByRestartingHandler);
 }
 
 bool is_trampoline(const struct sigaction& sa) {
@@ -492,7 +494,7 @@ SHIM_EXPORT int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct 
     for (;;) {
         r = REAL(sigtimedwait)(set, info, &zero);
         if (r >= 0 || errno != EAGAIN) break;
-        InterruptScope interruptible(Interruptible::always);
+        InterruptScope interruptible{InterruptMask(Interruptible::always)};
         if (park_until_ready(fd, kReadable, d) < 0) {
             r = -1;
             break;  // EAGAIN on timeout, as sigtimedwait says; EINTR

@@ -1,8 +1,8 @@
 /* A deliberate lock-order deadlock: two threads each take one mutex, meet at
  * a barrier (so both hold theirs), then each asks for the other's. The main
- * thread joins them.
+ * thread joins them, or with `main-exits` leaves them with pthread_exit().
  *
- *     deadlock            (hangs forever with OS threads)
+ *     deadlock [main-exits]   (hangs forever with OS threads)
  *
  * Under greenrun every greenlet then waits for another and nothing outside
  * (fd, timer, child, signal) could wake any of them: greenshim prints each
@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 static pthread_mutex_t accounts = PTHREAD_MUTEX_INITIALIZER;
@@ -34,7 +35,7 @@ void* audit_worker(void* arg) {
     return NULL;
 }
 
-int main(void) {
+int main(int argc, char** argv) {
     pthread_t a, b;
     pthread_barrier_init(&both_hold, NULL, 2);
     printf("starting two workers that lock in opposite orders\n");
@@ -42,6 +43,10 @@ int main(void) {
     printf("this line is buffered when the deadlock strikes\n");
     pthread_create(&a, NULL, transfer_worker, NULL);
     pthread_create(&b, NULL, audit_worker, NULL);
+    if (argc > 1 && strcmp(argv[1], "main-exits") == 0) {
+        fflush(stdout);
+        pthread_exit(NULL); /* the process lives on in its two threads */
+    }
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     puts("no deadlock?");

@@ -137,7 +137,7 @@ void greenlet_started() noexcept {
 void greenlet_ended() noexcept { g_counters.alive.fetch_sub(1, std::memory_order_relaxed); }
 
 void count_park(Greenlet& g) noexcept {
-    Greenlet::Impl& im = g.impl();
+    Greenlet::Impl& im = detail::impl_of(g);
     if (im.hub) Diag::count_park(*im.hub);
     if (WaitSite* s = im.site) {
         if (!s->registered.load(std::memory_order_relaxed)) register_site(*s);
@@ -167,7 +167,7 @@ double since_start_ms() noexcept {
 }  // namespace
 
 void trace_park(Greenlet& g, Deadline deadline) noexcept {
-    Greenlet::Impl& im = g.impl();
+    Greenlet::Impl& im = detail::impl_of(g);
     if (!traced(im)) return;
     im.parked_at = monotonic_ns();
     char what[128];
@@ -179,7 +179,7 @@ void trace_park(Greenlet& g, Deadline deadline) noexcept {
 }
 
 void trace_wake(Greenlet& g) noexcept {
-    Greenlet::Impl& im = g.impl();
+    Greenlet::Impl& im = detail::impl_of(g);
     if (!traced(im)) return;
     char what[128];
     describe_wait(im, what, sizeof what);
@@ -234,7 +234,7 @@ using detail::Diag;
 using detail::ts;
 
 WaitScope::WaitScope(WaitSite& site, std::intptr_t arg) noexcept {
-    Greenlet::Impl& im = Greenlet::current().impl();
+    Greenlet::Impl& im = detail::impl_of(Greenlet::current());
     saved_site_ = im.site;
     saved_arg_ = im.wait_arg;
     im.site = &site;
@@ -242,13 +242,13 @@ WaitScope::WaitScope(WaitSite& site, std::intptr_t arg) noexcept {
 }
 
 WaitScope::~WaitScope() {
-    Greenlet::Impl& im = Greenlet::current().impl();
+    Greenlet::Impl& im = detail::impl_of(Greenlet::current());
     im.site = saved_site_;
     im.wait_arg = saved_arg_;
 }
 
-void set_greenlet_entry(Greenlet& g, void* code) noexcept { g.impl().entry = code; }
-void* greenlet_entry(const Greenlet& g) noexcept { return const_cast<Greenlet&>(g).impl().entry; }
+void set_greenlet_entry(Greenlet& g, void* code) noexcept { detail::impl_of(g).entry = code; }
+void* greenlet_entry(const Greenlet& g) noexcept { return detail::impl_of(g).entry; }
 
 RuntimeStats runtime_stats() noexcept {
     RuntimeStats s;
@@ -312,7 +312,7 @@ void write_greenlet_table(int fd) noexcept {
     detail::ThreadState* t = detail::t_state;
     if (!t) return;
     auto row = [fd](Greenlet& g) {
-        Greenlet::Impl& im = g.impl();
+        Greenlet::Impl& im = detail::impl_of(g);
         char what[160] = "";
         // The greenlet writing the report (main, woken to hear of a deadlock)
         // still shows where it waits.
@@ -331,8 +331,8 @@ void write_greenlet_table(int fd) noexcept {
                     waiting ? "waiting" : to_string(g.state()), what, code);
     };
     if (t->main && !t->main->dead()) row(*t->main);
-    for (Greenlet* g = t->live_head; g; g = g->impl().live_next)
-        if (!g->impl().is_hub) row(*g);
+    for (Greenlet* g = t->live_head; g; g = detail::impl_of(*g).live_next)
+        if (!detail::impl_of(*g).is_hub) row(*g);
 }
 
 bool set_trace(const char* spec) noexcept {
@@ -371,7 +371,7 @@ Greenlet* greenlet_for_guard_page(const void* addr) noexcept {
     if (!t) return nullptr;
     const std::uintptr_t page = g_page_size;
     auto a = reinterpret_cast<std::uintptr_t>(addr);
-    for (Greenlet* g = t->live_head; g; g = g->impl().live_next) {
+    for (Greenlet* g = t->live_head; g; g = detail::impl_of(*g).live_next) {
         auto bottom = reinterpret_cast<std::uintptr_t>(g->stack_bottom());
         if (bottom && a < bottom && a >= bottom - page) return g;
     }

@@ -30,6 +30,8 @@ namespace greenshim {
 namespace detail {
 
 thread_local ThreadState* t_state GREENSHIM_TLS = nullptr;
+// InternalScopes open on this OS thread (a pool thread sets it for life).
+thread_local int t_internal GREENSHIM_TLS = 0;
 
 namespace {
 // The main greenlet's owner id (Greenlet::current_owner_id): only its address
@@ -145,7 +147,7 @@ StackRange asan_finish(void* fake_stack_save) noexcept {
 void asan_arrive(void* fake_stack_save) noexcept {
     StackRange from = asan_finish(fake_stack_save);
     Greenlet* g = t_state->from;
-    if (g && g->is_main()) g->impl().asan_stack = from;
+    if (g && g->is_main()) detail::impl_of(*g).asan_stack = from;
 }
 
 // resume() announced to ASan. Normally we come back by someone's switch to us;
@@ -533,6 +535,10 @@ const char* to_string(GreenletState s) noexcept {
     }
     return "?";
 }
+
+InternalScope::InternalScope() noexcept { ++detail::t_internal; }
+InternalScope::~InternalScope() { --detail::t_internal; }
+bool runtime_internal() noexcept { return detail::t_internal != 0; }
 
 StackPoolStats stack_pool_stats() noexcept { return ts().pool.stats(); }
 

@@ -10,9 +10,6 @@
 
 namespace greenshim {
 
-void pool_after_fork_child() noexcept;  // pool.cpp
-void async_after_fork_child(Hub::Async* a) noexcept;
-
 using detail::NodeList;
 using detail::Runtime;
 using detail::ts;
@@ -89,7 +86,7 @@ struct Hub::FdWatcher {
 namespace {
 void on_timer(struct ev_loop* loop, ev_timer* w, int) {
     auto* g = static_cast<Greenlet*>(w->data);
-    Greenlet::Impl& im = g->impl();
+    Greenlet::Impl& im = detail::impl_of(*g);
     std::int64_t left = im.deadline - monotonic_ns();
     if (left > 0) {  // never wake early, whatever the loop's cached time says
         ev_timer_set(w, double(left) / 1e9, 0.);
@@ -126,7 +123,7 @@ Hub::Hub() {
     ev_set_userdata(loop_, this);
     hub_greenlet_ = Runtime::make([this](std::any) -> std::any { run(); return {}; }, "hub", 256 * 1024,
                                   t.main);
-    hub_greenlet_->impl().is_hub = true;
+    detail::impl_of(*hub_greenlet_).is_hub = true;
     thread_ = pthread_self();
     start_async();
     detail::hub_register(this);
@@ -153,9 +150,9 @@ bool Hub::in_hub() const noexcept {
 }
 
 void Hub::push_ready(Greenlet& g) {
-    Greenlet::Impl& im = g.impl();
+    Greenlet::Impl& im = detail::impl_of(g);
     im.next_ready = nullptr;
-    if (ready_tail_) ready_tail_->impl().next_ready = &g; else ready_head_ = &g;
+    if (ready_tail_) detail::impl_of(*ready_tail_).next_ready = &g; else ready_head_ = &g;
     ready_tail_ = &g;
     ++ready_count_;
 }
@@ -163,9 +160,9 @@ void Hub::push_ready(Greenlet& g) {
 Greenlet* Hub::pop_ready() {
     Greenlet* g = ready_head_;
     if (!g) return nullptr;
-    ready_head_ = g->impl().next_ready;
+    ready_head_ = detail::impl_of(*g).next_ready;
     if (!ready_head_) ready_tail_ = nullptr;
-    g->impl().next_ready = nullptr;
+    detail::impl_of(*g).next_ready = nullptr;
     --ready_count_;
     return g;
 }
@@ -192,35 +189,35 @@ void Hub::run() {
     }
 }
 
+namespace {
+std::atomic<StrandedHandler> g_stranded{nullptr};
+}  // namespace
+
+void Hub::set_stranded_handler(StrandedHandler h) noexcept { g_stranded.store(h); }
+
 void Hub::nothing_to_do() {
-    // A child forked from a greenlet other than main: when that greenlet is
-    // done, the process is, as when the last thread of a process exits.
-    if (main_->dead() && ts().alive <= 1) std::exit(0);
-    // Only a signal could still wake anyone: wait for one if a handler is
-    // installed, else nothing ever will.
-    if (signals_can_wake()) {
+    // The main greenlet is gone and no other is alive (a child forked from
+    // another greenlet, once that one ends): the thread's work is done.
+    bool finished = main_->dead() && ts().alive <= 1;
+    // Otherwise only a signal could still wake anyone: wait for one if a
+    // handler is installed.
+    if (!finished && signals_can_wake()) {
         ev_run(loop_, EVRUN_ONCE);
         return;
     }
-    // Every greenlet waits for something only another greenlet could do.
+    // Nothing else will ever happen: tell the main greenlet, if it waits.
     if (main_->state() == GreenletState::parked) {
         schedule(*main_, Wake::deadlock);
         return;
     }
-    std::fprintf(stderr,
-                 "greenshim: deadlock: every greenlet is waiting and nothing (fd, timer, child, signal) can wake any "
-                 "of them:\n");
-    std::fflush(stderr);
-    write_greenlet_table(2);
-    std::fprintf(stderr, "greenshim: exiting with status %d (deadlock)\n", kDeadlockExitStatus);
-    std::fflush(nullptr);
-    _exit(kDeadlockExitStatus);
+    if (StrandedHandler h = g_stranded.load()) h(*this, finished ? Stranded::finished : Stranded::deadlock);
+    std::terminate();  // no handler, or it returned: nothing can go on
 }
 
 Wake Hub::park(Deadline deadline) {
     Greenlet& self = Greenlet::current();
     if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot wait");
-    Greenlet::Impl& im = self.impl();
+    Greenlet::Impl& im = detail::impl_of(self);
     // A parked greenlet must outlive the wait even if its owner lets go.
     bool park_ref = !im.keepalive && !self.is_main();
     if (park_ref) im.keepalive = self.shared_from_this();
@@ -257,10 +254,17 @@ Wake Hub::park(Deadline deadline) {
 
 void Hub::schedule(Greenlet& g, Wake why) {
     if (g.state() != GreenletState::parked) return;
-    g.impl().wake = why;
+    detail::impl_of(g).wake = why;
     Runtime::set_state(g, GreenletState::ready);
     push_ready(g);
 }
+
+InterruptScope::InterruptScope(InterruptMask accepts) noexcept {
+    Greenlet::Impl& im = detail::impl_of(Greenlet::current());
+    saved_ = im.interrupt_mask;
+    im.interrupt_mask = accepts;
+}
+InterruptScope::~InterruptScope() { detail::impl_of(Greenlet::current()).interrupt_mask = saved_; }
 
 bool Hub::interrupt(Greenlet& g) {
     if (g.state() != GreenletState::parked) return false;
@@ -272,7 +276,7 @@ void Hub::yield() {
     Greenlet& self = Greenlet::current();
     if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot yield");
     Runtime::set_state(self, GreenletState::ready);
-    self.impl().wake = Wake::event;
+    detail::impl_of(self).wake = Wake::event;
     push_ready(self);
     detail::bump(switches_);
     running_.store(hub_greenlet_.get(), std::memory_order_relaxed);
@@ -345,7 +349,7 @@ Wake Hub::wait_fds(FdWait* fds, std::size_t n, Deadline deadline) {
         std::size_t n;
         ~Unwatch() {
             for (std::size_t i = 0; i < n; ++i) hub->fd_unwatch(nodes[i]);
-            Greenlet::current().impl().loop_wakeable = false;
+            detail::impl_of(Greenlet::current()).loop_wakeable = false;
         }
     } guard{this, nodes, 0};
     for (std::size_t i = 0; i < n; ++i) {
@@ -357,7 +361,7 @@ Wake Hub::wait_fds(FdWait* fds, std::size_t n, Deadline deadline) {
         fd_watch(nodes[i]);
         guard.n = i + 1;
     }
-    self.impl().loop_wakeable = n > 0;
+    detail::impl_of(self).loop_wakeable = n > 0;
     Wake w = park(deadline);
     for (std::size_t i = 0; i < n; ++i) fds[i].revents = nodes[i].revents;
     return w;
@@ -370,8 +374,8 @@ Wake Hub::wait_fd(int fd, int events, Deadline deadline) {
 
 std::shared_ptr<Greenlet> Hub::spawn(Greenlet::Fn fn, std::string name, std::size_t stack_size) {
     auto g = Runtime::make(std::move(fn), std::move(name), stack_size, hub_greenlet_);
-    g->impl().keepalive = g;
-    g->impl().hub = this;
+    detail::impl_of(*g).keepalive = g;
+    detail::impl_of(*g).hub = this;
     Runtime::set_state(*g, GreenletState::ready);
     push_ready(*g);
     return g;
@@ -384,9 +388,9 @@ void Hub::after_fork_child() {
     detail::ThreadState& t = ts();
     Greenlet* me = t.current;
     for (Greenlet* g = t.live_head; g;) {
-        Greenlet* next = g->impl().live_next;
+        Greenlet* next = detail::impl_of(*g).live_next;
         if (g != me && g != hub_greenlet_.get()) {
-            Greenlet::Impl& im = g->impl();
+            Greenlet::Impl& im = detail::impl_of(*g);
             if (ev_is_active(&im.timer)) ev_timer_stop(loop_, &im.timer);
             Runtime::live_unlink(*g);
             Runtime::set_state(*g, GreenletState::dead);
@@ -405,8 +409,8 @@ void Hub::after_fork_child() {
     }
     loop_waiters_ = 0;
     pool_waiters_ = 0;
-    pool_after_fork_child();
-    async_after_fork_child(async_);
+    detail::pool_after_fork_child();
+    detail::async_after_fork_child(async_);
     ev_loop_fork(loop_);
 }
 

@@ -152,7 +152,25 @@ struct Runtime {
     }
     static std::shared_ptr<Greenlet> make(Greenlet::Fn fn, std::string name, std::size_t stack,
                                           std::shared_ptr<Greenlet> parent);
+    static Greenlet::Impl& impl(const Greenlet& g) noexcept { return *g.impl_; }
+    static Hub::Async& async(Hub& h) noexcept { return *h.async_; }
 };
+// A greenlet's runtime-internal state (fiber, hub links, diagnostics).
+inline Greenlet::Impl& impl_of(const Greenlet& g) noexcept { return Runtime::impl(g); }
+
+// A call handed to the helper pool (pool.cpp) by a parked greenlet.
+struct PoolJob {
+    std::function<void()> fn;
+    Hub* hub;
+    Greenlet* waiter;
+    bool done = false;  // set by the hub, in its async callback
+};
+// async.cpp: a pool thread hands a finished job back to its hub (any thread).
+void post_done(Hub& hub, PoolJob* j);
+// After fork() in the child: the pool's threads and the async state's lock
+// did not come along.
+void pool_after_fork_child() noexcept;
+void async_after_fork_child(Hub::Async* a) noexcept;
 
 }  // namespace detail
 
@@ -173,7 +191,7 @@ struct Greenlet::Impl {
     Greenlet* next_ready = nullptr;
     Wake wake = Wake::none;
     bool loop_wakeable = false;   // the loop itself could wake it (fd or timer)
-    Interruptible interruptible = Interruptible::no;
+    InterruptMask interrupt_mask = 0;     // which interrupts end its wait (InterruptScope)
     std::uint64_t signal_generation = 0;  // signals notified when it parked
     Deadline deadline = kForever;
     ev_timer timer;

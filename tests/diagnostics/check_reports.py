@@ -47,6 +47,15 @@ def check_deadlock(greenrun, prog):
     expect(len(set(addrs)) == 2, "deadlock: the two workers wait on two different mutexes", err)
     expect("this line is buffered when the deadlock strikes" in out,
            "deadlock: output the program buffered is not lost", out)
+    # main leaves with pthread_exit (it waits there for the other threads,
+    # as glibc's main thread does), the two workers stuck: the same report.
+    rc, out, err = run([greenrun, "--", prog, "main-exits"])
+    expect(rc == 86, f"deadlock, main gone: exit status 86 (got {rc})", err)
+    expect("greenshim: deadlock: every greenlet is waiting (the main one in pthread_exit" in err,
+           "deadlock, main gone: announced on stderr", err)
+    expect(len(re.findall(r"waiting in pthread_mutex_lock 0x[0-9a-f]+ \[sync\]; started at (?:transfer|audit)_worker",
+                          err)) == 2, "deadlock, main gone: both workers shown waiting", err)
+    expect(err.count("greenshim: exiting with status 86 (deadlock)") == 1, "deadlock, main gone: one report", err)
 
 
 def check_monitor(greenrun, prog):

@@ -1,4 +1,8 @@
 // WaitQueue, park/schedule/interrupt, LoopExit.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -212,6 +216,51 @@ TEST_CASE("Hub::interrupt wakes a WaitQueue waiter and an fd waiter") {
     CHECK(qw.value(5) == Wake::interrupted);
     CHECK(fw.value(5) == Wake::interrupted);
     CHECK(q->empty());  // the interrupted waiter left the queue
+}
+
+TEST_CASE("interrupt_one matches the wait's InterruptMask and only waits older than the last notify") {
+    Hub& hub = Hub::current();
+    std::vector<bool> said;
+    auto t = spawn([&] {
+        said.push_back(hub.interrupt_one(1));  // no notify_signal since main parked
+        hub.notify_signal();
+        said.push_back(hub.interrupt_one(2));  // main's wait does not accept bit 1
+        said.push_back(hub.interrupt_one(1 | 2));
+        said.push_back(hub.interrupt_one(1));  // already woken
+    });
+    Wake w;
+    {
+        InterruptScope accepts{1};
+        w = hub.sleep_until(deadline_after(5));
+    }
+    CHECK(w == Wake::interrupted);
+    t.join();
+    CHECK(said == std::vector<bool>{false, false, true, false});
+}
+
+// In a child process: main switches by hand to a greenlet that waits for
+// nobody, so the hub finds nothing left that could run and main not parked.
+static int stranded_child(StrandedHandler handler) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (handler) Hub::set_stranded_handler(handler);
+        auto q = std::make_shared<WaitQueue>();
+        auto g = Greenlet::create([q] { q->wait(); });
+        g->switch_to();
+        _exit(99);  // never comes back
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+TEST_CASE("a hub with nothing left to run calls the stranded handler, else std::terminate") {
+    int status = stranded_child([](Hub&, Stranded what) { _exit(40 + int(what)); });
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 40 + int(Stranded::deadlock));
+    status = stranded_child(nullptr);
+    REQUIRE(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGABRT);
 }
 
 TEST_CASE("Hub::park and Hub::schedule") {

@@ -93,10 +93,6 @@ GREENSHIM_API void write_fully(int fd, const char* buf, std::size_t len) noexcep
 // inside the loader.
 GREENSHIM_API void describe_code(const void* code, char* buf, std::size_t size) noexcept;
 
-// The exit status of a process the shim ends because of a deadlock (every
-// greenlet waits for another; nothing outside could wake any of them).
-inline constexpr int kDeadlockExitStatus = 86;
-
 // Writes one line per live greenlet of the calling OS thread: id, name,
 // state, what it waits on and its entry function. Async-signal-safe.
 GREENSHIM_API void write_greenlet_table(int fd) noexcept;

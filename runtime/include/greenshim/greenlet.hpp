@@ -146,8 +146,7 @@ public:
     Greenlet(const Greenlet&) = delete;
     Greenlet& operator=(const Greenlet&) = delete;
 
-    struct Impl;  // runtime-internal state (fiber, hub links)
-    Impl& impl() noexcept { return *impl_; }
+    struct Impl;  // runtime-internal state (fiber, hub links); defined in the runtime's sources
 
 private:
     struct Token {};

@@ -59,25 +59,34 @@ GREENSHIM_API const char* to_string(Wake w) noexcept;
 inline constexpr int kReadable = 0x001;
 inline constexpr int kWritable = 0x004;
 
-// How a parked greenlet reacts to a signal (see Hub::interrupt_for_signal):
-// the kernel's rules for a blocked system call, per call.
-enum class Interruptible : std::uint8_t {
-    no,         // never (lock waits, joins, the C++ API)
-    unless_restart,  // EINTR unless the handler has SA_RESTART (read, accept, sem_wait...)
-    always,     // EINTR whatever the flags (sleeps, poll, select, epoll_wait)
-};
+// Which interrupts end a wait: a bit set whose meaning belongs to the
+// embedder (the shim: bit 0 a signal handler without SA_RESTART, bit 1 one
+// with it). The runtime only matches bits; 0 means nothing interrupts it.
+using InterruptMask = std::uint8_t;
 
-// Sets the current greenlet's Interruptible mode for the life of the object.
+// Sets the current greenlet's InterruptMask for the life of the object.
 class GREENSHIM_API InterruptScope {
 public:
-    explicit InterruptScope(Interruptible mode) noexcept;
+    explicit InterruptScope(InterruptMask accepts) noexcept;
     ~InterruptScope();
     InterruptScope(const InterruptScope&) = delete;
     InterruptScope& operator=(const InterruptScope&) = delete;
 
 private:
-    Interruptible saved_;
+    InterruptMask saved_;
 };
+
+// What a hub found when it has nothing to run, nothing it watches could wake
+// anyone, and its main greenlet cannot be told with Wake::deadlock because
+// it is not parked (it finished, or it was switched away from by hand).
+enum class Stranded : std::uint8_t {
+    finished,  // the main greenlet is gone and no other greenlet is alive
+    deadlock,  // greenlets wait, and nothing left could ever wake any of them
+};
+// What to do then is the program's policy (the shim exits, or reports the
+// deadlock and exits). The handler runs in the hub greenlet and must not
+// return; without one, or if it returns, the hub calls std::terminate().
+using StrandedHandler = void (*)(Hub& hub, Stranded what);
 
 // While one exists on an OS thread, that thread is doing the runtime's own
 // work: interposed libc calls must go straight to libc (the shim checks
@@ -140,11 +149,9 @@ public:
     // Puts a parked greenlet of this hub in the run queue; a greenlet that is
     // not parked is left alone. Cheap: no switch happens here.
     void schedule(Greenlet& g, Wake why = Wake::event);
-    // Wakes g with Wake::interrupted if it is parked interruptibly (fd waits,
-    // sleeps, WaitQueue waits).
+    // Wakes g with Wake::interrupted if it is parked (whatever its
+    // InterruptMask: a cancellation, say); false if it was not parked.
     bool interrupt(Greenlet& g);
-    // The mode the current greenlet would be interrupted with.
-    static Interruptible interruptible(Greenlet& g) noexcept;
 
     // sleep(0): lets every other ready greenlet run once, then continues.
     void yield();
@@ -175,13 +182,18 @@ public:
     // set once by the shim.
     static void set_signal_callback(void (*cb)(Hub&)) noexcept;
     // Whether a signal handler is installed: then a hub with nothing to do
-    // waits for a signal instead of reporting a deadlock.
+    // waits for a signal instead of calling the stranded handler.
     static void set_signals_can_wake(bool yes) noexcept;
     static bool signals_can_wake() noexcept;
-    // Wakes the parked greenlet a signal interrupts, as Linux picks the thread:
-    // the main greenlet (any other only once main is gone after fork), if its
-    // Interruptible mode allows (restart: the handler had SA_RESTART).
-    bool interrupt_for_signal(bool restart);
+    // Wakes, with Wake::interrupted, the greenlet an interrupt from outside
+    // the thread goes to: the main greenlet while it lives (as Linux gives a
+    // process-directed signal to the main thread), else the first other live
+    // greenlet whose wait accepts it. Only a wait whose InterruptMask has a
+    // bit of `kinds` and that began before the last notify_signal() (an
+    // interrupt that came before a wait does not end it). False if none.
+    bool interrupt_one(InterruptMask kinds);
+    // One for the process; see Stranded.
+    static void set_stranded_handler(StrandedHandler h) noexcept;
     // The hub of the first OS thread that made one (where signals go).
     static Hub* process_hub() noexcept;
 
@@ -232,7 +244,6 @@ public:
 
     struct FdWatcher;
     struct Async;
-    Async& async_for_pool() noexcept { return *async_; }  // internal: pool threads report here
 
 private:
     Hub();

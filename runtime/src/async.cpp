@@ -1,0 +1,125 @@
+// The hub's one way in from outside its greenlets: an ev_async watcher that
+// any thread, or a signal handler, may poke. Two things arrive through it:
+// helper-pool jobs that finished (pool.cpp) and notify_signal(). What a
+// signal means for a parked greenlet (interrupt_one) is decided by the
+// caller's InterruptMask bits; the runtime only matches them.
+#include <atomic>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "internal.hpp"
+
+namespace greenshim {
+
+using detail::PoolJob;
+using detail::Runtime;
+
+namespace {
+std::atomic<void (*)(Hub&)> g_signal_cb{nullptr};
+std::atomic<bool> g_signals_can_wake{false};
+std::atomic<Hub*> g_process_hub{nullptr};
+}  // namespace
+
+// Counts signals notified so far: a park remembers the count it started at, and
+// only a signal that came later interrupts it (as a signal delivered before a
+// blocking call does not interrupt that call).
+std::atomic<std::uint64_t> g_signal_generation{0};
+
+struct Hub::Async {
+    ev_async watcher;
+    std::mutex mu;                  // guards done
+    std::vector<PoolJob*> done;     // finished by pool threads, not yet seen
+    std::atomic<int> signal_pending{0};
+
+    static void on_async(struct ev_loop* loop, ev_async*, int) {
+        Hub* hub = static_cast<Hub*>(ev_userdata(loop));
+        Async* a = hub->async_;
+        std::vector<PoolJob*> finished;
+        {
+            InternalScope internal;
+            std::lock_guard<std::mutex> lk(a->mu);
+            finished.swap(a->done);
+        }
+        for (PoolJob* j : finished) {
+            j->done = true;
+            hub->schedule(*j->waiter, Wake::event);
+        }
+        if (a->signal_pending.exchange(0)) {
+            if (auto cb = g_signal_cb.load()) cb(*hub);
+        }
+    }
+};
+
+namespace detail {
+void post_done(Hub& hub, PoolJob* j) {
+    Hub::Async& a = Runtime::async(hub);
+    {
+        std::lock_guard<std::mutex> lk(a.mu);
+        a.done.push_back(j);
+    }
+    ev_async_send(hub.loop(), &a.watcher);
+}
+
+void async_after_fork_child(Hub::Async* a) noexcept {
+    if (!a) return;
+    // A pool thread may have held `mu` at the fork; the jobs it reports
+    // belong to greenlets the child does not have.
+    new (&a->mu) std::mutex;
+    new (&a->done) std::vector<PoolJob*>();  // the old one may be mid-update: leak it
+    a->signal_pending.store(0);
+}
+}  // namespace detail
+
+void Hub::start_async() {
+    InternalScope internal;
+    async_ = new Async;
+    ev_async_init(&async_->watcher, Async::on_async);
+    ev_async_start(loop_, &async_->watcher);
+    Hub* none = nullptr;
+    g_process_hub.compare_exchange_strong(none, this);
+}
+
+void Hub::stop_async() noexcept {
+    if (!async_) return;
+    ev_async_stop(loop_, &async_->watcher);
+    delete async_;
+    async_ = nullptr;
+    Hub* me = this;
+    g_process_hub.compare_exchange_strong(me, nullptr);
+}
+
+void Hub::notify_signal() noexcept {
+    g_signal_generation.fetch_add(1);
+    if (!async_) return;
+    async_->signal_pending.store(1);
+    ev_async_send(loop_, &async_->watcher);
+}
+
+bool Hub::interrupt_one(InterruptMask kinds) {
+    std::uint64_t now = g_signal_generation.load();
+    auto accepts = [kinds, now](Greenlet& g) {
+        Greenlet::Impl& im = detail::impl_of(g);
+        return g.state() == GreenletState::parked && im.signal_generation < now && (im.interrupt_mask & kinds) != 0;
+    };
+    if (!main_->dead()) {
+        if (!accepts(*main_)) return false;
+        schedule(*main_, Wake::interrupted);
+        return true;
+    }
+    for (Greenlet* g = detail::ts().live_head; g; g = detail::impl_of(*g).live_next) {
+        if (g != hub_greenlet_.get() && accepts(*g)) {
+            schedule(*g, Wake::interrupted);
+            return true;
+        }
+    }
+    return false;
+}
+
+Hub* Hub::process_hub() noexcept { return g_process_hub.load(); }
+
+void Hub::set_signal_callback(void (*cb)(Hub&)) noexcept { g_signal_cb.store(cb); }
+void Hub::set_signals_can_wake(bool yes) noexcept { g_signals_can_wake.store(yes); }
+bool Hub::signals_can_wake() noexcept { return g_signals_can_wake.load(std::memory_order_relaxed); }
+
+}  // namespace greenshim
