@@ -10,6 +10,23 @@
 namespace greenshim {
 namespace detail {
 
+struct TaskState {
+    std::shared_ptr<Greenlet> greenlet;
+    WaitQueue joiners;
+    std::exception_ptr error;
+    bool finished = false;
+    bool killed = false;  // ended by GreenletExit: successful, but has no value
+};
+
+bool finished(const TaskState& st) noexcept { return st.finished; }
+std::exception_ptr error(const TaskState& st) noexcept { return st.error; }
+Greenlet& greenlet_of(const TaskState& st) noexcept { return *st.greenlet; }
+
+void rethrow_outcome(const TaskState& st) {
+    if (st.error) std::rethrow_exception(st.error);
+    if (st.killed) throw GreenletExit{};
+}
+
 bool join_state(TaskState& st, Deadline deadline) {
     while (!st.finished) {
         Wake w = st.joiners.wait(deadline);
@@ -19,8 +36,9 @@ bool join_state(TaskState& st, Deadline deadline) {
     return true;
 }
 
-void start_task(const std::shared_ptr<TaskState>& st, std::function<void()> body, std::string name) {
+std::shared_ptr<TaskState> start_task(std::function<void()> body, std::string name) {
     Hub& hub = Hub::current();
+    auto st = std::make_shared<TaskState>();
     // The greenlet holds the state (not the other way round) so that a handle
     // can be dropped while the greenlet runs on.
     st->greenlet = hub.spawn(
@@ -46,6 +64,7 @@ void start_task(const std::shared_ptr<TaskState>& st, std::function<void()> body
             return {};
         },
         std::move(name));
+    return st;
 }
 
 }  // namespace detail

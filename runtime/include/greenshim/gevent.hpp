@@ -24,8 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "greenshim/clock.hpp"
 #include "greenshim/greenlet.hpp"
-#include "greenshim/hub.hpp"
 
 namespace greenshim {
 
@@ -40,18 +40,17 @@ struct GREENSHIM_API Timeout : std::runtime_error {
 };
 
 namespace detail {
-struct TaskState {
-    std::shared_ptr<Greenlet> greenlet;
-    WaitQueue joiners;
-    std::exception_ptr error;
-    bool finished = false;
-    bool killed = false;  // ended by GreenletExit: successful, but has no value
-};
+struct TaskState;  // the greenlet, its joiners and its outcome (gevent.cpp)
 // Parks until st finishes or the deadline passes; true if finished.
 GREENSHIM_API bool join_state(TaskState& st, Deadline deadline);
+// After st finished: rethrows what its greenlet raised, or GreenletExit if
+// one ended it; returns if it returned.
+GREENSHIM_API void rethrow_outcome(const TaskState& st);
+GREENSHIM_API bool finished(const TaskState& st) noexcept;
+GREENSHIM_API std::exception_ptr error(const TaskState& st) noexcept;
+GREENSHIM_API Greenlet& greenlet_of(const TaskState& st) noexcept;
 // Runs body in a new hub-parented greenlet, recording completion in st.
-GREENSHIM_API void start_task(const std::shared_ptr<TaskState>& st, std::function<void()> body,
-                              std::string name);
+GREENSHIM_API std::shared_ptr<TaskState> start_task(std::function<void()> body, std::string name);
 }  // namespace detail
 
 // A handle on a spawned greenlet (copyable; the greenlet runs on whether or not
@@ -59,14 +58,14 @@ GREENSHIM_API void start_task(const std::shared_ptr<TaskState>& st, std::functio
 class GREENSHIM_API TaskBase {
 public:
     // Finished (returned or raised)?
-    bool ready() const noexcept { return st_->finished; }
-    bool successful() const noexcept { return st_->finished && !st_->error; }
+    bool ready() const noexcept { return detail::finished(*st_); }
+    bool successful() const noexcept { return ready() && !exception(); }
     // Waits for the greenlet to finish; false if timeout (seconds, < 0 = never)
     // passed first. Does not raise the greenlet's exception.
     bool join(double timeout = -1) const { return join_until(deadline_after(timeout)); }
     bool join_until(Deadline d) const { return detail::join_state(*st_, d); }
-    std::exception_ptr exception() const noexcept { return st_->error; }
-    Greenlet& greenlet() const noexcept { return *st_->greenlet; }
+    std::exception_ptr exception() const noexcept { return detail::error(*st_); }
+    Greenlet& greenlet() const noexcept { return detail::greenlet_of(*st_); }
 
 protected:
     std::shared_ptr<detail::TaskState> st_;
@@ -80,8 +79,7 @@ public:
     // Throws Timeout if the timeout passes first.
     R value(double timeout = -1) const {
         if (!join(timeout)) throw Timeout{};
-        if (st_->error) std::rethrow_exception(st_->error);
-        if (st_->killed) throw GreenletExit{};
+        detail::rethrow_outcome(*st_);
         if constexpr (!std::is_void_v<R>) return **result_;
     }
 
@@ -98,11 +96,9 @@ template <class F, class... A>
 auto spawn(F&& f, A&&... args) {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<A>...>;
     Task<R> t;
-    t.st_ = std::make_shared<detail::TaskState>();
     t.result_ = std::make_shared<typename decltype(t.result_)::element_type>();
     auto result = t.result_;
-    detail::start_task(
-        t.st_,
+    t.st_ = detail::start_task(
         [result, fn = std::decay_t<F>(std::forward<F>(f)),
          tup = std::make_tuple(std::decay_t<A>(std::forward<A>(args))...)]() mutable {
             if constexpr (std::is_void_v<R>)

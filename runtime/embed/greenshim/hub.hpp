@@ -1,4 +1,5 @@
-// greenshim runtime: the hub.
+// greenshim runtime: the hub. Not installed: the interface an embedder (the
+// shim) builds waits on. A program that links the runtime uses gevent.hpp.
 //
 // One Hub per OS thread that uses it (created on first use), like gevent's hub:
 // a greenlet that runs a libev loop and a FIFO run queue. A greenlet that must
@@ -30,19 +31,12 @@
 #include <limits>
 #include <memory>
 
+#include "greenshim/clock.hpp"
 #include "greenshim/greenlet.hpp"
 
 struct ev_loop;
 
 namespace greenshim {
-
-// An absolute point on CLOCK_MONOTONIC, in nanoseconds.
-using Deadline = std::int64_t;
-inline constexpr Deadline kForever = std::numeric_limits<Deadline>::max();
-GREENSHIM_API std::int64_t monotonic_ns() noexcept;
-// seconds < 0 means never; 0 means now.
-GREENSHIM_API Deadline deadline_after(double seconds) noexcept;
-GREENSHIM_API Deadline deadline_after_ns(std::int64_t ns) noexcept;
 
 // Why a parked greenlet resumed.
 enum class Wake : std::uint8_t {

@@ -1,4 +1,4 @@
-// greenshim runtime: diagnostics — what greenlets wait for, counters, traces,
+// greenshim runtime, for an embedder (not installed): diagnostics — what greenlets wait for, counters, traces,
 // reports, and a watchdog for a hub that stops running.
 //
 // Everything here is off or nearly free unless asked for:
