@@ -115,14 +115,14 @@ void fd_forget(int fd) noexcept {
 
 void fd_closing(int fd) noexcept { fd_forget(fd); }
 
-void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept {
+void fd_created(int fd, FdMade what, bool user_nonblock, MadeNonBlocking) noexcept {
     fd_replacing(fd);  // a number reused after a close we never saw (inside libc): no stale watcher
     if (FdState* s = fd_slot(fd)) {
         FdState d;
         d.kind = FdKind::owned;
         d.group = new_group();
-        d.socket = socket;
-        d.stream = stream;
+        d.socket = what.socket;
+        d.stream = what.stream;
         d.user_nonblock = user_nonblock;
         *s = d;
     }

@@ -163,12 +163,6 @@ int do_fcntl(int fd, int cmd, void* arg) {
     }
 }
 
-void created_pair(int r, const int fds[2], bool socket, bool stream, bool user_nonblock) {
-    if (r != 0) return;
-    fd_created(fds[0], socket, stream, user_nonblock);
-    fd_created(fds[1], socket, stream, user_nonblock);
-}
-
 }  // namespace
 
 SHIM_EXPORT ssize_t read(int fd, void* buf, size_t n) { return do_read(fd, buf, n); }
@@ -303,30 +297,23 @@ SHIM_EXPORT int ioctl(int fd, unsigned long req, ...) {
 
 SHIM_EXPORT int pipe(int fds[2]) {
     if (!may_park()) return REAL(pipe)(fds);
-    int r = REAL(pipe2)(fds, O_NONBLOCK);
-    created_pair(r, fds, false, true, false);
-    return r;
+    return OwnedFds::make_pair(0, O_NONBLOCK, {false, true}, fds, [&](int fl) { return REAL(pipe2)(fds, fl); });
 }
 
 SHIM_EXPORT int pipe2(int fds[2], int flags) {
     if (!may_park()) return REAL(pipe2)(fds, flags);
-    int r = REAL(pipe2)(fds, flags | O_NONBLOCK);
-    created_pair(r, fds, false, true, flags & O_NONBLOCK);
-    return r;
+    return OwnedFds::make_pair(flags, O_NONBLOCK, {false, true}, fds, [&](int fl) { return REAL(pipe2)(fds, fl); });
 }
 
 SHIM_EXPORT int eventfd(unsigned int initval, int flags) {
     if (!may_park()) return REAL(eventfd)(initval, flags);
-    int r = REAL(eventfd)(initval, flags | EFD_NONBLOCK);
-    if (r >= 0) fd_created(r, false, false, flags & EFD_NONBLOCK);
-    return r;
+    return OwnedFds::make(flags, EFD_NONBLOCK, {false, false}, [&](int fl) { return REAL(eventfd)(initval, fl); });
 }
 
 SHIM_EXPORT int timerfd_create(int clockid, int flags) {
     if (!may_park()) return REAL(timerfd_create)(clockid, flags);
-    int r = REAL(timerfd_create)(clockid, flags | TFD_NONBLOCK);
-    if (r >= 0) fd_created(r, false, false, flags & TFD_NONBLOCK);
-    return r;
+    return OwnedFds::make(flags, TFD_NONBLOCK, {false, false},
+                          [&](int fl) { return REAL(timerfd_create)(clockid, fl); });
 }
 
 // open/openat: the number may be one we knew as something else (closed inside

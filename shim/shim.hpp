@@ -214,7 +214,7 @@ FdState* fd_slot(int fd) noexcept;
 FdState* fd_known(int fd) noexcept;
 // The fd lifecycle: fd.cpp owns the table and the hub's watchers of each
 // fd, and every event in an fd's life is one call:
-//   fd_created    the shim made it (O_NONBLOCK already set underneath)
+//   fd_created    the shim made it (O_NONBLOCK set underneath: see OwnedFds)
 //   fd_copy       dup/dup2/dup3 made newfd share oldfd's description
 //   fd_replacing  dup2/dup3 is about to put another description on newfd
 //   fd_closing    we are about to close it
@@ -223,7 +223,41 @@ FdState* fd_known(int fd) noexcept;
 //   fd_release    its description is shared with another program
 // closing, forgetting and replacing wake the greenlets waiting on the fd
 // (EBADF) and drop its watcher, so a reused number starts clean.
-void fd_created(int fd, bool socket, bool stream, bool user_nonblock) noexcept;
+// What a creating call makes.
+struct FdMade {
+    bool socket;
+    bool stream;  // SOCK_STREAM or a pipe: blocking writes transfer everything
+};
+// Proof that the real call that made an fd was given its non-blocking flag:
+// only OwnedFds can make one, and fd_created takes nothing else, so an fd
+// cannot enter the table as owned (non-blocking underneath) by a comment.
+class MadeNonBlocking {
+    MadeNonBlocking() = default;
+    friend struct OwnedFds;
+};
+void fd_created(int fd, FdMade what, bool user_nonblock, MadeNonBlocking) noexcept;
+
+// The one way the shim makes an fd it owns: make(flags) is the real call
+// (socket, accept4, eventfd, ...), and it always gets `nonblock` (that
+// call's spelling of O_NONBLOCK: SOCK_NONBLOCK, EFD_NONBLOCK, ...) added to
+// the program's flags. The fd is then recorded as owned, with the program's
+// own choice (flags & nonblock) kept as its view of O_NONBLOCK.
+struct OwnedFds {
+    template <class Make>
+    static int make(int flags, int nonblock, FdMade what, Make&& make_fd) noexcept {
+        int fd = make_fd(flags | nonblock);
+        if (fd >= 0) fd_created(fd, what, (flags & nonblock) != 0, MadeNonBlocking{});
+        return fd;
+    }
+    // The same for a call that fills a pair and returns 0 (pipe2, socketpair).
+    template <class Make>
+    static int make_pair(int flags, int nonblock, FdMade what, int fds[2], Make&& make_fds) noexcept {
+        int r = make_fds(flags | nonblock);
+        if (r != 0) return r;
+        for (int i = 0; i < 2; ++i) fd_created(fds[i], what, (flags & nonblock) != 0, MadeNonBlocking{});
+        return r;
+    }
+};
 // One past the highest fd number the table has room for now (fds beyond
 // were never seen).
 int fd_table_size() noexcept;

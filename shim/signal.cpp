@@ -521,9 +521,7 @@ SHIM_EXPORT int sigwait(const sigset_t* set, int* sig) {
 
 SHIM_EXPORT int signalfd(int fd, const sigset_t* mask, int flags) {
     if (!may_park() || fd != -1) return REAL(signalfd)(fd, mask, flags);
-    int r = REAL(signalfd)(fd, mask, flags | SFD_NONBLOCK);
-    if (r >= 0) fd_created(r, false, false, flags & SFD_NONBLOCK);
-    return r;
+    return OwnedFds::make(flags, SFD_NONBLOCK, {false, false}, [&](int fl) { return REAL(signalfd)(-1, mask, fl); });
 }
 
 // Signal masks. The OS thread's mask belongs to the main greenlet: a greenlet

@@ -55,11 +55,6 @@ ssize_t do_sendto(int fd, const void* buf, size_t n, int flags, const struct soc
     });
 }
 
-int register_new(int fd, int type) {
-    if (fd >= 0) fd_created(fd, true, is_stream(type), (type & SOCK_NONBLOCK) != 0);
-    return fd;
-}
-
 int do_accept(int fd, struct sockaddr* addr, socklen_t* alen, int flags) {
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass) {
@@ -71,10 +66,10 @@ int do_accept(int fd, struct sockaddr* addr, socklen_t* alen, int flags) {
     // ours is polled before each try.
     IoFd g = f;
     if (f.st && f.st->kind != FdKind::owned) g.mode = IoMode::probe;
-    int r = int(retry_io(g, kReadable, recv_deadline(f),
-                         [&] { return REAL(accept4)(fd, addr, alen, flags | SOCK_NONBLOCK); }));
+    int r = OwnedFds::make(flags, SOCK_NONBLOCK, {true, f.st ? f.st->stream : true}, [&](int fl) {
+        return int(retry_io(g, kReadable, recv_deadline(f), [&] { return REAL(accept4)(fd, addr, alen, fl); }));
+    });
     if (r < 0) return r;
-    fd_created(r, true, f.st ? f.st->stream : true, (flags & SOCK_NONBLOCK) != 0);
     // Accepted sockets inherit the listener's timeouts, as in the kernel.
     if (FdState* s = fd_slot(r); s && f.st) {
         s->rcvtimeo_ns = f.st->rcvtimeo_ns;
@@ -152,18 +147,14 @@ std::int64_t timeval_ns(const void* val, socklen_t len, int optname) {
 
 SHIM_EXPORT int socket(int domain, int type, int protocol) {
     if (!may_park()) return REAL(socket)(domain, type, protocol);
-    int r = REAL(socket)(domain, type | SOCK_NONBLOCK, protocol);
-    return register_new(r, type);
+    return OwnedFds::make(type, SOCK_NONBLOCK, {true, is_stream(type)},
+                          [&](int t) { return REAL(socket)(domain, t, protocol); });
 }
 
 SHIM_EXPORT int socketpair(int domain, int type, int protocol, int sv[2]) {
     if (!may_park()) return REAL(socketpair)(domain, type, protocol, sv);
-    int r = REAL(socketpair)(domain, type | SOCK_NONBLOCK, protocol, sv);
-    if (r == 0) {
-        register_new(sv[0], type);
-        register_new(sv[1], type);
-    }
-    return r;
+    return OwnedFds::make_pair(type, SOCK_NONBLOCK, {true, is_stream(type)}, sv,
+                               [&](int t) { return REAL(socketpair)(domain, t, protocol, sv); });
 }
 
 SHIM_EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* alen) { return do_accept(fd, addr, alen, 0); }

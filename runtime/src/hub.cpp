@@ -2,6 +2,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -151,6 +152,8 @@ bool Hub::in_hub() const noexcept {
 
 void Hub::push_ready(Greenlet& g) {
     Greenlet::Impl& im = detail::impl_of(g);
+    assert(g.state() == GreenletState::ready && im.next_ready == nullptr && ready_tail_ != &g &&
+           "a greenlet is queued once, when it becomes ready");
     im.next_ready = nullptr;
     if (ready_tail_) detail::impl_of(*ready_tail_).next_ready = &g; else ready_head_ = &g;
     ready_tail_ = &g;
@@ -315,6 +318,7 @@ void Hub::fd_watch(WaitNode& n) {
 
 void Hub::fd_unwatch(WaitNode& n) {
     if (!n.linked) return;
+    assert(n.fd >= 0 && std::size_t(n.fd) < fds_cap_ && fds_[n.fd] && "a linked fd node has its fd's watcher");
     FdWatcher* w = fds_[n.fd];
     NodeList::unlink(w->head, w->tail, n);
 }

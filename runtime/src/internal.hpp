@@ -4,6 +4,7 @@
 #include <ev.h>
 
 #include <any>
+#include <cassert>
 #include <atomic>
 #include <boost/context/fiber.hpp>
 #include <boost/context/stack_context.hpp>
@@ -39,6 +40,7 @@ struct WaitNode {
 // Doubly linked FIFO of WaitNodes (used by WaitQueue and by fd watchers).
 struct NodeList {
     static void push_back(WaitNode*& head, WaitNode*& tail, WaitNode& n) noexcept {
+        assert(!n.linked && "a WaitNode is in one list at a time");
         n.prev = tail;
         n.next = nullptr;
         if (tail) tail->next = &n; else head = &n;
@@ -158,12 +160,25 @@ struct Runtime {
 // A greenlet's runtime-internal state (fiber, hub links, diagnostics).
 inline Greenlet::Impl& impl_of(const Greenlet& g) noexcept { return Runtime::impl(g); }
 
-// A call handed to the helper pool (pool.cpp) by a parked greenlet.
+// A call handed to the helper pool (pool.cpp) by a parked greenlet. It lives
+// in that greenlet's frame, and so do the buffers fn reads and writes (a
+// read's destination, getaddrinfo's result): the frame must not end while a
+// helper thread still uses it. run_blocking waits for `done` whatever wakes
+// it; the destructor checks that it did, so a path that breaks the rule
+// aborts loudly instead of letting a helper write into a freed stack.
 struct PoolJob {
     std::function<void()> fn;
     Hub* hub;
     Greenlet* waiter;
-    bool done = false;  // set by the hub, in its async callback
+    bool submitted = false;  // handed to a helper thread
+    bool done = false;       // set by the hub, in its async callback
+    PoolJob(std::function<void()> f, Hub* h, Greenlet* w) : fn(std::move(f)), hub(h), waiter(w) {}
+    PoolJob(const PoolJob&) = delete;
+    PoolJob& operator=(const PoolJob&) = delete;
+    ~PoolJob() {
+        if (submitted && !done) in_flight_abandoned();
+    }
+    [[noreturn]] static void in_flight_abandoned() noexcept;
 };
 // async.cpp: a pool thread hands a finished job back to its hub (any thread).
 void post_done(Hub& hub, PoolJob* j);

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -88,6 +89,7 @@ Wake Hub::run_blocking(std::function<void()> fn) {
         j.fn();
         return Wake::event;
     }
+    j.submitted = true;
     pool_submit(&j);
     ++pool_waiters_;
     while (!j.done) park(kForever);  // fn uses our stack: wait for it whatever wakes us
@@ -96,6 +98,13 @@ Wake Hub::run_blocking(std::function<void()> fn) {
 }
 
 namespace detail {
+void PoolJob::in_flight_abandoned() noexcept {
+    static const char msg[] =
+        "greenshim: internal error: a greenlet's frame ended while a helper thread still used it\n";
+    write_fully(2, msg, sizeof msg - 1);
+    std::abort();
+}
+
 void pool_after_fork_child() noexcept {
     // The pool's threads did not come along; their lock may have.
     if (g_pool) g_pool = new (std::nothrow) Pool;  // the old one is the parent's copy: leave it
