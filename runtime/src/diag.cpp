@@ -261,6 +261,9 @@ RuntimeStats runtime_stats() noexcept {
     s.spawned = detail::g_counters.spawned.load(std::memory_order_relaxed);
     s.alive = detail::g_counters.alive.load(std::memory_order_relaxed);
     s.peak_alive = detail::g_counters.peak_alive.load(std::memory_order_relaxed);
+    s.helper_threads = detail::g_counters.helpers.load(std::memory_order_relaxed);
+    s.peak_helper_threads = detail::g_counters.peak_helpers.load(std::memory_order_relaxed);
+    s.helper_jobs = detail::g_counters.helper_jobs.load(std::memory_order_relaxed);
     std::int64_t t0 = detail::g_first_hub_ns.load(std::memory_order_relaxed);
     if (t0 && detail::timing_enabled()) s.hub_run_ns = monotonic_ns() - t0 - s.hub_wait_ns;
     return s;
@@ -300,6 +303,13 @@ void write_stats(int fd, const char* prefix) noexcept {
         len += std::snprintf(line + len, sizeof line - std::size_t(len), " other %llu",
                              (unsigned long long)(s.parks - named));
     out(fd, "%s\n", line);
+    // They are OS threads a user sees in /proc/PID/status beside the one
+    // that runs the greenlets: say what they are and when they go.
+    if (s.peak_helper_threads)
+        out(fd, "%s helper threads (DNS lookups, file I/O on the pool): %llu alive, peak %llu, %llu calls run; "
+                "an idle one ends after %d s\n",
+            prefix, (unsigned long long)s.helper_threads, (unsigned long long)s.peak_helper_threads,
+            (unsigned long long)s.helper_jobs, detail::kHelperIdleSeconds);
     if (detail::timing_enabled()) {
         double total = double(s.hub_wait_ns + s.hub_run_ns);
         out(fd, "%s hub time: %.3f s waiting for events, %.3f s running greenlets (%.1f%% busy)\n", prefix,

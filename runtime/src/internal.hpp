@@ -116,8 +116,14 @@ struct Counters {
     std::atomic<std::uint64_t> spawned{0};
     std::atomic<std::uint64_t> alive{0};
     std::atomic<std::uint64_t> peak_alive{0};
+    // The helper pool (pool.cpp), written under its lock.
+    std::atomic<std::uint64_t> helpers{0};
+    std::atomic<std::uint64_t> peak_helpers{0};
+    std::atomic<std::uint64_t> helper_jobs{0};
 };
 extern Counters g_counters;
+// How long an idle helper thread waits for work before it ends.
+inline constexpr int kHelperIdleSeconds = 2;
 inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }

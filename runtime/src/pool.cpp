@@ -22,7 +22,9 @@ using detail::t_internal;
 namespace {
 
 // Process-wide pool of threads, created on demand (one per call in flight,
-// up to kMaxThreads) and ended after kIdleSeconds without work. They only
+// up to kMaxThreads) and ended after kHelperIdleSeconds without work (short,
+// so that a program that made one lookup goes back to one OS thread soon;
+// starting a thread again costs ~30 us). They only
 // ever run libc calls handed to them (never greenlets, never program code).
 // Sized so that a burst of slow lookups (100 DNS queries to a slow server)
 // runs side by side rather than in batches.
@@ -33,8 +35,15 @@ struct Pool {
     unsigned threads = 0;
     unsigned idle = 0;
     static constexpr unsigned kMaxThreads = 128;
-    static constexpr int kIdleSeconds = 10;
 };
+
+// Under g_pool->mu.
+void count_helpers(int delta) {
+    auto& c = detail::g_counters;
+    std::uint64_t n = c.helpers.load(std::memory_order_relaxed) + std::uint64_t(std::int64_t(delta));
+    c.helpers.store(n, std::memory_order_relaxed);
+    if (n > c.peak_helpers.load(std::memory_order_relaxed)) c.peak_helpers.store(n, std::memory_order_relaxed);
+}
 Pool* g_pool = nullptr;
 
 void* pool_main(void*) {
@@ -47,15 +56,17 @@ void* pool_main(void*) {
         {
             std::unique_lock<std::mutex> lk(g_pool->mu);
             ++g_pool->idle;
-            bool work = g_pool->cv.wait_for(lk, std::chrono::seconds(Pool::kIdleSeconds),
+            bool work = g_pool->cv.wait_for(lk, std::chrono::seconds(detail::kHelperIdleSeconds),
                                             [] { return !g_pool->queue.empty(); });
             --g_pool->idle;
             if (!work) {
                 --g_pool->threads;
+                count_helpers(-1);
                 return nullptr;
             }
             j = g_pool->queue.front();
             g_pool->queue.pop_front();
+            detail::bump(detail::g_counters.helper_jobs);
         }
         j->fn();
         detail::post_done(*j->hub, j);
@@ -74,7 +85,10 @@ void pool_submit(PoolJob* j) {
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&attr, 256 * 1024);
-        if (pthread_create(&t, &attr, pool_main, nullptr) == 0) ++g_pool->threads;
+        if (pthread_create(&t, &attr, pool_main, nullptr) == 0) {
+            ++g_pool->threads;
+            count_helpers(+1);
+        }
         pthread_attr_destroy(&attr);
     }
     lk.unlock();
@@ -108,6 +122,7 @@ void PoolJob::in_flight_abandoned() noexcept {
 void pool_after_fork_child() noexcept {
     // The pool's threads did not come along; their lock may have.
     if (g_pool) g_pool = new (std::nothrow) Pool;  // the old one is the parent's copy: leave it
+    g_counters.helpers.store(0, std::memory_order_relaxed);
 }
 }  // namespace detail
 

@@ -96,6 +96,16 @@ def check_stats(greenrun, prog):
                "stats: --stats=FILE appends to the file, not stderr", err + text)
     rc, out, err = run([prog, "0"], {"LD_PRELOAD": lib_of(greenrun)})
     expect("stats:" not in err, "stats: nothing printed when not asked for", err)
+    # A lookup runs on a helper thread, which ends after 2 s idle; --stats
+    # says what the extra OS thread was.
+    lookup = ("import re, socket, time\n"
+              "threads = lambda: re.search(r'Threads:\\s+(\\d+)', open('/proc/self/status').read())[1]\n"
+              "socket.getaddrinfo('localhost', 80); a = threads(); time.sleep(2.6); print(a, threads())\n")
+    rc, out, err = run([greenrun, "--stats", "--", "/usr/bin/python3.11", "-c", lookup])
+    expect(rc == 0 and out.split() == ["2", "1"],
+           f"stats: a lookup's helper thread is there after it and gone 2 s later (threads {out.split()})", err)
+    expect(re.search(r"stats: helper threads \(DNS lookups, file I/O on the pool\): 0 alive, peak 1, [1-9]\d* "
+                     r"calls run; an idle one ends after 2 s", err) is not None, "stats: helper threads counted", err)
 
 
 def check_trace(greenrun, prog):

@@ -68,6 +68,9 @@ struct RuntimeStats {
     std::uint64_t parks = 0;         // Hub::park calls that waited
     std::int64_t hub_wait_ns = 0;    // time hubs spent blocked in the poll (enable_timing)
     std::int64_t hub_run_ns = 0;     // time since the first hub, minus the waits
+    std::uint64_t helper_threads = 0;       // the helper pool's OS threads now (Hub::run_blocking)
+    std::uint64_t peak_helper_threads = 0;
+    std::uint64_t helper_jobs = 0;          // calls they ran
 };
 // A snapshot summed over every hub of the process.
 GREENSHIM_API RuntimeStats runtime_stats() noexcept;
