@@ -264,6 +264,13 @@ private:
     std::size_t pool_waiters_ = 0;  // parked in run_blocking
     std::uint64_t coop_seen_ = 0;   // charge_call: switches_ at the last call
     unsigned coop_left_ = 0;
+    // Polling the loop while greenlets are runnable (poll_due in hub.cpp).
+    static constexpr unsigned kPollCheckPasses = 8;
+    static constexpr std::int64_t kMaxPollDelayNs = 100'000;
+    bool poll_due() noexcept;
+    bool yielded_ = false;  // a greenlet yielded in this pass: poll after it
+    unsigned unpolled_passes_ = 0;
+    std::int64_t unpolled_since_ = 0;  // the first clock read since the last poll (0: none yet)
     Async* async_ = nullptr;
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;
