@@ -36,6 +36,15 @@ Shown shown(const char* v) noexcept {
     return s;
 }
 
+Families families_text() noexcept {
+    Families out;
+    std::size_t len = 0;
+    out.text[0] = 0;
+    for (const char* const* f = trace_families(); *f && len < sizeof out.text; ++f)
+        len += std::size_t(std::snprintf(out.text + len, sizeof out.text - len, "%s%s", len ? "," : "", *f));
+    return out;
+}
+
 namespace {
 
 // ---- the parsers: each reads a non-empty value (empty means the default) ----
@@ -164,14 +173,6 @@ bool faults(const char* v, Config& c, Expected& why) noexcept {
     return true;
 }
 
-// The runtime's trace families as "io,socket,...".
-void families_text(char* buf, std::size_t n) {
-    std::size_t len = 0;
-    buf[0] = 0;
-    for (const char* const* f = trace_families(); *f && len < n; ++f)
-        len += std::size_t(std::snprintf(buf + len, n - len, "%s%s", len ? "," : "", *f));
-}
-
 bool is_family(const char* f, std::size_t len) {
     for (const char* const* k = trace_families(); *k; ++k)
         if (std::strlen(*k) == len && !std::memcmp(*k, f, len)) return true;
@@ -192,11 +193,7 @@ bool trace(const char* v, const char*& out, Expected& why) {
         p += len;
         if (!*p) break;
     }
-    if (!ok) {
-        char list[96];
-        families_text(list, sizeof list);
-        return why.say("all, or a comma list of %s", list);
-    }
+    if (!ok) return why.say("all, or a comma list of %s", families_text().text);
     out = v;
     return true;
 }

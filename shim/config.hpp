@@ -54,8 +54,12 @@ struct Setting {
     const char* meaning;  // the README's table: what it does, in full (markdown)
     const char* dflt;     // the default, as both say it (markdown: `code`)
 };
-// In both texts, {families} stands for GREENSHIM_TRACE's families (the
-// runtime's list, trace_families()).
+// In both texts, {families} stands for GREENSHIM_TRACE's families:
+// families_text(), the runtime's list (trace_families()) as "io,socket,...".
+struct Families {
+    char text[128];
+};
+Families families_text() noexcept;
 
 extern const Setting kSettings[];
 extern const std::size_t kSettingCount;

@@ -14,7 +14,6 @@
 #include <string>
 
 #include "config.hpp"
-#include "greenshim/diag.hpp"
 
 using namespace greenshim::shim;
 
@@ -37,11 +36,10 @@ int check() {
 // A table text as shown: {families} filled in; for plain text (code false),
 // markdown's backticks dropped.
 std::string render(const char* text, bool code) {
-    std::string families;
-    for (const char* const* f = greenshim::trace_families(); *f; ++f) families += (families.empty() ? "" : ",") + std::string(*f);
+    const Families families = families_text();
     std::string out;
     for (const char* p = text; *p; ++p) {
-        if (!std::strncmp(p, "{families}", 10)) out += families, p += 9;
+        if (!std::strncmp(p, "{families}", 10)) out += families.text, p += 9;
         else if (*p != '`' || code) out += *p;
     }
     return out;
