@@ -1,6 +1,7 @@
 // The GREENSHIM_* settings: the table and its parsers (config.hpp says who
 // uses them). Compiled into the library and into greenshim-config alike, so
-// it needs nothing of the shim's but config.hpp.
+// it needs nothing of the shim's but config.hpp, and of the runtime only its
+// trace families.
 #include "config.hpp"
 
 #include <cerrno>
@@ -117,13 +118,17 @@ bool count(const char* v, unsigned hi, const char* unit, unsigned& out, Expected
 bool one_of(const char* v, std::initializer_list<const char*> words, int& out, Expected& why) {
     int i = 0;
     for (const char* w : words) {
-        if (!std::strcmp(v, w)) return out = i, true;
+        if (!std::strcmp(v, w)) {
+            out = i;
+            return true;
+        }
         ++i;
     }
     std::size_t len = 0;  // "a, b or c"
-    for (const char* w : words)
-        len += std::size_t(std::snprintf(why.text + len, sizeof why.text - len, "%s%s", !len ? ""
-                                         : w == words.end()[-1] ? " or " : ", ", w));
+    for (const char* w : words) {
+        const char* sep = !len ? "" : w == words.end()[-1] ? " or " : ", ";
+        len += std::size_t(std::snprintf(why.text + len, sizeof why.text - len, "%s%s", sep, w));
+    }
     return false;
 }
 
@@ -138,8 +143,7 @@ bool stats(const char* v, const char*& out, Expected& why) {
 }
 
 // RATE of GREENSHIM_FAULTS: a decimal fraction, 0 < RATE <= 1, checked on the
-// text, so that no spelling strtod reads differently ("1e-3", "0x1p-3",
-// "nan") gets in.
+// text: a plain decimal, not every spelling strtod reads ("1e-3", "0x1p-3").
 bool valid_rate(const char* r) {
     while (*r == '0') ++r;
     bool one = *r == '1';
@@ -179,8 +183,8 @@ bool is_family(const char* f, std::size_t len) {
     return false;
 }
 
-// GREENSHIM_TRACE: "0" (off), "1" or "all", or a comma list of families,
-// each named once or more, none empty.
+// GREENSHIM_TRACE: "0" (off), "1" or "all", or a comma list of families
+// (no empty item: "sync," is a typo, not a list).
 bool trace(const char* v, const char*& out, Expected& why) {
     bool ok = true;
     if (is_any(v, {"0", "1", "all"})) {
