@@ -1,6 +1,7 @@
-// Start-up: configuration from GREENSHIM_* variables, and resolving the real
-// libc functions. The library never fails on bad configuration: it warns once
-// on stderr and uses the default (scripts/greenrun rejects bad values loudly).
+// Start-up: configuration from GREENSHIM_* variables (the table of
+// config.cpp), and resolving the real libc functions. The library never fails
+// on bad configuration: it warns once on stderr and uses the default
+// (greenrun, through greenshim-config --check, rejects bad values loudly).
 #include <sys/auxv.h>
 
 #include <cstdio>
@@ -16,123 +17,23 @@ Config g_config;
 int g_config_state = 0;  // 0 not read, 1 reading, 2 read
 }  // namespace
 
-// One line on stderr for a value the library does not accept: the value is
-// shown as typed, but at most 40 bytes of it (a huge value stays one short
-// line), and with bytes that could break the line or the terminal (control
-// characters, non-ASCII) written as \xNN.
+// One line on stderr for a value the library does not accept, the value shown
+// short and printable (config.hpp, shown()).
 void warn_ignored(const char* name, const char* v, const char* expected) noexcept {
-    constexpr std::size_t kShown = 40;
-    char shown[kShown * 4 + 4];
-    std::size_t out = 0, i = 0;
-    for (; v[i] && i < kShown; ++i) {
-        unsigned char c = static_cast<unsigned char>(v[i]);
-        if (c >= 0x20 && c < 0x7f && c != '\\') shown[out++] = char(c);
-        else out += std::size_t(std::snprintf(shown + out, 5, "\\x%02x", c));
-    }
-    if (v[i]) out += std::size_t(std::snprintf(shown + out, 4, "..."));
-    shown[out] = 0;
-    std::fprintf(stderr, "greenshim: ignoring %s=%s (expected %s)\n", name, shown, expected);
+    std::fprintf(stderr, "greenshim: ignoring %s=%s (expected %s)\n", name, shown(v).text, expected);
 }
 
 namespace {
 
-// Unset or empty: the default, silently (as greenrun treats them).
-bool parse_bool(const char* name, const char* v, bool dflt) {
-    if (!v || !*v) return dflt;
-    if (!std::strcmp(v, "1") || !std::strcmp(v, "yes") || !std::strcmp(v, "true")) return true;
-    if (!std::strcmp(v, "0") || !std::strcmp(v, "no") || !std::strcmp(v, "false")) return false;
-    warn_ignored(name, v, "0 or 1");
-    return dflt;
-}
-
-// A size: digits, then optionally K, M or G (either case), optionally
-// followed by B or iB ("256K", "256KiB", "1g", "262144"); greenrun's
-// check_size accepts exactly these.
-std::size_t parse_size(const char* name, const char* v, std::size_t dflt, std::size_t lo, std::size_t hi,
-                       const char* expected) {
-    if (!v || !*v) return dflt;
-    const char* p = v;
-    unsigned long long n = 0;
-    bool too_big = false;
-    for (; *p >= '0' && *p <= '9'; ++p) {
-        too_big = too_big || n > (~0ull - 9) / 10;
-        n = n * 10 + unsigned(*p - '0');
+// Each variable of the table (config.cpp) in turn: unset or empty means the
+// default, silently; a bad value is warned about once and leaves the default.
+void read_settings(Config& c) noexcept {
+    for (std::size_t i = 0; i < kSettingCount; ++i) {
+        const Setting& s = kSettings[i];
+        const char* v = s.parse ? std::getenv(s.name) : nullptr;
+        Expected why;
+        if (v && *v && !s.parse(v, c, why)) warn_ignored(s.name, v, why.text);
     }
-    unsigned long long mult = p == v ? 0 : 1;  // no digits: not a size
-    if (mult && *p) {
-        switch (*p++) {
-        case 'k': case 'K': mult = 1ull << 10; break;
-        case 'm': case 'M': mult = 1ull << 20; break;
-        case 'g': case 'G': mult = 1ull << 30; break;
-        default: mult = 0;
-        }
-        if (*p == 'i' && p[1] == 'B') p += 2;
-        else if (*p == 'B') p += 1;
-        if (*p) mult = 0;
-    }
-    if (mult == 0 || too_big || n > hi / mult || n * mult < lo) {
-        warn_ignored(name, v, expected);
-        return dflt;
-    }
-    return std::size_t(n * mult);
-}
-
-// A count from 0 to hi in plain decimal digits; 0 turns the feature off.
-unsigned long parse_uint(const char* name, const char* v, unsigned long dflt, unsigned long hi) {
-    if (!v || !*v) return dflt;
-    unsigned long n = 0;
-    const char* p = v;
-    for (; *p >= '0' && *p <= '9' && n <= hi; ++p) n = n * 10 + unsigned(*p - '0');
-    if (*p || n > hi) {
-        char expected[64];
-        std::snprintf(expected, sizeof expected, "milliseconds from 0 to %lu", hi);
-        warn_ignored(name, v, expected);
-        return dflt;
-    }
-    return n;
-}
-
-// GREENSHIM_STATS: off, "1" for stderr, or a path (one with a '/') to append to.
-const char* parse_stats(const char* v) {
-    if (!v || !*v) return nullptr;
-    if (!std::strcmp(v, "1") || !std::strcmp(v, "yes") || !std::strcmp(v, "true")) return "1";
-    if (!std::strcmp(v, "0") || !std::strcmp(v, "no") || !std::strcmp(v, "false")) return nullptr;
-    if (std::strchr(v, '/')) return v;
-    warn_ignored("GREENSHIM_STATS", v, "1, 0 or a file path with a '/'");
-    return nullptr;
-}
-
-// RATE of GREENSHIM_FAULTS: a decimal fraction, 0 < RATE <= 1, checked on the
-// text (as greenrun checks it) so that both accept exactly the same values.
-bool valid_rate(const char* r) {
-    while (*r == '0') ++r;
-    bool one = *r == '1';
-    if (one) ++r;
-    if (*r == '.') ++r;
-    else if (*r) return false;
-    bool nonzero = false;
-    for (; *r; ++r) {
-        if (*r < '0' || *r > '9') return false;
-        nonzero |= *r != '0';
-    }
-    return one ? !nonzero : nonzero;
-}
-
-// GREENSHIM_FAULTS=SEED:RATE, SEED a decimal number below 2^64. Unset or
-// empty: off. A bad value is ignored (off) with one warning.
-bool parse_faults(const char* v, std::uint64_t& seed, double& rate) {
-    if (!v || !*v) return false;
-    const char* colon = std::strchr(v, ':');
-    bool ok = colon && colon != v && colon[1] && valid_rate(colon + 1);
-    for (const char* p = v; ok && p < colon; ++p) ok = *p >= '0' && *p <= '9';
-    if (ok) {
-        errno = 0;
-        seed = std::strtoull(v, nullptr, 10);
-        rate = std::strtod(colon + 1, nullptr);
-        ok = errno == 0 && rate > 0 && rate <= 1;
-    }
-    if (!ok) warn_ignored("GREENSHIM_FAULTS", v, "SEED:RATE with 0 < RATE <= 1, e.g. 42:0.05");
-    return ok;
 }
 
 void read_config() noexcept {
@@ -141,26 +42,11 @@ void read_config() noexcept {
         g_config.enabled = false;
         return;
     }
-    g_config.enabled = !parse_bool("GREENSHIM_DISABLE", std::getenv("GREENSHIM_DISABLE"), false);
-    g_config.stack_size = parse_size("GREENSHIM_STACK_SIZE", std::getenv("GREENSHIM_STACK_SIZE"), 0, 16 << 10,
-                                     std::size_t(1) << 30, "a size from 16K to 1G, e.g. 256K");
+    read_settings(g_config);
     if (g_config.stack_size) Greenlet::set_default_stack_size(g_config.stack_size);
-    if (const char* v = std::getenv("GREENSHIM_FILE_IO"); v && *v) {
-        if (!std::strcmp(v, "pool")) g_config.file_io_pool = true;
-        else if (std::strcmp(v, "direct") != 0) warn_ignored("GREENSHIM_FILE_IO", v, "direct or pool");
-    }
-    g_config.inherit = parse_bool("GREENSHIM_INHERIT", std::getenv("GREENSHIM_INHERIT"), true);
-    g_config.stats = parse_stats(std::getenv("GREENSHIM_STATS"));
-    g_config.monitor_ms = unsigned(parse_uint("GREENSHIM_MONITOR", std::getenv("GREENSHIM_MONITOR"), 0, 3600000));
-    if (const char* v = std::getenv("GREENSHIM_TRACE"); v && *v && std::strcmp(v, "0") != 0) g_config.trace = v;
-    g_config.faults_report = parse_bool("GREENSHIM_FAULTS_REPORT", std::getenv("GREENSHIM_FAULTS_REPORT"), false);
-    std::uint64_t seed = 0;
-    double rate = 0;
-    if (parse_faults(std::getenv("GREENSHIM_FAULTS"), seed, rate) && g_config.enabled) {
-        g_config.faults_seed = seed;
-        g_config.faults_rate = rate;
-        faults::configure(seed, rate, g_config.faults_report);
-    }
+    // Injection belongs to the shim's own calls: none when it interposes nothing.
+    if (!g_config.enabled) g_config.faults_rate = 0;
+    if (g_config.faults_rate) faults::configure(g_config.faults_seed, g_config.faults_rate, g_config.faults_report);
 }
 }  // namespace
 

@@ -48,6 +48,7 @@
 #include <cstdint>
 
 #include "greenshim/diag.hpp"
+#include "config.hpp"
 #include "faults.hpp"
 #include "greenshim/hub.hpp"
 
@@ -125,20 +126,8 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(system) X(fgets) X(fgetc) X(getc) X(getchar) X(fread) X(getdelim) X(getline)
 GREENSHIM_REAL_FUNCTIONS(GREENSHIM_REAL_SLOT)
 
-// ---- configuration (init.cpp) ----
+// ---- configuration (the table: config.hpp; read in init.cpp) ----
 
-struct Config {
-    bool enabled = true;            // false: GREENSHIM_DISABLE=1 or a setuid/setgid process
-    std::size_t stack_size = 0;     // GREENSHIM_STACK_SIZE, 0 = runtime default
-    bool file_io_pool = false;      // GREENSHIM_FILE_IO=pool: regular-file I/O on the helper pool
-    bool inherit = true;            // GREENSHIM_INHERIT=0: exec'd programs run without the shim
-    const char* stats = nullptr;    // GREENSHIM_STATS: "1" (stderr) or a file to append to
-    unsigned monitor_ms = 0;        // GREENSHIM_MONITOR: report a hub stalled this long
-    const char* trace = nullptr;    // GREENSHIM_TRACE: families to trace, or "all"
-    double faults_rate = 0;         // GREENSHIM_FAULTS=SEED:RATE (faults.hpp), 0 = off
-    std::uint64_t faults_seed = 0;
-    bool faults_report = false;     // GREENSHIM_FAULTS_REPORT=1: the counts on stderr at exit
-};
 const Config& config() noexcept;
 // The one warning for a bad GREENSHIM_* value: "greenshim: ignoring NAME=VALUE
 // (expected ...)", the value shown short and printable.

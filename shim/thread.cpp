@@ -28,7 +28,6 @@ namespace greenshim::shim {
 
 namespace {
 constexpr std::uintptr_t kMagic = 0x6772656e74687264ULL;  // "grenthrd"
-constexpr std::size_t kDefaultThreadStack = 1 << 20;       // see README: threads get 1 MiB
 std::size_t g_live_threads = 0;                              // greenlet threads not yet finished
 WaitQueue g_all_done;                                        // main's pthread_exit waits here
 
@@ -86,7 +85,7 @@ void thread_main(GThread* t) {
 }
 
 std::size_t stack_size_for(const pthread_attr_t* attr, bool* from_attr) {
-    std::size_t size = config().stack_size ? config().stack_size : kDefaultThreadStack;
+    std::size_t size = config().stack_size ? config().stack_size : kThreadStackDefault;
     *from_attr = false;
     if (attr) {
         std::size_t s = 0;

@@ -10,6 +10,9 @@ check() {  # DESCRIPTION EXPECTED ACTUAL
   if [ "$2" = "$3" ]; then echo "ok: $1"; else echo "FAIL: $1: expected [$2], got [$3]"; fails=$((fails + 1)); fi
 }
 "$greenrun" --help | grep -q '^usage: greenrun'; check "--help prints usage" 0 $?
+# The environment part comes from the table of settings, with the threads'
+# real default stack (it once said 256K, the runtime greenlets' alone).
+"$greenrun" --help | tr -s '\n ' '  ' | grep -q 'default 1M for threads'; check "--help prints the table's environment part" 0 $?
 "$greenrun" --version | grep -q '^greenrun [0-9]'; check "--version" 0 $?
 for bad in "GREENSHIM_STACK_SIZE=1k" "GREENSHIM_STACK_SIZE=lots" "GREENSHIM_STACK_SIZE=" "GREENSHIM_DISABLE=maybe" \
            "GREENSHIM_INHERIT=2" "GREENSHIM_FILE_IO=fast" "GREENSHIM_STACK_SIZE=99999999999999999999" \
