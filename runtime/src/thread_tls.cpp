@@ -98,6 +98,7 @@
 #include <fcntl.h>
 #include <gnu/libc-version.h>
 #include <link.h>
+#include <locale.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <sys/auxv.h>
@@ -105,6 +106,7 @@
 #include <sys/syscall.h>
 #include <valgrind/valgrind.h>
 
+#include <cctype>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -182,8 +184,11 @@ struct State {
     void (*res_nclose)(void*) = nullptr;
     KeyStruct* keys = nullptr;
     std::ptrdiff_t resp_offset = 0;  // of __resp, from the TP
+    std::ptrdiff_t ctype_offset[3] = {};  // of libc's per-thread ctype table pointers (b, toupper, tolower)
     void* (*glibc_malloc)(std::size_t) = nullptr;
     void (*glibc_free)(void*) = nullptr;
+    void* const* stack_end = nullptr;
+    const unsigned* rseq_size = nullptr;
 };
 State g;
 
@@ -325,6 +330,40 @@ bool find_malloc_state(char* tp) {
     return true;
 }
 
+// The layout facts that can be seen in the running thread's own TCB.
+bool check_thread() {
+    char* tp = reinterpret_cast<char*>(ThreadTls::current());
+    if (at<char*>(tp, off::tcb) != tp || at<char*>(tp, off::self) != tp) return fail("the TCB's self pointers are not at 0x0/0x10");
+    if (!at<void*>(tp, off::dtv)) return fail("no DTV at 0x8");
+    long tid = raw_syscall(SYS_gettid);
+    if (at<int>(tp, off::tid) != tid) return fail("the tid at %#zx is not gettid()", off::tid);
+    for (std::size_t o = off::padding; o < off::list; o += 8)
+        if (at<std::uintptr_t>(tp, o) != 0) return fail("tcbhead_t.__padding is in use");
+    if (at<char*>(tp, off::specific) != tp + off::specific_1stblock) return fail("specific[0] is not &specific_1stblock");
+    if (at<long>(tp, off::robust_head + 8) != -32) return fail("robust_head.futex_offset is not -32");
+    if (tid == raw_syscall(SYS_getpid)) {
+        if (at<void*>(tp, off::stackblock_size) != *g.stack_end) return fail("stackblock_size is not __libc_stack_end");
+    } else {
+        char* sb = at<char*>(tp, off::stackblock);
+        if (!at<bool>(tp, off::user_stack) && !(sb && tp > sb && tp < sb + at<std::size_t>(tp, off::stackblock_size)))
+            return fail("the TCB is not in its stack block");
+        if (at<char*>(tp, g.resp_offset) != tp + off::res) return fail("__resp is not &res");
+    }
+    if (*g.rseq_size > 0) {
+        bool same = false;
+        for (int i = 0; i < 5 && !same; ++i) {
+            unsigned cpu = ~0u;
+            raw_syscall(SYS_getcpu, long(&cpu), 0, 0);
+            same = at<int>(tp, off::rseq + 4) == int(cpu);
+        }
+        if (!same) return fail("rseq_area.cpu_id is not the current CPU");
+    }
+    std::uintptr_t guard;
+    __asm__ volatile("mov %%fs:0x30, %0" : "=r"(guard));
+    if (!pointer_guard_ok(guard)) return fail("the pointer guard is not at %%fs:0x30");
+    return true;
+}
+
 bool check() {
     if (dlsym(RTLD_DEFAULT, "__asan_init") || dlsym(RTLD_DEFAULT, "__tsan_init") || dlsym(RTLD_DEFAULT, "__msan_init"))
         return fail("a sanitizer runtime is loaded (it keeps its thread state in its own TLS)");
@@ -377,36 +416,19 @@ bool check() {
 
     // The running thread.
     char* tp = reinterpret_cast<char*>(ThreadTls::current());
-    if (at<char*>(tp, off::tcb) != tp || at<char*>(tp, off::self) != tp) return fail("the TCB's self pointers are not at 0x0/0x10");
-    if (!at<void*>(tp, off::dtv)) return fail("no DTV at 0x8");
-    long tid = raw_syscall(SYS_gettid);
-    if (at<int>(tp, off::tid) != tid) return fail("the tid at %#zx is not gettid()", off::tid);
-    for (std::size_t o = off::padding; o < off::list; o += 8)
-        if (at<std::uintptr_t>(tp, o) != 0) return fail("tcbhead_t.__padding is in use");
-    if (at<char*>(tp, off::specific) != tp + off::specific_1stblock) return fail("specific[0] is not &specific_1stblock");
-    if (at<long>(tp, off::robust_head + 8) != -32) return fail("robust_head.futex_offset is not -32");
-    if (tid == raw_syscall(SYS_getpid)) {
-        if (at<void*>(tp, off::stackblock_size) != *stack_end) return fail("stackblock_size is not __libc_stack_end");
-    } else {
-        char* sb = at<char*>(tp, off::stackblock);
-        if (!at<bool>(tp, off::user_stack) && !(sb && tp > sb && tp < sb + at<std::size_t>(tp, off::stackblock_size)))
-            return fail("the TCB is not in its stack block");
-        if (at<char*>(resp, 0) != tp + off::res) return fail("__resp is not &res");
-    }
     g.resp_offset = resp - tp;
     if (g.resp_offset >= 0 || std::size_t(-g.resp_offset) > g.info.static_size) return fail("__resp is not in static TLS");
-    if (*rseq_size > 0) {
-        bool same = false;
-        for (int i = 0; i < 5 && !same; ++i) {
-            unsigned cpu = ~0u;
-            raw_syscall(SYS_getcpu, long(&cpu), 0, 0);
-            same = at<int>(tp, off::rseq + 4) == int(cpu);
-        }
-        if (!same) return fail("rseq_area.cpu_id is not the current CPU");
+    // The ctype table pointers __ctype_init sets for a new thread (their
+    // addresses are public: __ctype_b_loc & co.).
+    const void* ctype_loc[3] = {__ctype_b_loc(), __ctype_toupper_loc(), __ctype_tolower_loc()};
+    for (int i = 0; i < 3; ++i) {
+        g.ctype_offset[i] = static_cast<const char*>(ctype_loc[i]) - tp;
+        if (g.ctype_offset[i] >= 0 || std::size_t(-g.ctype_offset[i]) > g.info.static_size)
+            return fail("libc's ctype pointers are not in static TLS");
     }
-    std::uintptr_t guard;
-    __asm__ volatile("mov %%fs:0x30, %0" : "=r"(guard));
-    if (!pointer_guard_ok(guard)) return fail("the pointer guard is not at %%fs:0x30");
+    g.stack_end = stack_end;
+    g.rseq_size = rseq_size;
+    if (!check_thread()) return false;
 
     // malloc's per-thread state. Under valgrind, malloc is valgrind's.
     if (!RUNNING_ON_VALGRIND && !find_malloc_state(tp)) return false;
@@ -461,7 +483,14 @@ ThreadTls* finish_create(char* p, bool malloced) noexcept {
     for (int i = 0; i < g_n_inherited; ++i)
         std::memcpy(p + g_inherited[i].offset, cur + g_inherited[i].offset, g_inherited[i].size);
     auto* t = reinterpret_cast<ThreadTls*>(p);
-    run_in(t, g.ctype_init);
+    // start_thread's __ctype_init: the global locale's tables. A creator on
+    // the global locale has them already (two words to copy, not two
+    // switches and a call).
+    if (uselocale(nullptr) == LC_GLOBAL_LOCALE) {
+        for (std::ptrdiff_t o : g.ctype_offset) at<const void*>(p, o) = at<const void*>(cur, o);
+    } else {
+        run_in(t, g.ctype_init);
+    }
     at<int>(cur, off::multiple_threads) = 1;
     __libc_single_threaded = 0;
     return t;
@@ -520,29 +549,32 @@ void ThreadTls::exit_duties() noexcept {
     if (mark & kMarkExited) return;
     // C++ thread_local destructors (glibc's order: the reverse of construction).
     g.call_tls_dtors();
-    // glibc's own pthread keys, as __nptl_deallocate_tsd does.
+    // glibc's own pthread keys, as __nptl_deallocate_tsd does (nothing to do
+    // unless a key was ever set).
     bool& used = at<bool>(this, off::specific_used);
-    auto** specific = &at<KeyData*>(this, off::specific);
-    for (std::size_t round = 0; used && round < kDestructorRounds; ++round) {
-        used = false;
-        for (std::size_t i = 0; i < kKey1st; ++i) {
-            KeyData* level2 = specific[i];
-            if (!level2) continue;
-            for (std::size_t j = 0; j < kKey2nd; ++j) {
-                void* data = level2[j].data;
-                if (!data) continue;
-                level2[j].data = nullptr;
-                const KeyStruct& k = g.keys[i * kKey2nd + j];
-                if (level2[j].seq == k.seq && k.destr) k.destr(data);
+    if (used) {
+        auto** specific = &at<KeyData*>(this, off::specific);
+        for (std::size_t round = 0; used && round < kDestructorRounds; ++round) {
+            used = false;
+            for (std::size_t i = 0; i < kKey1st; ++i) {
+                KeyData* level2 = specific[i];
+                if (!level2) continue;
+                for (std::size_t j = 0; j < kKey2nd; ++j) {
+                    void* data = level2[j].data;
+                    if (!data) continue;
+                    level2[j].data = nullptr;
+                    const KeyStruct& k = g.keys[i * kKey2nd + j];
+                    if (level2[j].seq == k.seq && k.destr) k.destr(data);
+                }
             }
         }
+        std::memset(&at<char>(this, off::specific_1stblock), 0, kKey2nd * sizeof(KeyData));
+        for (std::size_t i = 1; i < kKey1st; ++i) {
+            std::free(specific[i]);
+            specific[i] = nullptr;
+        }
+        used = false;
     }
-    std::memset(&at<char>(this, off::specific_1stblock), 0, kKey2nd * sizeof(KeyData));
-    for (std::size_t i = 1; i < kKey1st; ++i) {
-        std::free(specific[i]);
-        specific[i] = nullptr;
-    }
-    used = false;
     // What __libc_thread_freeres frees: a pending dlerror() result (the
     // second call frees one the first returned), the resolver state of a
     // thread that used res_ninit, the strsignal/strerror buffers.
@@ -579,6 +611,8 @@ bool ThreadTls::inherit(const void* tls_var, std::size_t size) noexcept {
     g_inherited[g_n_inherited++] = {v - tp, size};
     return true;
 }
+
+bool ThreadTls::verify_running_thread() noexcept { return supported() && check_thread(); }
 
 void ThreadTls::force_syscall_switch(bool on) noexcept { g_tls_wrfsbase = on ? false : info().wrfsbase; }
 

@@ -16,21 +16,27 @@
 //   t->exit_duties();                          // at thread exit, with t current: thread_local dtors, keys
 //   ThreadTls::destroy(t);                     // with t NOT current (free()s the block and the DTV)
 //
-// Costs (tests/bench/bench_thread_tls.cpp on this 2-core VM, glibc 2.36;
-// bench/results and the report of the tls branch):
-//   switch_to       one `wrfsbase` (~1-2 ns on top of a fiber switch here) when
-//                   the kernel allows it (HWCAP2_FSGSBASE), else an
-//                   arch_prctl(ARCH_SET_FS) system call (~70-100 ns; always
-//                   under valgrind, which hides HWCAP2 and traps wrfsbase).
-//   create+destroy  ~0.4 us: malloc of static TLS + TCB (4,224 + 72 bytes for a C
-//                   program) and calloc of the DTV inside _dl_allocate_tls,
-//                   memset of the TCB, the TLS init images copied, two
-//                   switches around __ctype_init.
-//   memory          static TLS size + TCB (= _dl_get_tls_static_info's size;
-//                   4,224 B for a C program, of which ~2.8 KiB is touched:
-//                   the TCB (2,368 B) + libc's TLS + the DTV), plus what the
-//                   thread itself allocates (dynamic TLS of dlopen'ed modules
-//                   on first use, glibc's keys past the 32nd).
+// Costs (tests/bench/bench_thread_tls.cpp on this 2-core VM, glibc 2.36; two
+// runs, the spread shown):
+//   switch_to       one `wrfsbase` when the kernel allows it (HWCAP2_FSGSBASE):
+//                   +12-16 ns per switch on top of a 5-7 ns fiber switch (it
+//                   is not free here: skip it when the target's block is the
+//                   current one). Else an arch_prctl(ARCH_SET_FS) system call:
+//                   +160-230 ns (always under valgrind, which hides HWCAP2 and
+//                   traps wrfsbase).
+//   create+destroy  120-180 ns: glibc mallocs static TLS + TCB (4,224 B for a
+//                   C program: _dl_get_tls_static_info) and callocs the DTV,
+//                   clears the TCB and copies the TLS images; then ~25 words
+//                   of the TCB are set here. A whole fiber "thread" with its
+//                   own block and exit duties: 190-580 ns, against 31 ns with
+//                   shared TLS (5.3M/s at best, 1.7M/s at worst: far above
+//                   issue 13's 500k thread create+join per second).
+//   memory          4,624 B of heap per block for a C program (static TLS +
+//                   TCB + alignment + the DTV), all of it touched in practice
+//                   (RSS: 4,631 B per parked block); create_in() at the top of
+//                   an 8 KiB mapping touches one page. Plus what the thread
+//                   itself allocates (dynamic TLS of dlopen'ed modules on
+//                   first use, glibc's keys past the 32nd).
 //   current()       one load from %fs:0.
 //
 // Caveats (details in thread_tls.cpp):
@@ -65,6 +71,11 @@ public:
     static bool supported() noexcept;
     // Why not, as one line ("" when supported).
     static const char* unsupported_reason() noexcept;
+
+    // The per-thread layout checks again, on the running thread (supported()
+    // ran them on the thread that called it first): for a real OS thread
+    // other than main, say. Only for tests: a failure overwrites the reason.
+    static bool verify_running_thread() noexcept;
 
     // What was found (valid once supported() returned true).
     struct Info {

@@ -25,6 +25,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -257,7 +258,64 @@ TEST_CASE("ThreadTls: strerror_r, uselocale and ctype per fiber") {
     });
     run_all({&a, &b});
     CHECK(uselocale(nullptr) == before);
+
+    // A thread made by a thread that has its own locale starts on the global
+    // one (the block is made inside a fiber: a greenlet thread's
+    // pthread_create).
+    int nested_mb = 0;
+    bool nested_alpha = false, outer_kept = false;
+    TlsFiber outer([&](TlsFiber&) {
+        uselocale(utf8);
+        {
+            TlsFiber inner([&](TlsFiber&) {
+                nested_mb = int(MB_CUR_MAX);
+                nested_alpha = std::isalpha('z') && std::tolower('Z') == 'z' && uselocale(nullptr) == LC_GLOBAL_LOCALE;
+            });
+            inner.run_to_end();
+        }
+        outer_kept = uselocale(nullptr) == utf8 && MB_CUR_MAX == 6;
+        uselocale(LC_GLOBAL_LOCALE);
+    });
+    outer.run_to_end();
+    CHECK(nested_mb == 1);
+    CHECK(nested_alpha);
+    CHECK(outer_kept);
     freelocale(utf8);
+}
+
+TEST_CASE("ThreadTls: fibers on an OS thread other than main") {
+    SKIP_UNLESS_SUPPORTED();
+    bool verified = false, restored = false, shared_tcache = false;
+    std::vector<int> seen;
+    std::string reason;
+    std::thread th([&] {
+        verified = ThreadTls::verify_running_thread();
+        if (!verified) reason = ThreadTls::unsupported_reason();
+        t_counter = 1000;
+        errno = EDOM;
+        void* freed_in_fiber = nullptr;
+        {
+            TlsFiber a([&](TlsFiber& self) {
+                seen.push_back(++t_counter);
+                self.yield();
+                seen.push_back(++t_counter);
+                freed_in_fiber = std::malloc(72);
+                std::free(freed_in_fiber);
+            });
+            TlsFiber b([&](TlsFiber&) { seen.push_back(t_counter += 10); });
+            run_all({&a, &b});
+        }
+        void* again = std::malloc(72);
+        shared_tcache = again == freed_in_fiber;  // this thread's own tcache
+        std::free(again);
+        restored = t_counter == 1000 && errno == EDOM;
+    });
+    th.join();
+    INFO(reason);
+    CHECK(verified);
+    CHECK(seen == std::vector<int>{8, 17, 9});
+    CHECK(restored);
+    if (ThreadTls::info().malloc_shared) CHECK(shared_tcache);
 }
 
 TEST_CASE("ThreadTls: a dlopen'ed module's __thread variables, for blocks made before and after the dlopen") {
