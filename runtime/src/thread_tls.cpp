@@ -38,8 +38,16 @@
 //     data a thread keeps in specific_1stblock/specific[] and the rule of
 //     __nptl_deallocate_tsd (not exported; done here the same way).
 //   __call_tls_dtors (GLIBC_PRIVATE): a thread's thread_local destructors.
-//   __ctype_init (GLIBC_PRIVATE), __resp (GLIBC_PRIVATE TLS): start_thread's
-//     first steps for a new thread.
+//   __resp (GLIBC_PRIVATE TLS, pointed at the block's res) and __ctype_init
+//     (GLIBC_PRIVATE): start_thread's first steps for a new thread. The three
+//     ctype table pointers __ctype_init sets (their TLS addresses are public:
+//     __ctype_b_loc & co.) are copied from a creator on the global locale
+//     instead; a creator with its own (uselocale) calls __ctype_init in the
+//     new block.
+//   The freeing glibc does for an exiting thread (__libc_thread_freeres) is
+//     done the same way with public means: a pending dlerror() result (a
+//     second dlerror() frees it), res_nclose of a used resolver state, free
+//     of the strsignal/strerror buffers (tls_state).
 //   malloc's `tcache` and `thread_arena` are static __thread variables of
 //     libc. 2.36 exports nothing that frees a thread's tcache
 //     (__libc_thread_freeres is internal since 2.34), so instead every block
@@ -61,8 +69,16 @@
 // TLS dlopen'ed after a block was made has no initialised static TLS in that
 // block (its TLS image is not copied; dynamic TLS, the usual case, is fine:
 // __tls_get_addr updates the block's DTV on first use); setuid & co. called
-// from a greenlet thread (THREAD_SELF is then not in the lists) signal the
-// OS thread, whose handler answers in the block: not tested. Owner checks
+// from a greenlet thread: glibc's __nptl_setxid (taken because a block's
+// multiple_threads is 1, as a new thread's is) signals every listed thread
+// but THREAD_SELF, so it signals the OS thread's own TCB, i.e. itself; the
+// handler clears the flag in the block, not in that TCB, so glibc signals
+// again forever, and before any real thread exists no SIGSETXID handler is
+// installed and the process dies of signal 33 (tried). The wiring must
+// interpose the setxid family (setuid, setgid, seteuid, setegid, setreuid,
+// setregid, setresuid, setresgid, setgroups) and call them with the OS
+// thread's block current: then glibc sees the real thread (tried: works).
+// Owner checks
 // that use the tid (glibc's own recursive/error-checking mutexes, the
 // loader's lock) see all greenlet threads of an OS thread as one thread, as
 // today. malloc's state is per OS thread (above).
@@ -80,6 +96,14 @@
 // (the child's kernel tid: the OS block's tid field). Before the child frees a
 // block that fork put on dl_stack_user, destroy() unlinks it.
 //
+// NOT DONE (what glibc does for a new thread that a block does not get):
+// initial-exec TLS of a module dlopen'ed after the block was made (above; a
+// fix: a registry of live blocks, and after each dlopen the new modules'
+// images copied into each, which needs each module's static offset from
+// dl_iterate_phdr's dlpi_tls_data); a split-stack limit (tcbhead_t
+// __private_ss, 0x70: left 0); rseq registration, set_robust_list and the
+// signal mask (the kernel's, per OS thread); __nptl_nthreads is not counted.
+//
 // SIGNAL HANDLERS run on whatever block is current: the interrupted greenlet
 // thread's, as a handler runs on the interrupted thread. A signal between
 // switch_to() and the stack switch runs the handler with the next thread's
@@ -87,8 +111,13 @@
 // thread). sigaltstack is per OS thread.
 //
 // SANITIZERS. AddressSanitizer (and TSan, MSan) keep their per-thread state
-// in their own static TLS: a fresh block has none of it and the first
-// instrumented call would crash, so supported() says no when one is loaded.
+// in their own static TLS: to ASan a block is an unknown thread. Plain use
+// works (tried: malloc, strcpy, a __thread, errno in a block), but ASan
+// ignores __sanitizer_start/finish_switch_fiber made with a block current
+// ("called from unknown thread"), so the runtime's announcements of greenlet
+// switches would be lost. supported() says no when a sanitizer runtime is
+// loaded. (A way forward: announce each switch with the OS thread's block
+// current, switching the thread pointer after the announcement.)
 // valgrind traps wrfsbase and hides HWCAP2_FSGSBASE: the arch_prctl switch
 // is chosen there (also when RUNNING_ON_VALGRIND), and glibc's malloc is
 // valgrind's own, so there is no malloc state to share.

@@ -40,6 +40,8 @@
 //   current()       one load from %fs:0.
 //
 // Caveats (details in thread_tls.cpp):
+//  * A block belongs to the OS thread that made it (its tid, malloc arena and
+//    tcache are that thread's): never switch to it on another OS thread.
 //  * The compiler may keep the thread pointer (and TLS addresses made from it)
 //    in a register across switch_to(): switch right before the stack switch
 //    and touch no thread_local between the two. Each greenlet thread always
