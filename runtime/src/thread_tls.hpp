@@ -69,7 +69,8 @@ class ThreadTls {
 public:
     // The start-up checks (glibc version and symbols, the TCB layout, each
     // checked against the running thread), done once; thread-safe. Calls
-    // malloc and dlsym: not from inside malloc.
+    // malloc and dlsym: not from inside malloc. The first call must run on an
+    // OS thread's own TLS (before any block exists, that is always so).
     static bool supported() noexcept;
     // Why not, as one line ("" when supported).
     static const char* unsupported_reason() noexcept;
