@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """greenrun --compare: run a command unpatched and patched, compare, measure.
 
-    greenrun --compare [-n RUNS] [--normalize REGEX]... [--sort]
+    greenrun --compare [-n RUNS] [--normalize REGEX]... [--sort] [--ignore-stderr]
                        [--expect-status N] [--expect-stdout FILE]
                        [--server CMDLINE [--ready REGEX] [--server-exits]
                         [--patch server|client|both]]
@@ -66,7 +66,7 @@ DIFF_LINE_MAX = 1000     # characters of one diff line kept
 LINE_WIDTH = 200         # characters of one printed diff line
 
 USAGE = f"""\
-usage: {PROG} [-n RUNS] [--normalize REGEX]... [--sort]
+usage: {PROG} [-n RUNS] [--normalize REGEX]... [--sort] [--ignore-stderr]
                           [--expect-status N] [--expect-stdout FILE]
                           [--server CMDLINE [--ready REGEX] [--server-exits]
                            [--patch server|client|both]]
@@ -82,6 +82,8 @@ peak RSS and peak OS threads (median, min-max, patched/unpatched ratio).
                       in stdout and stderr before comparing; repeatable
   --sort              compare stdout and stderr with their lines sorted (after
                       --normalize): for output whose order legitimately varies
+  --ignore-stderr     compare exit status and stdout only (stderr that reports
+                      timings or counts); a difference shows the end of stderr
   --expect-status N   the unpatched run must also exit with status N
   --expect-stdout FILE
                       the unpatched run's stdout must also be FILE's contents
@@ -123,13 +125,14 @@ class Terminated(Exception):
 
 VALUE_OPTIONS = ("--normalize", "--json", "--junit", "--timeout", "--lib", "--server", "--ready",
                  "--patch", "--expect-status", "--expect-stdout")
-FLAG_OPTIONS = ("--sort", "--server-exits")
+FLAG_OPTIONS = ("--sort", "--ignore-stderr", "--server-exits")
 
 
 def parse_args(argv):
     opts = {"lib": None, "runs": 3, "normalize": [], "json": None, "junit": None,
             "timeout": 600.0, "server": None, "ready": None, "patch": None,
-            "expect-status": None, "expect-stdout": None, "sort": False, "server-exits": False}
+            "expect-status": None, "expect-stdout": None, "sort": False, "ignore-stderr": False,
+            "server-exits": False}
     i = 0
 
     def value(name):
@@ -794,7 +797,7 @@ def compare(runs, opts):
     else:
         aspects["exit status"] = diff_aspect(
             runs, "exit status", lambda r: status_text(r, timeout).encode() + b"\n")
-    for stream in ("stdout", "stderr"):
+    for stream in ("stdout",) if opts["ignore-stderr"] else ("stdout", "stderr"):
         aspects[stream] = diff_aspect(runs, stream, lambda r: normalize(getattr(r, stream), opts))
     if opts["server"]:
         aspects["server exit status"] = diff_aspect(
@@ -979,6 +982,7 @@ def write_json(path, opts, runs, figs, aspects, expected, verdict, skipped):
         "server": opts["server"],
         "patch": opts["patch"] if opts["server"] else None,
         "sort": opts["sort"],
+        "ignore_stderr": opts["ignore-stderr"],
         "library": opts["lib"],
         "runs_each": opts["runs"],
         "runs_skipped": skipped,
@@ -1084,6 +1088,8 @@ def report_lines(runs, opts, aspects, expected):
             size = len(streams[name](ref))
             out.append(f"  {name + ':':{width}} same in every run ({size} byte{'' if size == 1 else 's'}"
                        + (f" after {after}" if after else "") + ")")
+    if opts["ignore-stderr"]:
+        out.append(f"  {'stderr:':{width}} not compared (--ignore-stderr)")
     for name, a in expected.items():
         out.append(f"  {name + ':':{width}} " + (f"yes ({a['detail']})" if a["same"] else f"NO ({a['detail']})"))
     out.append("")
@@ -1118,6 +1124,12 @@ def report_lines(runs, opts, aspects, expected):
             out.append(f"{name}: {a['detail']}")
             if name != "expected exit status":  # (that line says it all)
                 show(a["diff"])
+    if opts["ignore-stderr"] and (differing or unexpected):
+        # what the runs said on stderr may explain it
+        shown = [ref] + [a["run"] for a in list(aspects.values()) + list(expected.values())
+                         if not a["same"] and a["run"] is not None]
+        for r in dict.fromkeys(shown):
+            out.append(f"stderr of {r.label} (the end):\n{tail(r.stderr, 10)}")
     return out, verdict
 
 
@@ -1185,7 +1197,7 @@ def main(argv):
         out.append(f"server: {shlex.join(opts['server'])}; patched runs patch {PATCH_WHAT[opts['patch']]}")
     out.append(f"{n} run{'s' if n > 1 else ''} of each, alternating; patched: LD_PRELOAD+={opts['lib']}"
                + (f"; {len(opts['patterns'])} --normalize pattern(s)" if opts["patterns"] else "")
-               + ("; --sort" if opts["sort"] else ""))
+               + ("; --sort" if opts["sort"] else "") + ("; --ignore-stderr" if opts["ignore-stderr"] else ""))
     if skipped:
         why = (f"timed out after {fmt_num(timeout)} s" if any(r.timed_out or (r.server and r.server.timed_out)
                                                              for r in runs)

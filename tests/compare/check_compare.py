@@ -85,7 +85,7 @@ def check_table(out, doc):
 def check_junit(root, doc):
     cases = {c.get("name"): c for c in root.iter("testcase")}
     checks = {**doc["verdict"]["aspects"], **doc["verdict"]["expectations"]}
-    want = {"exit status", "stdout", "stderr"}
+    want = {"exit status", "stdout"} | (set() if doc["ignore_stderr"] else {"stderr"})
     if doc["server"]:
         want.add("server exit status")
     check(want <= set(cases), f"JUnit testcases {sorted(cases)}")
@@ -259,6 +259,26 @@ def case_sort(greenrun, tmp):
     check(re.search(r"^  stdout: +same in every run \(4 bytes after --sort\)$", out, re.M), "the stdout line")
 
 
+def case_ignore_stderr(greenrun, tmp):
+    cmd = ["--", "sh", "-c", 'echo "pid $$" >&2; echo same; [ -z "$DIFFER" ] || [ -z "$LD_PRELOAD" ] || echo more']
+    out, _, _, _ = compare(greenrun, ["-n", "1"] + cmd, tmp, 1)
+    check("DIFFERENT: stderr" in out.splitlines(), "verdict without --ignore-stderr")
+    out, _, doc, _ = compare(greenrun, ["-n", "1", "--ignore-stderr"] + cmd, tmp, 0)
+    check(doc["ignore_stderr"] is True and "stderr" not in doc["verdict"]["aspects"], "JSON: stderr compared")
+    check(re.search(r"^  stderr: +not compared \(--ignore-stderr\)$", out, re.M), "the stderr line")
+    # a difference shows the end of each run's stderr
+    os.environ["DIFFER"] = "1"
+    try:
+        out, _, _, _ = compare(greenrun, ["-n", "1", "--ignore-stderr"] + cmd, tmp, 1)
+    finally:
+        del os.environ["DIFFER"]
+    lines = out.splitlines()
+    check("DIFFERENT: stdout" in lines, "verdict")
+    for label in ("unpatched run 1", "patched run 1"):
+        i = lines.index(f"stderr of {label} (the end):") if f"stderr of {label} (the end):" in lines else -1
+        check(i >= 0 and lines[i + 1].startswith("  pid "), f"the end of the stderr of the {label}")
+
+
 def case_expect(greenrun, tmp):
     out, _, doc, root = compare(greenrun, ["-n", "1", "--expect-status", "0", "--", "sh", "-c", "echo x; exit 3"],
                                 tmp, 1)
@@ -315,6 +335,7 @@ def case_usage(greenrun, tmp):
         ["--", "no-such-command-greenrun"],
         ["--json", "/nonexistent-dir/x.json", "--", "true"],
         ["--sort=yes", "--", "true"],
+        ["--ignore-stderr=1", "--", "true"],
         ["--expect-status", "256", "--", "true"],
         ["--expect-status", "x", "--", "true"],
         ["--expect-stdout", "/nonexistent-dir/want", "--", "true"],
@@ -336,7 +357,7 @@ def case_usage(greenrun, tmp):
         check(len(p.stderr.splitlines()) == 1, f"{args}: stderr is not one line: {p.stderr!r}")
         check(p.stdout == "", f"{args}: output on stdout: {p.stdout!r}")
     p = subprocess.run([greenrun, "--compare", "--help"], capture_output=True, text=True, timeout=30)
-    check(p.returncode == 0 and all(o in p.stdout for o in ("--normalize", "--sort", "--server", "--ready",
+    check(p.returncode == 0 and all(o in p.stdout for o in ("--normalize", "--sort", "--ignore-stderr", "--server", "--ready",
                                                              "--server-exits", "--patch", "{port}",
                                                              "--expect-status", "--expect-stdout")), "--help")
 
