@@ -1054,6 +1054,16 @@ class Progress:
 
 # ---------------------------------------------------------------- main
 
+def kill_all(pids):
+    """Kills the process groups of the processes under way and reaps them."""
+    for pid in pids:
+        kill_group(pid)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
 def stalled(run):
     """A run after which the remaining ones are skipped: a timeout, or a server
     that never got ready."""
@@ -1163,17 +1173,13 @@ def main(argv):
             if any(stalled(r) for r in runs) and len(runs) >= 2:
                 break
     except (OSError, RuntimeError) as e:
+        kill_all(current)  # e.g. the server of a command that could not start
         progress.done()
         what = f"{opts['server'][0]} or {cmd[0]}" if opts["server"] else cmd[0]
         print(f"{PROG}: cannot start {what}: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated):
-        for pid in current:
-            kill_group(pid)
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+        kill_all(current)
         progress.done()
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
