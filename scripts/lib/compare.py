@@ -611,7 +611,7 @@ def start_server(run, opts, env_u, preload, current, launcher):
     else:
         server.timed_out = True
         run.server_failed = (f"not ready after {fmt_num(timeout)} s (killed): " +
-                             (f"no line matched --ready" if opts["ready"] else "no listening TCP socket"))
+                             ("no line matched --ready" if opts["ready"] else "no listening TCP socket"))
     return None
 
 
