@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """greenrun --compare: run a command unpatched and patched, compare, measure.
 
-    greenrun --compare [-n RUNS] [--normalize REGEX]... [--json FILE]
-                       [--junit FILE] [--timeout SECONDS] -- CMD [ARGS...]
+    greenrun --compare [-n RUNS] [--normalize REGEX]... [--sort] [--ignore-stderr]
+                       [--expect-status N] [--expect-stdout FILE]
+                       [--server CMDLINE [--ready REGEX] [--server-exits]
+                        [--patch server|client|both]]
+                       [--json FILE] [--junit FILE] [--timeout SECONDS]
+                       -- CMD [ARGS...]
 
 scripts/greenrun finds the library and runs this file as
 `python3 compare.py --lib LIB [options] -- CMD ...`.
@@ -12,14 +16,25 @@ libgreenshim.so in LD_PRELOAD) and RUNS times with the library added to
 LD_PRELOAD ("patched"), alternating, each in a session of its own, stdin from
 /dev/null, stdout and stderr to temporary files. Every run must give the exit
 status, stdout and stderr of the first unpatched run (after --normalize, which
-replaces each match of REGEX with a placeholder in both). Per run: wall time,
-CPU time (user+sys from wait4's rusage: the process and the children it
-waited for), peak RSS (ru_maxrss: the largest of them; the command is started
-through `setsid --fork` so that this python's size is not counted, see
-Launcher) and the peak number of OS threads, sampled every 5 ms from /proc.
+replaces each match of REGEX with a placeholder in both, and --sort). Per run:
+wall time, CPU time (user+sys from wait4's rusage: the process and the
+children it waited for), peak RSS (ru_maxrss: the largest of them; the command
+is started through `setsid --fork` so that this python's size is not counted,
+see Launcher) and the peak number of OS threads, sampled every 5 ms from /proc.
 
-Exit status: 0 same behaviour, 1 different (a run that exceeds --timeout is
-killed with its process group and is a difference), 2 usage error.
+With --server, every run first starts the server (patched or not, see
+--patch) and waits until it is ready: a complete line of its stdout or stderr
+matches --ready (group 1, if any, is the port), or without --ready, it (or a
+child of it) listens on a TCP port. "{port}" in CMD's arguments is that port.
+After CMD the server is stopped (SIGTERM to its process group, SIGKILL 2 s
+later); it must still have been running, as in the first unpatched run. With
+--server-exits it must exit by itself instead, and its exit status, stdout and
+stderr (after the ready line) are compared too.
+
+Exit status: 0 same behaviour (and as --expect-* says), 1 different, 2 usage
+error or nothing to compare with (CMD cannot be started, the first unpatched
+server is never ready). A run that exceeds --timeout is killed with its process
+group and is a difference.
 Stdlib only.
 """
 import difflib
@@ -41,6 +56,9 @@ import xml.etree.ElementTree as ET
 PROG = "greenrun --compare"
 SAMPLE_INTERVAL = 0.005  # seconds between two samples of the thread count
 PLACEHOLDER = b"<normalized>"
+SERVER_GRACE = 2.0       # seconds between SIGTERM and SIGKILL when the server is stopped
+PATCH_WHAT = {"both": "the server and the command", "server": "the server only",
+              "client": "the command only"}
 DIFF_LINES = 40          # diff lines printed (the JSON and JUnit files get more)
 DIFF_LINES_FILE = 2000
 DIFF_WINDOW = 5000       # lines of each stream diffed, from just before the first difference
@@ -48,8 +66,12 @@ DIFF_LINE_MAX = 1000     # characters of one diff line kept
 LINE_WIDTH = 200         # characters of one printed diff line
 
 USAGE = f"""\
-usage: {PROG} [-n RUNS] [--normalize REGEX]... [--json FILE] [--junit FILE]
-                          [--timeout SECONDS] -- CMD [ARGS...]
+usage: {PROG} [-n RUNS] [--normalize REGEX]... [--sort] [--ignore-stderr]
+                          [--expect-status N] [--expect-stdout FILE]
+                          [--server CMDLINE [--ready REGEX] [--server-exits]
+                           [--patch server|client|both]]
+                          [--json FILE] [--junit FILE] [--timeout SECONDS]
+                          -- CMD [ARGS...]
 
 Runs CMD unpatched and with libgreenshim.so preloaded, alternating, RUNS times
 each; compares exit status, stdout and stderr; prints wall time, CPU time,
@@ -58,12 +80,37 @@ peak RSS and peak OS threads (median, min-max, patched/unpatched ratio).
   -n RUNS             runs of each kind (default 3)
   --normalize REGEX   replace matches (Python re, bytes, MULTILINE) with {PLACEHOLDER.decode()}
                       in stdout and stderr before comparing; repeatable
+  --sort              compare stdout and stderr with their lines sorted (after
+                      --normalize): for output whose order legitimately varies
+  --ignore-stderr     compare exit status and stdout only (stderr that reports
+                      timings or counts); a difference shows the end of stderr
+  --expect-status N   the unpatched run must also exit with status N
+  --expect-stdout FILE
+                      the unpatched run's stdout must also be FILE's contents
+                      (both after --normalize and --sort)
   --json FILE         write every figure, the medians, ratios and verdict as JSON
-  --junit FILE        write JUnit XML: one testcase each for exit status, stdout, stderr
+  --junit FILE        write JUnit XML: one testcase each for exit status, stdout,
+                      stderr (and the server's, and each --expect-*)
   --timeout SECONDS   kill a run (its process group) after this long; a
-                      difference (default 600)
+                      difference (default 600). With --server: each of the
+                      server's start, CMD, and the server's exit has this long
 
-stdin is /dev/null. Exit status: 0 same behaviour, 1 different, 2 usage error."""
+client and server (CMD is the client of a server started for each run):
+  --server CMDLINE    the server's command line, split as a shell would (quotes,
+                      backslashes), not run by one: use sh -c '...' for that
+  --ready REGEX       the server is ready when a complete line of its stdout or
+                      stderr matches REGEX (Python re); group 1, if any, is the
+                      port. Default: when it (or a child) listens on a TCP port
+  {{port}}              in CMD's arguments: the server's port
+  --server-exits      the server exits by itself after CMD: its exit status,
+                      stdout and stderr after the ready line are compared too.
+                      Otherwise it is stopped after CMD (SIGTERM, SIGKILL 2 s
+                      later) and must have been running until then
+  --patch WHICH       what a patched run patches: both (default), server or client
+
+stdin is /dev/null. Exit status: 0 same behaviour (and as expected), 1
+different (or not as expected), 2 usage error, or CMD cannot be started, or
+the first unpatched server is never ready."""
 
 
 class UsageError(Exception):
@@ -76,9 +123,16 @@ class Terminated(Exception):
 
 # ---------------------------------------------------------------- arguments
 
+VALUE_OPTIONS = ("--normalize", "--json", "--junit", "--timeout", "--lib", "--server", "--ready",
+                 "--patch", "--expect-status", "--expect-stdout")
+FLAG_OPTIONS = ("--sort", "--ignore-stderr", "--server-exits")
+
+
 def parse_args(argv):
     opts = {"lib": None, "runs": 3, "normalize": [], "json": None, "junit": None,
-            "timeout": 600.0}
+            "timeout": 600.0, "server": None, "ready": None, "patch": None,
+            "expect-status": None, "expect-stdout": None, "sort": False, "ignore-stderr": False,
+            "server-exits": False}
     i = 0
 
     def value(name):
@@ -107,13 +161,17 @@ def parse_args(argv):
             opts["runs"] = v
         elif name == "--runs":
             opts["runs"] = inline if eq else value(name)
-        elif name in ("--normalize", "--json", "--junit", "--timeout", "--lib"):
+        elif name in VALUE_OPTIONS:
             v = inline if eq else value(name)
             key = name[2:]
             if key == "normalize":
                 opts[key].append(v)
             else:
                 opts[key] = v
+        elif name in FLAG_OPTIONS:
+            if eq:
+                raise UsageError(f"{name} takes no value")
+            opts[name[2:]] = True
         else:
             raise UsageError(f"unknown option {a} (see greenrun --compare --help)")
         i += 1
@@ -153,6 +211,22 @@ def parse_args(argv):
         if not os.path.isdir(d) or not os.access(d, os.W_OK):
             raise UsageError(f"--{key} {f}: cannot write in {d}")
 
+    if opts["expect-status"] is not None:
+        v = opts["expect-status"]
+        if not re.fullmatch(r"[0-9]{1,3}", v) or int(v) > 255:
+            raise UsageError(f"--expect-status {v}: expected an exit status, 0 to 255")
+        opts["expect-status"] = int(v)
+    opts["expected stdout"] = None
+    if opts["expect-stdout"] is not None:
+        f = opts["expect-stdout"]
+        try:
+            with open(f, "rb") as fh:
+                opts["expected stdout"] = fh.read()
+        except OSError as e:
+            raise UsageError(f"--expect-stdout {f}: cannot read it: {e.strerror}")
+
+    parse_server(opts, cmd)
+
     lib = opts["lib"]
     if not lib:
         raise UsageError("no library given (run this through scripts/greenrun --compare)")
@@ -162,13 +236,49 @@ def parse_args(argv):
 
     if not cmd:
         raise UsageError(f"no command given (usage: {PROG} [options] -- CMD [ARGS...])")
-    prog = cmd[0]
-    found = prog if "/" in prog else shutil.which(prog)
-    if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
-        raise UsageError(f"{prog}: command not found" if "/" not in prog
-                         else f"{prog}: no such executable")
+    check_program(cmd[0], "")
     opts["cmd"] = cmd
     return opts
+
+
+def check_program(prog, what):
+    found = prog if "/" in prog else shutil.which(prog)
+    if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+        raise UsageError(f"{what}{prog}: command not found" if "/" not in prog
+                         else f"{what}{prog}: no such executable")
+
+
+def parse_server(opts, cmd):
+    """--server, --ready, --server-exits, --patch: opts["server"] becomes an
+    argv list (or stays None), opts["ready"] a compiled pattern (or None)."""
+    server = opts["server"]
+    if server is None:
+        for key in ("ready", "patch"):
+            if opts[key] is not None:
+                raise UsageError(f"--{key} goes with --server")
+        if opts["server-exits"]:
+            raise UsageError("--server-exits goes with --server")
+        opts["patch"] = "client"  # a patched run patches CMD
+        return
+    try:
+        argv = shlex.split(server)
+    except ValueError as e:
+        raise UsageError(f"--server {server!r}: {e}")
+    if not argv:
+        raise UsageError("--server: empty command line")
+    check_program(argv[0], "--server: ")
+    opts["server"] = argv
+    if opts["patch"] is None:
+        opts["patch"] = "both"
+    if opts["patch"] not in PATCH_WHAT:
+        raise UsageError(f"--patch {opts['patch']}: expected server, client or both")
+    if opts["ready"] is not None:
+        try:
+            opts["ready"] = re.compile(os.fsencode(opts["ready"]), re.M)
+        except re.error as e:
+            raise UsageError(f"--ready {opts['ready']!r}: bad regular expression: {e}")
+        if opts["ready"].groups < 1 and any("{port}" in a for a in cmd):
+            raise UsageError("{port} in the command, but --ready has no group to take it from")
 
 
 # ---------------------------------------------------------------- environment
@@ -192,15 +302,27 @@ def run_envs(lib):
 
 # ---------------------------------------------------------------- one run
 
-def proc_threads(pid):
-    """Threads of pid plus those of its descendants (children listed by the
-    main thread of each process: /proc/P/task/P/children)."""
-    total, todo, seen = 0, [pid], set()
+def descendants(pid):
+    """pid and its descendants (children listed by the main thread of each
+    process: /proc/P/task/P/children)."""
+    todo, seen = [pid], set()
     while todo:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
+        yield p
+        try:
+            with open(f"/proc/{p}/task/{p}/children", "rb") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            pass
+
+
+def proc_threads(pid):
+    """Threads of pid plus those of its descendants."""
+    total = 0
+    for p in descendants(pid):
         try:
             with open(f"/proc/{p}/status", "rb") as f:
                 for line in f:
@@ -209,12 +331,38 @@ def proc_threads(pid):
                         break
         except (OSError, ValueError):
             continue
+    return total
+
+
+def listening_ports(pid):
+    """The TCP ports on which pid or a descendant has a listening socket."""
+    inodes = set()
+    for p in descendants(pid):
         try:
-            with open(f"/proc/{p}/task/{p}/children", "rb") as f:
-                todo.extend(int(c) for c in f.read().split())
+            fds = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{p}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1].encode())
+    ports = set()
+    if not inodes:
+        return ports
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, "rb") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == b"0A" and fields[9] in inodes:  # 0A: LISTEN
+                        ports.add(int(fields[1].rsplit(b":", 1)[1], 16))
         except (OSError, ValueError):
             pass
-    return total
+    return ports
 
 
 def exited(pid):
@@ -237,6 +385,9 @@ class Run:
     def __init__(self, index, kind, kind_index):
         self.index, self.kind, self.kind_index = index, kind, kind_index
         self.label = f"{kind} run {kind_index}"
+        self.server = None  # with --server: a Proc
+        self.server_failed = None  # why the server never got ready
+        self.server_state = None  # the server after the command: Proc.state()
 
 
 class Launcher:
@@ -333,63 +484,196 @@ def session_of(pid):
         return None
 
 
-def run_once(run, cmd, env_u, preload, timeout, current, launcher):
-    out = tempfile.TemporaryFile()
-    err = tempfile.TemporaryFile()
-    start = time.monotonic()  # includes starting setsid (~1 ms), in both kinds of run
-    pid = launcher.start(cmd, env_u, preload, out, err)
-    current[0] = pid
-    pidfd = None
-    try:
-        pidfd = os.pidfd_open(pid)
+class Proc:
+    """A process started by the launcher in a session of its own, stdout and
+    stderr in temporary files; its figures once reaped."""
+
+    def __init__(self, launcher, argv, env_u, preload, current):
+        self.out = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()
+        self.start = time.monotonic()  # includes starting setsid (~1 ms), in both kinds of run
+        self.pid = launcher.start(argv, env_u, preload, self.out, self.err)
+        current.append(self.pid)
+        self.current = current
+        self.peak, self.samples = 0, 0
+        self.timed_out = False
+        self.pidfd = None
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            pass
+
+    def done(self):
+        return exited(self.pid)
+
+    def sample(self):
+        self.peak = max(self.peak, proc_threads(self.pid))
+        self.samples += 1
+
+    def output(self, which):
+        """What the process wrote so far to stdout (1) or stderr (2)."""
+        f = self.out if which == 1 else self.err
+        return os.pread(f.fileno(), os.fstat(f.fileno()).st_size, 0)
+
+    def reap(self):
+        """Kills what is left of its process group, waits for it, reads its output."""
+        kill_group(self.pid)
+        _, status, ru = os.wait4(self.pid, 0)
+        self.wall = time.monotonic() - self.start
+        self.current.remove(self.pid)  # (left there on ^C: main kills its group)
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        self.status = status
+        self.code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        self.signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        self.cpu_user, self.cpu_sys = ru.ru_utime, ru.ru_stime
+        self.cpu = ru.ru_utime + ru.ru_stime
+        self.rss_kib = ru.ru_maxrss
+        self.stdout, self.stderr = self.output(1), self.output(2)
+        self.out.close()
+        self.err.close()
+
+
+def wait_until(cond, watched, sampled, deadline):
+    """Samples the threads of `sampled` every SAMPLE_INTERVAL until cond()
+    (True) or the deadline (False); wakes early when `watched` exits."""
+    poller = None
+    if watched.pidfd is not None:
         poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-    except (AttributeError, OSError):
-        poller = None
-    peak, samples, timed_out = 0, 0, False
-    deadline = start + timeout
-    try:
-        while True:
-            if exited(pid):
-                break
-            peak = max(peak, proc_threads(pid))
-            samples += 1
-            now = time.monotonic()
-            if now >= deadline:
-                timed_out = True
-                break
-            wait = min(SAMPLE_INTERVAL, deadline - now)
-            if poller is not None:
-                poller.poll(max(1, int(wait * 1000)))
-            else:
-                time.sleep(wait)
-        wall = time.monotonic() - start
-        kill_group(pid)  # a timed-out run, and whatever the command left behind
-        _, status, ru = os.wait4(pid, 0)
-        current[0] = None  # (left set on ^C: main kills its group)
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
+        poller.register(watched.pidfd, select.POLLIN)
+    while True:
+        if cond():
+            return True
+        for p in sampled:
+            p.sample()
+        now = time.monotonic()
+        if now >= deadline:
+            return False
+        wait = min(SAMPLE_INTERVAL, deadline - now)
+        if poller is not None:
+            poller.poll(max(1, int(wait * 1000)))
+        else:
+            time.sleep(wait)
+
+
+class Ready:
+    """Whether the server is ready: a complete line of its stdout or stderr
+    matches the --ready pattern, or (without one) it listens on a TCP port."""
+
+    def __init__(self, server, pattern):
+        self.server, self.pattern = server, pattern
+        self.port = None
+        self.skip = {1: 0, 2: 0}  # per stream: bytes up to the end of the ready line
+        self.line = None
+
+    def __call__(self):
+        if self.pattern is None:
+            ports = listening_ports(self.server.pid)
+            if ports:
+                self.port = min(ports)
+            return bool(ports)
+        for which in (1, 2):
+            data = self.server.output(which)
+            for m in self.pattern.finditer(data):
+                end = data.find(b"\n", max(m.start(), m.end() - 1))
+                if end < 0:
+                    break  # the line is not complete yet
+                self.skip[which] = end + 1
+                self.line = data[data.rfind(b"\n", 0, m.start()) + 1:end]
+                if self.pattern.groups:
+                    self.port = m.group(1)
+                return True
+        return False
+
+
+def start_server(run, opts, env_u, preload, current, launcher):
+    """Starts the server and waits until it is ready. Returns the port (or
+    None), or sets run.server_failed."""
+    timeout = opts["timeout"]
+    server = Proc(launcher, opts["server"], env_u, preload, current)
+    run.server = server
+    ready = Ready(server, opts["ready"])
+    ok = wait_until(lambda: ready() or server.done(), server, [server], server.start + timeout)
+    if ok and ready():
+        run.server_skip = ready.skip
+        port = ready.port
+        if isinstance(port, bytes):
+            text = port.decode(errors="replace")
+            if not re.fullmatch(r"[0-9]{1,5}", text) or not 0 < int(text) < 65536:
+                run.server_failed = (f"its ready line {ready.line.decode(errors='replace')!r}: "
+                                     f"group 1 is {text!r}, not a port")
+                return None
+            port = int(text)
+        return port
+    if ok:
+        server.reap()
+        run.server_failed = f"ended ({status_text(server, timeout)}) before it was ready"
+    else:
+        server.timed_out = True
+        run.server_failed = (f"not ready after {fmt_num(timeout)} s (killed): " +
+                             ("no line matched --ready" if opts["ready"] else "no listening TCP socket"))
+    return None
+
+
+def stop_server(run, opts):
+    """After the command: the server must exit by itself (--server-exits) or
+    still be running (then it is stopped)."""
+    server, timeout = run.server, opts["timeout"]
+    if opts["server-exits"]:
+        if not wait_until(server.done, server, [server], time.monotonic() + timeout):
+            server.timed_out = True
+    elif server.done():
+        run.server_state = "ended"
+    else:
+        run.server_state = "running"
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        wait_until(server.done, server, [server], time.monotonic() + min(SERVER_GRACE, timeout))
+    server.reap()
+
+
+def run_once(run, opts, env_u, preload, current, launcher):
+    """One run: with --server, the server until it is ready; the command; the
+    server's end. preload: the patched LD_PRELOAD value, given to the server
+    and the command as --patch says in a patched run."""
+    timeout, cmd = opts["timeout"], opts["cmd"]
+    patched = run.kind == "patched"
+    server_preload = preload if patched and opts["patch"] in ("server", "both") else None
+    client_preload = preload if patched and opts["patch"] in ("client", "both") else None
+    if opts["server"]:
+        port = start_server(run, opts, env_u, server_preload, current, launcher)
+        if run.server_failed:
+            if not hasattr(run.server, "status"):
+                run.server.reap()
+            for key in ("wall", "cpu_user", "cpu_sys", "cpu", "rss_kib", "threads", "samples"):
+                setattr(run, key, 0)
+            run.timed_out, run.stdout, run.stderr, run.status = False, b"", b"", None
+            run.code = run.signal = None
+            launcher.reap_orphans()
+            return run
+        if port is not None:
+            cmd = [a.replace("{port}", str(port)) for a in cmd]
+        run.port = port
+    client = Proc(launcher, cmd, env_u, client_preload, current)
+    sampled = [client] + ([run.server] if run.server else [])
+    client.timed_out = not wait_until(client.done, client, sampled, client.start + timeout)
+    client.reap()  # a timed-out run, and whatever the command left behind
+    if run.server:
+        stop_server(run, opts)
     launcher.reap_orphans()
-    run.wall = wall
-    run.cpu_user, run.cpu_sys = ru.ru_utime, ru.ru_stime
-    run.cpu = ru.ru_utime + ru.ru_stime
-    run.rss_kib = ru.ru_maxrss
-    run.threads = peak
-    run.samples = samples
-    run.timed_out = timed_out
-    run.status = status
-    run.code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    run.signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    out.seek(0)
-    err.seek(0)
-    run.stdout, run.stderr = out.read(), err.read()
-    out.close()
-    err.close()
+    for key in ("wall", "cpu_user", "cpu_sys", "cpu", "rss_kib", "samples", "timed_out",
+                "status", "code", "signal", "stdout", "stderr"):
+        setattr(run, key, getattr(client, key))
+    run.threads = client.peak
     return run
 
 
 def status_text(run, timeout):
+    """run: a Run or a Proc."""
+    if getattr(run, "server_failed", None):
+        return f"not run: the server {run.server_failed}"
     if run.timed_out:
         return f"timed out after {fmt_num(timeout)} s (killed)"
     if run.signal is not None:
@@ -401,12 +685,35 @@ def status_text(run, timeout):
     return f"exit {run.code}"
 
 
+def server_status_text(run, opts):
+    server, timeout = run.server, opts["timeout"]
+    if run.server_failed:
+        return run.server_failed
+    if opts["server-exits"]:
+        if server.timed_out:
+            return f"did not exit within {fmt_num(timeout)} s after the command (killed)"
+        return status_text(server, timeout)
+    if run.server_state == "running":
+        return "running until stopped after the command"
+    return f"ended before the command did ({status_text(server, timeout)})"
+
+
 # ---------------------------------------------------------------- comparison
 
-def normalize(data, patterns):
-    for p in patterns:
+def normalize(data, opts):
+    """--normalize, then --sort."""
+    for p in opts["patterns"]:
         data = p.sub(PLACEHOLDER, data)
+    if opts["sort"] and data:
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        data = b"\n".join(sorted(lines)) + b"\n"
     return data
+
+
+def is_binary(data):
+    return b"\0" in data
 
 
 CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9, 10)}
@@ -453,9 +760,27 @@ def unified(a, b, a_name, b_name):
     return diff
 
 
-def compare(runs, patterns, timeout):
+def difference(a, b, a_name, b_name):
+    """Diff lines of two outputs: a unified diff, or for binary output (a NUL
+    byte) the sizes, hashes and the first differing byte."""
+    if not (is_binary(a) or is_binary(b)):
+        return unified(a, b, a_name, b_name)
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return [f"--- {a_name}: {len(a)} bytes, sha256 {hashlib.sha256(a).hexdigest()}",
+            f"+++ {b_name}: {len(b)} bytes, sha256 {hashlib.sha256(b).hexdigest()}",
+            f"binary output: the first difference is at byte {first}"]
+
+
+def server_stream(run, which, opts):
+    """The server's stdout (1) or stderr (2) after its ready line, normalized."""
+    data = run.server.stdout if which == 1 else run.server.stderr
+    return normalize(data[run.server_skip[which]:], opts)
+
+
+def compare(runs, opts):
     """Per aspect: {'same', 'detail', 'diff' (list of lines, untruncated up to
     DIFF_LINES_FILE)}, against the first unpatched run."""
+    timeout = opts["timeout"]
     ref = runs[0]
     aspects = {}
     # exit status
@@ -472,9 +797,39 @@ def compare(runs, patterns, timeout):
     else:
         aspects["exit status"] = diff_aspect(
             runs, "exit status", lambda r: status_text(r, timeout).encode() + b"\n")
-    for stream in ("stdout", "stderr"):
-        aspects[stream] = diff_aspect(runs, stream, lambda r: normalize(getattr(r, stream), patterns))
+    for stream in ("stdout",) if opts["ignore-stderr"] else ("stdout", "stderr"):
+        aspects[stream] = diff_aspect(runs, stream, lambda r: normalize(getattr(r, stream), opts))
+    if opts["server"]:
+        aspects["server exit status"] = diff_aspect(
+            runs, "server exit status", lambda r: server_status_text(r, opts).encode() + b"\n")
+        if opts["server-exits"]:
+            started = [r for r in runs if not r.server_failed]
+            for which, stream in ((1, "server stdout"), (2, "server stderr")):
+                aspects[stream] = (diff_aspect(started, stream, lambda r: server_stream(r, which, opts))
+                                   if started and started[0] is ref else
+                                   {"same": True, "detail": "no server got ready", "run": None, "diff": []})
     return aspects
+
+
+def expectations(ref, opts):
+    """--expect-status and --expect-stdout, checked on the first unpatched run
+    (the others must be the same as it): {name: aspect} as compare()."""
+    out = {}
+    if opts["expect-status"] is not None:
+        want = f"exit {opts['expect-status']}"
+        got = status_text(ref, opts["timeout"])
+        out["expected exit status"] = (
+            {"same": True, "detail": want, "run": None, "diff": []} if got == want else
+            {"same": False, "detail": f"{ref.label}: {got}, expected {want}", "run": ref,
+             "diff": [f"--- exit status, expected", f"+++ exit status, {ref.label}", f"-{want}", f"+{got}"]})
+    if opts["expected stdout"] is not None:
+        name = opts["expect-stdout"]
+        want, got = normalize(opts["expected stdout"], opts), normalize(ref.stdout, opts)
+        out["expected stdout"] = (
+            {"same": True, "detail": name, "run": None, "diff": []} if got == want else
+            {"same": False, "detail": f"{ref.label}: stdout is not {name}", "run": ref,
+             "diff": difference(want, got, name, f"stdout, {ref.label}")})
+    return out
 
 
 def diff_aspect(runs, name, get):
@@ -494,19 +849,28 @@ def diff_aspect(runs, name, get):
                    else "; so does 1 other patched run")
     if unpatched:
         detail += ("; the unpatched runs differ among themselves"
-                   + (" too" if patched else "") + " (varying output: --normalize?)")
-    diff = unified(want, get(r), f"{name}, {ref.label}", f"{name}, {r.label}")
+                   + (" too" if patched else "") + " (varying output: --normalize or --sort?)")
+    diff = difference(want, get(r), f"{name}, {ref.label}", f"{name}, {r.label}")
     return {"same": False, "detail": detail, "run": r, "diff": diff}
 
 
 # ---------------------------------------------------------------- figures
 
-FIGURES = [  # key, label, run attribute
-    ("wall_s", "wall time", "wall"),
-    ("cpu_s", "CPU time (user+sys)", "cpu"),
-    ("max_rss_kib", "peak RSS", "rss_kib"),
-    ("peak_threads", "peak OS threads (*)", "threads"),
+FIGURES = [  # key, label, value of a run
+    ("wall_s", "wall time", lambda r: r.wall),
+    ("cpu_s", "CPU time (user+sys)", lambda r: r.cpu),
+    ("max_rss_kib", "peak RSS", lambda r: r.rss_kib),
+    ("peak_threads", "peak OS threads (*)", lambda r: r.threads),
 ]
+SERVER_FIGURES = [  # with --server: the server's, from start to stop
+    ("server_cpu_s", "server CPU time", lambda r: r.server.cpu),
+    ("server_max_rss_kib", "server peak RSS", lambda r: r.server.rss_kib),
+    ("server_peak_threads", "server peak OS threads (*)", lambda r: r.server.peak),
+]
+
+
+def figure_list(opts):
+    return FIGURES + (SERVER_FIGURES if opts["server"] else [])
 
 
 def fmt_num(x):
@@ -522,22 +886,25 @@ def summary(values):
 def unit_for(key, values):
     """(scale, suffix, decimals) giving one unit for the whole row."""
     top = max(values) if values else 0
-    if key in ("wall_s", "cpu_s"):
+    if key.endswith(("wall_s", "cpu_s")):
         if top < 0.1:
             return (1000, " ms", 1)
         if top < 1:
             return (1000, " ms", 0)
         return (1, " s", 3) if top < 10 else (1, " s", 2)
-    if key == "max_rss_kib":
+    if key.endswith("max_rss_kib"):
         return (1, " KiB", 0) if top < 10240 else (1 / 1024, " MiB", 1)
     return (1, "", 0)
 
 
-def figures(runs):
+def figures(runs, opts):
+    """Medians, min, max and ratios of the runs that ran (not those whose
+    server never got ready)."""
     out = {}
-    for key, _, attr in FIGURES:
-        u = [getattr(r, attr) for r in runs if r.kind == "unpatched"]
-        p = [getattr(r, attr) for r in runs if r.kind == "patched"]
+    runs = [r for r in runs if not r.server_failed]
+    for key, _, get in figure_list(opts):
+        u = [get(r) for r in runs if r.kind == "unpatched"]
+        p = [get(r) for r in runs if r.kind == "patched"]
         su, sp = summary(u), summary(p)
         ratio = None
         if su and sp and su["median"]:
@@ -546,12 +913,13 @@ def figures(runs):
     return out
 
 
-def table(figs, runs, dash):
+def table(figs, runs, opts, dash):
     """Rows of: figure, then median (min-max) unpatched and patched, ratio."""
     rows = []
-    for key, label, attr in FIGURES:
+    runs = [r for r in runs if not r.server_failed]
+    for key, label, get in figure_list(opts):
         f = figs[key]
-        scale, suffix, dec = unit_for(key, [getattr(r, attr) for r in runs])
+        scale, suffix, dec = unit_for(key, [get(r) for r in runs])
         row = [label]
         for kind in ("unpatched", "patched"):
             s = f[kind]
@@ -583,9 +951,16 @@ def table(figs, runs, dash):
 
 # ---------------------------------------------------------------- reports
 
-def write_json(path, opts, runs, figs, aspects, verdict, skipped):
+def write_json(path, opts, runs, figs, aspects, expected, verdict, skipped):
+    def server_dict(r):
+        p = r.server
+        return {"exit": server_status_text(r, opts), "port": getattr(r, "port", None),
+                "cpu_s": getattr(p, "cpu", None), "max_rss_kib": getattr(p, "rss_kib", None),
+                "peak_threads": p.peak, "thread_samples": p.samples,
+                "stdout_bytes": len(p.stdout), "stderr_bytes": len(p.stderr)}
+
     def run_dict(r):
-        return {
+        d = {
             "index": r.index, "kind": r.kind, "kind_index": r.kind_index,
             "exit": {"code": r.code, "signal": r.signal, "timed_out": r.timed_out,
                      "text": status_text(r, opts["timeout"])},
@@ -595,8 +970,19 @@ def write_json(path, opts, runs, figs, aspects, verdict, skipped):
             "stdout_sha256": hashlib.sha256(r.stdout).hexdigest(),
             "stderr_sha256": hashlib.sha256(r.stderr).hexdigest(),
         }
+        if r.server:
+            d["server"] = server_dict(r)
+        return d
+
+    def aspect_dicts(aspects):
+        return {name.replace(" ", "_"): {"same": a["same"], "detail": a["detail"], "diff": "\n".join(a["diff"])}
+                for name, a in aspects.items()}
     doc = {
         "command": opts["cmd"],
+        "server": opts["server"],
+        "patch": opts["patch"] if opts["server"] else None,
+        "sort": opts["sort"],
+        "ignore_stderr": opts["ignore-stderr"],
         "library": opts["lib"],
         "runs_each": opts["runs"],
         "runs_skipped": skipped,
@@ -608,10 +994,10 @@ def write_json(path, opts, runs, figs, aspects, verdict, skipped):
         "figures": figs,
         "verdict": {
             "same": verdict[0],
-            "text": verdict[1],
-            "aspects": {name.replace(" ", "_"): {"same": a["same"], "detail": a["detail"],
-                                                 "diff": "\n".join(a["diff"])}
-                        for name, a in aspects.items()},
+            "as_expected": verdict[1],
+            "text": verdict[2],
+            "aspects": aspect_dicts(aspects),
+            "expectations": aspect_dicts(expected),
         },
     }
     with open(path, "w") as f:
@@ -619,23 +1005,26 @@ def write_json(path, opts, runs, figs, aspects, verdict, skipped):
         f.write("\n")
 
 
-def write_junit(path, opts, runs, aspects, report_text):
+def write_junit(path, opts, runs, checks, report_text):
+    """checks: the aspects compared and the expectations, a testcase each."""
     total = sum(r.wall for r in runs)
-    failures = sum(1 for a in aspects.values() if not a["same"])
-    suites = ET.Element("testsuites", name=PROG, tests=str(len(aspects)), failures=str(failures),
+    failures = sum(1 for a in checks.values() if not a["same"])
+    suites = ET.Element("testsuites", name=PROG, tests=str(len(checks)), failures=str(failures),
                         errors="0", time=f"{total:.3f}")
-    suite = ET.SubElement(suites, "testsuite", name=PROG, tests=str(len(aspects)),
+    suite = ET.SubElement(suites, "testsuite", name=PROG, tests=str(len(checks)),
                           failures=str(failures), errors="0", skipped="0", time=f"{total:.3f}",
                           timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"))
     props = ET.SubElement(suite, "properties")
     for k, v in (("command", shlex.join(opts["cmd"])), ("library", opts["lib"]),
-                 ("runs_each", str(opts["runs"])), ("normalize", " ".join(opts["normalize"]))):
+                 ("runs_each", str(opts["runs"])), ("normalize", " ".join(opts["normalize"])),
+                 ("server", shlex.join(opts["server"]) if opts["server"] else "")):
         ET.SubElement(props, "property", name=k, value=v)
-    for name, a in aspects.items():
+    for name, a in checks.items():
         case = ET.SubElement(suite, "testcase", classname="greenrun.compare", name=name,
-                             time=f"{total / max(1, len(aspects)):.3f}")
+                             time=f"{total / max(1, len(checks)):.3f}")
         if not a["same"]:
-            fail = ET.SubElement(case, "failure", message=f"{name}: {a['detail']}", type="difference")
+            kind = "unexpected" if name.startswith("expected ") else "difference"
+            fail = ET.SubElement(case, "failure", message=f"{name}: {a['detail']}", type=kind)
             fail.text = "\n".join(a["diff"]) + "\n"
     ET.SubElement(suite, "system-out").text = report_text
     tree = ET.ElementTree(suites)
@@ -665,6 +1054,95 @@ class Progress:
 
 # ---------------------------------------------------------------- main
 
+def kill_all(pids):
+    """Kills the process groups of the processes under way and reaps them."""
+    for pid in pids:
+        kill_group(pid)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def stalled(run):
+    """A run after which the remaining ones are skipped: a timeout, or a server
+    that never got ready."""
+    return run.timed_out or run.server_failed or (run.server is not None and run.server.timed_out)
+
+
+def tail(data, lines=20):
+    text = data.decode(errors="replace").rstrip("\n").split("\n")
+    return "\n".join("  " + l for l in text[-lines:]) if data else "  (nothing)"
+
+
+def report_lines(runs, opts, aspects, expected):
+    """The per-aspect lines, the verdict and the diffs: (lines, verdict)."""
+    timeout = opts["timeout"]
+    ref = runs[0]
+    texts = {"exit status": lambda r: status_text(r, timeout),
+             "server exit status": lambda r: server_status_text(r, opts)}
+    streams = {"stdout": lambda r: normalize(r.stdout, opts), "stderr": lambda r: normalize(r.stderr, opts),
+               "server stdout": lambda r: server_stream(r, 1, opts),
+               "server stderr": lambda r: server_stream(r, 2, opts)}
+    width = max(len(n) for n in list(aspects) + list(expected)) + 1
+    after = " and ".join(o for o, on in (("--normalize", opts["patterns"]), ("--sort", opts["sort"])) if on)
+    out = []
+    for name, a in aspects.items():
+        if not a["same"]:
+            out.append(f"  {name + ':':{width}} DIFFERENT ({a['detail']})")
+        elif name in texts:
+            out.append(f"  {name + ':':{width}} same in every run ({texts[name](ref)})")
+        elif name.startswith("server") and ref.server_failed:
+            out.append(f"  {name + ':':{width}} {a['detail']}")
+        else:
+            size = len(streams[name](ref))
+            out.append(f"  {name + ':':{width}} same in every run ({size} byte{'' if size == 1 else 's'}"
+                       + (f" after {after}" if after else "") + ")")
+    if opts["ignore-stderr"]:
+        out.append(f"  {'stderr:':{width}} not compared (--ignore-stderr)")
+    for name, a in expected.items():
+        out.append(f"  {name + ':':{width}} " + (f"yes ({a['detail']})" if a["same"] else f"NO ({a['detail']})"))
+    out.append("")
+    differing = [n for n, a in aspects.items() if not a["same"]]
+    unexpected = [n[len("expected "):] for n, a in expected.items() if not a["same"]]
+    parts = (["DIFFERENT: " + ", ".join(differing)] if differing else []) + \
+        (["NOT AS EXPECTED: " + ", ".join(unexpected)] if unexpected else [])
+    verdict = "; ".join(parts) or "same behaviour"
+    out.append(verdict)
+    reports = bool(opts["json"] or opts["junit"])
+
+    def show(diff):
+        for line in diff[:DIFF_LINES]:
+            out.append(line if len(line) <= LINE_WIDTH else line[:LINE_WIDTH] + " ...")
+        if len(diff) > DIFF_LINES:
+            out.append(f"... {len(diff) - DIFF_LINES} more diff lines"
+                       + (" (more of them in the --json/--junit file)" if reports else ""))
+    if differing:
+        # each differing status in one line, then a diff of the first differing stream
+        diff_streams = [n for n in differing if n in streams]
+        for name in differing:
+            if name in texts and diff_streams:
+                r = aspects[name]["run"]
+                out.append(f"{name}: {ref.label}: {texts[name](ref)}; {r.label}: {texts[name](r)}"
+                           if r is not ref else f"{name}: {aspects[name]['detail']}")
+        show(aspects[(diff_streams or differing)[0]]["diff"])
+        if len(diff_streams) > 1:
+            out.append(f"({', '.join(diff_streams[1:])} differ{'s' if len(diff_streams) == 2 else ''} too"
+                       + ("; see the --json/--junit file)" if reports else ")"))
+    for name, a in expected.items():
+        if not a["same"]:
+            out.append(f"{name}: {a['detail']}")
+            if name != "expected exit status":  # (that line says it all)
+                show(a["diff"])
+    if opts["ignore-stderr"] and (differing or unexpected):
+        # what the runs said on stderr may explain it
+        shown = [ref] + [a["run"] for a in list(aspects.values()) + list(expected.values())
+                         if not a["same"] and a["run"] is not None]
+        for r in dict.fromkeys(shown):
+            out.append(f"stderr of {r.label} (the end):\n{tail(r.stderr, 10)}")
+    return out, verdict
+
+
 def main(argv):
     try:
         opts = parse_args(argv)
@@ -679,7 +1157,7 @@ def main(argv):
             signal.signal(sig, terminated)
     env_u, preload = run_envs(opts["lib"])
     launcher = Launcher()
-    current = [None]
+    current = []  # pids of the processes under way (each leads its process group)
     progress = Progress()
     runs = []
     total = 2 * n
@@ -688,98 +1166,73 @@ def main(argv):
             kind = "unpatched" if i % 2 == 0 else "patched"
             run = Run(i + 1, kind, i // 2 + 1)
             progress.show(f"{PROG}: run {i + 1}/{total} ({kind} {run.kind_index}/{n})...")
-            runs.append(run_once(run, cmd, env_u, preload if kind == "patched" else None, timeout,
-                                 current, launcher))
-            # after a timeout, stop once both kinds have run
-            if any(r.timed_out for r in runs) and len(runs) >= 2:
+            runs.append(run_once(run, opts, env_u, preload, current, launcher))
+            if runs[0].server_failed:
+                break
+            # after a timeout (or a server never ready), stop once both kinds have run
+            if any(stalled(r) for r in runs) and len(runs) >= 2:
                 break
     except (OSError, RuntimeError) as e:
+        kill_all(current)  # e.g. the server of a command that could not start
         progress.done()
-        print(f"{PROG}: cannot start {cmd[0]}: {e}", file=sys.stderr)
+        what = f"{opts['server'][0]} or {cmd[0]}" if opts["server"] else cmd[0]
+        print(f"{PROG}: cannot start {what}: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated):
-        if current[0] is not None:
-            kill_group(current[0])
-            try:
-                os.waitpid(current[0], 0)
-            except ChildProcessError:
-                pass
+        kill_all(current)
         progress.done()
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     progress.done()
+    ref = runs[0]
+    if ref.server_failed:
+        print(f"{PROG}: the server, unpatched, {ref.server_failed}; nothing to compare with\n"
+              f"its stdout:\n{tail(ref.server.stdout)}\nits stderr:\n{tail(ref.server.stderr)}",
+              file=sys.stderr)
+        return 2
     skipped = total - len(runs)
 
     dash = "\u2013" if (sys.stdout.encoding or "").lower().replace("-", "") == "utf8" else "-"
-    figs = figures(runs)
-    aspects = compare(runs, opts["patterns"], timeout)
-    differing = [name for name, a in aspects.items() if not a["same"]]
-    same = not differing
+    figs = figures(runs, opts)
+    aspects = compare(runs, opts)
+    expected = expectations(ref, opts)
 
     out = []
     out.append(f"{PROG}: {shlex.join(cmd)}")
+    if opts["server"]:
+        out.append(f"server: {shlex.join(opts['server'])}; patched runs patch {PATCH_WHAT[opts['patch']]}")
     out.append(f"{n} run{'s' if n > 1 else ''} of each, alternating; patched: LD_PRELOAD+={opts['lib']}"
-               + (f"; {len(opts['patterns'])} --normalize pattern(s)" if opts["patterns"] else ""))
+               + (f"; {len(opts['patterns'])} --normalize pattern(s)" if opts["patterns"] else "")
+               + ("; --sort" if opts["sort"] else "") + ("; --ignore-stderr" if opts["ignore-stderr"] else ""))
     if skipped:
-        out.append(f"a run timed out after {fmt_num(timeout)} s: the {skipped} remaining "
-                   f"run{'s were' if skipped > 1 else ' was'} skipped")
+        why = (f"timed out after {fmt_num(timeout)} s" if any(r.timed_out or (r.server and r.server.timed_out)
+                                                             for r in runs)
+               else "had a server that was never ready")
+        out.append(f"a run {why}: the {skipped} remaining run{'s were' if skipped > 1 else ' was'} skipped")
     out.append("")
-    out.extend(table(figs, runs, dash))
-    out.append(f"  (*) sampled every {SAMPLE_INTERVAL * 1000:g} ms from /proc/PID/status, summed over the command"
-               " and its children")
+    out.extend(table(figs, runs, opts, dash))
+    out.append(f"  (*) sampled every {SAMPLE_INTERVAL * 1000:g} ms from /proc/PID/status, summed over the "
+               + ("process and its children" if opts["server"] else "command and its children"))
     out.append("  CPU time, peak RSS: wait4 rusage of the command and the children it waited for"
                + (f"; peak RSS floor: {launcher.floor_kib} KiB (no setsid --fork)" if launcher.floor_kib else ""))
     out.append("")
-    ref = runs[0]
-    for name, a in aspects.items():
-        if not a["same"]:
-            out.append(f"  {name + ':':13} DIFFERENT ({a['detail']})")
-            continue
-        if name == "exit status":
-            what = status_text(ref, timeout)
-        else:
-            size = len(normalize(getattr(ref, name), opts["patterns"]))
-            what = f"{size} byte{'' if size == 1 else 's'}" + (" after --normalize" if opts["patterns"] else "")
-        out.append(f"  {name + ':':13} same in every run ({what})")
-    out.append("")
-    if same:
-        verdict = "same behaviour"
-        out.append(verdict)
-    else:
-        verdict = "DIFFERENT: " + ", ".join(differing)
-        out.append(verdict)
-        # the exit status in one line, then a diff of the first differing stream
-        ex = aspects["exit status"]
-        streams = [s for s in ("stdout", "stderr") if not aspects[s]["same"]]
-        first = streams[0] if streams else "exit status"
-        if first != "exit status" and not ex["same"]:
-            r = ex["run"]
-            out.append(f"exit status: {ref.label}: {status_text(ref, timeout)}; "
-                       f"{r.label}: {status_text(r, timeout)}" if r is not ref else
-                       f"exit status: {ex['detail']}")
-        diff = aspects[first]["diff"]
-        shown = diff[:DIFF_LINES]
-        for line in shown:
-            out.append(line if len(line) <= LINE_WIDTH else line[:LINE_WIDTH] + " ...")
-        if len(diff) > DIFF_LINES:
-            out.append(f"... {len(diff) - DIFF_LINES} more diff lines"
-                       + (" (more of them in the --json/--junit file)" if opts["json"] or opts["junit"] else ""))
-        if len(streams) > 1:
-            out.append(f"({streams[1]} differs too" + ("; see the --json/--junit file)"
-                                                         if opts["json"] or opts["junit"] else ")"))
+    lines, verdict = report_lines(runs, opts, aspects, expected)
+    out.extend(lines)
+    same = all(a["same"] for a in aspects.values())
+    as_expected = all(a["same"] for a in expected.values())
     text = "\n".join(out) + "\n"
     sys.stdout.write(text)
     sys.stdout.flush()
 
     try:
         if opts["json"]:
-            write_json(opts["json"], opts, runs, figs, aspects, (same, verdict), skipped)
+            write_json(opts["json"], opts, runs, figs, aspects, expected, (same, as_expected, verdict), skipped)
         if opts["junit"]:
-            write_junit(opts["junit"], opts, runs, aspects, text)
+            write_junit(opts["junit"], opts, runs, {**aspects, **expected}, text)
     except OSError as e:
         print(f"{PROG}: cannot write report: {e}", file=sys.stderr)
         return 2
-    return 0 if same else 1
+    return 0 if same and as_expected else 1
 
 
 if __name__ == "__main__":
