@@ -19,6 +19,7 @@
 #include "greenshim/diag.hpp"
 #include "greenshim/hub.hpp"
 #include "sanitizers.hpp"
+#include "thread_tls.hpp"
 
 #define GREENSHIM_TLS __attribute__((tls_model("initial-exec")))
 
@@ -89,6 +90,11 @@ struct ThreadState {
     // A greenlet's reference taken while it was parked, dropped at the next
     // switch (off its stack): an abandoned raw greenlet is then unwound.
     std::shared_ptr<Greenlet> release_later;
+    // The OS thread's own thread-locals (its TCB), which every greenlet
+    // without a block of its own runs with; and main's owner id (an address
+    // in them: the same whichever block is current when it is asked).
+    ThreadTls* os_tls = nullptr;
+    const void* main_token = nullptr;
 };
 
 // libstdc++'s per-thread "exceptions being handled" state, which must follow
@@ -198,6 +204,7 @@ void async_after_fork_child(Hub::Async* a) noexcept;
 struct Greenlet::Impl {
     boost::context::fiber ctx;               // this greenlet's suspended context
     boost::context::stack_context stack{};   // its stack once started
+    detail::ThreadTls* tls = nullptr;        // its own thread-locals (set_own_thread_locals), or the OS thread's
     bool fiber_created = false;
     int saved_errno = 0;
     detail::EhGlobals saved_eh;

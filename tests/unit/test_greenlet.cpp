@@ -1,5 +1,7 @@
 // Greenlet semantics: the rules of Python's greenlet module.
+#include <algorithm>
 #include <any>
+#include <cerrno>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -671,3 +673,79 @@ TEST_CASE("only the current greenlet reports running") {
 }
 
 }  // TEST_SUITE greenlet-bugs
+
+// ---- own thread-locals (Greenlet::set_own_thread_locals) ----
+
+namespace {
+thread_local int t_counter = 0;
+std::vector<std::string> g_tls_log;
+struct Noisy {
+    std::string name;
+    explicit Noisy(std::string n) : name(std::move(n)) { g_tls_log.push_back("+" + name); }
+    ~Noisy() { g_tls_log.push_back("-" + name); }
+};
+}  // namespace
+
+TEST_CASE("greenlets share their OS thread's thread-locals unless given their own") {
+    if (const char* why = Greenlet::own_thread_locals_unsupported()) {
+        MESSAGE("own thread-locals unsupported here: " << why);
+        return;
+    }
+    t_counter = 0;
+    g_tls_log.clear();
+    std::shared_ptr<Greenlet> shared, own_a, own_b;
+    auto body = [](std::string name) {
+        return [name] {
+            thread_local Noisy n(name);  // constructed on first use, per thread
+            (void)n;
+            for (int i = 0; i < 3; ++i) {
+                ++t_counter;
+                errno = 100 + i;
+                Greenlet::current().parent()->switch_to();
+            }
+            g_tls_log.push_back(name + " saw " + std::to_string(t_counter));
+        };
+    };
+    shared = Greenlet::create(body("shared"));
+    own_a = Greenlet::create(body("a"));
+    own_b = Greenlet::create(body("b"));
+    CHECK_FALSE(shared->has_own_thread_locals());
+    REQUIRE(own_a->set_own_thread_locals());
+    REQUIRE(own_b->set_own_thread_locals());
+    CHECK_FALSE(own_a->set_own_thread_locals());  // once
+    CHECK_FALSE(Greenlet::current().set_own_thread_locals());  // main
+    for (int round = 0; round < 4; ++round)
+        for (auto& g : {shared, own_a, own_b})
+            if (!g->dead()) g->switch_to();
+    // main and `shared` share one counter (3 from shared); a and b counted 3 each in their own.
+    CHECK(t_counter == 3);
+    // Each thread's thread_local was destroyed when its function ended; the
+    // shared one belongs to the OS thread (destroyed at its exit, not here).
+    CHECK(std::count(g_tls_log.begin(), g_tls_log.end(), "-a") == 1);
+    CHECK(std::count(g_tls_log.begin(), g_tls_log.end(), "-b") == 1);
+    CHECK(std::count(g_tls_log.begin(), g_tls_log.end(), "-shared") == 0);
+    CHECK(std::find(g_tls_log.begin(), g_tls_log.end(), "a saw 3") < std::find(g_tls_log.begin(), g_tls_log.end(), "-a"));
+    CHECK(std::find(g_tls_log.begin(), g_tls_log.end(), "shared saw 3") != g_tls_log.end());
+    CHECK_FALSE(own_a->set_own_thread_locals());  // dead
+}
+
+TEST_CASE("a greenlet with its own thread-locals abandoned while suspended is unwound with them") {
+    if (Greenlet::own_thread_locals_unsupported()) return;
+    t_counter = 7;
+    int seen_in_unwind = -1;
+    {
+        auto g = Greenlet::create([&] {
+            struct SeesCounter {
+                int& out;
+                ~SeesCounter() { out = t_counter; }
+            } s{seen_in_unwind};
+            t_counter = 42;  // its own copy
+            Greenlet::current().parent()->switch_to();
+        });
+        REQUIRE(g->set_own_thread_locals());
+        g->switch_to();
+        CHECK(t_counter == 7);
+    }  // unwound here
+    CHECK(seen_in_unwind == 42);  // its destructors ran with its own thread-locals
+    CHECK(t_counter == 7);        // and ours are back
+}

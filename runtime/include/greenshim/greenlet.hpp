@@ -135,6 +135,35 @@ public:
     void* user_data() const noexcept { return user_data_; }
     void set_user_data(void* p) noexcept { user_data_ = p; }
 
+    // Thread-locals. A greenlet shares its OS thread's thread-locals
+    // (__thread, thread_local, errno, glibc's per-thread state), as gevent's
+    // greenlets do: switching between such greenlets changes no thread
+    // pointer. set_own_thread_locals() gives this greenlet its own, as a
+    // thread created by pthread_create has: a static TLS block, DTV and TCB
+    // allocated the way glibc allocates a new thread's, switched to (the FS
+    // base) whenever it runs; its C++ thread_local destructors run when its
+    // function ends. Call it before the greenlet first runs, on its OS thread.
+    // False if it cannot be done: started, a main or hub greenlet, out of
+    // memory, or not supported here (own_thread_locals_unsupported() says
+    // why: it relies on glibc 2.36's internals, checked at start-up, and is
+    // off under sanitizers). Costs (this VM): ~150 ns and ~4.6 KiB of heap
+    // per greenlet for a C program (more with more static TLS); +15 ns per
+    // switch into or out of it (one wrfsbase; an arch_prctl system call,
+    // ~200 ns, where the CPU or kernel does not allow wrfsbase, e.g. under
+    // valgrind). May not: be moved to another OS thread; call setuid & co.
+    // or fork through glibc directly (the shim wraps them; see
+    // OsThreadLocalsScope in hub.hpp).
+    bool set_own_thread_locals() noexcept;
+    bool has_own_thread_locals() const noexcept;
+    // nullptr when set_own_thread_locals() can work here, else why not.
+    static const char* own_thread_locals_unsupported() noexcept;
+    // Runs the running greenlet's thread-exit duties now, as glibc does for
+    // an exiting thread: C++ thread_local destructors, glibc's own pthread
+    // keys' destructors, glibc's per-thread buffers. Done anyway when its
+    // function ends; idempotent; nothing for a greenlet that shares its OS
+    // thread's thread-locals.
+    static void run_thread_exit() noexcept;
+
     // The exception that ended this greenlet, if any (GreenletExit excluded).
     std::exception_ptr exception() const noexcept { return error_; }
 
