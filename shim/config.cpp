@@ -239,6 +239,19 @@ constexpr Setting kSettings[] = {
      "`pool`: regular-file `open`/`read`/`write`/`pread`/`pwrite`/`fsync` run on the helper pool while the "
      "greenlet parks (for slow or network storage); `direct`: they run in place",
      "`direct`"},
+    {"GREENSHIM_THREAD_LOCALS",
+     [](const char* v, Config& c, Expected& why) noexcept {
+         int i = 0;
+         if (!one_of(v, {"thread", "shared"}, i, why)) return false;
+         c.thread_locals_shared = i == 1;
+         return true;
+     },
+     nullptr, "thread: each thread has its own __thread/thread_local/errno; shared: all share the OS thread's",
+     "`thread`: each thread `pthread_create` makes has its own thread-locals (`__thread`, `thread_local` with "
+     "destructors at thread exit, errno, glibc's per-thread state), as a real thread has; it relies on glibc "
+     "2.36's internals, checked at start-up (one warning line and `shared` where a check fails; `shared` "
+     "without a warning under sanitizers). `shared`: every thread shares the OS thread's, as before",
+     "`thread`"},
     {"GREENSHIM_STATS",
      [](const char* v, Config& c, Expected& why) noexcept { return stats(v, c.stats, why); }, "--stats[=FILE]",
      "1: greenlet, switch, park and hub-time counters on stderr at exit; a path (with a /): appended there",

@@ -20,6 +20,7 @@ struct Config {
     bool enabled = true;            // false: GREENSHIM_DISABLE=1 or a setuid/setgid process
     std::size_t stack_size = 0;     // GREENSHIM_STACK_SIZE, 0 = unset (kThreadStackDefault, the runtime's)
     bool file_io_pool = false;      // GREENSHIM_FILE_IO=pool: regular-file I/O on the helper pool
+    bool thread_locals_shared = false;  // GREENSHIM_THREAD_LOCALS=shared: threads share the OS thread's
     bool inherit = true;            // GREENSHIM_INHERIT=0: exec'd programs run without the shim
     const char* stats = nullptr;    // GREENSHIM_STATS: "1" (stderr) or a file to append to
     unsigned monitor_ms = 0;        // GREENSHIM_MONITOR: report a hub stalled this long

@@ -169,8 +169,13 @@ SHIM_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_fil
 
 SHIM_EXPORT pid_t fork(void) {
     if (config().enabled) fd_release_inheritable();
+    // glibc forks as the OS thread (its TCB gets the child's tid, its lists
+    // stay right); a greenlet thread with thread-locals of its own gets them
+    // back after, with the child's tid.
+    OsThreadLocalsScope as_os_thread;
     pid_t r = REAL(fork)();
     if (r == 0) {
+        as_os_thread.after_fork_child();
         if (Hub* hub = Hub::existing()) hub->after_fork_child();
         threads_after_fork_child();
         g_nchildren = 0;  // the parent's children are not ours
@@ -179,6 +184,26 @@ SHIM_EXPORT pid_t fork(void) {
     }
     return r;
 }
+
+// The setxid family: glibc makes every thread of the process change its ids
+// by signalling each thread on its list, which a greenlet thread's own
+// thread-locals are not on (it would signal the OS thread as another thread,
+// forever): called as the OS thread.
+#define GREENSHIM_AS_OS_THREAD(ret, fn, params, args) \
+    SHIM_EXPORT ret fn params {                       \
+        OsThreadLocalsScope as_os_thread;             \
+        return REAL(fn) args;                         \
+    }
+GREENSHIM_AS_OS_THREAD(int, setuid, (uid_t u), (u))
+GREENSHIM_AS_OS_THREAD(int, setgid, (gid_t g), (g))
+GREENSHIM_AS_OS_THREAD(int, seteuid, (uid_t u), (u))
+GREENSHIM_AS_OS_THREAD(int, setegid, (gid_t g), (g))
+GREENSHIM_AS_OS_THREAD(int, setreuid, (uid_t r, uid_t e), (r, e))
+GREENSHIM_AS_OS_THREAD(int, setregid, (gid_t r, gid_t e), (r, e))
+GREENSHIM_AS_OS_THREAD(int, setresuid, (uid_t r, uid_t e, uid_t s), (r, e, s))
+GREENSHIM_AS_OS_THREAD(int, setresgid, (gid_t r, gid_t e, gid_t s), (r, e, s))
+GREENSHIM_AS_OS_THREAD(int, setgroups, (size_t n, const gid_t* list), (n, list))
+#undef GREENSHIM_AS_OS_THREAD
 
 // popen's child is spawned inside libc: release what it inherits first.
 SHIM_EXPORT FILE* popen(const char* command, const char* mode) {

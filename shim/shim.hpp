@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <grp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,6 +101,8 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(sleep) X(usleep) X(nanosleep) X(clock_nanosleep)                                        \
     X(poll) X(ppoll) X(select) X(pselect) X(epoll_wait) X(epoll_pwait)                        \
     X(execve) X(execv) X(execvp) X(execvpe) X(fexecve) X(posix_spawn) X(posix_spawnp) X(fork)     \
+    X(setuid) X(setgid) X(seteuid) X(setegid) X(setreuid) X(setregid) X(setresuid) X(setresgid) \
+    X(setgroups)                                                                              \
     X(pthread_create) X(pthread_join) X(pthread_tryjoin_np) X(pthread_timedjoin_np)           \
     X(pthread_clockjoin_np) X(pthread_detach) X(pthread_self) X(pthread_exit) X(sched_yield)  \
     X(pthread_setname_np) X(pthread_getname_np) X(pthread_getattr_np) X(pthread_getschedparam) \
@@ -164,6 +167,20 @@ void sync_thread_exiting(Greenlet& g) noexcept;
 void hold_fault_signals() noexcept;
 void ensure_signal_stack() noexcept;
 
+
+// ---- per OS thread (thread.cpp) ----
+//
+// The shim's state that belongs to the OS thread, shared by its greenlets:
+// not in thread_local variables, which a greenlet thread with thread-locals
+// of its own (GREENSHIM_THREAD_LOCALS) sees its own copy of. It hangs on the
+// OS thread's hub (Hub::embedder_data).
+struct OsThreadSync;  // sync.cpp: process-shared objects in use, semaphore waiters
+struct OsThread {
+    OsThreadSync* sync = nullptr;
+};
+// This OS thread's; made (with its hub) if `make`, else nullptr if none yet.
+// nullptr when out of memory.
+OsThread* os_thread(bool make) noexcept;
 
 // ---- diagnostics (report.cpp) ----
 

@@ -111,7 +111,23 @@ struct Shared {
     SharedKind kind = SharedKind::sem;
 };
 using SharedTable = std::unordered_map<const void*, Shared>;
-thread_local SharedTable* t_shared = nullptr;
+struct SemWaiter;
+}  // namespace
+
+// Both tables are the OS thread's (its greenlets share them), never a
+// greenlet thread's own thread-locals: they hang on the OS thread's hub.
+struct greenshim::shim::OsThreadSync {
+    SharedTable shared;
+    SemWaiter* sem_waiters = nullptr;
+};
+
+namespace {
+// This OS thread's, made if `make` (nullptr: none yet, or out of memory).
+OsThreadSync* os_sync(bool make) noexcept {
+    OsThread* o = os_thread(make);
+    if (o && !o->sync && make) o->sync = new (std::nothrow) OsThreadSync;
+    return o ? o->sync : nullptr;
+}
 
 // The owner a mutex keeps when its greenlet thread ended holding it (not
 // robust): locked for ever, as with a thread that exits holding one.
@@ -119,14 +135,15 @@ char g_dead_owner_tag;
 const void* const kDeadOwner = &g_dead_owner_tag;
 
 Shared* shared_find(const void* p) {
-    if (!t_shared) return nullptr;
-    auto it = t_shared->find(p);
-    return it == t_shared->end() ? nullptr : &it->second;
+    OsThreadSync* o = os_sync(false);
+    if (!o) return nullptr;
+    auto it = o->shared.find(p);
+    return it == o->shared.end() ? nullptr : &it->second;
 }
 
 // Forgets an object nobody of this process holds or waits on.
 void shared_drop(const void* p, Shared& s) {
-    if (!s.owner && !s.users && !s.readers && s.waiters.empty()) t_shared->erase(p);
+    if (!s.owner && !s.users && !s.readers && s.waiters.empty()) os_sync(false)->shared.erase(p);
 }
 
 // The entry for the length of one call.
@@ -142,8 +159,9 @@ struct SharedUse {
         shared_drop(p, s);
     }
     static Shared& get(const void* p) {
-        if (!t_shared) t_shared = new SharedTable();
-        return (*t_shared)[p];
+        OsThreadSync* o = os_sync(true);
+        if (!o) throw std::bad_alloc();
+        return o->shared[p];
     }
 };
 
@@ -173,19 +191,21 @@ struct SemWaiter {
     SemWaiter* prev = nullptr;
     SemWaiter* next = nullptr;
 };
-thread_local SemWaiter* t_sem_waiters = nullptr;
 std::atomic<bool> g_sem_posted_in_handler{false};
 
 struct SemListed {
     SemWaiter node;
-    SemListed(const sem_t* s, bool glibc) : node{s, glibc, &Greenlet::current()} {
-        node.next = t_sem_waiters;
-        if (t_sem_waiters) t_sem_waiters->prev = &node;
-        t_sem_waiters = &node;
+    OsThreadSync* list;  // nullptr only when out of memory: not listed
+    SemListed(const sem_t* s, bool glibc) : node{s, glibc, &Greenlet::current()}, list(os_sync(true)) {
+        if (!list) return;
+        node.next = list->sem_waiters;
+        if (list->sem_waiters) list->sem_waiters->prev = &node;
+        list->sem_waiters = &node;
     }
     ~SemListed() {
+        if (!list) return;
         if (node.prev) node.prev->next = node.next;
-        else t_sem_waiters = node.next;
+        else list->sem_waiters = node.next;
         if (node.next) node.next->prev = node.prev;
     }
 };
@@ -515,8 +535,9 @@ SHIM_EXPORT int pthread_mutex_consistent(pthread_mutex_t* m) { return REAL(pthre
 // kernel does for a dying thread; its other glibc mutexes and write locks
 // stay locked for ever, as they would.
 void greenshim::shim::sync_thread_exiting(Greenlet& g) noexcept {
-    if (!t_shared) return;
-    for (auto it = t_shared->begin(); it != t_shared->end();) {
+    OsThreadSync* o = os_sync(false);
+    if (!o) return;
+    for (auto it = o->shared.begin(); it != o->shared.end();) {
         Shared& s = it->second;
         if (s.owner == g.owner_id()) {
             auto* m = static_cast<pthread_mutex_t*>(const_cast<void*>(it->first));
@@ -528,7 +549,7 @@ void greenshim::shim::sync_thread_exiting(Greenlet& g) noexcept {
                 s.owner = kDeadOwner;
             }
         }
-        if (!s.owner && !s.users && !s.readers && s.waiters.empty()) it = t_shared->erase(it);
+        if (!s.owner && !s.users && !s.readers && s.waiters.empty()) it = o->shared.erase(it);
         else ++it;
     }
 }
@@ -909,7 +930,8 @@ int sem_wait_any(sem_t* s, Deadline deadline, bool try_only) {
 // Wakes the semaphore waiters whose count a handler made positive.
 void greenshim::shim::sync_after_handlers(Hub& hub) noexcept {
     if (!g_sem_posted_in_handler.exchange(false)) return;
-    for (SemWaiter* n = t_sem_waiters; n; n = n->next) {
+    OsThreadSync* o = os_sync(false);
+    for (SemWaiter* n = o ? o->sem_waiters : nullptr; n; n = n->next) {
         sem_t* sem = const_cast<sem_t*>(n->sem);
         int v = 0;
         if (n->glibc) REAL(sem_getvalue)(sem, &v);

@@ -52,6 +52,21 @@ GThread* gthread_of(pthread_t t) noexcept {
     return g;
 }
 
+OsThread* os_thread(bool make) noexcept {
+    try {
+        Hub* hub = make ? &Hub::current() : Hub::existing();
+        if (!hub) return nullptr;
+        auto* o = static_cast<OsThread*>(hub->embedder_data());
+        if (!o && make) {
+            o = new OsThread;
+            hub->set_embedder_data(o);  // (left behind if the OS thread ends: a few bytes)
+        }
+        return o;
+    } catch (...) {
+        return nullptr;
+    }
+}
+
 GThread* gthread_current() noexcept {
     if (!Hub::existing()) return nullptr;
     return static_cast<GThread*>(Greenlet::current().user_data());
@@ -73,6 +88,8 @@ void thread_main(GThread* t) {
     }
     // A C++ exception escaping a thread's start routine ends the process, as
     // with real threads: it is not caught above, so std::terminate runs.
+    // Then glibc's order: thread_local destructors, then the keys'.
+    Greenlet::run_thread_exit();
     tsd_run_destructors(t);
     sync_thread_exiting(Greenlet::current());  // robust mutexes it holds: owner dead
     t->result = result;
@@ -82,6 +99,21 @@ void thread_main(GThread* t) {
     if (g_live_threads == 0) g_all_done.notify_all();
     t->greenlet = nullptr;
     if (t->detached) free_thread(t);
+}
+
+// A greenlet thread gets thread-locals of its own, as a thread has, unless
+// GREENSHIM_THREAD_LOCALS=shared or they cannot be had here: then it shares
+// the OS thread's, with one warning line when a start-up check failed (not
+// under a sanitizer, where sharing is the known way).
+void give_own_thread_locals(Greenlet& g) noexcept {
+    if (config().thread_locals_shared || g.set_own_thread_locals()) return;
+    static bool warned = false;
+    const char* why = Greenlet::own_thread_locals_unsupported();
+    if (warned || !why || std::strstr(why, "sanitizer")) return;
+    warned = true;
+    char line[300];
+    std::snprintf(line, sizeof line, "greenshim: threads share thread-locals (__thread, errno): %s\n", why);
+    write_fully(2, line, std::strlen(line));
 }
 
 std::size_t stack_size_for(const pthread_attr_t* attr, bool* from_attr) {
@@ -146,6 +178,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
             {}, stack_size_for(attr, &t->stack_from_attr));
         g->set_user_data(t);
         set_greenlet_entry(*g, reinterpret_cast<void*>(start));
+        give_own_thread_locals(*g);
         t->greenlet = g.get();
     } catch (...) {
         free_thread(t);

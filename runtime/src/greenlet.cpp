@@ -500,10 +500,25 @@ const char* Greenlet::own_thread_locals_unsupported() noexcept {
     return thread_locals_ready() ? nullptr : detail::ThreadTls::unsupported_reason();
 }
 
+OsThreadLocalsScope::OsThreadLocalsScope() noexcept {
+    detail::ThreadState* t = detail::t_state;
+    if (!t || !detail::impl_of(*t->current).tls) return;
+    own_ = detail::impl_of(*t->current).tls;
+    detail::ThreadTls::switch_to(t->os_tls);
+}
+
+OsThreadLocalsScope::~OsThreadLocalsScope() {
+    if (own_) detail::ThreadTls::switch_to(static_cast<detail::ThreadTls*>(own_));
+}
+
+void OsThreadLocalsScope::after_fork_child() noexcept {
+    if (own_) detail::ThreadTls::copy_tid(static_cast<detail::ThreadTls*>(own_), detail::ThreadTls::current());
+}
+
 void Greenlet::run_thread_exit() noexcept {
     detail::ThreadState* t = detail::t_state;
     if (!t) return;
-    if (detail::ThreadTls* b = t->current->impl_->tls) b->exit_duties();
+    if (detail::ThreadTls* b = detail::impl_of(*t->current).tls) b->exit_duties();
 }
 
 namespace {

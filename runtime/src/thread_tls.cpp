@@ -135,6 +135,7 @@
 #include <sys/syscall.h>
 #include <valgrind/valgrind.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdarg>
 #include <cstdio>
@@ -302,9 +303,10 @@ int find_libc_tls(dl_phdr_info* info, std::size_t, void* arg) {
 
 // malloc's tcache and thread_arena among libc's __thread words: after
 // q = malloc(1100) (too big for the tcache: it comes from the thread's
-// arena) and free(malloc(24)) (that chunk is then the head of tcache bin 0),
-// the tcache word is the one pointing at a struct whose counts[0] >= 1 and
-// entries[0] (at +128: 64 uint16 counts first) is that chunk; the arena word
+// arena) and 16 malloc(24)s freed again (one of them is then the head of
+// tcache bin 0), the tcache word is the one pointing at a struct whose
+// counts[0] >= 1 and entries[0] (at +128: 64 uint16 counts first) is one of
+// those chunks; the arena word
 // is the one holding q's arena (a non-main arena: heap_info.ar_ptr at the
 // 64 MiB-aligned start of q's heap; the main arena: the only word, changed
 // since the TLS image, that points into libc's writable data). Both must be
@@ -318,9 +320,17 @@ bool find_malloc_state(char* tp) {
     if (!l.block || !l.memsz) return fail("libc's TLS block not found");
     if (l.block < tp - g.info.static_size || l.block + l.memsz > tp) return fail("libc's TLS is not static TLS");
     void* q = g.glibc_malloc(1100);
-    void* p = g.glibc_malloc(24);
-    if (!q || !p) return fail("malloc failed");
-    g.glibc_free(p);
+    // Small chunks taken and given back: the first ones take what tcache
+    // bin 0 holds (up to tcache_count, 7 by default), so the frees find
+    // room there whatever the program left in it; its head is then one of
+    // ours (which one depends on tcache_count).
+    constexpr int kSmall = 16;
+    void* small[kSmall];
+    for (void*& p : small)
+        if (!(p = g.glibc_malloc(24))) return fail("malloc failed");
+    if (!q) return fail("malloc failed");
+    for (void* p : small) g.glibc_free(p);
+    auto ours = [&](void* e) { return std::find(std::begin(small), std::end(small), e) != std::end(small); };
     std::uintptr_t qsize = reinterpret_cast<std::uintptr_t*>(q)[-1];
     bool main_arena = !(qsize & 4);  // NON_MAIN_ARENA
     std::uintptr_t arena =
@@ -339,7 +349,7 @@ bool find_malloc_state(char* tp) {
             void* entry0;
             std::memcpy(&count0, buf, 2);
             std::memcpy(&entry0, buf + 128, 8);
-            if (count0 >= 1 && entry0 == p) {
+            if (count0 >= 1 && ours(entry0)) {
                 ++n_tc;
                 tc = l.block + o - tp;
                 continue;
@@ -639,6 +649,10 @@ bool ThreadTls::inherit(const void* tls_var, std::size_t size) noexcept {
     if (v < tp - g.info.static_size + g.info.tcb_size || v + size > tp) return false;
     g_inherited[g_n_inherited++] = {v - tp, size};
     return true;
+}
+
+void ThreadTls::copy_tid(ThreadTls* to, const ThreadTls* from) noexcept {
+    at<int>(reinterpret_cast<char*>(to), off::tid) = at<int>(reinterpret_cast<char*>(const_cast<ThreadTls*>(from)), off::tid);
 }
 
 bool ThreadTls::verify_running_thread() noexcept { return supported() && check_thread(); }

@@ -155,6 +155,11 @@ public:
         return *reinterpret_cast<T*>(reinterpret_cast<char*>(other) + off);
     }
 
+    // After fork() in the child, made with the OS thread's block current:
+    // the kernel gave that block the child's tid; a block that lives on as
+    // the child's (the greenlet that forked) takes it too.
+    static void copy_tid(ThreadTls* to, const ThreadTls* from) noexcept;
+
     // For the benchmark: switch with arch_prctl even when wrfsbase works.
     static void force_syscall_switch(bool on) noexcept;
 

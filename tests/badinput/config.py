@@ -35,6 +35,7 @@ VARIABLES = {
     "GREENSHIM_INHERIT": BOOL,
     "GREENSHIM_STACK_SIZE": ["16K", "16k", "65536", "64KB", "256KiB", "00256K", "1M", "8m"],
     "GREENSHIM_FILE_IO": ["direct", "pool"],
+    "GREENSHIM_THREAD_LOCALS": ["thread", "shared"],
     # only the values that print nothing here: "1" prints stats, "all" a trace
     "GREENSHIM_STATS": ["0", "no", "false", "/dev/null"],
     "GREENSHIM_MONITOR": ["0", "100000", "3600000"],

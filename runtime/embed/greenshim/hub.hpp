@@ -129,6 +129,25 @@ private:
     detail::WaitNode* tail_ = nullptr;
 };
 
+// For calls glibc must make as the OS thread itself, not as a greenlet with
+// thread-locals of its own (fork, setuid and the rest of the setxid family:
+// glibc signals its list of real threads, and a greenlet's block is not on
+// it): while one exists, the OS thread's own thread-locals are current.
+// after_fork_child() in a fork's child: the greenlet's block takes the
+// child's tid. Cost: nothing for a greenlet without its own; two switches of
+// the thread pointer otherwise. May not: park while it exists.
+class GREENSHIM_API OsThreadLocalsScope {
+public:
+    OsThreadLocalsScope() noexcept;
+    ~OsThreadLocalsScope();
+    void after_fork_child() noexcept;
+    OsThreadLocalsScope(const OsThreadLocalsScope&) = delete;
+    OsThreadLocalsScope& operator=(const OsThreadLocalsScope&) = delete;
+
+private:
+    void* own_ = nullptr;  // the greenlet's block, while the OS thread's is current
+};
+
 class GREENSHIM_API Hub {
 public:
     // This thread's hub, created on first use (an ev_loop with the epoll
@@ -229,6 +248,12 @@ public:
         return true;
     }
 
+    // One pointer for the embedder's own per-OS-thread state (the shim's):
+    // a thread_local of its would become per greenlet once greenlets have
+    // thread-locals of their own. The runtime never touches it.
+    void* embedder_data() const noexcept { return embedder_data_; }
+    void set_embedder_data(void* p) noexcept { embedder_data_ = p; }
+
     // After fork() in the child: re-initialise the loop's kernel state.
     void after_fork_child();
 
@@ -272,6 +297,7 @@ private:
     unsigned unpolled_passes_ = 0;
     std::int64_t unpolled_since_ = 0;  // the first clock read since the last poll (0: none yet)
     Async* async_ = nullptr;
+    void* embedder_data_ = nullptr;
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;
 
