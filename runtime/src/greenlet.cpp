@@ -489,7 +489,8 @@ bool thread_locals_ready() noexcept {
 }  // namespace
 
 bool Greenlet::set_own_thread_locals() noexcept {
-    if (started() || is_main_ || impl_->tls || impl_->is_hub || !thread_locals_ready()) return false;
+    // (a spawned greenlet is queued, "ready", but has not run: no fiber yet)
+    if (impl_->fiber_created || is_main_ || impl_->tls || impl_->is_hub || !thread_locals_ready()) return false;
     impl_->tls = detail::ThreadTls::create();
     return impl_->tls != nullptr;
 }
