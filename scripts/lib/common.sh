@@ -14,6 +14,7 @@ GREENSHIM_PACKAGES=(
   # program that links jemalloc (tests/integration: redis_benchmark)
   libjemalloc2 libjemalloc-dev libtcmalloc-minimal4 libgoogle-perftools4 libmimalloc2.0
   redis-server redis-tools
+  sysbench  # tests/threads tls-sysbench-mutex: a __thread counter per thread
   liburing-dev libaio-dev  # tests/threads/native: waits in liburing and libaio
 )
 
