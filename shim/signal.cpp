@@ -22,6 +22,11 @@
 // replaces or disables a sigaltstack is left alone (sigaltstack is not
 // interposed): an overflow on a thread without one dies of a plain SIGSEGV,
 // as it would without the shim.
+//
+// The dump signal (SIGRTMAX-2, report.cpp) is held the same way
+// (hold_signal): its kernel handler is the shim's, which passes every
+// SIGRTMAX-2 that is not a dump request to the program's disposition
+// (pass_signal_to_program, as on_fault does for a sent SIGSEGV).
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>

@@ -12,9 +12,10 @@
 //    the loop: enabled by enable_timing() (GREENSHIM_STATS / MONITOR do).
 //  * The trace (set_trace) costs one predictable branch per park when off.
 //
-// May not: be used from a signal handler, except greenlet_for_guard_page()
-// and write_greenlet_table(), which are async-signal-safe for the calling
-// thread's own greenlets (no allocation, no locks; output by write(2)).
+// May not: be used from a signal handler, except greenlet_for_guard_page(),
+// write_greenlet_table() and write_greenlet_dump(), which are
+// async-signal-safe for the calling thread's own greenlets (no allocation, no
+// locks; output by write(2)).
 #pragma once
 
 #include <pthread.h>
