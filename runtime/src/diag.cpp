@@ -71,18 +71,55 @@ void register_site(WaitSite& site) noexcept {
     while (!g_sites.compare_exchange_weak(head, &site, std::memory_order_release, std::memory_order_relaxed));
 }
 
-// Formatted output for reports: never parks, never allocates.
-void out(int fd, const char* fmt, ...) noexcept __attribute__((format(printf, 2, 3)));
-void out(int fd, const char* fmt, ...) noexcept {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n <= 0) return;
-    write_fully(fd, buf, std::min<std::size_t>(std::size_t(n), sizeof buf - 1));
+// Where a report goes: fd, and a copy to also (-1: none) that may not block
+// the process (write_guarded).
+struct Sink {
+    int fd;
+    int also = -1;
+};
+
+// Writes to an fd that may be a pipe nobody reads: waits at most 200 ms for
+// it to take each piece, then gives up on it.
+void write_guarded(int fd, const char* buf, std::size_t len) noexcept {
+    int saved = errno;
+    InternalScope internal;
+    for (std::size_t off = 0; off < len;) {
+        pollfd p{fd, POLLOUT, 0};
+        int r = ::poll(&p, 1, 200);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || (p.revents & (POLLERR | POLLNVAL))) break;
+        ssize_t w = ::write(fd, buf + off, len - off);
+        if (w < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (w <= 0) break;
+        off += std::size_t(w);
+    }
+    errno = saved;
 }
 
+// Formatted output for reports: never parks, never allocates.
+void vsink(const Sink& s, const char* fmt, va_list ap) noexcept {
+    char buf[512];
+    int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
+    if (n <= 0) return;
+    std::size_t len = std::min<std::size_t>(std::size_t(n), sizeof buf - 1);
+    write_fully(s.fd, buf, len);
+    if (s.also >= 0) write_guarded(s.also, buf, len);
+}
+
+void sink_out(const Sink& s, const char* fmt, ...) noexcept __attribute__((format(printf, 2, 3)));
+void sink_out(const Sink& s, const char* fmt, ...) noexcept {
+    va_list ap;
+    va_start(ap, fmt);
+    vsink(s, fmt, ap);
+    va_end(ap);
+}
+void out(int fd, const char* fmt, ...) noexcept __attribute__((format(printf, 2, 3)));
+void out(int fd, const char* fmt, ...) noexcept {
+    va_list ap;
+    va_start(ap, fmt);
+    vsink(Sink{fd}, fmt, ap);
+    va_end(ap);
+}
 
 // "read fd 5", "pthread_mutex_lock 0x55d0c0", "pthread_join" for a wait.
 void describe_wait(const Greenlet::Impl& im, char* buf, std::size_t size) noexcept {
@@ -324,44 +361,6 @@ void write_stats(int fd, const char* prefix) noexcept {
 
 namespace detail {
 namespace {
-// Where a report goes: fd, and a copy to also (-1: none) that may not block
-// the process (write_guarded).
-struct Sink {
-    int fd;
-    int also = -1;
-};
-
-// Writes to an fd that may be a pipe nobody reads: waits at most 200 ms for
-// it to take each piece, then gives up on it.
-void write_guarded(int fd, const char* buf, std::size_t len) noexcept {
-    int saved = errno;
-    InternalScope internal;
-    for (std::size_t off = 0; off < len;) {
-        pollfd p{fd, POLLOUT, 0};
-        int r = ::poll(&p, 1, 200);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0 || (p.revents & (POLLERR | POLLNVAL))) break;
-        ssize_t w = ::write(fd, buf + off, len - off);
-        if (w < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (w <= 0) break;
-        off += std::size_t(w);
-    }
-    errno = saved;
-}
-
-void sink_out(const Sink& s, const char* fmt, ...) noexcept __attribute__((format(printf, 2, 3)));
-void sink_out(const Sink& s, const char* fmt, ...) noexcept {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n <= 0) return;
-    std::size_t len = std::min<std::size_t>(std::size_t(n), sizeof buf - 1);
-    write_fully(s.fd, buf, len);
-    if (s.also >= 0) write_guarded(s.also, buf, len);
-}
-
 // One greenlet's line of the table: "  greenlet 3 (name): waiting in read fd 5
 // [io]; started at worker (prog)".
 void write_row(const Sink& s, Greenlet& g) noexcept {

@@ -28,15 +28,13 @@ import sys
 import tempfile
 import time
 
-failures = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from expect import failures  # noqa: E402
+from expect import expect as _expect  # noqa: E402
 
 
 def expect(cond, what, output=""):
-    print(("ok: " if cond else "FAIL: ") + what)
-    if not cond:
-        failures.append(what)
-        if output:
-            print("---- output ----\n" + output[-6000:] + "\n----------------")
+    _expect(cond, what, output, tail=6000)
 
 
 # What each waiting thread must show: (start function, the wait's words).
