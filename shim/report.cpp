@@ -6,6 +6,8 @@
 // wires them to the configuration and to stderr.
 #include <execinfo.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -100,6 +102,86 @@ void start_monitor_with_backtraces(unsigned ms) noexcept {
     if (!start_monitor(ms, on_stall)) say(2, "greenshim: cannot start the monitor thread\n");
 }
 
+// ---- the dump (greenrun --dump PID) ----
+//
+// greenshim-dump (libexec/greenshim, what greenrun --dump runs) asks for a
+// dump with sigqueue(PID, SIGRTMAX-2, kDumpMagic). The shim holds that signal
+// as it holds SIGSEGV (signal.cpp, hold_signal): one that does not carry the
+// magic value is the program's, and goes to the program's handler or
+// disposition exactly as unpatched (a plain kill -s SIGRTMAX-2 still kills a
+// program that has no handler for it). Before it sends, the requester writes
+// /tmp/greenshim-dump.<PID>.<its pid>: "+PATH" (the dump goes to PATH and to
+// the process's stderr) or "=PATH" (to PATH only). That file must be a regular
+// file of the process's own user, writable by nobody else; PATH must exist
+// already (the requester makes it). Without a request file the dump goes to
+// stderr. The dump is written in the handler (async-signal-safe, diag.hpp:
+// write_greenlet_dump), on the hub's OS thread, so that a hub stuck in a
+// CPU-bound greenlet still answers, with that greenlet's backtrace.
+constexpr std::uintptr_t kDumpMagic = 0x67736864'00000000;  // "gshd" (low half: a forwarded requester)
+constexpr std::uintptr_t kDumpMagicMask = 0xffffffff'00000000;
+int dump_signal() noexcept { return SIGRTMAX - 2; }
+
+bool dump_request(const siginfo_t* info, pid_t* requester) noexcept {
+    if (info->si_code != SI_QUEUE) return false;
+    auto v = reinterpret_cast<std::uintptr_t>(info->si_value.sival_ptr);
+    if ((v & kDumpMagicMask) != kDumpMagic) return false;
+    auto forwarded = pid_t(v & 0xffffffff);
+    *requester = forwarded && info->si_pid == getpid() ? forwarded : info->si_pid;
+    return true;
+}
+
+// The request's output file, open for appending (-1: none, or not a valid one).
+int open_dump_output(pid_t requester, bool* also_stderr) noexcept {
+    char path[64];
+    std::snprintf(path, sizeof path, "/tmp/greenshim-dump.%d.%d", int(getpid()), int(requester));
+    InternalScope internal;
+    int rq = ::open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (rq < 0) return -1;
+    char buf[1024];  // greenshim-dump refuses longer paths
+    ssize_t n = -1;
+    struct stat st;
+    if (::fstat(rq, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && !(st.st_mode & 022))
+        n = ::read(rq, buf, sizeof buf - 1);
+    ::close(rq);
+    if (n < 3 || (buf[0] != '+' && buf[0] != '=') || buf[1] != '/') return -1;
+    buf[n] = '\0';
+    if (char* nl = std::strchr(buf, '\n')) *nl = '\0';
+    *also_stderr = buf[0] == '+';
+    int fd = ::open(buf + 1, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd >= 0 && (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        ::close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+void on_dump_signal(int sig, siginfo_t* info, void* uctx) {
+    pid_t requester;
+    if (!dump_request(info, &requester)) return pass_signal_to_program(sig, info, uctx);
+    int saved = errno;
+    // The greenlets live on the hub's OS thread; a process-directed signal
+    // may land on another (a thread the program made before the shim's
+    // constructor ran, say): hand it on, with the requester.
+    Hub* hub = Hub::process_hub();
+    if (hub && Hub::existing() != hub) {
+        sigval v;
+        v.sival_ptr = reinterpret_cast<void*>(kDumpMagic | std::uint32_t(requester));
+        pthread_sigqueue(hub_thread(*hub), sig, v);
+        errno = saved;
+        return;
+    }
+    bool also_stderr = false;
+    int fd = open_dump_output(requester, &also_stderr);
+    if (fd >= 0) {
+        write_greenlet_dump(fd, also_stderr ? 2 : -1, uctx);
+        InternalScope internal;
+        ::close(fd);
+    } else {
+        write_greenlet_dump(2, -1, uctx);
+    }
+    errno = saved;
+}
+
 // The hub found nothing left that could ever run (hub.hpp, Stranded).
 void on_stranded(Hub&, Stranded what) noexcept {
     // A child forked from a greenlet other than main, once that greenlet is
@@ -120,6 +202,7 @@ void start_diagnostics() noexcept {
         std::atexit(write_stats_at_exit);
     }
     if (c.monitor_ms) start_monitor_with_backtraces(c.monitor_ms);
+    hold_signal(dump_signal(), on_dump_signal);
 }
 
 void deadlock_exit(const char* what) noexcept {

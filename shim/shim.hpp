@@ -166,6 +166,15 @@ void sync_thread_exiting(Greenlet& g) noexcept;
 // if the program set one).
 void hold_fault_signals() noexcept;
 void ensure_signal_stack() noexcept;
+// signal.cpp: takes sig for the shim, as SIGSEGV is taken: its kernel handler
+// is own (SA_SIGINFO, SA_ONSTACK, SA_RESTART, every signal blocked while it
+// runs); the program's sigaction() of sig sees and changes only the program's
+// own disposition. own hands a signal that is not its business to
+// pass_signal_to_program, which does what the kernel would have done with the
+// program's disposition. False (nothing changed) if the shim is disabled or
+// sig is held already.
+bool hold_signal(int sig, void (*own)(int, siginfo_t*, void*)) noexcept;
+void pass_signal_to_program(int sig, siginfo_t* info, void* uctx) noexcept;
 
 
 // ---- per OS thread (thread.cpp) ----

@@ -22,6 +22,11 @@
 // replaces or disables a sigaltstack is left alone (sigaltstack is not
 // interposed): an overflow on a thread without one dies of a plain SIGSEGV,
 // as it would without the shim.
+//
+// The dump signal (SIGRTMAX-2, report.cpp) is held the same way
+// (hold_signal): its kernel handler is the shim's, which passes every
+// SIGRTMAX-2 that is not a dump request to the program's disposition
+// (pass_signal_to_program, as on_fault does for a sent SIGSEGV).
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -165,7 +170,14 @@ constexpr bool kSanitizer = false;
 std::atomic<bool> g_holding_faults{false};           // on_fault is SIGSEGV's and SIGBUS's kernel handler
 constexpr std::size_t kSignalStackSize = 256 << 10;  // committed only as touched
 
+// A signal the shim takes for itself as it takes SIGSEGV and SIGBUS (the dump
+// signal, report.cpp): its kernel handler is g_held_handler, the program's
+// sigaction() of it is recorded apart (hold_signal).
+std::atomic<int> g_held_sig{0};
+void (*g_held_handler)(int, siginfo_t*, void*) = nullptr;
+
 bool held_by_on_fault(int sig) noexcept {
+    if (sig == g_held_sig.load(std::memory_order_relaxed)) return true;
     return (sig == SIGSEGV || sig == SIGBUS) && g_holding_faults.load(std::memory_order_relaxed);
 }
 
@@ -255,6 +267,8 @@ void default_action(int sig, bool fault, bool ignored) {
     if (!fault) raise(sig);
 }
 
+void deliver_to_program(int sig, siginfo_t* info, void* uctx, bool fault);
+
 void on_fault(int sig, siginfo_t* info, void* uctx) {
     int saved = errno;
     // Raised by the instruction that ran; not sent, not an asynchronous
@@ -262,6 +276,13 @@ void on_fault(int sig, siginfo_t* info, void* uctx) {
     bool fault = info->si_code > 0 && !(sig == SIGBUS && info->si_code == BUS_MCEERR_AO);
     if (fault)
         if (Greenlet* g = greenlet_for_guard_page(info->si_addr)) report_overflow(*g);
+    deliver_to_program(sig, info, uctx, fault);
+    errno = saved;
+}
+
+// What the kernel would have done with a signal whose kernel entry is ours:
+// the program's handler, with its mask, or its disposition.
+void deliver_to_program(int sig, siginfo_t* info, void* uctx, bool fault) {
     Handler& h = g_handlers[sig];
     if (!h.fn.load(std::memory_order_acquire)) {
         default_action(sig, fault, h.ignored.load(std::memory_order_relaxed));
@@ -276,13 +297,12 @@ void on_fault(int sig, siginfo_t* info, void* uctx) {
         if (fault) call_program_handler(sig, info, uctx);
         else trampoline(sig, info, uctx);
     }
-    errno = saved;
 }
 
 int install_on_fault(int sig) {
     struct sigaction sa;
     std::memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_fault;
+    sa.sa_sigaction = sig == g_held_sig.load(std::memory_order_relaxed) ? g_held_handler : on_fault;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigfillset(&sa.sa_mask);
     return REAL(sigaction)(sig, &sa, nullptr);
@@ -399,6 +419,24 @@ void hold_fault_signals() noexcept {
     }
     g_holding_faults.store(true, std::memory_order_relaxed);
     ensure_signal_stack();  // the main thread's: before any program code runs
+}
+
+bool hold_signal(int sig, void (*own)(int, siginfo_t*, void*)) noexcept {
+    if (!config().enabled || held_by_on_fault(sig) || g_held_sig.load() != 0) return false;
+    for (const char* name : {"sigaction", "pthread_sigmask"})
+        if (!dlsym(RTLD_NEXT, name)) return false;
+    struct sigaction program;  // inherited SIG_IGN, or a library's handler from its constructor
+    if (do_sigaction(sig, nullptr, &program) != 0) return false;
+    g_held_handler = own;
+    g_held_sig.store(sig);
+    record_program_action(sig, program);
+    if (install_on_fault(sig) == 0) return true;
+    g_held_sig.store(0);
+    return false;
+}
+
+void pass_signal_to_program(int sig, siginfo_t* info, void* uctx) noexcept {
+    deliver_to_program(sig, info, uctx, false);
 }
 
 void ensure_signal_stack() noexcept {

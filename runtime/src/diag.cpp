@@ -5,6 +5,10 @@
 // InternalScope, so that an interposed write() goes straight to libc and the
 // report never parks or allocates.
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <ucontext.h>
+#include <unwind.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -67,18 +71,55 @@ void register_site(WaitSite& site) noexcept {
     while (!g_sites.compare_exchange_weak(head, &site, std::memory_order_release, std::memory_order_relaxed));
 }
 
-// Formatted output for reports: never parks, never allocates.
-void out(int fd, const char* fmt, ...) noexcept __attribute__((format(printf, 2, 3)));
-void out(int fd, const char* fmt, ...) noexcept {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n <= 0) return;
-    write_fully(fd, buf, std::min<std::size_t>(std::size_t(n), sizeof buf - 1));
+// Where a report goes: fd, and a copy to also (-1: none) that may not block
+// the process (write_guarded).
+struct Sink {
+    int fd;
+    int also = -1;
+};
+
+// Writes to an fd that may be a pipe nobody reads: waits at most 200 ms for
+// it to take each piece, then gives up on it.
+void write_guarded(int fd, const char* buf, std::size_t len) noexcept {
+    int saved = errno;
+    InternalScope internal;
+    for (std::size_t off = 0; off < len;) {
+        pollfd p{fd, POLLOUT, 0};
+        int r = ::poll(&p, 1, 200);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || (p.revents & (POLLERR | POLLNVAL))) break;
+        ssize_t w = ::write(fd, buf + off, len - off);
+        if (w < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (w <= 0) break;
+        off += std::size_t(w);
+    }
+    errno = saved;
 }
 
+// Formatted output for reports: never parks, never allocates.
+void vsink(const Sink& s, const char* fmt, va_list ap) noexcept {
+    char buf[512];
+    int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
+    if (n <= 0) return;
+    std::size_t len = std::min<std::size_t>(std::size_t(n), sizeof buf - 1);
+    write_fully(s.fd, buf, len);
+    if (s.also >= 0) write_guarded(s.also, buf, len);
+}
+
+void sink_out(const Sink& s, const char* fmt, ...) noexcept __attribute__((format(printf, 2, 3)));
+void sink_out(const Sink& s, const char* fmt, ...) noexcept {
+    va_list ap;
+    va_start(ap, fmt);
+    vsink(s, fmt, ap);
+    va_end(ap);
+}
+void out(int fd, const char* fmt, ...) noexcept __attribute__((format(printf, 2, 3)));
+void out(int fd, const char* fmt, ...) noexcept {
+    va_list ap;
+    va_start(ap, fmt);
+    vsink(Sink{fd}, fmt, ap);
+    va_end(ap);
+}
 
 // "read fd 5", "pthread_mutex_lock 0x55d0c0", "pthread_join" for a wait.
 void describe_wait(const Greenlet::Impl& im, char* buf, std::size_t size) noexcept {
@@ -318,32 +359,229 @@ void write_stats(int fd, const char* prefix) noexcept {
     }
 }
 
-void write_greenlet_table(int fd) noexcept {
-    detail::ThreadState* t = detail::t_state;
-    if (!t) return;
-    auto row = [fd](Greenlet& g) {
-        Greenlet::Impl& im = detail::impl_of(g);
-        char what[160] = "";
-        // The greenlet writing the report (main, woken to hear of a deadlock)
-        // still shows where it waits.
-        bool waiting = g.state() == GreenletState::parked || (&g == detail::t_state->current && im.site);
-        if (waiting) {
-            char w[128];
-            detail::describe_wait(im, w, sizeof w);
-            std::snprintf(what, sizeof what, " in %s [%s]", w, detail::family_of(im));
+namespace detail {
+namespace {
+// One greenlet's line of the table: "  greenlet 3 (name): waiting in read fd 5
+// [io]; started at worker (prog)".
+void write_row(const Sink& s, Greenlet& g) noexcept {
+    Greenlet::Impl& im = impl_of(g);
+    char what[200] = "";
+    // The greenlet writing the report (main, woken to hear of a deadlock)
+    // still shows where it waits.
+    bool waiting = g.state() == GreenletState::parked || (&g == t_state->current && im.site);
+    if (waiting) {
+        char w[128];
+        describe_wait(im, w, sizeof w);
+        int n = std::snprintf(what, sizeof what, " in %s [%s]", w, family_of(im));
+        // A timed park's timer runs while it waits (im.deadline is stale otherwise).
+        if (g.state() == GreenletState::parked && ev_is_active(&im.timer) && n > 0 && n < int(sizeof what)) {
+            std::int64_t left = im.deadline - monotonic_ns();
+            std::snprintf(what + n, sizeof what - std::size_t(n), " (%.3f s left)",
+                          double(left > 0 ? left : 0) / 1e9);
         }
-        char code[280] = "";
-        if (im.entry) {
-            std::memcpy(code, "; started at ", 14);
-            describe_code(im.entry, code + 13, sizeof code - 13);
-        }
-        detail::out(fd, "  greenlet %llu (%s): %s%s%s\n", (unsigned long long)g.id(), g.name().c_str(),
-                    waiting ? "waiting" : to_string(g.state()), what, code);
-    };
-    if (t->main && !t->main->dead()) row(*t->main);
-    for (Greenlet* g = t->live_head; g; g = detail::impl_of(*g).live_next)
-        if (!detail::impl_of(*g).is_hub) row(*g);
+    }
+    char code[280] = "";
+    if (im.entry) {
+        std::memcpy(code, "; started at ", 14);
+        describe_code(im.entry, code + 13, sizeof code - 13);
+    }
+    const char* state = waiting ? "waiting"
+                        : g.state() == GreenletState::ready ? "runnable"
+                                                             : to_string(g.state());
+    sink_out(s, "  greenlet %llu (%s): %s%s%s\n", (unsigned long long)g.id(), g.name().c_str(), state, what, code);
 }
+
+template <class F>
+void for_each_row(F&& f) noexcept {
+    ThreadState* t = t_state;
+    if (t->main && !t->main->dead()) f(*t->main);
+    for (Greenlet* g = t->live_head; g; g = impl_of(*g).live_next)
+        if (!impl_of(*g).is_hub) f(*g);
+}
+}  // namespace
+}  // namespace detail
+
+void write_greenlet_table(int fd) noexcept {
+    if (!detail::t_state) return;
+    detail::Sink s{fd};
+    detail::for_each_row([&](Greenlet& g) { detail::write_row(s, g); });
+}
+
+// ---- the dump: every greenlet with its backtrace (diag.hpp says how) ----
+
+#if defined(__x86_64__) && defined(__ELF__) && !defined(BOOST_USE_UCONTEXT)
+#define GREENSHIM_UNWIND_FCONTEXT 1
+// greenshim_unwind_fcontext(fctx, trace, arg): _Unwind_Backtrace(trace, arg),
+// called from a frame whose unwind info says that its caller is the context
+// jump_fcontext saved at fctx (diag.hpp). After the call r12 still holds fctx
+// (callee-saved), which the CFI names the CFA by.
+extern "C" __attribute__((visibility("hidden"))) _Unwind_Reason_Code greenshim_unwind_fcontext(
+    const void* fctx, _Unwind_Trace_Fn trace, void* arg);
+__asm__(R"(
+    .text
+    .p2align 4
+    .globl greenshim_unwind_fcontext
+    .hidden greenshim_unwind_fcontext
+    .type greenshim_unwind_fcontext, @function
+greenshim_unwind_fcontext:
+    .cfi_startproc
+    pushq %r12
+    .cfi_def_cfa_offset 16
+    .cfi_offset %r12, -16
+    movq %rdi, %r12
+    .cfi_remember_state
+    .cfi_def_cfa %r12, 0x40
+    .cfi_offset %rbp, -0x10
+    .cfi_offset %rbx, -0x18
+    .cfi_offset %r15, -0x20
+    .cfi_offset %r14, -0x28
+    .cfi_offset %r13, -0x30
+    .cfi_offset %r12, -0x38
+    movq %rsi, %rdi
+    movq %rdx, %rsi
+    call _Unwind_Backtrace@PLT
+    nop
+    .cfi_restore_state
+    popq %r12
+    .cfi_def_cfa_offset 8
+    ret
+    .cfi_endproc
+    .size greenshim_unwind_fcontext, .-greenshim_unwind_fcontext
+)");
+// Boost's fiber is its fcontext_t and nothing else.
+static_assert(sizeof(boost::context::fiber) == sizeof(void*));
+#endif
+
+namespace detail {
+namespace {
+constexpr int kDumpFrames = 64;
+
+struct Walk {
+    static constexpr int kSlots = kDumpFrames + 16;  // the handler's own frames come first
+    void* ips[kSlots];
+    int n = 0;
+    int skip = 0;                 // frames of ours to pass over first
+    std::uintptr_t lo = 0, hi = 0;  // the greenlet's stack; hi 0: unknown
+    bool more = false;            // stopped at kSlots
+};
+
+_Unwind_Reason_Code collect_frame(_Unwind_Context* c, void* arg) {
+    Walk& w = *static_cast<Walk*>(arg);
+    int before = 0;
+    std::uintptr_t ip = _Unwind_GetIPInfo(c, &before);
+    if (!ip) return _URC_END_OF_STACK;
+    if (w.skip > 0) {
+        --w.skip;
+        return _URC_NO_REASON;
+    }
+    if (w.hi) {
+        std::uintptr_t cfa = _Unwind_GetCFA(c);
+        if (cfa < w.lo || cfa > w.hi) return _URC_END_OF_STACK;
+    }
+    if (w.n == Walk::kSlots) {
+        w.more = true;
+        return _URC_END_OF_STACK;
+    }
+    w.ips[w.n++] = reinterpret_cast<void*>(ip);
+    return _URC_NO_REASON;
+}
+
+void write_frames(const Sink& s, void* const* ips, int n, bool more) noexcept {
+    if (n > kDumpFrames) {
+        n = kDumpFrames;
+        more = true;
+    }
+    for (int i = 0; i < n; ++i) {
+        char code[280];
+        describe_code(ips[i], code, sizeof code);
+        sink_out(s, "      #%-2d %p %s\n", i, ips[i], code);
+    }
+    if (more) sink_out(s, "      ... (more frames)\n");
+}
+
+// The running greenlet's (or the hub's) frames: from the instruction the
+// signal interrupted, else from our caller.
+void write_running_backtrace(const Sink& s, const void* uctx) noexcept {
+    Walk w;
+    w.skip = 1;  // this function
+    _Unwind_Backtrace(collect_frame, &w);
+    int from = 0;
+    if (uctx) {
+        auto pc = reinterpret_cast<void*>(static_cast<const ucontext_t*>(uctx)->uc_mcontext.gregs[REG_RIP]);
+        from = -1;
+        for (int i = 0; i < w.n && from < 0; ++i)
+            if (w.ips[i] == pc) from = i;
+        if (from < 0) {
+            sink_out(s, "      (the interrupted frame was not found; the signal handler's frames included)\n");
+            from = 0;
+        }
+    } else {
+        from = w.n > 0 ? 1 : 0;  // write_greenlet_dump
+    }
+    write_frames(s, w.ips + from, w.n - from, w.more);
+}
+
+void write_suspended_backtrace(const Sink& s, Greenlet& g) noexcept {
+#if GREENSHIM_UNWIND_FCONTEXT
+    Greenlet::Impl& im = impl_of(g);
+    const void* fctx = *reinterpret_cast<void* const*>(&im.ctx);
+    Walk w;
+    w.skip = 1;  // greenshim_unwind_fcontext
+    auto at = reinterpret_cast<std::uintptr_t>(fctx);
+    if (!g.is_main()) {
+        w.hi = reinterpret_cast<std::uintptr_t>(im.stack.sp);
+        w.lo = w.hi - im.stack.size;
+    }
+    if (!fctx || (at & 7) || (w.hi && (at < w.lo || at + 0x40 > w.hi))) {
+        sink_out(s, "      (no saved context)\n");
+        return;
+    }
+    greenshim_unwind_fcontext(fctx, collect_frame, &w);
+    write_frames(s, w.ips, w.n, w.more);
+#else
+    (void)g;
+    sink_out(s, "      (backtraces of suspended greenlets: x86-64 fcontext builds only)\n");
+#endif
+}
+}  // namespace
+}  // namespace detail
+
+void write_greenlet_dump(int fd, int also_fd, const void* uctx) noexcept {
+    detail::Sink s{fd, also_fd};
+    detail::ThreadState* t = detail::t_state;
+    char comm[32] = "";
+    {
+        InternalScope internal;
+        int c = ::open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+        if (c >= 0) {
+            ssize_t n = ::read(c, comm, sizeof comm - 1);
+            comm[n > 0 ? n : 0] = '\0';
+            if (char* nl = std::strchr(comm, '\n')) *nl = '\0';
+            ::close(c);
+        }
+    }
+    if (!t) {
+        detail::sink_out(s, "greenshim: dump of process %d (%s): no greenlets on this thread yet\n", int(getpid()), comm);
+        detail::write_running_backtrace(s, uctx);
+    } else {
+        std::size_t n = (t->main && !t->main->dead() ? 1 : 0) + t->alive - (t->hub && t->hub->greenlet().started() &&
+                                                                           !t->hub->greenlet().dead() ? 1 : 0);
+        Greenlet* cur = t->current;
+        bool hub_runs = cur && detail::impl_of(*cur).is_hub;
+        detail::sink_out(s, "greenshim: dump of process %d (%s): %zu greenlets; %s\n", int(getpid()), comm, n,
+                         hub_runs ? "the hub was running its loop (waiting for events, or waking greenlets)"
+                                  : "the hub was running a greenlet (marked running)");
+        detail::for_each_row([&](Greenlet& g) {
+            detail::write_row(s, g);
+            if (&g == cur) detail::write_running_backtrace(s, uctx);
+            else if (g.state() == GreenletState::fresh) detail::sink_out(s, "      (not started yet)\n");
+            else detail::write_suspended_backtrace(s, g);
+        });
+    }
+    detail::sink_out(s, "greenshim: end of dump\n");
+}
+
+pthread_t hub_thread(Hub& hub) noexcept { return Diag::thread(hub); }
 
 bool set_trace(const char* spec) noexcept {
     unsigned mask = 0;

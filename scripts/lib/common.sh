@@ -9,6 +9,7 @@ GREENSHIM_PACKAGES=(
   g++ meson ninja-build pkg-config
   libev-dev libboost-context-dev doctest-dev
   python3.11 libpython3.11-testsuite curl strace procps util-linux
+  gdb  # tests/diagnostics: the gdb extension, live and on a core (gcore)
   valgrind  # also <valgrind/valgrind.h>: the runtime registers its stacks with it
   # other allocators, preloaded and linked (tests/threads: alloc-*), and a real
   # program that links jemalloc (tests/integration: redis_benchmark)

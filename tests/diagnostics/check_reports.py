@@ -13,15 +13,8 @@ import subprocess
 import sys
 import tempfile
 
-failures = []
-
-
-def expect(cond, what, output=""):
-    print(("ok: " if cond else "FAIL: ") + what)
-    if not cond:
-        failures.append(what)
-        if output:
-            print("---- output ----\n" + output + "\n----------------")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from expect import expect, failures  # noqa: E402
 
 
 def run(cmd, env_extra=None, timeout=30):

@@ -12,9 +12,10 @@
 //    the loop: enabled by enable_timing() (GREENSHIM_STATS / MONITOR do).
 //  * The trace (set_trace) costs one predictable branch per park when off.
 //
-// May not: be used from a signal handler, except greenlet_for_guard_page()
-// and write_greenlet_table(), which are async-signal-safe for the calling
-// thread's own greenlets (no allocation, no locks; output by write(2)).
+// May not: be used from a signal handler, except greenlet_for_guard_page(),
+// write_greenlet_table() and write_greenlet_dump(), which are
+// async-signal-safe for the calling thread's own greenlets (no allocation, no
+// locks; output by write(2)).
 #pragma once
 
 #include <pthread.h>
@@ -99,6 +100,45 @@ GREENSHIM_API void describe_code(const void* code, char* buf, std::size_t size) 
 // Writes one line per live greenlet of the calling OS thread: id, name,
 // state, what it waits on and its entry function. Async-signal-safe.
 GREENSHIM_API void write_greenlet_table(int fd) noexcept;
+
+// The dump (greenrun --dump): write_greenlet_table's lines for the calling OS
+// thread, each followed by that greenlet's backtrace, then "greenshim: end of
+// dump". Written to fd, and to also_fd too unless it is -1 (a copy for the
+// process's stderr: each write there waits at most 200 ms for the fd to take
+// it, so a full pipe nobody reads drops the copy instead of hanging the
+// process). uctx: the ucontext of the signal handler that calls it (the
+// running greenlet's backtrace starts at the instruction the signal
+// interrupted), or nullptr to start at the caller. Async-signal-safe as
+// describe_code is (dladdr; libgcc's unwinder finds unwind tables with glibc's
+// lock-free _dl_find_object), and it reads the suspended greenlets' stacks
+// without switching to any of them: no program code runs.
+//
+// How a suspended greenlet's backtrace is found. Its fiber (Impl::ctx) holds
+// Boost.Context's fcontext_t: the stack pointer at which jump_fcontext
+// (x86-64 SysV ELF, Boost 1.74 and on) saved it, 0x40 bytes laid out as
+// mxcsr and the x87 control word (8), r12, r13, r14, r15, rbx, rbp and the
+// return address. A small assembly function (diag.cpp,
+// greenshim_unwind_fcontext) calls libgcc's _Unwind_Backtrace with CFI saying
+// that its caller's frame is that saved context: CFA = fctx + 0x40, the
+// return address at CFA-8 and the six callee-saved registers at their slots.
+// libgcc's own unwinder then walks on through the greenlet's frames with
+// their real unwind tables (DWARF CFI, -O2 code without frame pointers
+// included), exactly as for a stack it is running on; nothing is switched or
+// resumed. The running greenlet's backtrace is the same unwinder's walk from
+// the handler through the kernel's signal frame.
+// Limits: a frame without unwind tables (hand-written assembly, code built
+// with -fno-asynchronous-unwind-tables) ends its backtrace; a walk stops when
+// a frame's CFA leaves the greenlet's stack (the main greenlet's stack is the
+// OS thread's, not known: its walk stops at 64 frames or where unwind tables
+// end); frames are named by dladdr (describe_code), so functions a module
+// does not export show as module+offset (greenrun --dump adds file:line with
+// addr2line where it can). A greenlet interrupted in the middle of a switch
+// (inside jump_fcontext) shows no frames. Boost's fcontext on x86-64 only; a
+// build on another architecture or on ucontext fibers prints the table
+// without backtraces.
+GREENSHIM_API void write_greenlet_dump(int fd, int also_fd, const void* uctx) noexcept;
+// The OS thread a hub runs on (where its greenlets' dump must be written).
+GREENSHIM_API pthread_t hub_thread(Hub& hub) noexcept;
 
 // Trace of parks and wakes to fd 2: spec is a comma-separated list of
 // WaitSite families, or "all" / "1". nullptr or "" turns it off.
