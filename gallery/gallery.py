@@ -1003,10 +1003,11 @@ def write_plot(out, rows, raw):
     dat = os.path.join(out, ".ratios.dat")
     with open(dat, "w") as f:
         for i, r in enumerate(rows):
-            label = r.prog.key
-            tu = max((m.threads for m in r.u), default=0) or 1
-            tp = max((m.threads for m in r.p), default=0) or 1
-            f.write(f'{i} "{label}" {r.ratio() or 0:.4f} {tu} {tp}\n')
+            fails = any(m.failure for m in r.p)
+            label = r.prog.key + (" (FAILS)" if fails else "")
+            tu = max((m.threads for m in r.u), default=0) or "NaN"
+            tp = max((m.threads for m in r.p if not m.failure), default=0) or "NaN"
+            f.write(f'{i} "{label}" {r.ratio() or "NaN"} {tu} {tp}\n')
     png = os.path.join(out, "ratios.png")
     script = f"""
 set terminal pngcairo size 1000,720 font 'sans,9'
@@ -1017,7 +1018,7 @@ set style fill solid 0.8 border -1
 set boxwidth 0.8
 set grid ytics
 set xtics rotate by -35 nomirror
-set key top left
+set key top right
 set title 'throughput patched / unpatched (1 = the same)'
 set yrange [0:*]
 plot '{dat}' using 3:xtic(2) title 'patched / unpatched' lc rgb '#3a7bd5', 1 with lines dt 2 lc rgb 'black' notitle
