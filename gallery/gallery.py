@@ -552,32 +552,25 @@ def programs(quick):
         client=lambda st, port: ["siege", "-b", "-c", str(siege_c), "-t", f"{st.dur}S",
                                  f"http://127.0.0.1:{port}/index.html"],
         parse=parse_siege, notes="a timed run (siege ends its users with pthread_cancel)"))
-    P.append(Program(
-        "iperf-server", "iperf2 -s (server)", "server", "iperf -c -P 50 (unpatched)", ["iperf"],
-        server=lambda st, port: (["iperf", "-s", "-B", "127.0.0.1", "-p", str(port)], []),
-        client=lambda st, port: ["iperf", "-c", "127.0.0.1", "-p", str(port), "-P", "50",
-                                 "-t", str(st.dur), "-f", "m"],
-        parse=parse_iperf))
-    P.append(Program(
-        "iperf-client", "iperf2 -c -P 50 (client)", "client", "against iperf -s (unpatched)", ["iperf"],
-        server=lambda st, port: (["iperf", "-s", "-B", "127.0.0.1", "-p", str(port)], []),
-        client=lambda st, port: ["iperf", "-c", "127.0.0.1", "-p", str(port), "-P", "50",
-                                 "-t", str(st.dur), "-f", "m"],
-        parse=parse_iperf))
-    P.append(Program(
-        "pgbench", "pgbench -c 50 -j 50 -S", "client", "against PostgreSQL (unpatched)", ["pgbench", pg_bin("postgres")],
-        prepare=pg_prepare, server=lambda st, port: (pg_server(st, port), []), server_user="postgres",
-        ready=pg_ready, stop_signal=signal.SIGINT,
-        client=lambda st, port: ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                 "-c", "50", "-j", "50", "-S", "-T", str(st.dur), "postgres"],
-        parse=parse_pgbench))
-    P.append(Program(
-        "postgres", "postgres (server)", "server", "pgbench -c 50 -j 2 -S (unpatched)", ["pgbench", pg_bin("postgres")],
-        prepare=pg_prepare, server=lambda st, port: (pg_server(st, port), []), server_user="postgres",
-        ready=pg_ready, stop_signal=signal.SIGINT,
-        client=lambda st, port: ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                 "-c", "50", "-j", "2", "-S", "-T", str(st.dur), "postgres"],
-        parse=parse_pgbench))
+    def iperf_client(st, port):
+        return ["iperf", "-c", "127.0.0.1", "-p", str(port), "-P", "50", "-t", str(st.dur), "-f", "m"]
+    for side, title, load in (("server", "iperf2 -s (server)", "iperf -c -P 50 (unpatched)"),
+                              ("client", "iperf2 -c -P 50 (client)", "against iperf -s (unpatched)")):
+        P.append(Program(
+            f"iperf-{side}", title, side, load, ["iperf"],
+            server=lambda st, port: (["iperf", "-s", "-B", "127.0.0.1", "-p", str(port)], []),
+            client=iperf_client, parse=parse_iperf))
+    # pgbench patched against an unpatched server, and the server patched
+    for side, title, load, jobs in (("client", "pgbench -c 50 -j 50 -S", "against PostgreSQL (unpatched)", 50),
+                                    ("server", "postgres (server)", "pgbench -c 50 -j 2 -S (unpatched)", 2)):
+        P.append(Program(
+            "pgbench" if side == "client" else "postgres", title, side, load, ["pgbench", pg_bin("postgres")],
+            prepare=pg_prepare, server=lambda st, port: (pg_server(st, port), []), server_user="postgres",
+            ready=pg_ready, stop_signal=signal.SIGINT,
+            client=(lambda jobs: lambda st, port: [
+                "pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "50",
+                "-j", str(jobs), "-S", "-T", str(st.dur), "postgres"])(jobs),
+            parse=parse_pgbench))
     for test in ("threads", "mutex", "cpu"):
         if test == "mutex":
             argv = ["sysbench", "mutex", "--threads=8", f"--mutex-locks={mutex_locks}", "run"]
@@ -625,7 +618,8 @@ NOTEWORTHY = re.compile(r"greenshim:|greenshim\[|error|fail|refused|reset by pee
                         r"core dumped|timed? ?out|deadlock|assert|cannot|can't|unable", re.I)
 IGNORED = re.compile(r"^\s*$|Failed requests:\s+0$|Failed transactions:\s+0|"
                      r"number of failed transactions: 0|Non-2xx responses:\s+0$|"
-                     r"WARNING Memory overcommit must be enabled|aborting any active transactions")
+                     r"WARNING Memory overcommit must be enabled|aborting any active transactions|"
+                     r"terminating connection due to administrator command")  # the gallery stopping a server
 
 
 def noteworthy(text, where):
