@@ -781,19 +781,43 @@ int shared_rw_unlock(pthread_rwlock_t* l) {
 }
 
 // The timed forms: EINVAL for a malformed time or an unsupported clock.
-int rw_timed(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t, int (*lock)(RwLock*, Deadline, bool)) {
-    if (bad_time(t) || (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)) return EINVAL;
-    return lock(as_rw(l), deadline_at(clock, t), false);
-}
 // The call for l: the shim's, glibc's through the shim, or glibc's own where
 // nothing may park.
 bool glibc_rw(pthread_rwlock_t* l) { return as_rw(l)->shared; }
+
+// Whether glibc's own code does a call on l: with the shim off or in the
+// runtime's own work (the locks there are glibc's, made and used by glibc),
+// and for a glibc rwlock where nothing may park. A lock in the shim's format
+// is never handed to glibc: glibc's lock and unlock leave glibc's state in
+// the words the shim reads (PostgreSQL 15's postmaster, which runs OpenSSL
+// in its signal handlers, then waited for ever on a free lock).
+bool rw_by_glibc(pthread_rwlock_t* l) {
+    return !config().enabled || runtime_internal() || (glibc_rw(l) && !may_park());
+}
+
+using RwLockFn = int (*)(RwLock*, Deadline, bool);
+// A lock call in the shim's format, or glibc's through the shim. Where
+// nothing may park (a signal handler, the hub), a free lock is taken and a
+// busy one, which nothing could release while the handler runs, is EDEADLK
+// (EBUSY for a try).
+int rw_lock(pthread_rwlock_t* l, RwLockFn own, RwLockFn glibcs, Deadline deadline, bool try_only) {
+    if (glibc_rw(l)) return glibcs(as_rw(l), deadline, try_only);
+    if (may_park()) return own(as_rw(l), deadline, try_only);
+    int r = own(as_rw(l), deadline, true);
+    return r == EBUSY && !try_only ? EDEADLK : r;
+}
+
+int rw_timed(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t, RwLockFn own, RwLockFn glibcs) {
+    if (bad_time(t) || (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)) return EINVAL;
+    return rw_lock(l, own, glibcs, deadline_at(clock, t), false);
+}
 }  // namespace
 
 SHIM_EXPORT int pthread_rwlock_init(pthread_rwlock_t* l, const pthread_rwlockattr_t* attr) {
     int pshared = PTHREAD_PROCESS_PRIVATE;
     if (attr) pthread_rwlockattr_getpshared(attr, &pshared);
-    if (pshared != PTHREAD_PROCESS_PRIVATE || !may_park()) return REAL(pthread_rwlock_init)(l, attr);
+    if (pshared != PTHREAD_PROCESS_PRIVATE || !config().enabled || runtime_internal())
+        return REAL(pthread_rwlock_init)(l, attr);
     std::memset(l, 0, sizeof *l);
     return 0;
 }
@@ -802,39 +826,39 @@ SHIM_EXPORT int pthread_rwlock_destroy(pthread_rwlock_t* l) {
     return (as_rw(l)->readers || as_rw(l)->writer) ? EBUSY : 0;
 }
 SHIM_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t* l) {
-    if (!may_park()) return REAL(pthread_rwlock_rdlock)(l);
-    return (glibc_rw(l) ? shared_rd_lock : rd_lock)(as_rw(l), kForever, false);
+    if (rw_by_glibc(l)) return REAL(pthread_rwlock_rdlock)(l);
+    return rw_lock(l, rd_lock, shared_rd_lock, kForever, false);
 }
 SHIM_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
-    if (!may_park()) return REAL(pthread_rwlock_tryrdlock)(l);
-    return (glibc_rw(l) ? shared_rd_lock : rd_lock)(as_rw(l), kForever, true);
+    if (rw_by_glibc(l)) return REAL(pthread_rwlock_tryrdlock)(l);
+    return rw_lock(l, rd_lock, shared_rd_lock, kForever, true);
 }
 SHIM_EXPORT int pthread_rwlock_timedrdlock(pthread_rwlock_t* l, const struct timespec* t) {
-    if (!may_park()) return REAL(pthread_rwlock_timedrdlock)(l, t);
-    return rw_timed(l, CLOCK_REALTIME, t, glibc_rw(l) ? shared_rd_lock : rd_lock);
+    if (rw_by_glibc(l)) return REAL(pthread_rwlock_timedrdlock)(l, t);
+    return rw_timed(l, CLOCK_REALTIME, t, rd_lock, shared_rd_lock);
 }
 SHIM_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
-    if (!may_park()) return REAL(pthread_rwlock_clockrdlock)(l, clock, t);
-    return rw_timed(l, clock, t, glibc_rw(l) ? shared_rd_lock : rd_lock);
+    if (rw_by_glibc(l)) return REAL(pthread_rwlock_clockrdlock)(l, clock, t);
+    return rw_timed(l, clock, t, rd_lock, shared_rd_lock);
 }
 SHIM_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t* l) {
-    if (!may_park()) return REAL(pthread_rwlock_wrlock)(l);
-    return (glibc_rw(l) ? shared_wr_lock : wr_lock)(as_rw(l), kForever, false);
+    if (rw_by_glibc(l)) return REAL(pthread_rwlock_wrlock)(l);
+    return rw_lock(l, wr_lock, shared_wr_lock, kForever, false);
 }
 SHIM_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
-    if (!may_park()) return REAL(pthread_rwlock_trywrlock)(l);
-    return (glibc_rw(l) ? shared_wr_lock : wr_lock)(as_rw(l), kForever, true);
+    if (rw_by_glibc(l)) return REAL(pthread_rwlock_trywrlock)(l);
+    return rw_lock(l, wr_lock, shared_wr_lock, kForever, true);
 }
 SHIM_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t* l, const struct timespec* t) {
-    if (!may_park()) return REAL(pthread_rwlock_timedwrlock)(l, t);
-    return rw_timed(l, CLOCK_REALTIME, t, glibc_rw(l) ? shared_wr_lock : wr_lock);
+    if (rw_by_glibc(l)) return REAL(pthread_rwlock_timedwrlock)(l, t);
+    return rw_timed(l, CLOCK_REALTIME, t, wr_lock, shared_wr_lock);
 }
 SHIM_EXPORT int pthread_rwlock_clockwrlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
-    if (!may_park()) return REAL(pthread_rwlock_clockwrlock)(l, clock, t);
-    return rw_timed(l, clock, t, glibc_rw(l) ? shared_wr_lock : wr_lock);
+    if (rw_by_glibc(l)) return REAL(pthread_rwlock_clockwrlock)(l, clock, t);
+    return rw_timed(l, clock, t, wr_lock, shared_wr_lock);
 }
 SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
-    if (!may_park()) return REAL(pthread_rwlock_unlock)(l);
+    if (rw_by_glibc(l)) return REAL(pthread_rwlock_unlock)(l);
     if (glibc_rw(l)) return shared_rw_unlock(l);
     RwLock* x = as_rw(l);
     if (x->writer == self()) {
