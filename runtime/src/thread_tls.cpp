@@ -331,6 +331,39 @@ bool find_malloc_state(char* tp) {
     if (!q) return fail("malloc failed");
     for (void* p : small) g.glibc_free(p);
     auto ours = [&](void* e) { return std::find(std::begin(small), std::end(small), e) != std::end(small); };
+    // The word's struct has one of our chunks at the head of bin 0 ...
+    auto holds_ours = [&](std::uintptr_t v) {
+        unsigned char buf[136];
+        if (!safe_read(v, buf, sizeof buf)) return false;
+        std::uint16_t count0;
+        void* entry0;
+        std::memcpy(&count0, buf, 2);
+        std::memcpy(&entry0, buf + 128, 8);
+        return count0 >= 1 && ours(entry0);
+    };
+    // ... or, when the bin was full of chunks malloc had moved there from a
+    // fastbin while ours were taken (so ours went back to the fastbin), the
+    // shape of a tcache_perthread_struct: a heap chunk of 0x290 bytes whose
+    // 64 counts and entries agree (a bin has entries exactly when it has a
+    // count, and each entry is a chunk of its bin's size).
+    auto looks_like_tcache = [&](std::uintptr_t v) {
+        std::uint64_t hdr;
+        std::uint16_t counts[64];
+        std::uintptr_t entries[64];
+        if (!safe_read(v - 8, &hdr, 8) || (hdr & ~std::uint64_t(7)) != 0x290) return false;
+        if (!safe_read(v, counts, sizeof counts) || !safe_read(v + sizeof counts, entries, sizeof entries))
+            return false;
+        int filled = 0;
+        for (int i = 0; i < 64; ++i) {
+            if (!counts[i] != !entries[i]) return false;
+            if (!entries[i]) continue;
+            std::uint64_t size;
+            if ((entries[i] & 15) || !safe_read(entries[i] - 8, &size, 8)) return false;
+            if ((size & ~std::uint64_t(7)) != std::uint64_t(32 + 16 * i)) return false;
+            ++filled;
+        }
+        return filled > 0;
+    };
     std::uintptr_t qsize = reinterpret_cast<std::uintptr_t*>(q)[-1];
     bool main_arena = !(qsize & 4);  // NON_MAIN_ARENA
     std::uintptr_t arena =
@@ -343,17 +376,10 @@ bool find_malloc_state(char* tp) {
         std::uintptr_t img = 0;
         if (o + 8 <= l.filesz) std::memcpy(&img, l.image + o, 8);
         if (!v) continue;
-        unsigned char buf[136];
-        if (!(v & 15) && safe_read(v, buf, sizeof buf)) {
-            std::uint16_t count0;
-            void* entry0;
-            std::memcpy(&count0, buf, 2);
-            std::memcpy(&entry0, buf + 128, 8);
-            if (count0 >= 1 && ours(entry0)) {
-                ++n_tc;
-                tc = l.block + o - tp;
-                continue;
-            }
+        if (!(v & 15) && (holds_ours(v) || looks_like_tcache(v))) {
+            ++n_tc;
+            tc = l.block + o - tp;
+            continue;
         }
         if (v == img) continue;
         if (main_arena ? (v >= l.data_lo && v < l.data_hi) : v == arena) {
