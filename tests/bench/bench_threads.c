@@ -3,8 +3,8 @@
 //
 //   bench_threads create [N]   N pthread_create + pthread_join in a row
 //                              (default 200,000): threads per second
-//   bench_threads parked [N]   N threads each blocked in read() on its own
-//                              pipe (default 10,000): RSS per parked thread
+//   bench_threads parked [N]   N threads blocked in read() on one pipe
+//                              (default 10,000): RSS per parked thread
 //
 // Each thread touches a __thread variable, so that a thread with thread-locals
 // of its own (greenrun's default) pays for them as a real thread does.
@@ -61,17 +61,22 @@ int main(int argc, char** argv) {
     }
     if (!strcmp(mode, "parked")) {
         pthread_t* t = calloc((size_t)n, sizeof *t);
-        int(*fds)[2] = calloc((size_t)n, sizeof *fds);
+        int fds[2];
+        if (!t || pipe(fds) != 0) return 1;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, 64 * 1024);  // the same stacks both ways
         long before = rss_kib();
         for (long i = 0; i < n; i++) {
-            if (pipe(fds[i]) != 0 || pthread_create(&t[i], &attr, park, (void*)(long)fds[i][0]) != 0) return 1;
+            int r = pthread_create(&t[i], &attr, park, (void*)(long)fds[0]);
+            if (r != 0) {
+                fprintf(stderr, "bench_threads: pthread_create %ld: %s\n", i, strerror(r));
+                return 1;
+            }
         }
         usleep(200000);  // all of them parked in read
         long during = rss_kib();
-        for (long i = 0; i < n; i++) (void)!write(fds[i][1], "x", 1);
+        for (long i = 0; i < n; i++) (void)!write(fds[1], "x", 1);  // one byte each
         for (long i = 0; i < n; i++) pthread_join(t[i], NULL);
         printf("result threads parked=%ld rss_per_thread_bytes=%.0f\n", n, (double)(during - before) * 1024 / (double)n);
         return 0;
