@@ -147,27 +147,10 @@ static void timeout(void) {
 
 /* ---- 4 ---- */
 
-static volatile sig_atomic_t handled;
-
-static void on_usr1(int sig) {
-    (void)sig;
-    handled = 1;
-}
-
 static void interrupted(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_usr1;
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &sa, NULL);
     struct waiter w = {1, 1, 0, {{0}}, 1, 0, 0};
     pthread_t tw = start(wait_events, &w);
-    /* Until the waiter is out: a signal before its wait began interrupted
-     * nothing, the next one will. */
-    while (!__atomic_load_n(&w.done, __ATOMIC_SEQ_CST)) {
-        pthread_kill(tw, SIGUSR1);
-        usleep(5000);
-    }
+    int handled = interrupt_until_done(tw, &w.done);
     pthread_join(tw, NULL);
     say("4: a signal (SA_RESTART handler) made io_getevents return -EINTR", w.ret == -EINTR && handled);
 }

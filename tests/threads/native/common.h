@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,27 @@
 #define COMMON_FN static __attribute__((unused))
 
 static int all_ok = 1;
+
+/* Signals thread t with SIGUSR1, caught by a handler with SA_RESTART, until
+ * *done: a signal that came before its wait began interrupted nothing, the
+ * next one will. Returns whether the handler ran. */
+static volatile sig_atomic_t usr1_handled;
+COMMON_FN void note_usr1(int sig) {
+    (void)sig;
+    usr1_handled = 1;
+}
+COMMON_FN int interrupt_until_done(pthread_t t, int *done) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = note_usr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    while (!__atomic_load_n(done, __ATOMIC_SEQ_CST)) {
+        pthread_kill(t, SIGUSR1);
+        usleep(5000);
+    }
+    return usr1_handled;
+}
 
 COMMON_FN void say(const char *what, int ok) {
     printf("%s: %s\n", what, ok ? "yes" : "NO");

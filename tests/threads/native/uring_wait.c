@@ -233,13 +233,6 @@ static void case5(void) {
 /* ---- 6. a signal interrupts io_uring_wait_cqe ---- */
 
 static int p6[2], ret6 = 1, done6;
-static volatile sig_atomic_t handled;
-
-static void on_usr1(int sig) {
-    (void)sig;
-    handled = 1;
-}
-
 static void *waiter6(void *arg) {
     (void)arg;
     struct io_uring_cqe *cqe = NULL;
@@ -249,22 +242,12 @@ static void *waiter6(void *arg) {
 }
 
 static void case6(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_usr1;
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &sa, NULL);
     char buf[16] = "";
     make_pipe(p6);
     prep_read(&ring, p6[0], buf, sizeof buf - 1, 6);
     io_uring_submit(&ring);
     pthread_t w = start(waiter6, NULL);
-    /* Until the waiter is out: a signal that came before its wait began
-     * interrupted nothing, the next one will. */
-    while (!__atomic_load_n(&done6, __ATOMIC_SEQ_CST)) {
-        pthread_kill(w, SIGUSR1);
-        usleep(5000);
-    }
+    int handled = interrupt_until_done(w, &done6);
     pthread_join(w, NULL);
     say("6: a signal (SA_RESTART handler) made io_uring_wait_cqe return -EINTR", ret6 == -EINTR && handled);
     put(p6[1], "six");
