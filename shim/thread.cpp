@@ -107,10 +107,11 @@ void thread_main(GThread* t) {
 // under a sanitizer, where sharing is the known way).
 void give_own_thread_locals(Greenlet& g) noexcept {
     if (config().thread_locals_shared || g.set_own_thread_locals()) return;
-    static bool warned = false;
+    static bool looked = false;  // the answer does not change: look once
+    if (looked) return;
+    looked = true;
     const char* why = Greenlet::own_thread_locals_unsupported();
-    if (warned || !why || std::strstr(why, "sanitizer")) return;
-    warned = true;
+    if (!why || Greenlet::own_thread_locals_off_under_sanitizer()) return;  // (no why: out of memory)
     char line[300];
     std::snprintf(line, sizeof line, "greenshim: threads share thread-locals (__thread, errno): %s\n", why);
     write_fully(2, line, std::strlen(line));

@@ -516,6 +516,8 @@ void OsThreadLocalsScope::after_fork_child() noexcept {
     if (own_) detail::ThreadTls::copy_tid(static_cast<detail::ThreadTls*>(own_), detail::ThreadTls::current());
 }
 
+bool Greenlet::own_thread_locals_off_under_sanitizer() noexcept { return detail::ThreadTls::sanitizer_loaded(); }
+
 void Greenlet::run_thread_exit() noexcept {
     detail::ThreadState* t = detail::t_state;
     if (!t) return;

@@ -430,7 +430,7 @@ bool check_thread() {
 }
 
 bool check() {
-    if (dlsym(RTLD_DEFAULT, "__asan_init") || dlsym(RTLD_DEFAULT, "__tsan_init") || dlsym(RTLD_DEFAULT, "__msan_init"))
+    if (ThreadTls::sanitizer_loaded())
         return fail("a sanitizer runtime is loaded (it keeps its thread state in its own TLS)");
     const char* v = gnu_get_libc_version();
     g.info.glibc_version = v;
@@ -679,6 +679,11 @@ bool ThreadTls::inherit(const void* tls_var, std::size_t size) noexcept {
 
 void ThreadTls::copy_tid(ThreadTls* to, const ThreadTls* from) noexcept {
     at<int>(reinterpret_cast<char*>(to), off::tid) = at<int>(reinterpret_cast<char*>(const_cast<ThreadTls*>(from)), off::tid);
+}
+
+bool ThreadTls::sanitizer_loaded() noexcept {
+    return dlsym(RTLD_DEFAULT, "__asan_init") || dlsym(RTLD_DEFAULT, "__tsan_init") ||
+           dlsym(RTLD_DEFAULT, "__msan_init");
 }
 
 bool ThreadTls::verify_running_thread() noexcept { return supported() && check_thread(); }

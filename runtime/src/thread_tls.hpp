@@ -74,6 +74,9 @@ public:
     static bool supported() noexcept;
     // Why not, as one line ("" when supported).
     static const char* unsupported_reason() noexcept;
+    // A sanitizer runtime is loaded (ASan, TSan, MSan keep their thread state
+    // in their own TLS): unsupported by design, not by a failed check.
+    static bool sanitizer_loaded() noexcept;
 
     // The per-thread layout checks again, on the running thread (supported()
     // ran them on the thread that called it first): for a real OS thread

@@ -157,6 +157,9 @@ public:
     bool has_own_thread_locals() const noexcept;
     // nullptr when set_own_thread_locals() can work here, else why not.
     static const char* own_thread_locals_unsupported() noexcept;
+    // True when that is by design (a sanitizer runtime is loaded), not
+    // because a check of glibc's layout failed.
+    static bool own_thread_locals_off_under_sanitizer() noexcept;
     // Runs the running greenlet's thread-exit duties now, as glibc does for
     // an exiting thread: C++ thread_local destructors, glibc's own pthread
     // keys' destructors, glibc's per-thread buffers. Done anyway when its
