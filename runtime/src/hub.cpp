@@ -187,12 +187,9 @@ void Hub::run() {
             if (ready_count_ == 0) nothing_to_do();
             continue;
         }
-        if (ready_count_ == 0) {
-            ev_run(loop_, EVRUN_ONCE);
-            unpolled_passes_ = 0;
-            unpolled_since_ = 0;
-        } else if (yielded_ || poll_due()) {
-            ev_run(loop_, EVRUN_NOWAIT);
+        bool idle = ready_count_ == 0;
+        if (idle || yielded_ || poll_due()) {
+            ev_run(loop_, idle ? EVRUN_ONCE : EVRUN_NOWAIT);
             unpolled_passes_ = 0;
             unpolled_since_ = 0;
         }
@@ -205,9 +202,10 @@ void Hub::run() {
 // work, and otherwise only now and then): a hand-off between two threads
 // (one parks, the other was woken) then costs no syscall. A pass in which a
 // greenlet yielded (sleep(0), sched_yield, the cooperative budget) polls:
-// a yield promises the loop a look before the yielder runs again. The bound: every kPollCheckPasses passes it reads
-// the clock, and once kMaxPollDelayNs have passed since the first such read
-// after a poll, it polls without blocking. So fd readiness, timers and
+// a yield promises the loop a look before the yielder runs again. The
+// bound: every kPollCheckPasses passes it reads the clock, and once
+// kMaxPollDelayNs have passed since the first such read after a poll, it
+// polls without blocking. So fd readiness, timers and
 // signals wait behind runnable greenlets for at most about kMaxPollDelayNs
 // plus 2 x kPollCheckPasses passes. Cost per pass: an increment and a
 // compare; a clock read (~20-30 ns) every kPollCheckPasses passes.
