@@ -265,6 +265,15 @@ void Runtime::after_resume(ctx::fiber&& f) noexcept {
     Greenlet* from = t.from;
     if (f) {
         from->impl_->ctx = std::move(f);
+        if (__builtin_expect(!t.release_later, 1)) {  // the common case: nothing runs here
+            Greenlet::Impl& cur = *t.current->impl_;
+            if (!cur.tls) {
+                *eh_globals() = cur.saved_eh;
+                errno = cur.saved_errno;
+            }
+            t.from = nullptr;
+            return;
+        }
     } else if (from && from->dead()) {
         // Its stack is gone, and we run with our own thread-locals: its
         // block may go, and the object too.
@@ -273,12 +282,18 @@ void Runtime::after_resume(ctx::fiber&& f) noexcept {
         last.reset();
     }
     t.from = nullptr;
-    *eh_globals() = t.current->impl_->saved_eh;
+    // errno and libstdc++'s exception state are thread-locals: a greenlet
+    // with its own block keeps its own (what runs here to free the dead must
+    // not change its errno); the ones that share the OS thread's take theirs
+    // back here (saved by jump).
+    Greenlet::Impl& cur = *t.current->impl_;
+    int own_errno = errno;
+    if (!cur.tls) *eh_globals() = cur.saved_eh;
     if (t.release_later) {
         std::shared_ptr<Greenlet> drop = std::move(t.release_later);
         drop.reset();
     }
-    errno = t.current->impl_->saved_errno;
+    errno = cur.tls ? own_errno : cur.saved_errno;
 }
 
 void Runtime::ensure_fiber(Greenlet& target) {
@@ -334,8 +349,10 @@ void Runtime::ensure_fiber(Greenlet& target) {
 void Runtime::jump(Greenlet& target) {
     ThreadState& t = ts();
     Greenlet* self = t.current;
-    self->impl_->saved_errno = errno;
-    self->impl_->saved_eh = *eh_globals();
+    if (!self->impl_->tls) {  // (one with its own block keeps them there: after_resume)
+        self->impl_->saved_errno = errno;
+        self->impl_->saved_eh = *eh_globals();
+    }
     t.from = self;
     t.current = &target;
     target.state_ = GreenletState::running;

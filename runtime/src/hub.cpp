@@ -184,6 +184,7 @@ void Hub::run() {
             running_.store(g, std::memory_order_relaxed);
             Runtime::set_state(*hub_greenlet_, GreenletState::suspended);
             Runtime::jump(*g);
+            if (yielded_) break;  // (a yield, or a poll that came due on a direct switch: poll now)
         }
         if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0) {
             ev_run(loop_, EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
@@ -300,14 +301,31 @@ Wake Hub::park(Deadline deadline) {
     detail::bump(switches_);
     detail::count_park(self);
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_park(self, deadline);
-    running_.store(hub_greenlet_.get(), std::memory_order_relaxed);
-    Runtime::jump(*hub_greenlet_);
+    Runtime::jump(next_to_run());
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_wake(self);
     if (wakeable) --loop_waiters_;
     if (timed) ev_timer_stop(loop_, &im.timer);
     Runtime::set_state(self, GreenletState::running);
     if (park_ref) ts().release_later = std::move(im.keepalive);
     return im.wake;
+}
+
+// Where a greenlet that parks goes: straight to the next ready greenlet
+// while one is queued and the loop may wait (one switch instead of two
+// through the hub: a hand-off between two threads, one waking the other and
+// then waiting, costs a single switch), else to the hub. As Go's scheduler
+// runs the next goroutine from the parking one's own stack. The loop's bound
+// (poll_due) still holds: once it is due, the hub gets control and polls.
+Greenlet& Hub::next_to_run() noexcept {
+    Greenlet* next = nullptr;
+    if (ready_head_ && !yielded_) {
+        if (poll_due()) yielded_ = true;  // (the hub polls before it runs anyone)
+        else next = pop_ready();
+    }
+    if (!next) next = hub_greenlet_.get();
+    else detail::bump(turn_);  // the hub's turn in all but name: the monitor sees progress
+    running_.store(next, std::memory_order_relaxed);
+    return *next;
 }
 
 void Hub::schedule(Greenlet& g, Wake why) {

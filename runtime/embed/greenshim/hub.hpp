@@ -302,6 +302,7 @@ private:
 
     void push_ready(Greenlet& g);
     Greenlet* pop_ready();
+    Greenlet& next_to_run() noexcept;
     void nothing_to_do();
     void fd_watch(detail::WaitNode& n);
     void fd_unwatch(detail::WaitNode& n);
