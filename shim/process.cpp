@@ -187,6 +187,7 @@ SHIM_EXPORT pid_t fork(void) {
         as_os_thread.after_fork_child();
         if (Hub* hub = Hub::existing()) hub->after_fork_child();
         threads_after_fork_child();
+        stall_after_fork_child();
         g_nchildren = 0;  // the parent's children are not ours
     } else if (r > 0) {
         track_child(r);

@@ -248,6 +248,9 @@ struct ProgramCode {
 // At start-up, in the main thread: its code is the program's (depth 0), and
 // the tick signal is taken (hold_signal).
 void stall_init() noexcept;
+// fork() child: the parent's timer did not come along (POSIX timers are not
+// inherited); the next pthread_create starts one.
+void stall_after_fork_child() noexcept;
 // Before a call the shim makes in the kernel because nothing else on this OS
 // thread could ever run (wake_result's -EDEADLK): no tick until the hub gets
 // control again (the tick would interrupt that call).

@@ -189,7 +189,6 @@ void on_tick(int sig, siginfo_t* info, void* uctx) {
 void stall_init() noexcept {
     t_shim_depth = 0;  // the main thread runs the program's code
     if (!config().enabled || config().handoff_ms == 0 || config().thread_locals_shared) return;
-    find_unsafe_code();
     g_tick_held = hold_signal(tick_signal(), on_tick, /*on_stack=*/false);
 }
 
@@ -199,10 +198,20 @@ void stall_quiet() noexcept {
     if (o && o->ticker) quiet(*hub, *o->ticker);
 }
 
+void stall_after_fork_child() noexcept {
+    Hub* hub = Hub::existing();
+    auto* o = hub ? static_cast<OsThread*>(hub->embedder_data()) : nullptr;
+    if (o) o->ticker = nullptr;  // (the parent's timer id means nothing here; a few bytes left)
+}
+
 void stall_watch(Hub& hub) noexcept {
     if (!g_tick_held) return;
     OsThread* o = os_thread(true);
     if (!o || o->ticker) return;
+    // Once, at the first thread (a process that never makes one pays nothing:
+    // the walk over the loaded modules costs ~70 us). Before any tick.
+    static bool found = (find_unsafe_code(), true);
+    (void)found;
     auto* k = new (std::nothrow) StallTicker;
     if (!k) return;
     struct sigevent ev{};

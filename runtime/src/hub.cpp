@@ -160,6 +160,15 @@ void Hub::push_ready(Greenlet& g) {
     ++ready_count_;
 }
 
+Greenlet* Hub::pop_next() {
+    if (Greenlet* g = runnext_) {
+        runnext_ = nullptr;
+        --ready_count_;
+        return g;
+    }
+    return pop_ready();
+}
+
 Greenlet* Hub::pop_ready() {
     Greenlet* g = ready_head_;
     if (!g) return nullptr;
@@ -175,6 +184,13 @@ void Hub::run() {
         detail::bump(turn_);
         if (__builtin_expect(when_back_.load(std::memory_order_relaxed) != nullptr, 0)) {
             if (auto fn = when_back_.exchange(nullptr, std::memory_order_relaxed)) fn(*this);
+        }
+        // A pass runs the queue in order: a greenlet that was to run next
+        // takes its place at the back (the hand-offs' bound on unfairness).
+        if (Greenlet* g = runnext_) {
+            runnext_ = nullptr;
+            --ready_count_;
+            push_ready(*g);
         }
         // Run what was ready when this pass began; what they wake runs next pass.
         for (std::size_t n = ready_count_; n > 0; --n) {
@@ -318,9 +334,9 @@ Wake Hub::park(Deadline deadline) {
 // (poll_due) still holds: once it is due, the hub gets control and polls.
 Greenlet& Hub::next_to_run() noexcept {
     Greenlet* next = nullptr;
-    if (ready_head_ && !yielded_) {
+    if (ready_count_ != 0 && !yielded_) {
         if (poll_due()) yielded_ = true;  // (the hub polls before it runs anyone)
-        else next = pop_ready();
+        else next = pop_next();
     }
     if (!next) next = hub_greenlet_.get();
     else detail::bump(turn_);  // the hub's turn in all but name: the monitor sees progress
@@ -333,6 +349,19 @@ void Hub::schedule(Greenlet& g, Wake why) {
     detail::impl_of(g).wake = why;
     Runtime::set_state(g, GreenletState::ready);
     push_ready(g);
+}
+
+void Hub::schedule_next(Greenlet& g, Wake why) {
+    if (g.state() != GreenletState::parked) return;
+    if (in_hub()) return schedule(g, why);  // the loop's wakes keep their order
+    detail::impl_of(g).wake = why;
+    Runtime::set_state(g, GreenletState::ready);
+    if (Greenlet* old = runnext_) {
+        --ready_count_;
+        push_ready(*old);
+    }
+    runnext_ = &g;
+    ++ready_count_;
 }
 
 InterruptScope::InterruptScope(InterruptMask accepts) noexcept {
@@ -450,12 +479,17 @@ Wake Hub::wait_fd(int fd, int events, Deadline deadline) {
     return wait_fds(&one, 1, deadline);
 }
 
-std::shared_ptr<Greenlet> Hub::spawn(Greenlet::Fn fn, std::string name, std::size_t stack_size) {
+std::shared_ptr<Greenlet> Hub::spawn(Greenlet::Fn fn, std::string name, std::size_t stack_size, bool soon) {
     auto g = Runtime::make(std::move(fn), std::move(name), stack_size, hub_greenlet_);
     detail::impl_of(*g).keepalive = g;
     detail::impl_of(*g).hub = this;
     Runtime::set_state(*g, GreenletState::ready);
-    push_ready(*g);
+    if (soon && !runnext_ && !in_hub()) {
+        runnext_ = g.get();
+        ++ready_count_;
+    } else {
+        push_ready(*g);
+    }
     return g;
 }
 
@@ -476,7 +510,7 @@ void Hub::after_fork_child() {
         g = next;
     }
     if (me != main_) Runtime::set_state(*main_, GreenletState::dead);
-    while (pop_ready()) {
+    while (pop_next()) {
     }
     for (std::size_t i = 0; i < fds_cap_; ++i) {
         if (fds_[i]) {
@@ -512,14 +546,15 @@ Wake WaitQueue::wait(Deadline deadline) {
     return hub.park(deadline);
 }
 
-Greenlet* WaitQueue::wake_one() {
+Greenlet* WaitQueue::wake(bool next) {
     Hub* hub = Hub::existing();
     while (WaitNode* n = head_) {
         NodeList::unlink(head_, tail_, *n);
         // A waiter whose deadline already fired is on its way out: skip it so
         // the notification is not lost.
         if (hub && n->g->state() == GreenletState::parked) {
-            hub->schedule(*n->g, Wake::event);
+            if (next) hub->schedule_next(*n->g, Wake::event);
+            else hub->schedule(*n->g, Wake::event);
             return n->g;
         }
     }
@@ -528,7 +563,7 @@ Greenlet* WaitQueue::wake_one() {
 
 std::size_t WaitQueue::notify_all() {
     std::size_t k = 0;
-    while (notify_one()) ++k;
+    while (wake(false)) ++k;
     return k;
 }
 
