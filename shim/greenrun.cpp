@@ -221,18 +221,48 @@ const char* find_helper(const char* lib, const char* name) {
     exec_or_die(py, argv);
 }
 
-// The value of an option that takes one: "--opt=VALUE", or the next argument.
-const char* value_of(char**& a, const char* opt, const char* what) {
-    std::size_t len = std::strlen(opt);
-    if ((*a)[len] == '=') return *a + len + 1;
-    if (!a[1]) die("%s needs %s", opt, what);
-    return *++a;
+// Does a name opt (its first len bytes), alone or as opt=VALUE (with_value)?
+bool is_opt(const char* a, const char* opt, std::size_t len, bool with_value) {
+    return !std::strncmp(a, opt, len) && (a[len] == 0 || (with_value && a[len] == '='));
+}
+bool is_opt(const char* a, const char* opt) { return is_opt(a, opt, std::strlen(opt), true); }
+
+// What a missing value should have been, after its placeholder in the table
+// ("--monitor needs milliseconds").
+const char* value_noun(const char* placeholder) {
+    static constexpr const char* kNouns[][2] = {
+        {"MS", "milliseconds"}, {"FAMILIES", "a list of families"}, {"PATH", "a path"}};
+    for (const auto& n : kNouns)
+        if (!std::strcmp(placeholder, n[0])) return n[1];
+    return "a value";
 }
 
-// Does *a name opt, alone or as opt=VALUE (with_value)?
-bool is_opt(const char* a, const char* opt, bool with_value) {
-    std::size_t len = std::strlen(opt);
-    return !std::strncmp(a, opt, len) && (a[len] == 0 || (with_value && a[len] == '='));
+// The options that set a variable come from the settings' table (each
+// Setting's option, config.cpp), so a new setting's option needs nothing
+// here: "--opt VALUE" (also --opt=VALUE) sets VALUE; "--opt" alone sets 1;
+// "--opt[=FILE]" sets 1, or FILE (./FILE when it has no '/': the library
+// takes a value with a '/' as a path). *a is one of them: the variable set
+// and a moved past its value; false otherwise.
+bool set_from_table(char**& a) {
+    for (std::size_t i = 0; i < kSettingCount; ++i) {
+        const Setting& s = kSettings[i];
+        if (!s.option) continue;
+        std::size_t len = std::strcspn(s.option, " [");
+        const char* rest = s.option + len;  // "", " VALUE" or "[=FILE]"
+        if (!is_opt(*a, s.option, len, *rest != 0)) continue;
+        const char* value = (*a)[len] == '=' ? *a + len + 1 : nullptr;
+        char path[PATH_MAX + 2];
+        if (*rest == ' ' && !value) {
+            if (!a[1]) die("%.*s needs %s", int(len), s.option, value_noun(rest + 1));
+            value = *++a;
+        } else if (*rest == '[' && value && !std::strchr(value, '/')) {
+            std::snprintf(path, sizeof path, "./%s", value);
+            value = path;
+        }
+        setenv(s.name, value ? value : "1", 1);
+        return true;
+    }
+    return false;
 }
 
 }  // namespace
@@ -250,22 +280,9 @@ int main(int, char** argv) {
             std::printf("greenrun %s\n", kVersion);
             return 0;
         }
-        if (is_opt(*a, "--stack-size", true)) setenv("GREENSHIM_STACK_SIZE", value_of(a, "--stack-size", "a value"), 1);
-        else if (!std::strcmp(*a, "--disable")) setenv("GREENSHIM_DISABLE", "1", 1);
-        else if (!std::strcmp(*a, "--stats")) setenv("GREENSHIM_STATS", "1", 1);
-        else if (!std::strncmp(*a, "--stats=", 8)) {
-            // A bare file name is one in the current directory (the library
-            // takes a value with a '/' as a path).
-            const char* file = *a + 8;
-            char value[PATH_MAX + 2];
-            std::snprintf(value, sizeof value, "%s%s", std::strchr(file, '/') ? "" : "./", file);
-            setenv("GREENSHIM_STATS", value, 1);
-        } else if (is_opt(*a, "--monitor", true)) setenv("GREENSHIM_MONITOR", value_of(a, "--monitor", "milliseconds"), 1);
-        else if (is_opt(*a, "--trace", true)) setenv("GREENSHIM_TRACE", value_of(a, "--trace", "a list of families"), 1);
-        else if (is_opt(*a, "--lib", true)) setenv("GREENSHIM_LIB", value_of(a, "--lib", "a path"), 1);
-        else if (!std::strcmp(*a, "--print-lib")) print_lib = true;
-        else if (is_opt(*a, "--dump", true) || is_opt(*a, "--dump-to", true) || is_opt(*a, "--dump-timeout", true))
-            dump(a);
+        if (set_from_table(a)) continue;
+        if (!std::strcmp(*a, "--print-lib")) print_lib = true;
+        else if (is_opt(*a, "--dump") || is_opt(*a, "--dump-to") || is_opt(*a, "--dump-timeout")) dump(a);
         else if (!std::strcmp(*a, "--compare")) {
             comparing = true;  // the rest is compare.py's
             ++a;
