@@ -292,6 +292,7 @@ bool aio_may_wait(long min_nr, long nr, const struct timespec* timeout) noexcept
 
 SHIM_EXPORT int gs___io_uring_get_cqe(Ring*, Cqe**, unsigned, unsigned, sigset_t*) __asm__("__io_uring_get_cqe");
 SHIM_EXPORT int gs___io_uring_get_cqe(Ring* ring, Cqe** cqe_ptr, unsigned submit, unsigned wait_nr, sigset_t* sigmask) {
+    SHIM_ENTER;
     GetCqeFn real = real_get_cqe();
     if (!real || !real_submit()) return -ENOSYS;
     if (!may_park_on(ring) || wait_nr <= cq_ready(ring)) return real(ring, cqe_ptr, submit, wait_nr, sigmask);
@@ -300,11 +301,13 @@ SHIM_EXPORT int gs___io_uring_get_cqe(Ring* ring, Cqe** cqe_ptr, unsigned submit
 
 SHIM_EXPORT int gs_io_uring_wait_cqes(Ring*, Cqe**, unsigned, Ts*, sigset_t*) __asm__("io_uring_wait_cqes");
 SHIM_EXPORT int gs_io_uring_wait_cqes(Ring* ring, Cqe** cqe_ptr, unsigned wait_nr, Ts* ts, sigset_t* sigmask) {
+    SHIM_ENTER;
     return wait_cqes(ring, cqe_ptr, wait_nr, ts, sigmask);
 }
 
 SHIM_EXPORT int gs_io_uring_wait_cqe_timeout(Ring*, Cqe**, Ts*) __asm__("io_uring_wait_cqe_timeout");
 SHIM_EXPORT int gs_io_uring_wait_cqe_timeout(Ring* ring, Cqe** cqe_ptr, Ts* ts) {
+    SHIM_ENTER;
     return wait_cqes(ring, cqe_ptr, 1, ts, nullptr);
 }
 
@@ -312,6 +315,7 @@ SHIM_EXPORT int gs_io_uring_submit_and_wait_timeout(Ring*, Cqe**, unsigned, Ts*,
     "io_uring_submit_and_wait_timeout");
 SHIM_EXPORT int gs_io_uring_submit_and_wait_timeout(Ring* ring, Cqe** cqe_ptr, unsigned wait_nr, Ts* ts,
                                                    sigset_t* sigmask) {
+    SHIM_ENTER;
     WaitCqesFn real = optional_real(real_submit_wait_timeout_slot, "io_uring_submit_and_wait_timeout", "LIBURING_2.2");
     if (!real || !real_get_cqe() || !real_submit() || !real_wait_cqes()) return -ENOSYS;
     if (!may_park_on(ring) || wait_nr <= cq_ready(ring) || (ts && !(ring->features & IORING_FEAT_EXT_ARG)) ||
@@ -324,6 +328,7 @@ SHIM_EXPORT int gs_io_uring_submit_and_wait_timeout(Ring* ring, Cqe** cqe_ptr, u
 // wait ended (0 or -EINTR).
 SHIM_EXPORT int gs_io_uring_submit_and_wait(Ring*, unsigned) __asm__("io_uring_submit_and_wait");
 SHIM_EXPORT int gs_io_uring_submit_and_wait(Ring* ring, unsigned wait_nr) {
+    SHIM_ENTER;
     SubmitWaitFn real = optional_real(real_submit_wait_slot, "io_uring_submit_and_wait", "LIBURING_2.0");
     if (!real || !real_submit()) return -ENOSYS;
     if (!may_park_on(ring) || wait_nr <= cq_ready(ring)) return real(ring, wait_nr);
@@ -343,6 +348,7 @@ SHIM_EXPORT int gs_io_uring_submit_and_wait(Ring* ring, unsigned wait_nr) {
 // returns 0 even when a signal ends the wait.
 SHIM_EXPORT int gs___io_uring_sqring_wait(Ring*) __asm__("__io_uring_sqring_wait");
 SHIM_EXPORT int gs___io_uring_sqring_wait(Ring* ring) {
+    SHIM_ENTER;
     RingFn real = optional_real(real_sqring_wait_slot, "__io_uring_sqring_wait", "LIBURING_2.0");
     if (!real) return -ENOSYS;
     if (!may_park_on(ring) || !(ring->flags & IORING_SETUP_SQPOLL)) return real(ring);
@@ -358,6 +364,7 @@ SHIM_EXPORT int gs___io_uring_sqring_wait(Ring* ring) {
 
 SHIM_EXPORT int gs_io_getevents(AioCtx, long, long, io_event*, struct timespec*) __asm__("io_getevents");
 SHIM_EXPORT int gs_io_getevents(AioCtx ctx, long min_nr, long nr, io_event* events, struct timespec* timeout) {
+    SHIM_ENTER;
     GetEventsFn real = optional_real(real_getevents_slot, "io_getevents", "LIBAIO_0.4");
     if (!real) return -ENOSYS;
     if (!aio_may_wait(min_nr, nr, timeout)) return real(ctx, min_nr, nr, events, timeout);
@@ -370,6 +377,7 @@ SHIM_EXPORT int gs_io_getevents(AioCtx ctx, long min_nr, long nr, io_event* even
 SHIM_EXPORT int gs_io_pgetevents(AioCtx, long, long, io_event*, struct timespec*, sigset_t*) __asm__("io_pgetevents");
 SHIM_EXPORT int gs_io_pgetevents(AioCtx ctx, long min_nr, long nr, io_event* events, struct timespec* timeout,
                                  sigset_t* sigmask) {
+    SHIM_ENTER;
     PGetEventsFn real = optional_real(real_pgetevents_slot, "io_pgetevents", "LIBAIO_0.5");
     if (!real) return -ENOSYS;
     if (!aio_may_wait(min_nr, nr, timeout)) return real(ctx, min_nr, nr, events, timeout, sigmask);

@@ -266,6 +266,17 @@ constexpr Setting kSettings[] = {
      "milliseconds: a watchdog thread reports any stretch longer than this in which the hub did not run, with "
      "a backtrace",
      "`0` (off)"},
+    {"GREENSHIM_HANDOFF",
+     [](const char* v, Config& c, Expected& why) noexcept {
+         return count(v, 60000, "milliseconds", c.handoff_ms, why);
+     },
+     "--handoff MS",
+     "milliseconds: a thread that runs this long without a call that waits (a CPU loop, a spin) is "
+     "preempted so the others run; 0: never",
+     "milliseconds: a greenlet thread that runs this long without a call that could wait (a CPU loop, a spin "
+     "on a flag) is preempted in its own code and goes to the back of the run queue, so the other threads, "
+     "timers and I/O go on; `0`: never (README, \"Threads that never wait\")",
+     "`10`"},
     {"GREENSHIM_TRACE",
      [](const char* v, Config& c, Expected& why) noexcept { return trace(v, c.trace, why); }, "--trace FAMILIES",
      "trace every park and wake of those families to stderr: all, or a comma list of {families}",

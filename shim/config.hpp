@@ -25,6 +25,7 @@ struct Config {
     bool inherit = true;            // GREENSHIM_INHERIT=0: exec'd programs run without the shim
     const char* stats = nullptr;    // GREENSHIM_STATS: "1" (stderr) or a file to append to
     unsigned monitor_ms = 0;        // GREENSHIM_MONITOR: report a hub stalled this long
+    unsigned handoff_ms = 10;       // GREENSHIM_HANDOFF: take the OS thread back after this long, 0 = never
     const char* trace = nullptr;    // GREENSHIM_TRACE: families to trace, or "all"
     double faults_rate = 0;         // GREENSHIM_FAULTS=SEED:RATE (faults.hpp), 0 = off
     std::uint64_t faults_seed = 0;

@@ -137,6 +137,7 @@ __attribute__((constructor)) static void greenshim_init() {
     resolve_all_real();
     (void)config();
     hold_fault_signals();
+    stall_init();
     start_diagnostics();
 }
 

@@ -165,17 +165,19 @@ int do_fcntl(int fd, int cmd, void* arg) {
 
 }  // namespace
 
-SHIM_EXPORT ssize_t read(int fd, void* buf, size_t n) { return do_read(fd, buf, n); }
-SHIM_EXPORT ssize_t write(int fd, const void* buf, size_t n) { return do_write(fd, buf, n); }
-SHIM_EXPORT ssize_t readv(int fd, const struct iovec* iov, int cnt) { return do_readv(fd, iov, cnt); }
-SHIM_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { return do_writev(fd, iov, cnt); }
+SHIM_EXPORT ssize_t read(int fd, void* buf, size_t n) { SHIM_ENTER; return do_read(fd, buf, n); }
+SHIM_EXPORT ssize_t write(int fd, const void* buf, size_t n) { SHIM_ENTER; return do_write(fd, buf, n); }
+SHIM_EXPORT ssize_t readv(int fd, const struct iovec* iov, int cnt) { SHIM_ENTER; return do_readv(fd, iov, cnt); }
+SHIM_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { SHIM_ENTER; return do_writev(fd, iov, cnt); }
 
 SHIM_EXPORT int close(int fd) {
+    SHIM_ENTER;
     fd_closing(fd);
     return REAL(close)(fd);
 }
 
 SHIM_EXPORT int fclose(FILE* f) {
+    SHIM_ENTER;
     int fd = f ? fileno(f) : -1;
     if (fd >= 0) fd_closing(fd);
     return REAL(fclose)(f);
@@ -187,6 +189,7 @@ void copied(int oldfd, int newfd);
 
 // close_range/closefrom close fds without close(): forget them all.
 SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+    SHIM_ENTER;
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
         unsigned int end = last > unsigned(fd_table_size()) ? unsigned(fd_table_size()) : last;
         for (unsigned int fd = first; fd <= end && fd < unsigned(fd_table_size()); ++fd) fd_closing(int(fd));
@@ -194,11 +197,13 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
     return REAL(close_range)(first, last, flags);
 }
 SHIM_EXPORT void closefrom(int lowfd) {
+    SHIM_ENTER;
     for (int fd = lowfd < 0 ? 0 : lowfd; fd < fd_table_size(); ++fd) fd_closing(fd);
     REAL(closefrom)(lowfd);
 }
 
 SHIM_EXPORT int dup(int fd) {
+    SHIM_ENTER;
     int r = REAL(dup)(fd);
     if (r >= 0) fd_copy(fd, r);
     return r;
@@ -215,6 +220,7 @@ void copied(int oldfd, int newfd) {
 }  // namespace
 
 SHIM_EXPORT int dup2(int oldfd, int newfd) {
+    SHIM_ENTER;
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup2)(oldfd, newfd);
     if (r >= 0 && oldfd != newfd) copied(oldfd, newfd);
@@ -222,6 +228,7 @@ SHIM_EXPORT int dup2(int oldfd, int newfd) {
 }
 
 SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
+    SHIM_ENTER;
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup3)(oldfd, newfd, flags);
     if (r >= 0) copied(oldfd, newfd);
@@ -231,13 +238,15 @@ SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
 // fdopen: the FILE reads and writes through libc's internal calls, so the
 // fd must really block (stdio would otherwise see EAGAIN and report an error).
 SHIM_EXPORT FILE* fdopen(int fd, const char* mode) {
+    SHIM_ENTER;
     if (config().enabled) fd_release(fd);
     return REAL(fdopen)(fd, mode);
 }
 
 // glibc's eventfd_read/eventfd_write call read/write internally.
-SHIM_EXPORT int eventfd_read(int fd, eventfd_t* value) { return read(fd, value, sizeof *value) == sizeof *value ? 0 : -1; }
+SHIM_EXPORT int eventfd_read(int fd, eventfd_t* value) { SHIM_ENTER; return read(fd, value, sizeof *value) == sizeof *value ? 0 : -1; }
 SHIM_EXPORT int eventfd_write(int fd, eventfd_t value) {
+    SHIM_ENTER;
     return write(fd, &value, sizeof value) == sizeof value ? 0 : -1;
 }
 
@@ -245,19 +254,23 @@ SHIM_EXPORT int eventfd_write(int fd, eventfd_t value) {
 // variants instead; the check is glibc's, the call ours.
 extern "C" void __chk_fail(void) __attribute__((noreturn));
 SHIM_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
+    SHIM_ENTER;
     if (n > buflen) __chk_fail();
     return read(fd, buf, n);
 }
 SHIM_EXPORT ssize_t __pread_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
+    SHIM_ENTER;
     if (n > buflen) __chk_fail();
     return pread(fd, buf, n, off);
 }
 SHIM_EXPORT ssize_t __pread64_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
+    SHIM_ENTER;
     if (n > buflen) __chk_fail();
     return pread(fd, buf, n, off);
 }
 
 SHIM_EXPORT int fcntl(int fd, int cmd, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, cmd);
     void* arg = va_arg(ap, void*);
@@ -266,6 +279,7 @@ SHIM_EXPORT int fcntl(int fd, int cmd, ...) {
 }
 
 SHIM_EXPORT int fcntl64(int fd, int cmd, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, cmd);
     void* arg = va_arg(ap, void*);
@@ -274,6 +288,7 @@ SHIM_EXPORT int fcntl64(int fd, int cmd, ...) {
 }
 
 SHIM_EXPORT int ioctl(int fd, unsigned long req, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, req);
     void* arg = va_arg(ap, void*);
@@ -296,21 +311,25 @@ SHIM_EXPORT int ioctl(int fd, unsigned long req, ...) {
 }
 
 SHIM_EXPORT int pipe(int fds[2]) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(pipe)(fds);
     return OwnedFds::make_pair(0, O_NONBLOCK, {false, true}, fds, [&](int fl) { return REAL(pipe2)(fds, fl); });
 }
 
 SHIM_EXPORT int pipe2(int fds[2], int flags) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(pipe2)(fds, flags);
     return OwnedFds::make_pair(flags, O_NONBLOCK, {false, true}, fds, [&](int fl) { return REAL(pipe2)(fds, fl); });
 }
 
 SHIM_EXPORT int eventfd(unsigned int initval, int flags) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(eventfd)(initval, flags);
     return OwnedFds::make(flags, EFD_NONBLOCK, {false, false}, [&](int fl) { return REAL(eventfd)(initval, fl); });
 }
 
 SHIM_EXPORT int timerfd_create(int clockid, int flags) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(timerfd_create)(clockid, flags);
     return OwnedFds::make(flags, TFD_NONBLOCK, {false, false},
                           [&](int fl) { return REAL(timerfd_create)(clockid, fl); });
@@ -327,6 +346,7 @@ mode_t mode_arg(int flags, va_list ap) { return (flags & (O_CREAT | O_TMPFILE)) 
 }  // namespace
 
 SHIM_EXPORT int open(const char* path, int flags, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
@@ -335,6 +355,7 @@ SHIM_EXPORT int open(const char* path, int flags, ...) {
 }
 
 SHIM_EXPORT int open64(const char* path, int flags, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
@@ -343,6 +364,7 @@ SHIM_EXPORT int open64(const char* path, int flags, ...) {
 }
 
 SHIM_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
@@ -351,6 +373,7 @@ SHIM_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
 }
 
 SHIM_EXPORT int openat64(int dirfd, const char* path, int flags, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
@@ -360,23 +383,28 @@ SHIM_EXPORT int openat64(int dirfd, const char* path, int flags, ...) {
 
 // Positioned I/O and syncs: only regular files, so only the file pool applies.
 SHIM_EXPORT ssize_t pread(int fd, void* buf, size_t n, off_t off) {
+    SHIM_ENTER;
     return file_call(fd, [&] { return REAL(pread)(fd, buf, n, off); });
 }
-SHIM_EXPORT ssize_t pread64(int fd, void* buf, size_t n, off_t off) { return pread(fd, buf, n, off); }
+SHIM_EXPORT ssize_t pread64(int fd, void* buf, size_t n, off_t off) { SHIM_ENTER; return pread(fd, buf, n, off); }
 SHIM_EXPORT ssize_t pwrite(int fd, const void* buf, size_t n, off_t off) {
+    SHIM_ENTER;
     return file_call(fd, [&] { return REAL(pwrite)(fd, buf, n, off); });
 }
-SHIM_EXPORT ssize_t pwrite64(int fd, const void* buf, size_t n, off_t off) { return pwrite(fd, buf, n, off); }
+SHIM_EXPORT ssize_t pwrite64(int fd, const void* buf, size_t n, off_t off) { SHIM_ENTER; return pwrite(fd, buf, n, off); }
 SHIM_EXPORT ssize_t preadv(int fd, const struct iovec* iov, int cnt, off_t off) {
+    SHIM_ENTER;
     return file_call(fd, [&] { return REAL(preadv)(fd, iov, cnt, off); });
 }
 SHIM_EXPORT ssize_t pwritev(int fd, const struct iovec* iov, int cnt, off_t off) {
+    SHIM_ENTER;
     return file_call(fd, [&] { return REAL(pwritev)(fd, iov, cnt, off); });
 }
-SHIM_EXPORT int fsync(int fd) { return file_call(fd, [&] { return REAL(fsync)(fd); }); }
-SHIM_EXPORT int fdatasync(int fd) { return file_call(fd, [&] { return REAL(fdatasync)(fd); }); }
+SHIM_EXPORT int fsync(int fd) { SHIM_ENTER; return file_call(fd, [&] { return REAL(fsync)(fd); }); }
+SHIM_EXPORT int fdatasync(int fd) { SHIM_ENTER; return file_call(fd, [&] { return REAL(fdatasync)(fd); }); }
 
 SHIM_EXPORT int flock(int fd, int op) {
+    SHIM_ENTER;
     auto real = REAL(flock);
     if (!may_park() || (op & LOCK_NB) || (op & LOCK_UN)) return real(fd, op);
     return lock_wait([&] { return real(fd, op | LOCK_NB); });
@@ -384,8 +412,9 @@ SHIM_EXPORT int flock(int fd, int op) {
 
 // lockf(F_LOCK) waits inside libc (an internal fcntl): the same loop over F_TLOCK.
 SHIM_EXPORT int lockf(int fd, int cmd, off_t len) {
+    SHIM_ENTER;
     auto real = REAL(lockf);
     if (!may_park() || cmd != F_LOCK) return real(fd, cmd, len);
     return lock_wait([&] { return real(fd, F_TLOCK, len); });
 }
-SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return lockf(fd, cmd, len); }
+SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { SHIM_ENTER; return lockf(fd, cmd, len); }

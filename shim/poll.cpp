@@ -53,7 +53,7 @@ template <class Try, class Build, class Block>
 int wait_loop(Deadline deadline, Try&& try_now, Build&& build, Block&& block) {
     std::vector<FdWait> waits;
     for (;;) {
-        int r = try_now();
+        int r = unless_tick_eintr(try_now);
         if (r != 0) return r;
         waits.clear();
         build(waits);
@@ -164,18 +164,20 @@ void remaining(Deadline deadline, struct timeval* tv) noexcept {
 }  // namespace
 
 SHIM_EXPORT int poll(struct pollfd* fds, nfds_t n, int timeout) {
+    SHIM_ENTER;
     Hub* hub;
     if (!may_park(hub)) return REAL(poll)(fds, n, timeout);
     coop_tick(hub);
-    if (timeout == 0) return REAL(poll)(fds, n, timeout);
+    if (timeout == 0) return unless_tick_eintr([&] { return REAL(poll)(fds, n, 0); });
     return do_poll(fds, n, deadline_ms(timeout), nullptr);
 }
 
 SHIM_EXPORT int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask) {
+    SHIM_ENTER;
     Hub* hub;
     if (!may_park(hub)) return REAL(ppoll)(fds, n, ts, mask);
     coop_tick(hub);
-    if (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) return REAL(ppoll)(fds, n, ts, mask);
+    if (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) return unless_tick_eintr([&] { return REAL(ppoll)(fds, n, ts, mask); });
     if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
         errno = EINVAL;
         return -1;
@@ -184,10 +186,11 @@ SHIM_EXPORT int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, c
 }
 
 SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* tv) {
+    SHIM_ENTER;
     Hub* hub;
     if (!may_park(hub)) return REAL(select)(n, r, w, e, tv);
     coop_tick(hub);
-    if (tv && tv->tv_sec == 0 && tv->tv_usec == 0) return REAL(select)(n, r, w, e, tv);
+    if (tv && tv->tv_sec == 0 && tv->tv_usec == 0) return unless_tick_eintr([&] { return REAL(select)(n, r, w, e, tv); });
     if (tv && (tv->tv_sec < 0 || tv->tv_usec < 0)) {
         errno = EINVAL;
         return -1;
@@ -199,10 +202,11 @@ SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* t
 }
 
 SHIM_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const struct timespec* ts, const sigset_t* mask) {
+    SHIM_ENTER;
     Hub* hub;
     if (!may_park(hub)) return REAL(pselect)(n, r, w, e, ts, mask);
     coop_tick(hub);
-    if (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) return REAL(pselect)(n, r, w, e, ts, mask);
+    if (ts && ts->tv_sec == 0 && ts->tv_nsec == 0) return unless_tick_eintr([&] { return REAL(pselect)(n, r, w, e, ts, mask); });
     if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
         errno = EINVAL;
         return -1;
@@ -211,28 +215,32 @@ SHIM_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const struct tim
 }
 
 SHIM_EXPORT int epoll_wait(int epfd, struct epoll_event* ev, int max, int timeout) {
+    SHIM_ENTER;
     Hub* hub;
     if (!may_park(hub)) return REAL(epoll_wait)(epfd, ev, max, timeout);
     coop_tick(hub);
-    if (timeout == 0) return REAL(epoll_wait)(epfd, ev, max, timeout);
+    if (timeout == 0) return unless_tick_eintr([&] { return REAL(epoll_wait)(epfd, ev, max, 0); });
     return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), nullptr);
 }
 
 SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event* ev, int max, int timeout, const sigset_t* mask) {
+    SHIM_ENTER;
     Hub* hub;
     if (!may_park(hub)) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
     coop_tick(hub);
-    if (timeout == 0) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
+    if (timeout == 0) return unless_tick_eintr([&] { return REAL(epoll_pwait)(epfd, ev, max, 0, mask); });
     return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), mask);
 }
 
 extern "C" void __chk_fail(void) __attribute__((noreturn));
 SHIM_EXPORT int __poll_chk(struct pollfd* fds, nfds_t n, int timeout, size_t fdslen) {
+    SHIM_ENTER;
     if (fdslen / sizeof(*fds) < n) __chk_fail();
     return poll(fds, n, timeout);
 }
 SHIM_EXPORT int __ppoll_chk(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask,
                             size_t fdslen) {
+    SHIM_ENTER;
     if (fdslen / sizeof(*fds) < n) __chk_fail();
     return ppoll(fds, n, ts, mask);
 }

@@ -111,21 +111,25 @@ std::vector<char*> collect(const char* arg0, va_list ap, char*** envp) {
 }  // namespace
 
 SHIM_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) {
+    SHIM_ENTER;
     Env env;
     return around_exec([&] { return REAL(execve)(path, argv, env_for_exec(envp, env)); });
 }
-SHIM_EXPORT int execv(const char* path, char* const argv[]) { return execve(path, argv, environ); }
-SHIM_EXPORT int execvp(const char* file, char* const argv[]) { return execvpe(file, argv, environ); }
+SHIM_EXPORT int execv(const char* path, char* const argv[]) { SHIM_ENTER; return execve(path, argv, environ); }
+SHIM_EXPORT int execvp(const char* file, char* const argv[]) { SHIM_ENTER; return execvpe(file, argv, environ); }
 SHIM_EXPORT int execvpe(const char* file, char* const argv[], char* const envp[]) {
+    SHIM_ENTER;
     Env env;
     return around_exec([&] { return REAL(execvpe)(file, argv, env_for_exec(envp, env)); });
 }
 SHIM_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
+    SHIM_ENTER;
     Env env;
     return around_exec([&] { return REAL(fexecve)(fd, argv, env_for_exec(envp, env)); });
 }
 
 SHIM_EXPORT int execl(const char* path, const char* arg, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, arg);
     std::vector<char*> argv = collect(arg, ap, nullptr);
@@ -133,6 +137,7 @@ SHIM_EXPORT int execl(const char* path, const char* arg, ...) {
     return execv(path, argv.data());
 }
 SHIM_EXPORT int execlp(const char* file, const char* arg, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, arg);
     std::vector<char*> argv = collect(arg, ap, nullptr);
@@ -140,6 +145,7 @@ SHIM_EXPORT int execlp(const char* file, const char* arg, ...) {
     return execvp(file, argv.data());
 }
 SHIM_EXPORT int execle(const char* path, const char* arg, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, arg);
     char** envp = nullptr;
@@ -152,6 +158,7 @@ SHIM_EXPORT int execle(const char* path, const char* arg, ...) {
 // what it will inherit is released before the call.
 SHIM_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* fa,
                             const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
+    SHIM_ENTER;
     release_for_spawn(fa);
     Env env;
     int r = REAL(posix_spawn)(pid, path, fa, attr, argv, env_for_exec(envp, env));
@@ -160,6 +167,7 @@ SHIM_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file
 }
 SHIM_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* fa,
                              const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
+    SHIM_ENTER;
     release_for_spawn(fa);
     Env env;
     int r = REAL(posix_spawnp)(pid, file, fa, attr, argv, env_for_exec(envp, env));
@@ -168,6 +176,7 @@ SHIM_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_fil
 }
 
 SHIM_EXPORT pid_t fork(void) {
+    SHIM_ENTER;
     if (config().enabled) fd_release_inheritable();
     // glibc forks as the OS thread (its TCB gets the child's tid, its lists
     // stay right); a greenlet thread with thread-locals of its own gets them
@@ -190,7 +199,7 @@ SHIM_EXPORT pid_t fork(void) {
 // thread-locals are not on (it would signal the OS thread as another thread,
 // forever): called as the OS thread.
 #define GREENSHIM_AS_OS_THREAD(ret, fn, params, args) \
-    SHIM_EXPORT ret fn params {                       \
+    SHIM_EXPORT ret fn params { SHIM_ENTER;                       \
         OsThreadLocalsScope as_os_thread;             \
         return REAL(fn) args;                         \
     }
@@ -207,12 +216,14 @@ GREENSHIM_AS_OS_THREAD(int, setgroups, (size_t n, const gid_t* list), (n, list))
 
 // popen's child is spawned inside libc: release what it inherits first.
 SHIM_EXPORT FILE* popen(const char* command, const char* mode) {
+    SHIM_ENTER;
     if (config().enabled) fd_release_inheritable();
     return REAL(popen)(command, mode);
 }
 
 // pclose closes the pipe inside libc: tell the hub first.
 SHIM_EXPORT int pclose(FILE* f) {
+    SHIM_ENTER;
     int fd = f ? fileno(f) : -1;
     if (fd >= 0) {
         fd_closing(fd);
@@ -223,7 +234,7 @@ SHIM_EXPORT int pclose(FILE* f) {
 // vfork's child borrows the parent's memory, and our table with it: the
 // child's dup2/exec bookkeeping would rewrite the parent's. A real fork is a
 // correct vfork (POSIX allows it), so that is what the child gets.
-SHIM_EXPORT pid_t vfork(void) { return fork(); }
+SHIM_EXPORT pid_t vfork(void) { SHIM_ENTER; return fork(); }
 
 // ---- waiting for children ----
 //
@@ -287,20 +298,23 @@ auto wait_child(pid_t pid, int options, Try&& try_now) -> decltype(try_now()) {
 }  // namespace
 
 SHIM_EXPORT pid_t waitpid(pid_t pid, int* status, int options) {
+    SHIM_ENTER;
     if (!may_park() || (options & WNOHANG)) return REAL(waitpid)(pid, status, options);
     return wait_child(pid, options, [&] { return REAL(waitpid)(pid, status, options | WNOHANG); });
 }
 
-SHIM_EXPORT pid_t wait(int* status) { return waitpid(-1, status, 0); }
+SHIM_EXPORT pid_t wait(int* status) { SHIM_ENTER; return waitpid(-1, status, 0); }
 
 SHIM_EXPORT pid_t wait4(pid_t pid, int* status, int options, struct rusage* ru) {
+    SHIM_ENTER;
     if (!may_park() || (options & WNOHANG)) return REAL(wait4)(pid, status, options, ru);
     return wait_child(pid, options, [&] { return REAL(wait4)(pid, status, options | WNOHANG, ru); });
 }
 
-SHIM_EXPORT pid_t wait3(int* status, int options, struct rusage* ru) { return wait4(-1, status, options, ru); }
+SHIM_EXPORT pid_t wait3(int* status, int options, struct rusage* ru) { SHIM_ENTER; return wait4(-1, status, options, ru); }
 
 SHIM_EXPORT int waitid(idtype_t type, id_t id, siginfo_t* info, int options) {
+    SHIM_ENTER;
     if (!may_park() || (options & WNOHANG)) return REAL(waitid)(type, id, info, options);
     pid_t pid = type == P_PID ? pid_t(id) : -1;
     int opts = (options & WEXITED) && !(options & (WSTOPPED | WCONTINUED)) ? 0 : WUNTRACED;
@@ -320,6 +334,7 @@ SHIM_EXPORT int waitid(idtype_t type, id_t id, siginfo_t* info, int options) {
 // thread; this one spawns it with posix_spawn and waits like waitpid.
 // (The parent does not ignore SIGINT/SIGQUIT meanwhile: other greenlets run.)
 SHIM_EXPORT int system(const char* command) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(system)(command);
     if (!command) return 1;  // a shell is there
     posix_spawnattr_t attr;

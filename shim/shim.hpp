@@ -171,9 +171,12 @@ void ensure_signal_stack() noexcept;
 // runs); the program's sigaction() of sig sees and changes only the program's
 // own disposition. own hands a signal that is not its business to
 // pass_signal_to_program, which does what the kernel would have done with the
-// program's disposition. False (nothing changed) if the shim is disabled or
-// sig is held already.
-bool hold_signal(int sig, void (*own)(int, siginfo_t*, void*)) noexcept;
+// program's disposition. False (nothing changed) if the shim is disabled, sig
+// is held already, or two are (the most it holds besides the faults).
+// on_stack: the handler runs on the signal stack (SA_ONSTACK), as the fault
+// handlers do; false: on the interrupted stack (the stall tick, whose frame
+// must stay with the greenlet it interrupts).
+bool hold_signal(int sig, void (*own)(int, siginfo_t*, void*), bool on_stack = true) noexcept;
 void pass_signal_to_program(int sig, siginfo_t* info, void* uctx) noexcept;
 
 
@@ -184,12 +187,88 @@ void pass_signal_to_program(int sig, siginfo_t* info, void* uctx) noexcept;
 // of its own (GREENSHIM_THREAD_LOCALS) sees its own copy of. It hangs on the
 // OS thread's hub (Hub::embedder_data).
 struct OsThreadSync;  // sync.cpp: process-shared objects in use, semaphore waiters
+struct StallTicker;   // stall.cpp: the timer that looks for a greenlet that never waits
 struct OsThread {
     OsThreadSync* sync = nullptr;
+    StallTicker* ticker = nullptr;
 };
 // This OS thread's; made (with its hub) if `make`, else nullptr if none yet.
 // nullptr when out of memory.
 OsThread* os_thread(bool make) noexcept;
+
+// ---- the program's code and the shim's (stall.cpp) ----
+//
+// A greenlet thread that runs without ever making a call that could wait (a
+// CPU loop, a spin on a flag, a blocking call the shim does not see) would
+// keep every other thread of its OS thread from running. A timer signal on
+// that OS thread looks every GREENSHIM_HANDOFF/2 ms: a greenlet that has run
+// that long without a switch is taken back (Hub::preempt_running) if the
+// signal caught it in the program's own code: outside every interposer (the
+// depth below is 0) and outside libc, the loader and the allocator (where it
+// may hold a lock another thread of the same OS thread needs).
+//
+// How deep the current greenlet thread is in the shim: every exported
+// interposer counts itself (SHIM_ENTER), and a greenlet thread starts at 1
+// (the TLS image's value: the runtime's own start-up code of a greenlet) until
+// its start routine runs as ProgramCode. Each greenlet thread has its own
+// thread-locals, so its own count (only then does stall.cpp take threads back).
+// Cost: an increment and a decrement of a thread-local per interposed call.
+extern thread_local int t_shim_depth __attribute__((tls_model("initial-exec")));
+struct ShimCall {
+    ShimCall() noexcept {
+        ++t_shim_depth;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    }
+    ~ShimCall() {
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        --t_shim_depth;
+    }
+    ShimCall(const ShimCall&) = delete;
+    ShimCall& operator=(const ShimCall&) = delete;
+};
+// The first statement of every exported interposer.
+#define SHIM_ENTER ::greenshim::shim::ShimCall shim_call_
+// The program's own code called from the shim's (a thread's start routine):
+// the depth is 0 meanwhile.
+struct ProgramCode {
+    int saved = t_shim_depth;
+    ProgramCode() noexcept {
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        t_shim_depth = 0;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    }
+    ~ProgramCode() {
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        t_shim_depth = saved;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    }
+    ProgramCode(const ProgramCode&) = delete;
+    ProgramCode& operator=(const ProgramCode&) = delete;
+};
+// At start-up, in the main thread: its code is the program's (depth 0), and
+// the tick signal is taken (hold_signal).
+void stall_init() noexcept;
+// Before a call the shim makes in the kernel because nothing else on this OS
+// thread could ever run (wake_result's -EDEADLK): no tick until the hub gets
+// control again (the tick would interrupt that call).
+void stall_quiet() noexcept;
+// A call the shim passes to the kernel that cannot block but that a signal
+// handler still interrupts whatever its SA_RESTART (poll, select and
+// epoll_wait with a zero timeout): one that came back with EINTR when no
+// handler of the program's ran (the stall tick's) is made again.
+bool handlers_ran_since(const SignalMark& mark) noexcept;  // signal.cpp
+template <class Call>
+inline auto unless_tick_eintr(Call&& call) -> decltype(call()) {
+    SignalMark mark = signal_mark();
+    for (;;) {
+        auto r = call();
+        if (!(r == -1 && errno == EINTR) || handlers_ran_since(mark)) return r;
+    }
+}
+// After pthread_create made a greenlet thread with thread-locals of its own
+// (only those keep their own depth) on hub's OS thread: starts the tick there
+// (once per OS thread) if GREENSHIM_HANDOFF is on.
+void stall_watch(Hub& hub) noexcept;
 
 // ---- diagnostics (report.cpp) ----
 

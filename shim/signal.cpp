@@ -170,14 +170,25 @@ constexpr bool kSanitizer = false;
 std::atomic<bool> g_holding_faults{false};           // on_fault is SIGSEGV's and SIGBUS's kernel handler
 constexpr std::size_t kSignalStackSize = 256 << 10;  // committed only as touched
 
-// A signal the shim takes for itself as it takes SIGSEGV and SIGBUS (the dump
-// signal, report.cpp): its kernel handler is g_held_handler, the program's
-// sigaction() of it is recorded apart (hold_signal).
-std::atomic<int> g_held_sig{0};
-void (*g_held_handler)(int, siginfo_t*, void*) = nullptr;
+// Signals the shim takes for itself as it takes SIGSEGV and SIGBUS (the dump
+// signal, report.cpp; the stall tick, stall.cpp): each one's kernel handler
+// is its Held::handler, the program's sigaction() of it is recorded apart
+// (hold_signal). Set up once each, before any can arrive.
+struct Held {
+    std::atomic<int> sig{0};
+    void (*handler)(int, siginfo_t*, void*) = nullptr;
+    bool on_stack = true;
+};
+Held g_held[2];
+
+Held* held(int sig) noexcept {
+    for (Held& h : g_held)
+        if (h.sig.load(std::memory_order_relaxed) == sig) return &h;
+    return nullptr;
+}
 
 bool held_by_on_fault(int sig) noexcept {
-    if (sig == g_held_sig.load(std::memory_order_relaxed)) return true;
+    if (held(sig)) return true;
     return (sig == SIGSEGV || sig == SIGBUS) && g_holding_faults.load(std::memory_order_relaxed);
 }
 
@@ -302,8 +313,9 @@ void deliver_to_program(int sig, siginfo_t* info, void* uctx, bool fault) {
 int install_on_fault(int sig) {
     struct sigaction sa;
     std::memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = sig == g_held_sig.load(std::memory_order_relaxed) ? g_held_handler : on_fault;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    Held* h = held(sig);
+    sa.sa_sigaction = h ? h->handler : on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | (!h || h->on_stack ? SA_ONSTACK : 0);
     sigfillset(&sa.sa_mask);
     return REAL(sigaction)(sig, &sa, nullptr);
 }
@@ -388,6 +400,10 @@ bool in_signal_handler() noexcept {
 
 SignalMark signal_mark() noexcept { return {g_runs_restart.load(), g_runs_norestart.load()}; }
 
+bool handlers_ran_since(const SignalMark& mark) noexcept {
+    return g_runs_restart.load() != mark.restart || g_runs_norestart.load() != mark.norestart;
+}
+
 bool interrupted_since(const SignalMark& mark, Interruptible mode) noexcept {
     if (mode == Interruptible::no) return false;
     // Signals interrupt the main greenlet (another only once main is gone).
@@ -421,17 +437,20 @@ void hold_fault_signals() noexcept {
     ensure_signal_stack();  // the main thread's: before any program code runs
 }
 
-bool hold_signal(int sig, void (*own)(int, siginfo_t*, void*)) noexcept {
-    if (!config().enabled || held_by_on_fault(sig) || g_held_sig.load() != 0) return false;
+bool hold_signal(int sig, void (*own)(int, siginfo_t*, void*), bool on_stack) noexcept {
+    if (!config().enabled || held_by_on_fault(sig)) return false;
+    Held* slot = held(0);
+    if (!slot) return false;
     for (const char* name : {"sigaction", "pthread_sigmask"})
         if (!dlsym(RTLD_NEXT, name)) return false;
     struct sigaction program;  // inherited SIG_IGN, or a library's handler from its constructor
     if (do_sigaction(sig, nullptr, &program) != 0) return false;
-    g_held_handler = own;
-    g_held_sig.store(sig);
+    slot->handler = own;
+    slot->on_stack = on_stack;
+    slot->sig.store(sig);
     record_program_action(sig, program);
     if (install_on_fault(sig) == 0) return true;
-    g_held_sig.store(0);
+    slot->sig.store(0);
     return false;
 }
 
@@ -462,6 +481,7 @@ void ensure_signal_stack() noexcept {
 // A thread may loop on sigaction waiting for another (CPython's
 // test_stress_modifying_handlers): the calls count against its budget.
 SHIM_EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+    SHIM_ENTER;
     if (Hub* hub; may_park(hub)) coop_tick(hub);
     return do_sigaction(sig, act, old);
 }
@@ -469,6 +489,7 @@ SHIM_EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction
 // raise: the handler runs at once, on this greenlet, as unpatched; a thread
 // that loops raising signals counts the calls against its budget.
 SHIM_EXPORT int raise(int sig) {
+    SHIM_ENTER;
     if (Hub* hub; may_park(hub)) coop_tick(hub);
     return REAL(raise)(sig);
 }
@@ -476,6 +497,7 @@ SHIM_EXPORT int raise(int sig) {
 // glibc's signal() installs through its internal sigaction; ours keeps its
 // BSD semantics (SA_RESTART) and goes through the trampoline.
 SHIM_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
+    SHIM_ENTER;
     if (Hub* hub; may_park(hub)) coop_tick(hub);
     struct sigaction act, old;
     std::memset(&act, 0, sizeof act);
@@ -491,6 +513,7 @@ SHIM_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
 // does, and the others run meanwhile. Once nothing else can run, the thread
 // sleeps in the kernel, as unpatched.
 SHIM_EXPORT int pause(void) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(pause)();
     static WaitSite waiting{"pause/sigsuspend", "signal"};
     for (;;) {
@@ -505,6 +528,7 @@ SHIM_EXPORT int pause(void) {
 }
 
 SHIM_EXPORT int sigsuspend(const sigset_t* mask) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(sigsuspend)(mask);
     sigset_t old;
     if (pthread_sigmask(SIG_SETMASK, mask, &old) != 0) return -1;
@@ -517,6 +541,7 @@ SHIM_EXPORT int sigsuspend(const sigset_t* mask) {
 // sigwaitinfo/sigtimedwait/sigwait: the signals are blocked; a signalfd shows
 // when one is pending without blocking the thread.
 SHIM_EXPORT int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct timespec* timeout) {
+    SHIM_ENTER;
     // (a timeout pointer the kernel cannot read goes to the kernel: EFAULT)
     if (!may_park() || (timeout && (!kernel_reads(timeout) || (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(sigtimedwait)(set, info, timeout);
@@ -545,9 +570,10 @@ SHIM_EXPORT int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct 
     return r;
 }
 
-SHIM_EXPORT int sigwaitinfo(const sigset_t* set, siginfo_t* info) { return sigtimedwait(set, info, nullptr); }
+SHIM_EXPORT int sigwaitinfo(const sigset_t* set, siginfo_t* info) { SHIM_ENTER; return sigtimedwait(set, info, nullptr); }
 
 SHIM_EXPORT int sigwait(const sigset_t* set, int* sig) {
+    SHIM_ENTER;
     siginfo_t info;
     int r;
     do r = sigtimedwait(set, &info, nullptr);
@@ -558,6 +584,7 @@ SHIM_EXPORT int sigwait(const sigset_t* set, int* sig) {
 }
 
 SHIM_EXPORT int signalfd(int fd, const sigset_t* mask, int flags) {
+    SHIM_ENTER;
     if (!may_park() || fd != -1) return REAL(signalfd)(fd, mask, flags);
     return OwnedFds::make(flags, SFD_NONBLOCK, {false, false}, [&](int fl) { return REAL(signalfd)(-1, mask, fl); });
 }
@@ -593,5 +620,5 @@ int mask_op(int how, const sigset_t* set, sigset_t* old, bool process) {
 }
 }  // namespace
 
-SHIM_EXPORT int pthread_sigmask(int how, const sigset_t* set, sigset_t* old) { return mask_op(how, set, old, false); }
-SHIM_EXPORT int sigprocmask(int how, const sigset_t* set, sigset_t* old) { return mask_op(how, set, old, true); }
+SHIM_EXPORT int pthread_sigmask(int how, const sigset_t* set, sigset_t* old) { SHIM_ENTER; return mask_op(how, set, old, false); }
+SHIM_EXPORT int sigprocmask(int how, const sigset_t* set, sigset_t* old) { SHIM_ENTER; return mask_op(how, set, old, true); }

@@ -146,38 +146,46 @@ std::int64_t timeval_ns(const void* val, socklen_t len, int optname) {
 }  // namespace
 
 SHIM_EXPORT int socket(int domain, int type, int protocol) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(socket)(domain, type, protocol);
     return OwnedFds::make(type, SOCK_NONBLOCK, {true, is_stream(type)},
                           [&](int t) { return REAL(socket)(domain, t, protocol); });
 }
 
 SHIM_EXPORT int socketpair(int domain, int type, int protocol, int sv[2]) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(socketpair)(domain, type, protocol, sv);
     return OwnedFds::make_pair(type, SOCK_NONBLOCK, {true, is_stream(type)}, sv,
                                [&](int t) { return REAL(socketpair)(domain, t, protocol, sv); });
 }
 
-SHIM_EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* alen) { return do_accept(fd, addr, alen, 0); }
+SHIM_EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* alen) { SHIM_ENTER; return do_accept(fd, addr, alen, 0); }
 SHIM_EXPORT int accept4(int fd, struct sockaddr* addr, socklen_t* alen, int flags) {
+    SHIM_ENTER;
     return do_accept(fd, addr, alen, flags);
 }
-SHIM_EXPORT int connect(int fd, const struct sockaddr* addr, socklen_t alen) { return do_connect(fd, addr, alen); }
+SHIM_EXPORT int connect(int fd, const struct sockaddr* addr, socklen_t alen) { SHIM_ENTER; return do_connect(fd, addr, alen); }
 
 SHIM_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
+    SHIM_ENTER;
     return do_recvfrom(fd, buf, n, flags, nullptr, nullptr);
 }
 SHIM_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, struct sockaddr* addr, socklen_t* alen) {
+    SHIM_ENTER;
     return do_recvfrom(fd, buf, n, flags, addr, alen);
 }
 SHIM_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
+    SHIM_ENTER;
     return do_sendto(fd, buf, n, flags, nullptr, 0);
 }
 SHIM_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const struct sockaddr* addr,
                            socklen_t alen) {
+    SHIM_ENTER;
     return do_sendto(fd, buf, n, flags, addr, alen);
 }
 
 SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
+    SHIM_ENTER;
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(recvmsg)(fd, msg, flags);
     Deadline d = recv_deadline(f);
@@ -248,6 +256,7 @@ void release_passed_fds(const struct msghdr* msg) {
 }  // namespace
 
 SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
+    SHIM_ENTER;
     if (config().enabled && msg && msg->msg_controllen) release_passed_fds(msg);
     IoFd f = io_fd(fd);
     // (no msghdr: EFAULT at once)
@@ -286,6 +295,7 @@ int recvmmsg_until(const IoFd& f, struct mmsghdr* vec, unsigned vlen, int flags,
 }  // namespace
 
 SHIM_EXPORT int recvmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int flags, struct timespec* timeout) {
+    SHIM_ENTER;
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(recvmmsg)(fd, vec, vlen, flags, timeout);
     if (!timeout) return recvmmsg_until(f, vec, vlen, flags, kForever);
@@ -308,6 +318,7 @@ SHIM_EXPORT int recvmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int fla
 }
 
 SHIM_EXPORT int sendmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int flags) {
+    SHIM_ENTER;
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(sendmmsg)(fd, vec, vlen, flags);
     unsigned sent = 0;
@@ -322,6 +333,7 @@ SHIM_EXPORT int sendmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int fla
 }
 
 SHIM_EXPORT ssize_t sendfile(int out, int in, off_t* offset, size_t count) {
+    SHIM_ENTER;
     IoFd f = io_fd(out);
     if (f.mode == IoMode::pass) return REAL(sendfile)(out, in, offset, count);
     // sendfile has no MSG_DONTWAIT: an fd whose O_NONBLOCK is not ours is polled first.
@@ -334,6 +346,7 @@ SHIM_EXPORT ssize_t sendfile(int out, int in, off_t* offset, size_t count) {
 }
 
 SHIM_EXPORT int setsockopt(int fd, int level, int optname, const void* val, socklen_t len) {
+    SHIM_ENTER;
     int r = REAL(setsockopt)(fd, level, optname, val, len);
     if (r == 0 && level == SOL_SOCKET && val &&
         (optname == SO_RCVTIMEO_OLD || optname == SO_SNDTIMEO_OLD || optname == SO_RCVTIMEO_NEW ||
@@ -347,16 +360,18 @@ SHIM_EXPORT int setsockopt(int fd, int level, int optname, const void* val, sock
     return r;
 }
 
-SHIM_EXPORT int shutdown(int fd, int how) { return REAL(shutdown)(fd, how); }
+SHIM_EXPORT int shutdown(int fd, int how) { SHIM_ENTER; return REAL(shutdown)(fd, how); }
 
 extern "C" void __chk_fail(void) __attribute__((noreturn));
 SHIM_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
+    SHIM_ENTER;
     if (n > buflen) __chk_fail();
     return recv(fd, buf, n, flags);
 }
 SHIM_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, struct sockaddr* addr,
                                    socklen_t* alen) {
+    SHIM_ENTER;
     if (n > buflen) __chk_fail();
     return recvfrom(fd, buf, n, flags, addr, alen);
 }
-SHIM_EXPORT ssize_t sendfile64(int out, int in, off_t* offset, size_t count) { return sendfile(out, in, offset, count); }
+SHIM_EXPORT ssize_t sendfile64(int out, int in, off_t* offset, size_t count) { SHIM_ENTER; return sendfile(out, in, offset, count); }

@@ -457,6 +457,7 @@ int any_mutex_lock(pthread_mutex_t* m) {
 }  // namespace
 
 SHIM_EXPORT int pthread_mutex_init(pthread_mutex_t* m, const pthread_mutexattr_t* attr) {
+    SHIM_ENTER;
     int type = PTHREAD_MUTEX_NORMAL, pshared = PTHREAD_PROCESS_PRIVATE, robust = PTHREAD_MUTEX_STALLED,
         proto = PTHREAD_PRIO_NONE;
     if (attr) {
@@ -473,6 +474,7 @@ SHIM_EXPORT int pthread_mutex_init(pthread_mutex_t* m, const pthread_mutexattr_t
 }
 
 SHIM_EXPORT int pthread_mutex_destroy(pthread_mutex_t* m) {
+    SHIM_ENTER;
     if (as_mutex(m)->kind & kRealBits) {
         if (Shared* s = shared_find(m); s && s->owner == kDeadOwner) {
             s->owner = nullptr;  // its thread ended holding it: the program may still destroy it
@@ -486,6 +488,7 @@ SHIM_EXPORT int pthread_mutex_destroy(pthread_mutex_t* m) {
 }
 
 SHIM_EXPORT int pthread_mutex_lock(pthread_mutex_t* m) {
+    SHIM_ENTER;
     if (real_mutex(m)) {
         if (!may_park()) return REAL(pthread_mutex_lock)(m);
         return shared_mutex_lock(m, kForever, false, false);
@@ -494,6 +497,7 @@ SHIM_EXPORT int pthread_mutex_lock(pthread_mutex_t* m) {
 }
 
 SHIM_EXPORT int pthread_mutex_trylock(pthread_mutex_t* m) {
+    SHIM_ENTER;
     if (real_mutex(m)) {
         if (!may_park()) return REAL(pthread_mutex_trylock)(m);
         return shared_mutex_lock(m, kForever, true, false);
@@ -502,6 +506,7 @@ SHIM_EXPORT int pthread_mutex_trylock(pthread_mutex_t* m) {
 }
 
 SHIM_EXPORT int pthread_mutex_timedlock(pthread_mutex_t* m, const struct timespec* abstime) {
+    SHIM_ENTER;
     bool malformed = bad_time(abstime);
     Deadline d = malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime);
     if (real_mutex(m)) {
@@ -512,6 +517,7 @@ SHIM_EXPORT int pthread_mutex_timedlock(pthread_mutex_t* m, const struct timespe
 }
 
 SHIM_EXPORT int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock, const struct timespec* abstime) {
+    SHIM_ENTER;
     if (real_mutex(m) && !may_park()) return REAL(pthread_mutex_clocklock)(m, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     bool malformed = bad_time(abstime);
@@ -521,6 +527,7 @@ SHIM_EXPORT int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock, con
 }
 
 SHIM_EXPORT int pthread_mutex_unlock(pthread_mutex_t* m) {
+    SHIM_ENTER;
     if (real_mutex(m)) {
         if (!may_park()) return REAL(pthread_mutex_unlock)(m);
         return shared_mutex_unlock(m);
@@ -528,7 +535,7 @@ SHIM_EXPORT int pthread_mutex_unlock(pthread_mutex_t* m) {
     return mutex_unlock(as_mutex(m));
 }
 
-SHIM_EXPORT int pthread_mutex_consistent(pthread_mutex_t* m) { return REAL(pthread_mutex_consistent)(m); }
+SHIM_EXPORT int pthread_mutex_consistent(pthread_mutex_t* m) { SHIM_ENTER; return REAL(pthread_mutex_consistent)(m); }
 
 // A greenlet thread ends. The kernel knows nothing of it (the OS thread
 // lives on), so the robust mutexes it holds are made owner-dead here, as the
@@ -609,6 +616,7 @@ int cond_wait_until(pthread_cond_t* c, pthread_mutex_t* m, Deadline deadline) {
 }  // namespace
 
 SHIM_EXPORT int pthread_cond_init(pthread_cond_t* c, const pthread_condattr_t* attr) {
+    SHIM_ENTER;
     int pshared = PTHREAD_PROCESS_PRIVATE;
     clockid_t clock = CLOCK_REALTIME;
     if (attr) {
@@ -625,11 +633,13 @@ SHIM_EXPORT int pthread_cond_init(pthread_cond_t* c, const pthread_condattr_t* a
 }
 
 SHIM_EXPORT int pthread_cond_destroy(pthread_cond_t* c) {
+    SHIM_ENTER;
     if (glibc_cond(c)) return REAL(pthread_cond_destroy)(c);
     return as_cond(c)->waiters.empty() ? 0 : EBUSY;
 }
 
 SHIM_EXPORT int pthread_cond_signal(pthread_cond_t* c) {
+    SHIM_ENTER;
     if (real_cond(c)) {
         int r = REAL(pthread_cond_signal)(c);  // waiters in other processes
         if (may_park())
@@ -641,6 +651,7 @@ SHIM_EXPORT int pthread_cond_signal(pthread_cond_t* c) {
 }
 
 SHIM_EXPORT int pthread_cond_broadcast(pthread_cond_t* c) {
+    SHIM_ENTER;
     if (real_cond(c)) {
         int r = REAL(pthread_cond_broadcast)(c);
         if (may_park())
@@ -652,11 +663,13 @@ SHIM_EXPORT int pthread_cond_broadcast(pthread_cond_t* c) {
 }
 
 SHIM_EXPORT int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(pthread_cond_wait)(c, m);
     return cond_wait_until(c, m, kForever);
 }
 
 SHIM_EXPORT int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* abstime) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(pthread_cond_timedwait)(c, m, abstime);
     if (bad_time(abstime)) return EINVAL;
     clockid_t clock = CLOCK_REALTIME;
@@ -667,6 +680,7 @@ SHIM_EXPORT int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, co
 
 SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, clockid_t clock,
                                        const struct timespec* abstime) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(pthread_cond_clockwait)(c, m, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     if (bad_time(abstime)) return EINVAL;
@@ -814,6 +828,7 @@ int rw_timed(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t, RwL
 }  // namespace
 
 SHIM_EXPORT int pthread_rwlock_init(pthread_rwlock_t* l, const pthread_rwlockattr_t* attr) {
+    SHIM_ENTER;
     int pshared = PTHREAD_PROCESS_PRIVATE;
     if (attr) pthread_rwlockattr_getpshared(attr, &pshared);
     if (pshared != PTHREAD_PROCESS_PRIVATE || !config().enabled || runtime_internal())
@@ -822,42 +837,52 @@ SHIM_EXPORT int pthread_rwlock_init(pthread_rwlock_t* l, const pthread_rwlockatt
     return 0;
 }
 SHIM_EXPORT int pthread_rwlock_destroy(pthread_rwlock_t* l) {
+    SHIM_ENTER;
     if (as_rw(l)->shared) return REAL(pthread_rwlock_destroy)(l);
     return (as_rw(l)->readers || as_rw(l)->writer) ? EBUSY : 0;
 }
 SHIM_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t* l) {
+    SHIM_ENTER;
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_rdlock)(l);
     return rw_lock(l, rd_lock, shared_rd_lock, kForever, false);
 }
 SHIM_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
+    SHIM_ENTER;
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_tryrdlock)(l);
     return rw_lock(l, rd_lock, shared_rd_lock, kForever, true);
 }
 SHIM_EXPORT int pthread_rwlock_timedrdlock(pthread_rwlock_t* l, const struct timespec* t) {
+    SHIM_ENTER;
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_timedrdlock)(l, t);
     return rw_timed(l, CLOCK_REALTIME, t, rd_lock, shared_rd_lock);
 }
 SHIM_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
+    SHIM_ENTER;
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_clockrdlock)(l, clock, t);
     return rw_timed(l, clock, t, rd_lock, shared_rd_lock);
 }
 SHIM_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t* l) {
+    SHIM_ENTER;
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_wrlock)(l);
     return rw_lock(l, wr_lock, shared_wr_lock, kForever, false);
 }
 SHIM_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
+    SHIM_ENTER;
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_trywrlock)(l);
     return rw_lock(l, wr_lock, shared_wr_lock, kForever, true);
 }
 SHIM_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t* l, const struct timespec* t) {
+    SHIM_ENTER;
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_timedwrlock)(l, t);
     return rw_timed(l, CLOCK_REALTIME, t, wr_lock, shared_wr_lock);
 }
 SHIM_EXPORT int pthread_rwlock_clockwrlock(pthread_rwlock_t* l, clockid_t clock, const struct timespec* t) {
+    SHIM_ENTER;
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_clockwrlock)(l, clock, t);
     return rw_timed(l, clock, t, wr_lock, shared_wr_lock);
 }
 SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
+    SHIM_ENTER;
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_unlock)(l);
     if (glibc_rw(l)) return shared_rw_unlock(l);
     RwLock* x = as_rw(l);
@@ -965,6 +990,7 @@ void greenshim::shim::sync_after_handlers(Hub& hub) noexcept {
 }
 
 SHIM_EXPORT int sem_init(sem_t* s, int pshared, unsigned value) {
+    SHIM_ENTER;
     if (pshared || !may_park()) return REAL(sem_init)(s, pshared, value);
     if (value > SEM_VALUE_MAX) {
         errno = EINVAL;
@@ -976,6 +1002,7 @@ SHIM_EXPORT int sem_init(sem_t* s, int pshared, unsigned value) {
     return 0;
 }
 SHIM_EXPORT int sem_destroy(sem_t* s) {
+    SHIM_ENTER;
     if (real_sem(s)) return REAL(sem_destroy)(s);
     as_sem(s)->magic = 0;
     return 0;
@@ -983,6 +1010,7 @@ SHIM_EXPORT int sem_destroy(sem_t* s) {
 // Async-signal-safe, as POSIX requires: in a signal handler (or wherever a
 // queue may not be touched) the waiters are woken by the hub afterwards.
 SHIM_EXPORT int sem_post(sem_t* s) {
+    SHIM_ENTER;
     if (real_sem(s)) {
         int r = REAL(sem_post)(s);
         if (r == 0) {
@@ -1003,9 +1031,10 @@ SHIM_EXPORT int sem_post(sem_t* s) {
     else x->waiters.notify_one();
     return 0;
 }
-SHIM_EXPORT int sem_wait(sem_t* s) { return sem_wait_any(s, kForever, false); }
-SHIM_EXPORT int sem_trywait(sem_t* s) { return sem_wait_any(s, kForever, true); }
+SHIM_EXPORT int sem_wait(sem_t* s) { SHIM_ENTER; return sem_wait_any(s, kForever, false); }
+SHIM_EXPORT int sem_trywait(sem_t* s) { SHIM_ENTER; return sem_wait_any(s, kForever, true); }
 SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
+    SHIM_ENTER;
     if (real_sem(s) && !may_park()) return REAL(sem_timedwait)(s, t);
     if (bad_time(t)) {  // glibc checks the time even when it need not wait
         errno = EINVAL;
@@ -1014,6 +1043,7 @@ SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
     return sem_wait_any(s, deadline_at(CLOCK_REALTIME, t), false);
 }
 SHIM_EXPORT int sem_clockwait(sem_t* s, clockid_t clock, const struct timespec* t) {
+    SHIM_ENTER;
     if (real_sem(s) && !may_park()) return REAL(sem_clockwait)(s, clock, t);
     if ((clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) || bad_time(t)) {
         errno = EINVAL;
@@ -1022,6 +1052,7 @@ SHIM_EXPORT int sem_clockwait(sem_t* s, clockid_t clock, const struct timespec* 
     return sem_wait_any(s, deadline_at(clock, t), false);
 }
 SHIM_EXPORT int sem_getvalue(sem_t* s, int* value) {
+    SHIM_ENTER;
     if (real_sem(s)) return REAL(sem_getvalue)(s, value);
     *value = int(__atomic_load_n(&as_sem(s)->value, __ATOMIC_ACQUIRE));
     return 0;
@@ -1042,6 +1073,7 @@ Barrier* as_barrier(pthread_barrier_t* b) { return reinterpret_cast<Barrier*>(b)
 }  // namespace
 
 SHIM_EXPORT int pthread_barrier_init(pthread_barrier_t* b, const pthread_barrierattr_t* attr, unsigned count) {
+    SHIM_ENTER;
     int pshared = PTHREAD_PROCESS_PRIVATE;
     if (attr) pthread_barrierattr_getpshared(attr, &pshared);
     if (pshared != PTHREAD_PROCESS_PRIVATE || !may_park()) return REAL(pthread_barrier_init)(b, attr, count);
@@ -1052,12 +1084,14 @@ SHIM_EXPORT int pthread_barrier_init(pthread_barrier_t* b, const pthread_barrier
     return 0;
 }
 SHIM_EXPORT int pthread_barrier_destroy(pthread_barrier_t* b) {
+    SHIM_ENTER;
     if (as_barrier(b)->magic != kBarrierMagic) return REAL(pthread_barrier_destroy)(b);
     if (as_barrier(b)->arrived) return EBUSY;
     as_barrier(b)->magic = 0;
     return 0;
 }
 SHIM_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
+    SHIM_ENTER;
     if (as_barrier(b)->magic != kBarrierMagic) {
         if (!may_park()) return REAL(pthread_barrier_wait)(b);
         // glibc's (process-shared): a barrier has no owner, so a helper
@@ -1081,15 +1115,18 @@ SHIM_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
 
 // ---- spinlocks: a holder may be parked, so a waiter yields instead of spinning ----
 SHIM_EXPORT int pthread_spin_init(pthread_spinlock_t* l, int) {
+    SHIM_ENTER;
     *l = 0;
     return 0;
 }
-SHIM_EXPORT int pthread_spin_destroy(pthread_spinlock_t*) { return 0; }
+SHIM_EXPORT int pthread_spin_destroy(pthread_spinlock_t*) { SHIM_ENTER; return 0; }
 SHIM_EXPORT int pthread_spin_trylock(pthread_spinlock_t* l) {
+    SHIM_ENTER;
     int expected = 0;
     return __atomic_compare_exchange_n(l, &expected, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED) ? 0 : EBUSY;
 }
 SHIM_EXPORT int pthread_spin_lock(pthread_spinlock_t* l) {
+    SHIM_ENTER;
     while (pthread_spin_trylock(l) != 0) {
         if (may_park()) Hub::current().yield();
         else __builtin_ia32_pause();
@@ -1097,6 +1134,7 @@ SHIM_EXPORT int pthread_spin_lock(pthread_spinlock_t* l) {
     return 0;
 }
 SHIM_EXPORT int pthread_spin_unlock(pthread_spinlock_t* l) {
+    SHIM_ENTER;
     __atomic_store_n(l, 0, __ATOMIC_RELEASE);
     return 0;
 }
@@ -1106,6 +1144,7 @@ namespace {
 WaitQueue g_once_waiters;
 }
 SHIM_EXPORT int pthread_once(pthread_once_t* once, void (*init)(void)) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(pthread_once)(once, init);
     // 0: not run, 1: running, 2: done.
     for (;;) {
@@ -1221,6 +1260,7 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
 // flags that read of the caller's frame (stack-buffer-underflow), a false
 // positive for this one function, hence no ASan instrumentation here.
 SHIM_EXPORT __attribute__((no_sanitize("address"))) long syscall(long number, ...) {
+    SHIM_ENTER;
     va_list ap;
     va_start(ap, number);
     long a1 = va_arg(ap, long), a2 = va_arg(ap, long), a3 = va_arg(ap, long);

@@ -82,6 +82,7 @@ namespace {
 void thread_main(GThread* t) {
     void* result = nullptr;
     try {
+        ProgramCode program;  // stall.cpp may take the thread back in here
         result = t->start(t->arg);
     } catch (ThreadExit const& e) {
         result = e.value;
@@ -151,6 +152,7 @@ std::size_t stack_size_for(const pthread_attr_t* attr, bool* from_attr) {
 }  // namespace greenshim::shim
 
 SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void* (*start)(void*), void* arg) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(pthread_create)(out, attr, start, arg);
     int detach = PTHREAD_CREATE_JOINABLE;
     if (attr && pthread_attr_getdetachstate(attr, &detach) != 0) return EINVAL;
@@ -180,6 +182,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
         g->set_user_data(t);
         set_greenlet_entry(*g, reinterpret_cast<void*>(start));
         give_own_thread_locals(*g);
+        if (g->has_own_thread_locals()) stall_watch(Hub::current());
         t->greenlet = g.get();
     } catch (...) {
         free_thread(t);
@@ -226,22 +229,26 @@ int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only, bool 
 }  // namespace
 
 SHIM_EXPORT int pthread_join(pthread_t th, void** ret) {
+    SHIM_ENTER;
     int r = join_until(th, ret, kForever, false);
     return r >= 0 ? r : REAL(pthread_join)(th, ret);
 }
 
 SHIM_EXPORT int pthread_tryjoin_np(pthread_t th, void** ret) {
+    SHIM_ENTER;
     int r = join_until(th, ret, kForever, true);
     return r >= 0 ? r : REAL(pthread_tryjoin_np)(th, ret);
 }
 
 SHIM_EXPORT int pthread_timedjoin_np(pthread_t th, void** ret, const struct timespec* abstime) {
+    SHIM_ENTER;
     if (!gthread_of(th)) return REAL(pthread_timedjoin_np)(th, ret, abstime);
     bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
     return join_until(th, ret, malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_clockjoin_np(pthread_t th, void** ret, clockid_t clock, const struct timespec* abstime) {
+    SHIM_ENTER;
     if (!gthread_of(th)) return REAL(pthread_clockjoin_np)(th, ret, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
@@ -249,6 +256,7 @@ SHIM_EXPORT int pthread_clockjoin_np(pthread_t th, void** ret, clockid_t clock, 
 }
 
 SHIM_EXPORT int pthread_detach(pthread_t th) {
+    SHIM_ENTER;
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_detach)(th);
     if (t->detached) return EINVAL;
@@ -258,13 +266,15 @@ SHIM_EXPORT int pthread_detach(pthread_t th) {
 }
 
 SHIM_EXPORT pthread_t pthread_self(void) {
+    SHIM_ENTER;
     if (GThread* t = gthread_current()) return reinterpret_cast<pthread_t>(t);
     return REAL(pthread_self)();
 }
 
-SHIM_EXPORT int pthread_equal(pthread_t a, pthread_t b) { return a == b; }
+SHIM_EXPORT int pthread_equal(pthread_t a, pthread_t b) { SHIM_ENTER; return a == b; }
 
 SHIM_EXPORT void pthread_exit(void* value) {
+    SHIM_ENTER;
     if (gthread_current()) throw ThreadExit{value};
     if (may_park() && Hub::existing() && &Greenlet::current() == &Hub::existing()->main()) {
         // The main thread leaves, the process stays until the last thread ends
@@ -279,6 +289,7 @@ SHIM_EXPORT void pthread_exit(void* value) {
 }
 
 SHIM_EXPORT int sched_yield(void) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(sched_yield)();
     Hub::current().yield();
     return 0;
@@ -291,9 +302,10 @@ SHIM_EXPORT int sched_yield(void) {
 // shim/exports.map gives ours that version; <pthread.h> redirects the C++ name
 // to sched_yield, hence the asm label.
 SHIM_EXPORT int greenshim_pthread_yield(void) __asm__("pthread_yield");
-SHIM_EXPORT int greenshim_pthread_yield(void) { return sched_yield(); }
+SHIM_EXPORT int greenshim_pthread_yield(void) { SHIM_ENTER; return sched_yield(); }
 
 SHIM_EXPORT int pthread_setname_np(pthread_t th, const char* name) {
+    SHIM_ENTER;
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_setname_np)(th, name);
     if (strlen(name) > 15) return ERANGE;
@@ -303,6 +315,7 @@ SHIM_EXPORT int pthread_setname_np(pthread_t th, const char* name) {
 }
 
 SHIM_EXPORT int pthread_getname_np(pthread_t th, char* buf, size_t len) {
+    SHIM_ENTER;
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_getname_np)(th, buf, len);
     if (len < sizeof t->name) return ERANGE;  // as glibc: room for any name, whatever this one is
@@ -313,6 +326,7 @@ SHIM_EXPORT int pthread_getname_np(pthread_t th, char* buf, size_t len) {
 // The stack a greenlet thread runs on: runtimes (CPython among them) read
 // their stack bounds from here.
 SHIM_EXPORT int pthread_getattr_np(pthread_t th, pthread_attr_t* attr) {
+    SHIM_ENTER;
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_getattr_np)(th, attr);
     if (pthread_attr_init(attr) != 0) return ENOMEM;
@@ -327,26 +341,32 @@ SHIM_EXPORT int pthread_getattr_np(pthread_t th, pthread_attr_t* attr) {
 // Greenlets share their OS thread's scheduling: these report the OS thread's
 // and accept (ignore) changes for one greenlet.
 SHIM_EXPORT int pthread_getschedparam(pthread_t th, int* policy, struct sched_param* param) {
+    SHIM_ENTER;
     if (!gthread_of(th)) return REAL(pthread_getschedparam)(th, policy, param);
     return REAL(pthread_getschedparam)(REAL(pthread_self)(), policy, param);
 }
 SHIM_EXPORT int pthread_setschedparam(pthread_t th, int policy, const struct sched_param* param) {
+    SHIM_ENTER;
     if (!gthread_of(th)) return REAL(pthread_setschedparam)(th, policy, param);
     return 0;
 }
 SHIM_EXPORT int pthread_setschedprio(pthread_t th, int prio) {
+    SHIM_ENTER;
     if (!gthread_of(th)) return REAL(pthread_setschedprio)(th, prio);
     return 0;
 }
 SHIM_EXPORT int pthread_getaffinity_np(pthread_t th, size_t n, cpu_set_t* set) {
+    SHIM_ENTER;
     if (!gthread_of(th)) return REAL(pthread_getaffinity_np)(th, n, set);
     return REAL(pthread_getaffinity_np)(REAL(pthread_self)(), n, set);
 }
 SHIM_EXPORT int pthread_setaffinity_np(pthread_t th, size_t n, const cpu_set_t* set) {
+    SHIM_ENTER;
     if (!gthread_of(th)) return REAL(pthread_setaffinity_np)(th, n, set);
     return 0;
 }
 SHIM_EXPORT int pthread_getcpuclockid(pthread_t th, clockid_t* clock) {
+    SHIM_ENTER;
     if (!gthread_of(th)) return REAL(pthread_getcpuclockid)(th, clock);
     return REAL(pthread_getcpuclockid)(REAL(pthread_self)(), clock);
 }
@@ -366,6 +386,7 @@ bool runs_handler(GThread* t, int sig) noexcept {
 // Signals to a greenlet thread go to the OS thread that carries it; a parked
 // target is woken (EINTR) so that its handler's effect is seen promptly.
 SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
+    SHIM_ENTER;
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_kill)(th, sig);
     // As glibc (2.34 on): the signals it keeps for itself are refused; a
@@ -383,6 +404,7 @@ SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
 }
 
 SHIM_EXPORT int pthread_cancel(pthread_t th) {
+    SHIM_ENTER;
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_cancel)(th);
     // Cancellation of greenlet threads is not emulated (README): say so.

@@ -49,6 +49,7 @@ int sleep_until(Deadline deadline, std::int64_t* left_ns) noexcept {
 }  // namespace
 
 SHIM_EXPORT int nanosleep(const struct timespec* req, struct timespec* rem) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(nanosleep)(req, rem);
     if (!req || !kernel_reads(req)) {
         errno = EFAULT;
@@ -69,6 +70,7 @@ SHIM_EXPORT int nanosleep(const struct timespec* req, struct timespec* rem) {
 }
 
 SHIM_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec* req, struct timespec* rem) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(clock_nanosleep)(clock, flags, req, rem);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC && clock != CLOCK_BOOTTIME && clock != CLOCK_TAI)
         return REAL(clock_nanosleep)(clock, flags, req, rem);  // CPU clocks, bad ids: the kernel's answer
@@ -88,12 +90,14 @@ SHIM_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
 }
 
 SHIM_EXPORT int usleep(useconds_t usec) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(usleep)(usec);
     struct timespec ts = {time_t(usec / 1000000), long(usec % 1000000) * 1000};
     return nanosleep(&ts, nullptr);
 }
 
 SHIM_EXPORT unsigned int sleep(unsigned int seconds) {
+    SHIM_ENTER;
     if (!may_park()) return REAL(sleep)(seconds);
     struct timespec ts = {time_t(seconds), 0}, rem = {0, 0};
     if (nanosleep(&ts, &rem) == 0) return 0;

@@ -94,6 +94,7 @@ void tsd_run_destructors(GThread* t) noexcept {
 }  // namespace greenshim::shim
 
 SHIM_EXPORT int pthread_key_create(pthread_key_t* key, void (*dtor)(void*)) {
+    SHIM_ENTER;
     if (asan_runtime(__builtin_return_address(0))) {
         pthread_key_t k;
         int r = REAL(pthread_key_create)(&k, dtor);
@@ -117,6 +118,7 @@ SHIM_EXPORT int pthread_key_create(pthread_key_t* key, void (*dtor)(void*)) {
 }
 
 SHIM_EXPORT int pthread_key_delete(pthread_key_t key) {
+    SHIM_ENTER;
     if (is_libc_key(key)) return REAL(pthread_key_delete)(key - kLibcKeys);
     if (key >= kKeys) return EINVAL;
     std::uint64_t seq = __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE);
@@ -126,6 +128,7 @@ SHIM_EXPORT int pthread_key_delete(pthread_key_t key) {
 }
 
 SHIM_EXPORT void* pthread_getspecific(pthread_key_t key) {
+    SHIM_ENTER;
     if (key >= kKeys) return is_libc_key(key) ? REAL(pthread_getspecific)(key - kLibcKeys) : nullptr;
     TsdEntry* e = entry(current_tsd(), key, false);
     if (!e || e->seq != __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE)) return nullptr;
@@ -133,6 +136,7 @@ SHIM_EXPORT void* pthread_getspecific(pthread_key_t key) {
 }
 
 SHIM_EXPORT int pthread_setspecific(pthread_key_t key, const void* value) {
+    SHIM_ENTER;
     if (key >= kKeys) return is_libc_key(key) ? REAL(pthread_setspecific)(key - kLibcKeys, value) : EINVAL;
     std::uint64_t seq = __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE);
     if (!(seq & 1)) return EINVAL;

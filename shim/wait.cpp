@@ -36,7 +36,10 @@ int wake_result(Wake w, const char* what, EndsBy ends) noexcept {
     case Wake::interrupted: return -EINTR;
     case Wake::deadlock: break;
     }
-    if (ends == EndsBy::signal_only) return -EDEADLK;
+    if (ends == EndsBy::signal_only) {
+        stall_quiet();  // the caller sleeps in the kernel next
+        return -EDEADLK;
+    }
     deadlock_exit(what);
 }
 

@@ -161,6 +161,7 @@ struct Diag {
     static void add(Hub& h, RuntimeStats& s) noexcept {
         s.switches += h.switches_.load(std::memory_order_relaxed);
         s.parks += h.parks_.load(std::memory_order_relaxed);
+        s.preemptions += h.preemptions_.load(std::memory_order_relaxed);
         s.hub_wait_ns += h.wait_ns_.load(std::memory_order_relaxed);
     }
 };
@@ -324,7 +325,8 @@ void write_stats(int fd, const char* prefix) noexcept {
     using detail::out;
     out(fd, "%s greenlets: %llu spawned, %llu alive at exit, peak %llu alive\n", prefix,
         (unsigned long long)s.spawned, (unsigned long long)s.alive, (unsigned long long)s.peak_alive);
-    out(fd, "%s switches: %llu; parks: %llu\n", prefix, (unsigned long long)s.switches, (unsigned long long)s.parks);
+    out(fd, "%s switches: %llu; parks: %llu; preemptions: %llu\n", prefix, (unsigned long long)s.switches,
+        (unsigned long long)s.parks, (unsigned long long)s.preemptions);
     // Parks per family, summed over the registered sites.
     std::uint64_t per_family[16] = {};
     for (WaitSite* w = detail::g_sites.load(std::memory_order_acquire); w; w = w->next) {

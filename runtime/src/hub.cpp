@@ -173,6 +173,9 @@ Greenlet* Hub::pop_ready() {
 void Hub::run() {
     for (;;) {
         detail::bump(turn_);
+        if (__builtin_expect(when_back_.load(std::memory_order_relaxed) != nullptr, 0)) {
+            if (auto fn = when_back_.exchange(nullptr, std::memory_order_relaxed)) fn(*this);
+        }
         // Run what was ready when this pass began; what they wake runs next pass.
         for (std::size_t n = ready_count_; n > 0; --n) {
             Greenlet* g = pop_ready();
@@ -189,7 +192,8 @@ void Hub::run() {
         }
         bool idle = ready_count_ == 0;
         if (idle || yielded_ || poll_due()) {
-            ev_run(loop_, idle ? EVRUN_ONCE : EVRUN_NOWAIT);
+            if (idle) poll_idle(EVRUN_ONCE);
+            else ev_run(loop_, EVRUN_NOWAIT);
             unpolled_passes_ = 0;
             unpolled_since_ = 0;
         }
@@ -219,6 +223,30 @@ bool Hub::poll_due() noexcept {
     return now - unpolled_since_ >= kMaxPollDelayNs;
 }
 
+// A blocking poll: the hub has nothing to run (idle_polling() says so to a
+// signal handler meanwhile).
+void Hub::poll_idle(int flags) {
+    idle_polling_.store(true, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    ev_run(loop_, flags);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    idle_polling_.store(false, std::memory_order_relaxed);
+}
+
+bool Hub::can_preempt() const noexcept {
+    detail::ThreadState* t = detail::t_state;
+    if (!t || t->hub != this) return false;
+    Greenlet* g = t->current;
+    return g && g != hub_greenlet_.get() && g->state() == GreenletState::running;
+}
+
+bool Hub::preempt_running() noexcept {
+    if (!can_preempt()) return false;
+    detail::bump(preemptions_);
+    yield();
+    return true;
+}
+
 namespace {
 std::atomic<StrandedHandler> g_stranded{nullptr};
 }  // namespace
@@ -232,7 +260,7 @@ void Hub::nothing_to_do() {
     // Otherwise only a signal could still wake anyone: wait for one if a
     // handler is installed.
     if (!finished && signals_can_wake()) {
-        ev_run(loop_, EVRUN_ONCE);
+        poll_idle(EVRUN_ONCE);
         return;
     }
     // Nothing else will ever happen: tell the main greenlet, if it waits.

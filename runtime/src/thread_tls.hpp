@@ -40,16 +40,18 @@
 //   current()       one load from %fs:0.
 //
 // Caveats (details in thread_tls.cpp):
-//  * A block belongs to the OS thread that made it (its tid, malloc arena and
+//  * A block belongs to the OS thread that made it (its tid and malloc
 //    tcache are that thread's): never switch to it on another OS thread.
 //  * The compiler may keep the thread pointer (and TLS addresses made from it)
 //    in a register across switch_to(): switch right before the stack switch
 //    and touch no thread_local between the two. Each greenlet thread always
 //    runs with its own block, so what its frames cached stays right.
-//  * glibc malloc's per-thread state (tcache, arena) is shared by all blocks
-//    of one OS thread (copied from the creator): greenlets of one OS thread
-//    never run malloc concurrently, and an exiting thread has no tcache to
-//    free (glibc 2.36 exports no way to free one).
+//  * glibc malloc's tcache is shared by all blocks of one OS thread (copied
+//    from the creator): greenlets of one OS thread never run malloc
+//    concurrently, and an exiting thread has no tcache to free (glibc 2.36
+//    exports no way to free one). Every block allocates from one thread
+//    arena, the one glibc picks for the first (not the main thread's: there
+//    calloc clears memory a thread arena leaves untouched; thread_tls.cpp).
 //  * Not under AddressSanitizer (unsupported: ASan keeps its thread state in
 //    its own TLS). Under valgrind, the arch_prctl switch.
 //  * fork() from a thread with its own block: see thread_tls.cpp ("fork").
@@ -91,7 +93,7 @@ public:
         std::size_t tcb_size;      // sizeof(struct pthread)
         std::size_t block_bytes;   // what create() allocates: static_size + align + 8 (+ the DTV)
         bool wrfsbase;             // the switch uses wrfsbase (else arch_prctl)
-        bool malloc_shared;        // glibc malloc is in use and its tcache/arena are shared
+        bool malloc_shared;        // glibc malloc is in use: its tcache is shared, its arena a thread arena
         std::ptrdiff_t tcache_offset, arena_offset;  // of malloc's __thread variables, from the TP
     };
     static const Info& info() noexcept;

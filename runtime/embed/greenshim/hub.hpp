@@ -248,6 +248,36 @@ public:
         return true;
     }
 
+    // ---- taking the OS thread back from a greenlet that does not wait ----
+    // The mechanism; when to use it is the embedder's policy (the shim's
+    // stall.cpp: a timer signal on the hub's thread, every few ms).
+    //
+    // True while the hub is blocked in its loop's poll with nothing to run
+    // (nobody to take the thread back from). Readable in a signal handler on
+    // the hub's thread. Cost: a load.
+    bool idle_polling() const noexcept { return idle_polling_.load(std::memory_order_relaxed); }
+    // Called in a signal handler on this hub's OS thread that interrupted the
+    // running greenlet where it holds nothing of the runtime's or of libc's
+    // (the caller's to know: outside every interposed call, outside libc and
+    // the loader). That greenlet goes to the back of the run queue as if it
+    // had yielded, the hub polls the loop and runs the others, and this
+    // returns, still in the handler, once the greenlet is run again. The
+    // caller first lifts the handler's mask (the others must run with the
+    // thread's own). False, nothing done, unless can_preempt().
+    // Cost: a yield (two switches) plus the caller's signal.
+    // May not: be called from anywhere but such a handler.
+    bool preempt_running() noexcept;
+    // Whether the running greenlet is one preempt_running() could take the
+    // thread back from: one of this hub's, not the hub itself.
+    bool can_preempt() const noexcept;
+    // Greenlets preempt_running() took the thread back from, so far.
+    std::uint64_t preemptions() const noexcept { return preemptions_.load(std::memory_order_relaxed); }
+    // fn(hub) runs once, in the hub greenlet, when the hub next gets control
+    // (its next pass: after a blocking poll, or once the running greenlet
+    // parks or yields). Signal-safe: the shim's stall timer, stopped while
+    // there is nothing it could do, is started again this way.
+    void call_when_back(void (*fn)(Hub&)) noexcept { when_back_.store(fn, std::memory_order_relaxed); }
+
     // One pointer for the embedder's own per-OS-thread state (the shim's):
     // a thread_local of its would become per greenlet once greenlets have
     // thread-locals of their own. The runtime never touches it.
@@ -298,6 +328,12 @@ private:
     std::int64_t unpolled_since_ = 0;  // the first clock read since the last poll (0: none yet)
     Async* async_ = nullptr;
     void* embedder_data_ = nullptr;
+    // preempt_running / call_when_back: written in signal handlers of this
+    // hub's thread, read by the hub (atomics for the signal fence).
+    std::atomic<bool> idle_polling_{false};
+    std::atomic<void (*)(Hub&)> when_back_{nullptr};
+    std::atomic<std::uint64_t> preemptions_{0};
+    void poll_idle(int flags);
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;
 

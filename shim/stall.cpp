@@ -1,0 +1,224 @@
+// Threads that never wait: a timer signal on each OS thread that runs
+// greenlet threads takes the thread back from one that has run
+// GREENSHIM_HANDOFF ms without a switch (shim.hpp, "the program's code and
+// the shim's"). Go's sysmon preempts a goroutine that ran 10 ms the same way.
+//
+// The tick is a POSIX timer (CLOCK_MONOTONIC, SIGEV_THREAD_ID) that fires
+// every GREENSHIM_HANDOFF/2 ms on the hub's OS thread, with a signal the shim
+// holds (hold_signal: the program's own use of that number is passed on).
+// Its handler runs on the interrupted greenlet's stack (not the signal stack)
+// so that the frame can stay suspended with it. Each tick compares the hub's
+// switch count with the last tick's: unchanged twice in a row means no
+// switch for at least GREENSHIM_HANDOFF ms. The greenlet is then taken back
+// only where that is safe:
+//  - outside every interposer and the runtime (t_shim_depth == 0): the
+//    shim's and the runtime's state are never left half-changed;
+//  - with its instruction pointer outside libc, the loader, the allocator
+//    in use and our own modules: there it may hold a lock of libc's (malloc's
+//    arena, the loader's) that the next thread on this OS thread would block
+//    on in the kernel;
+//  - not inside a signal handler of the program's, not in the hub.
+// A greenlet caught elsewhere is looked at again at the next tick.
+//
+// While the hub sleeps in its poll there is nothing to take back: the tick
+// then stops its timer (one timer_settime) and the hub starts it again when
+// it next has work (Hub::call_when_back). An idle process gets no ticks. The
+// same before a call the shim makes in the kernel because nothing else could
+// ever run (pause() with every other thread waiting for a signal, say:
+// stall_quiet), which the tick would otherwise interrupt.
+//
+// Costs: a signal every GREENSHIM_HANDOFF/2 ms while the OS thread runs
+// greenlets (~1-2 us each); one timer_settime per busy period that follows
+// a sleep of at least half a period.
+// What a program may notice: the tick interrupts the program's own system
+// calls made without libc's wrappers, like any signal: SA_RESTART is set,
+// so the kernel restarts those it restarts for any handler.
+#include <dlfcn.h>
+#include <link.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <new>
+
+#include "shim.hpp"
+
+#undef p_type  // resolv.h's (through shim.hpp) renames the ELF field
+
+namespace greenshim::shim {
+
+thread_local int t_shim_depth __attribute__((tls_model("initial-exec"))) = 1;
+
+struct StallTicker {
+    timer_t timer{};
+    bool armed = false;
+    std::int64_t period_ns = 0;
+    std::uint64_t seen_switches = 0;
+    int unchanged = 0;
+};
+
+namespace {
+// The tick's signal: SIGRTMAX-3 (the dump has SIGRTMAX-2, the monitor's
+// backtrace SIGRTMAX-1).
+int tick_signal() noexcept { return SIGRTMAX - 3; }
+char g_tick_tag;  // the timer's sigev_value: a tick, not a kill() of the signal
+bool g_tick_held = false;
+
+// A greenlet thread of the interrupted one: its own, so that a tick that
+// lands while it is being taken back (its mask lifted, not yet switched)
+// leaves it alone.
+thread_local bool t_being_preempted __attribute__((tls_model("initial-exec"))) = false;
+
+// Code where a greenlet may hold a lock that another greenlet thread of the
+// same OS thread would wait for in the kernel: libc's and the loader's, the
+// allocator's, ours (the runtime, libev, Boost.Context).
+struct Range {
+    std::uintptr_t lo, hi;
+};
+constexpr int kMaxRanges = 24;
+Range g_unsafe[kMaxRanges];
+int g_unsafe_count = 0;
+
+int add_module_text(struct dl_phdr_info* info, std::size_t, void* base) {
+    if (reinterpret_cast<void*>(info->dlpi_addr) != base) return 0;
+    for (int i = 0; i < info->dlpi_phnum && g_unsafe_count < kMaxRanges; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+        g_unsafe[g_unsafe_count++] = {lo, lo + ph.p_memsz};
+    }
+    return 1;
+}
+
+void add_module_of(const void* code) noexcept {
+    Dl_info info{};
+    if (!code || !dladdr(code, &info) || !info.dli_fbase) return;
+    for (int i = 0; i < g_unsafe_count; ++i)
+        if (reinterpret_cast<std::uintptr_t>(code) >= g_unsafe[i].lo &&
+            reinterpret_cast<std::uintptr_t>(code) < g_unsafe[i].hi)
+            return;  // that module is in already
+    dl_iterate_phdr(add_module_text, info.dli_fbase);
+}
+
+void find_unsafe_code() noexcept {
+    add_module_of(reinterpret_cast<const void*>(REAL(read)));                // libc
+    add_module_of(dlsym(RTLD_DEFAULT, "_dl_find_object"));                  // the loader
+    add_module_of(dlsym(RTLD_DEFAULT, "__tls_get_addr"));                   // (older glibc)
+    add_module_of(dlsym(RTLD_DEFAULT, "malloc"));                           // a replacement allocator
+    add_module_of(reinterpret_cast<const void*>(&find_unsafe_code));        // the shim
+    add_module_of(reinterpret_cast<const void*>(&Hub::existing));           // the runtime
+    add_module_of(dlsym(RTLD_DEFAULT, "ev_run"));                           // libev, if separate
+    add_module_of(dlsym(RTLD_DEFAULT, "jump_fcontext"));                    // Boost.Context, if separate
+}
+
+bool in_unsafe_code(std::uintptr_t pc) noexcept {
+    for (int i = 0; i < g_unsafe_count; ++i)
+        if (pc >= g_unsafe[i].lo && pc < g_unsafe[i].hi) return true;
+    return false;
+}
+
+void arm(StallTicker& k) noexcept {
+    k.armed = true;
+    k.unchanged = 0;
+    struct itimerspec it{};
+    it.it_interval.tv_sec = time_t(k.period_ns / 1000000000);
+    it.it_interval.tv_nsec = long(k.period_ns % 1000000000);
+    it.it_value = it.it_interval;
+    timer_settime(k.timer, 0, &it, nullptr);
+}
+
+void rearm(Hub& hub) {
+    auto* o = static_cast<OsThread*>(hub.embedder_data());
+    if (o && o->ticker && !o->ticker->armed) arm(*o->ticker);
+}
+
+// Nothing to take back until the hub gets control again: stop the timer
+// until then.
+void quiet(Hub& hub, StallTicker& k) noexcept {
+    if (!k.armed) return;
+    k.armed = false;
+    struct itimerspec it{};
+    timer_settime(k.timer, 0, &it, nullptr);
+    hub.call_when_back(rearm);
+}
+
+void tick(const ucontext_t* uc) noexcept {
+    Hub* hub = Hub::existing();
+    if (!hub) return;
+    auto* o = static_cast<OsThread*>(hub->embedder_data());
+    if (!o || !o->ticker) return;
+    StallTicker& k = *o->ticker;
+    if (hub->idle_polling()) {  // asleep: nothing to take back until it has work
+        quiet(*hub, k);
+        return;
+    }
+    std::uint64_t s = hub->switches();
+    if (s != k.seen_switches) {
+        k.seen_switches = s;
+        k.unchanged = 0;
+        return;
+    }
+    if (++k.unchanged < 2) return;
+    if (t_shim_depth != 0 || t_being_preempted || runtime_internal() || in_signal_handler() || hub->in_hub())
+        return;  // looked at again next tick
+    if (in_unsafe_code(std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP])) || !hub->can_preempt()) return;
+    k.unchanged = 0;
+    t_being_preempted = true;
+    // The others run with the OS thread's mask, not this handler's (which
+    // blocks every signal); the handler's return restores what the kernel
+    // saved for the greenlet.
+    REAL(pthread_sigmask)(SIG_SETMASK, &uc->uc_sigmask, nullptr);
+    hub->preempt_running();  // back here once it is run again
+    t_being_preempted = false;
+}
+
+void on_tick(int sig, siginfo_t* info, void* uctx) {
+    if (info->si_code != SI_TIMER || info->si_value.sival_ptr != &g_tick_tag) {
+        pass_signal_to_program(sig, info, uctx);  // the program's own use of the number
+        return;
+    }
+    int saved = errno;
+    tick(static_cast<const ucontext_t*>(uctx));
+    errno = saved;
+}
+}  // namespace
+
+void stall_init() noexcept {
+    t_shim_depth = 0;  // the main thread runs the program's code
+    if (!config().enabled || config().handoff_ms == 0 || config().thread_locals_shared) return;
+    find_unsafe_code();
+    g_tick_held = hold_signal(tick_signal(), on_tick, /*on_stack=*/false);
+}
+
+void stall_quiet() noexcept {
+    Hub* hub = Hub::existing();
+    auto* o = hub ? static_cast<OsThread*>(hub->embedder_data()) : nullptr;
+    if (o && o->ticker) quiet(*hub, *o->ticker);
+}
+
+void stall_watch(Hub& hub) noexcept {
+    if (!g_tick_held) return;
+    OsThread* o = os_thread(true);
+    if (!o || o->ticker) return;
+    auto* k = new (std::nothrow) StallTicker;
+    if (!k) return;
+    struct sigevent ev{};
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = tick_signal();
+    ev.sigev_value.sival_ptr = &g_tick_tag;
+    ev._sigev_un._tid = pid_t(::syscall(SYS_gettid));
+    if (timer_create(CLOCK_MONOTONIC, &ev, &k->timer) != 0) {
+        delete k;
+        return;
+    }
+    k->period_ns = std::int64_t(config().handoff_ms) * 1000000 / 2;
+    if (k->period_ns < 500000) k->period_ns = 500000;
+    k->seen_switches = hub.switches();
+    o->ticker = k;
+    arm(*k);
+}
+
+}  // namespace greenshim::shim

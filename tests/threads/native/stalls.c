@@ -1,0 +1,154 @@
+/* Threads that never wait where the shim can see (issue 14): each case has
+ * one thread that would hold its OS thread forever on a single hub, and
+ * another whose progress it needs. Unpatched, the kernel time-slices OS
+ * threads; under greenrun the stall tick (shim/stall.cpp) must take the OS
+ * thread back. The same statements both ways; figures on stderr.
+ *
+ *   spin-flag   a thread spins on an atomic flag that another thread sets
+ *               after usleep(20000)
+ *   cpu-share   4 threads count in CPU loops until main, after usleep(300000),
+ *               tells them to stop: every one of them counted, and main woke
+ *   raw-read    a thread reads a pipe with a raw `syscall` instruction (no
+ *               libc, no interposer: a blocking call the shim cannot see);
+ *               another writes the byte after usleep(20000)
+ *   spin-lock   a thread holds a pthread spinlock while it computes for 50 ms;
+ *               3 others take it in turn, 200 times each */
+#include "common.h"
+
+#include <stdatomic.h>
+#include <sys/syscall.h>
+
+static atomic_int flag;
+
+static void *spinner(void *arg) {
+    long *spins = arg;
+    while (!atomic_load_explicit(&flag, memory_order_acquire)) ++*spins;
+    return NULL;
+}
+
+static void *setter(void *arg) {
+    (void)arg;
+    usleep(20000);
+    atomic_store(&flag, 1);
+    return NULL;
+}
+
+static void spin_flag(void) {
+    pthread_t a, b;
+    long spins = 0;
+    double t0 = now_ms();
+    pthread_create(&a, NULL, spinner, &spins);
+    pthread_create(&b, NULL, setter, NULL);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    fprintf(stderr, "spin-flag: %.1f ms, %ld spins\n", now_ms() - t0, spins);
+    say("spin-flag: the spinner saw the flag another thread set after usleep(20000)", spins > 0);
+}
+
+enum { kCounters = 4 };
+static atomic_int stop;
+static void *counter(void *arg) {
+    volatile long *n = arg;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) ++*n;
+    return NULL;
+}
+
+static void cpu_share(void) {
+    pthread_t t[kCounters];
+    long n[kCounters] = {0};
+    for (int i = 0; i < kCounters; ++i) pthread_create(&t[i], NULL, counter, &n[i]);
+    double t0 = now_ms();
+    usleep(300000);
+    double slept = now_ms() - t0;
+    atomic_store(&stop, 1);
+    int all = 1;
+    for (int i = 0; i < kCounters; ++i) {
+        pthread_join(t[i], NULL);
+        fprintf(stderr, "cpu-share: thread %d counted %ld\n", i, n[i]);
+        all &= n[i] > 0;
+    }
+    fprintf(stderr, "cpu-share: main's usleep(300000) took %.1f ms\n", slept);
+    say("cpu-share: main woke from usleep while 4 threads computed", slept >= 300);
+    say("cpu-share: each of the 4 computing threads ran", all);
+}
+
+static int pipe_fds[2];
+static long raw_read(int fd, void *buf, unsigned long n) {
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "0"((long)SYS_read), "D"((long)fd), "S"(buf), "d"(n)
+                     : "rcx", "r11", "memory");
+    return r;
+}
+
+static void *raw_reader(void *arg) {
+    char c = 0;
+    long r;
+    do r = raw_read(pipe_fds[0], &c, 1);
+    while (r == -4 /* EINTR: a handler without SA_RESTART */);
+    *(long *)arg = r == 1 && c == 'x';
+    return NULL;
+}
+
+static void *pipe_writer(void *arg) {
+    (void)arg;
+    usleep(20000);
+    if (write(pipe_fds[1], "x", 1) != 1) perror("write");
+    return NULL;
+}
+
+static void raw_read_case(void) {
+    pthread_t a, b;
+    long got = 0;
+    /* Made without libc too, so the read end is the kernel's blocking one
+     * (a pipe made through the shim is non-blocking underneath). */
+    if (syscall(SYS_pipe2, pipe_fds, 0) != 0) {
+        perror("pipe");
+        exit(1);
+    }
+    double t0 = now_ms();
+    pthread_create(&a, NULL, raw_reader, &got);
+    pthread_create(&b, NULL, pipe_writer, NULL);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    fprintf(stderr, "raw-read: %.1f ms\n", now_ms() - t0);
+    say("raw-read: a read made with a raw syscall got the byte another thread wrote after usleep(20000)", got);
+}
+
+static pthread_spinlock_t spin;
+static long in_lock, max_in_lock;
+static void *locker(void *arg) {
+    long holder = (long)arg;
+    for (int i = 0; i < (holder ? 1 : 200); ++i) {
+        pthread_spin_lock(&spin);
+        long inside = ++in_lock;
+        if (inside > max_in_lock) max_in_lock = inside;
+        if (holder) {
+            double until = now_ms() + 50;
+            while (now_ms() < until) {
+            }
+        }
+        --in_lock;
+        pthread_spin_unlock(&spin);
+    }
+    return NULL;
+}
+
+static void spin_lock_case(void) {
+    pthread_t t[4];
+    pthread_spin_init(&spin, PTHREAD_PROCESS_PRIVATE);
+    pthread_create(&t[0], NULL, locker, (void *)1L);
+    for (long i = 1; i < 4; ++i) pthread_create(&t[i], NULL, locker, (void *)0L);
+    for (int i = 0; i < 4; ++i) pthread_join(t[i], NULL);
+    say("spin-lock: 4 threads took a spinlock (one holding it 50 ms in a CPU loop), one at a time",
+        max_in_lock == 1);
+}
+
+int main(int argc, char **argv) {
+    const char *which = argc > 1 ? argv[1] : "all";
+    int all = strcmp(which, "all") == 0;
+    if (all || strcmp(which, "spin-flag") == 0) spin_flag();
+    if (all || strcmp(which, "cpu-share") == 0) cpu_share();
+    if (all || strcmp(which, "raw-read") == 0) raw_read_case();
+    if (all || strcmp(which, "spin-lock") == 0) spin_lock_case();
+    return all_ok ? 0 : 1;
+}
