@@ -1,7 +1,7 @@
 // The GREENSHIM_* settings: the table and its parsers (config.hpp says who
-// uses them). Compiled into the library and into greenshim-config alike, so
-// it needs nothing of the shim's but config.hpp, and of the runtime only its
-// trace families.
+// uses them). Compiled into the library, greenshim-config and greenrun alike,
+// so it needs nothing of the shim's but config.hpp, and of the runtime only
+// the header of its trace families (greenrun links libc alone).
 #include "config.hpp"
 
 #include <cerrno>
@@ -11,7 +11,7 @@
 #include <cstring>
 #include <initializer_list>
 
-#include "greenshim/diag.hpp"
+#include "greenshim/trace_families.hpp"
 
 namespace greenshim::shim {
 
@@ -41,7 +41,7 @@ Families families_text() noexcept {
     Families out;
     std::size_t len = 0;
     out.text[0] = 0;
-    for (const char* const* f = trace_families(); *f && len < sizeof out.text; ++f)
+    for (const char* const* f = kTraceFamilies; *f && len < sizeof out.text; ++f)
         len += std::size_t(std::snprintf(out.text + len, sizeof out.text - len, "%s%s", len ? "," : "", *f));
     return out;
 }
@@ -178,7 +178,7 @@ bool faults(const char* v, Config& c, Expected& why) noexcept {
 }
 
 bool is_family(const char* f, std::size_t len) {
-    for (const char* const* k = trace_families(); *k; ++k)
+    for (const char* const* k = kTraceFamilies; *k; ++k)
         if (std::strlen(*k) == len && !std::memcmp(*k, f, len)) return true;
     return false;
 }

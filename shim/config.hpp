@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 
 namespace greenshim::shim {
 
@@ -57,7 +58,8 @@ struct Setting {
     const char* dflt;     // the default, as both say it (markdown: `code`)
 };
 // In both texts, {families} stands for GREENSHIM_TRACE's families:
-// families_text(), the runtime's list (trace_families()) as "io,socket,...".
+// families_text(), the runtime's list (kTraceFamilies, greenshim/
+// trace_families.hpp) as "io,socket,...".
 struct Families {
     char text[128];
 };
@@ -73,5 +75,21 @@ struct Shown {
     char text[40 * 4 + 4];
 };
 Shown shown(const char* value) noexcept;
+
+// ---- for the programs outside the library (config_text.cpp) ----
+
+// Every GREENSHIM_* variable of the environment checked with the library's
+// own parsers: the first bad one is named on stderr in one line,
+// "greenrun: NAME=VALUE: expected ...", and the answer is false.
+bool check_environment() noexcept;
+// The environment part of greenrun --help: each setting, its option, its
+// help line and default, wrapped within 80 columns.
+void print_help_env(std::FILE* out) noexcept;
+// A table text as shown: {families} filled in; for plain text (code false),
+// markdown's backticks dropped.
+struct Rendered {
+    char text[2048];
+};
+Rendered render(const char* text, bool code) noexcept;
 
 }  // namespace greenshim::shim

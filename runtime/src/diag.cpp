@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <mutex>
 
+#include "greenshim/trace_families.hpp"
 #include "internal.hpp"
 
 namespace greenshim {
@@ -52,9 +53,8 @@ Hub* g_hubs = nullptr;
 // The registry of WaitSites: a lock-free push-only list.
 std::atomic<WaitSite*> g_sites{nullptr};
 
-// set_trace's families, as a bitmask over kFamilies.
-const char* const kFamilies[] = {"io", "socket", "sleep", "poll", "sync", "join", "process", "signal",
-                                 "pool", "api", nullptr};
+// set_trace's families, as a bitmask over kFamilies (trace_families.hpp).
+constexpr const char* const* kFamilies = kTraceFamilies;
 std::atomic<unsigned> g_trace_mask{0};
 
 int family_index(const char* f, std::size_t len) noexcept {

@@ -7,10 +7,13 @@
 // its environment (`LD_PRELOAD=/x/libgreenshim.so true`). The commands run in
 // turn (CMD1, CMD2, ..., CMD1, ...) so that drift on the machine hits them
 // alike, after RUNS/10 unmeasured warm-up rounds; stdout and stderr go to
-// /dev/null. Prints the mean, median and minimum wall time of each, and
-// `result spawn idx=I mean_ms=.. median_ms=.. min_ms=..` lines.
+// /dev/null. Prints the mean, median and minimum wall time of each, the
+// median CPU time (user+sys from wait4: what the command itself spent, which
+// other programs on a busy machine disturb far less than wall time), and
+// `result spawn idx=I mean_ms=.. median_ms=.. min_ms=.. cpu_median_ms=..` lines.
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,7 +36,7 @@ namespace {
 struct Cmd {
     std::string text;
     std::vector<std::string> env, argv;
-    std::vector<double> ms;
+    std::vector<double> ms, cpu_ms;
 };
 
 bool run(Cmd& c, bool record) {
@@ -63,13 +66,18 @@ bool run(Cmd& c, bool record) {
         return false;
     }
     int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    struct rusage ru;
+    while (wait4(pid, &st, 0, &ru) < 0 && errno == EINTR) {}
     std::int64_t t1 = bench::now_ns();
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         std::fprintf(stderr, "bench_spawn: '%s' failed (status %d)\n", c.text.c_str(), st);
         return false;
     }
-    if (record) c.ms.push_back(double(t1 - t0) / 1e6);
+    if (record) {
+        c.ms.push_back(double(t1 - t0) / 1e6);
+        auto ms = [](const timeval& tv) { return double(tv.tv_sec) * 1e3 + double(tv.tv_usec) / 1e3; };
+        c.cpu_ms.push_back(ms(ru.ru_utime) + ms(ru.ru_stime));
+    }
     return true;
 }
 
@@ -101,14 +109,18 @@ int main(int argc, char** argv) {
     for (int r = 0; r < warm + runs; ++r)
         for (auto& c : cmds)
             if (!run(c, r >= warm)) return 1;
-    std::printf("startup: %d runs each, interleaved, after %d warm-up rounds (posix_spawnp + waitpid)\n", runs, warm);
+    std::printf("startup: %d runs each, interleaved, after %d warm-up rounds (posix_spawnp + wait4)\n", runs, warm);
     for (std::size_t i = 0; i < cmds.size(); ++i) {
         auto& v = cmds[i].ms;
+        auto& cpu = cmds[i].cpu_ms;
         std::sort(v.begin(), v.end());
+        std::sort(cpu.begin(), cpu.end());
         double mean = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
-        double med = v[v.size() / 2];
-        std::printf("  %-60s mean %7.3f ms  median %7.3f ms  min %7.3f ms\n", cmds[i].text.c_str(), mean, med, v[0]);
-        std::printf("result spawn idx=%zu mean_ms=%.4f median_ms=%.4f min_ms=%.4f\n", i, mean, med, v[0]);
+        double med = v[v.size() / 2], cpu_med = cpu[cpu.size() / 2];
+        std::printf("  %-60s mean %7.3f ms  median %7.3f ms  min %7.3f ms  cpu median %7.3f ms\n",
+                    cmds[i].text.c_str(), mean, med, v[0], cpu_med);
+        std::printf("result spawn idx=%zu mean_ms=%.4f median_ms=%.4f min_ms=%.4f cpu_median_ms=%.4f\n", i, mean,
+                    med, v[0], cpu_med);
     }
     return 0;
 }
