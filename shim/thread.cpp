@@ -178,7 +178,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
                 thread_main(t);
                 return {};
             },
-            {}, stack_size_for(attr, &t->stack_from_attr), /*soon=*/true);
+            {}, stack_size_for(attr, &t->stack_from_attr));
         g->set_user_data(t);
         set_greenlet_entry(*g, reinterpret_cast<void*>(start));
         give_own_thread_locals(*g);

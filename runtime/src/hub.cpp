@@ -160,15 +160,6 @@ void Hub::push_ready(Greenlet& g) {
     ++ready_count_;
 }
 
-Greenlet* Hub::pop_next() {
-    if (Greenlet* g = runnext_) {
-        runnext_ = nullptr;
-        --ready_count_;
-        return g;
-    }
-    return pop_ready();
-}
-
 Greenlet* Hub::pop_ready() {
     Greenlet* g = ready_head_;
     if (!g) return nullptr;
@@ -185,13 +176,6 @@ void Hub::run() {
         if (__builtin_expect(when_back_.load(std::memory_order_relaxed) != nullptr, 0)) {
             if (auto fn = when_back_.exchange(nullptr, std::memory_order_relaxed)) fn(*this);
         }
-        // A pass runs the queue in order: a greenlet that was to run next
-        // takes its place at the back (the hand-offs' bound on unfairness).
-        if (Greenlet* g = runnext_) {
-            runnext_ = nullptr;
-            --ready_count_;
-            push_ready(*g);
-        }
         // Run what was ready when this pass began; what they wake runs next pass.
         for (std::size_t n = ready_count_; n > 0; --n) {
             Greenlet* g = pop_ready();
@@ -200,7 +184,6 @@ void Hub::run() {
             running_.store(g, std::memory_order_relaxed);
             Runtime::set_state(*hub_greenlet_, GreenletState::suspended);
             Runtime::jump(*g);
-            if (yielded_) break;  // (a yield, or a poll that came due on a direct switch: poll now)
         }
         if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0) {
             ev_run(loop_, EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
@@ -317,7 +300,8 @@ Wake Hub::park(Deadline deadline) {
     detail::bump(switches_);
     detail::count_park(self);
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_park(self, deadline);
-    Runtime::jump(next_to_run());
+    running_.store(hub_greenlet_.get(), std::memory_order_relaxed);
+    Runtime::jump(*hub_greenlet_);
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_wake(self);
     if (wakeable) --loop_waiters_;
     if (timed) ev_timer_stop(loop_, &im.timer);
@@ -326,42 +310,11 @@ Wake Hub::park(Deadline deadline) {
     return im.wake;
 }
 
-// Where a greenlet that parks goes: straight to the next ready greenlet
-// while one is queued and the loop may wait (one switch instead of two
-// through the hub: a hand-off between two threads, one waking the other and
-// then waiting, costs a single switch), else to the hub. As Go's scheduler
-// runs the next goroutine from the parking one's own stack. The loop's bound
-// (poll_due) still holds: once it is due, the hub gets control and polls.
-Greenlet& Hub::next_to_run() noexcept {
-    Greenlet* next = nullptr;
-    if (ready_count_ != 0 && !yielded_) {
-        if (poll_due()) yielded_ = true;  // (the hub polls before it runs anyone)
-        else next = pop_next();
-    }
-    if (!next) next = hub_greenlet_.get();
-    else detail::bump(turn_);  // the hub's turn in all but name: the monitor sees progress
-    running_.store(next, std::memory_order_relaxed);
-    return *next;
-}
-
 void Hub::schedule(Greenlet& g, Wake why) {
     if (g.state() != GreenletState::parked) return;
     detail::impl_of(g).wake = why;
     Runtime::set_state(g, GreenletState::ready);
     push_ready(g);
-}
-
-void Hub::schedule_next(Greenlet& g, Wake why) {
-    if (g.state() != GreenletState::parked) return;
-    if (in_hub()) return schedule(g, why);  // the loop's wakes keep their order
-    detail::impl_of(g).wake = why;
-    Runtime::set_state(g, GreenletState::ready);
-    if (Greenlet* old = runnext_) {
-        --ready_count_;
-        push_ready(*old);
-    }
-    runnext_ = &g;
-    ++ready_count_;
 }
 
 InterruptScope::InterruptScope(InterruptMask accepts) noexcept {
@@ -479,17 +432,12 @@ Wake Hub::wait_fd(int fd, int events, Deadline deadline) {
     return wait_fds(&one, 1, deadline);
 }
 
-std::shared_ptr<Greenlet> Hub::spawn(Greenlet::Fn fn, std::string name, std::size_t stack_size, bool soon) {
+std::shared_ptr<Greenlet> Hub::spawn(Greenlet::Fn fn, std::string name, std::size_t stack_size) {
     auto g = Runtime::make(std::move(fn), std::move(name), stack_size, hub_greenlet_);
     detail::impl_of(*g).keepalive = g;
     detail::impl_of(*g).hub = this;
     Runtime::set_state(*g, GreenletState::ready);
-    if (soon && !runnext_ && !in_hub()) {
-        runnext_ = g.get();
-        ++ready_count_;
-    } else {
-        push_ready(*g);
-    }
+    push_ready(*g);
     return g;
 }
 
@@ -510,7 +458,7 @@ void Hub::after_fork_child() {
         g = next;
     }
     if (me != main_) Runtime::set_state(*main_, GreenletState::dead);
-    while (pop_next()) {
+    while (pop_ready()) {
     }
     for (std::size_t i = 0; i < fds_cap_; ++i) {
         if (fds_[i]) {
@@ -546,15 +494,14 @@ Wake WaitQueue::wait(Deadline deadline) {
     return hub.park(deadline);
 }
 
-Greenlet* WaitQueue::wake(bool next) {
+Greenlet* WaitQueue::wake_one() {
     Hub* hub = Hub::existing();
     while (WaitNode* n = head_) {
         NodeList::unlink(head_, tail_, *n);
         // A waiter whose deadline already fired is on its way out: skip it so
         // the notification is not lost.
         if (hub && n->g->state() == GreenletState::parked) {
-            if (next) hub->schedule_next(*n->g, Wake::event);
-            else hub->schedule(*n->g, Wake::event);
+            hub->schedule(*n->g, Wake::event);
             return n->g;
         }
     }
@@ -563,7 +510,7 @@ Greenlet* WaitQueue::wake(bool next) {
 
 std::size_t WaitQueue::notify_all() {
     std::size_t k = 0;
-    while (wake(false)) ++k;
+    while (notify_one()) ++k;
     return k;
 }
 

@@ -117,16 +117,14 @@ public:
     Wake wait(Deadline deadline = kForever);
     bool notify_one() { return wake_one() != nullptr; }  // wakes the longest waiter; false if none
     // Wakes the longest waiter and says which greenlet it was (nullptr if none):
-    // lets a lock hand itself over to the greenlet it wakes. Woken by a
-    // greenlet, it runs next (Hub::schedule_next): a hand-off.
-    Greenlet* wake_one() { return wake(true); }
-    std::size_t notify_all();      // wakes every waiter, in their order
+    // lets a lock hand itself over to the greenlet it wakes.
+    Greenlet* wake_one();
+    std::size_t notify_all();      // wakes every waiter
     bool empty() const noexcept { return head_ == nullptr; }
     std::size_t size() const noexcept;
 
 private:
     friend class Hub;
-    Greenlet* wake(bool next);
     detail::WaitNode* head_ = nullptr;
     detail::WaitNode* tail_ = nullptr;
 };
@@ -164,13 +162,6 @@ public:
     // Puts a parked greenlet of this hub in the run queue; a greenlet that is
     // not parked is left alone. Cheap: no switch happens here.
     void schedule(Greenlet& g, Wake why = Wake::event);
-    // The same, but when called by a greenlet (not the hub's loop) g runs
-    // next, before the queue, as Go's runnext: a greenlet that wakes another
-    // and then waits hands the thread straight over (a lock or condition
-    // variable hand-off, a producer and its consumer). One such slot: a
-    // second one sends the first to the back of the queue. Bounded: the
-    // queue's head runs at the latest when the hub next polls (poll_due).
-    void schedule_next(Greenlet& g, Wake why = Wake::event);
     // Wakes g with Wake::interrupted if it is parked (whatever its
     // InterruptMask: a cancellation, say); false if it was not parked.
     bool interrupt(Greenlet& g);
@@ -220,12 +211,7 @@ public:
     static Hub* process_hub() noexcept;
 
     // Spawns fn as a new greenlet whose parent is the hub, queued to run.
-    // soon: it runs next unless another is to run next already (a new
-    // thread whose creator waits for it to start, as CPython's
-    // Thread.start() does, starts without a pass over every busy thread);
-    // otherwise at the back of the queue, in spawn order (gevent's rule).
-    std::shared_ptr<Greenlet> spawn(Greenlet::Fn fn, std::string name = {}, std::size_t stack_size = 0,
-                                    bool soon = false);
+    std::shared_ptr<Greenlet> spawn(Greenlet::Fn fn, std::string name = {}, std::size_t stack_size = 0);
 
     // The loop's greenlet and this thread's main greenlet.
     Greenlet& greenlet() noexcept { return *hub_greenlet_; }
@@ -316,8 +302,6 @@ private:
 
     void push_ready(Greenlet& g);
     Greenlet* pop_ready();
-    Greenlet* pop_next();  // runnext_ first, then the queue's head
-    Greenlet& next_to_run() noexcept;
     void nothing_to_do();
     void fd_watch(detail::WaitNode& n);
     void fd_unwatch(detail::WaitNode& n);
@@ -330,7 +314,6 @@ private:
     Greenlet* main_ = nullptr;
     Greenlet* ready_head_ = nullptr;
     Greenlet* ready_tail_ = nullptr;
-    Greenlet* runnext_ = nullptr;   // schedule_next's slot (counted in ready_count_)
     std::size_t ready_count_ = 0;
     std::size_t loop_waiters_ = 0;  // parked greenlets the loop could wake
     std::size_t pool_waiters_ = 0;  // parked in run_blocking
