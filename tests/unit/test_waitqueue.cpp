@@ -1,5 +1,8 @@
 // WaitQueue, park/schedule/interrupt, LoopExit.
+#include <pthread.h>
 #include <sys/wait.h>
+#include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -313,4 +316,59 @@ TEST_CASE("Wake and GreenletState names") {
     CHECK(std::string(to_string(GreenletState::fresh)) == "fresh");
 }
 
+
+// Hub::preempt_running, as the shim's stall tick uses it: a timer signal
+// whose handler takes the thread back from a greenlet that computes without
+// ever waiting, so the one that sleeps (a timer the loop must see) runs.
+namespace {
+Hub* g_preempt_hub = nullptr;
+volatile sig_atomic_t g_preempted = 0;
+void preempt_handler(int, siginfo_t*, void* uc) {
+    if (g_preempt_hub && g_preempt_hub->can_preempt()) {
+        // the handler's mask goes (the others run with the thread's own)
+        pthread_sigmask(SIG_SETMASK, &static_cast<ucontext_t*>(uc)->uc_sigmask, nullptr);
+        if (g_preempt_hub->preempt_running()) g_preempted = g_preempted + 1;
+    }
+}
+}  // namespace
+
+TEST_CASE("preempt_running in a timer signal's handler lets the others run past a CPU loop") {
+    Hub& hub = Hub::current();
+    g_preempt_hub = &hub;
+    struct sigaction sa{}, old{};
+    sa.sa_sigaction = preempt_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    REQUIRE(sigaction(SIGRTMIN + 3, &sa, &old) == 0);
+    struct sigevent ev{};
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = SIGRTMIN + 3;
+    ev._sigev_un._tid = gettid();
+    timer_t timer;
+    REQUIRE(timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0);
+    struct itimerspec it{{0, 2000000}, {0, 2000000}};  // every 2 ms
+    REQUIRE(timer_settime(timer, 0, &it, nullptr) == 0);
+    std::uint64_t before = hub.preemptions();
+    volatile bool stop = false;
+    auto spinner = spawn([&stop] {
+        long n = 0;
+        while (!stop) ++n;  // never waits
+        return n;
+    });
+    auto sleeper = spawn([&stop] {
+        greenshim::sleep(0.02);  // needs the loop to run while the spinner spins
+        stop = true;
+        return 1;
+    });
+    CHECK(sleeper.join(10));
+    CHECK(spinner.join(10));
+    CHECK(spinner.value() > 0);
+    struct itimerspec off{};
+    timer_settime(timer, 0, &off, nullptr);
+    timer_delete(timer);
+    sigaction(SIGRTMIN + 3, &old, nullptr);
+    g_preempt_hub = nullptr;
+    CHECK(hub.preemptions() > before);
+    CHECK(g_preempted > 0);
+}
 }  // TEST_SUITE hub
