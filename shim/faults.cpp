@@ -21,7 +21,7 @@ struct ThreadDraws {
     int wake_events = 0;
     std::uint64_t state = 0;
 };
-thread_local ThreadDraws t_draws;
+thread_local ThreadDraws t_draws __attribute__((tls_model("initial-exec")));
 
 std::uint64_t splitmix64(std::uint64_t& s) noexcept {
     std::uint64_t z = (s += 0x9e3779b97f4a7c15ull);

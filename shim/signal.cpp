@@ -72,8 +72,11 @@ struct HandlerFrame {
     const Greenlet* greenlet; // the greenlet it interrupted
 };
 constexpr int kMaxDepth = 8;
-thread_local HandlerFrame t_frames[kMaxDepth];
-thread_local int t_depth = 0;
+// initial-exec (the library is loaded at start-up, with the static TLS):
+// t_depth is read by every interposed call (may_park), and a general-dynamic
+// access is a call to __tls_get_addr.
+thread_local HandlerFrame t_frames[kMaxDepth] __attribute__((tls_model("initial-exec")));
+thread_local int t_depth __attribute__((tls_model("initial-exec"))) = 0;
 
 const Greenlet* running_greenlet() noexcept { return Hub::existing() ? &Greenlet::current() : nullptr; }
 

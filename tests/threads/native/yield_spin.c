@@ -36,6 +36,9 @@ static void *spinner(void *arg) {
 static void *setter(void *arg) {
     (void)arg;
     usleep(20000);
+    /* On a loaded machine a new OS thread may not have run yet: give the
+     * spinner up to 5 s to start (under greenshim it has, or never will). */
+    for (int i = 0; i < 5000 && __atomic_load_n(&spins, __ATOMIC_SEQ_CST) == 0; ++i) usleep(1000);
     threads_seen = os_threads();
     spinner_was_spinning = __atomic_load_n(&spins, __ATOMIC_SEQ_CST) > 0;
     __atomic_store_n(&flag, 1, __ATOMIC_SEQ_CST);
