@@ -19,30 +19,34 @@
 #include <sys/syscall.h>
 
 static atomic_int flag;
+static atomic_long spins;
 
 static void *spinner(void *arg) {
-    long *spins = arg;
-    while (!atomic_load_explicit(&flag, memory_order_acquire)) ++*spins;
+    (void)arg;
+    while (!atomic_load_explicit(&flag, memory_order_acquire))
+        atomic_fetch_add_explicit(&spins, 1, memory_order_relaxed);
     return NULL;
 }
 
 static void *setter(void *arg) {
     (void)arg;
     usleep(20000);
+    /* On a loaded machine a new OS thread may not have run yet: give the
+     * spinner up to 5 s to start (under greenshim it runs while we sleep). */
+    for (int i = 0; i < 5000 && atomic_load(&spins) == 0; ++i) usleep(1000);
     atomic_store(&flag, 1);
     return NULL;
 }
 
 static void spin_flag(void) {
     pthread_t a, b;
-    long spins = 0;
     double t0 = now_ms();
-    pthread_create(&a, NULL, spinner, &spins);
+    pthread_create(&a, NULL, spinner, NULL);
     pthread_create(&b, NULL, setter, NULL);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
-    fprintf(stderr, "spin-flag: %.1f ms, %ld spins\n", now_ms() - t0, spins);
-    say("spin-flag: the spinner saw the flag another thread set after usleep(20000)", spins > 0);
+    fprintf(stderr, "spin-flag: %.1f ms, %ld spins\n", now_ms() - t0, atomic_load(&spins));
+    say("spin-flag: the spinner saw the flag another thread set after usleep(20000)", atomic_load(&spins) > 0);
 }
 
 enum { kCounters = 4 };
