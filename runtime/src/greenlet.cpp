@@ -263,24 +263,6 @@ Greenlet& Runtime::first_live(Greenlet& g) noexcept {
 void Runtime::after_resume(ctx::fiber&& f) noexcept {
     ThreadState& t = *t_state;
     Greenlet* from = t.from;
-    if (f) {
-        from->impl_->ctx = std::move(f);
-        if (__builtin_expect(!t.release_later, 1)) {  // the common case: nothing runs here
-            Greenlet::Impl& cur = *t.current->impl_;
-            if (!cur.tls) {
-                *eh_globals() = cur.saved_eh;
-                errno = cur.saved_errno;
-            }
-            t.from = nullptr;
-            return;
-        }
-    } else if (from && from->dead()) {
-        // Its stack is gone, and we run with our own thread-locals: its
-        // block may go, and the object too.
-        if (from->impl_->tls) ThreadTls::destroy(std::exchange(from->impl_->tls, nullptr));
-        std::shared_ptr<Greenlet> last = std::move(from->impl_->keepalive);
-        last.reset();
-    }
     t.from = nullptr;
     // errno and libstdc++'s exception state are thread-locals: a greenlet
     // with its own block keeps its own (what runs here to free the dead must
@@ -288,6 +270,15 @@ void Runtime::after_resume(ctx::fiber&& f) noexcept {
     // back here (saved by jump).
     Greenlet::Impl& cur = *t.current->impl_;
     int own_errno = errno;
+    if (f) {
+        from->impl_->ctx = std::move(f);
+    } else if (from && from->dead()) {
+        // Its stack is gone, and we run with our own thread-locals: its
+        // block may go, and the object too.
+        if (from->impl_->tls) ThreadTls::destroy(std::exchange(from->impl_->tls, nullptr));
+        std::shared_ptr<Greenlet> last = std::move(from->impl_->keepalive);
+        last.reset();
+    }
     if (!cur.tls) *eh_globals() = cur.saved_eh;
     if (t.release_later) {
         std::shared_ptr<Greenlet> drop = std::move(t.release_later);
