@@ -184,6 +184,7 @@ void Hub::run() {
             running_.store(g, std::memory_order_relaxed);
             Runtime::set_state(*hub_greenlet_, GreenletState::suspended);
             Runtime::jump(*g);
+            if (poll_now_) break;  // (a park found the poll due: poll before the rest)
         }
         if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0) {
             ev_run(loop_, EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
@@ -191,11 +192,12 @@ void Hub::run() {
             continue;
         }
         bool idle = ready_count_ == 0;
-        if (idle || yielded_ || poll_due()) {
+        if (idle || yielded_ || poll_now_ || poll_due()) {
             if (idle) poll_idle(EVRUN_ONCE);
             else ev_run(loop_, EVRUN_NOWAIT);
             unpolled_passes_ = 0;
             unpolled_since_ = 0;
+            poll_now_ = false;
         }
         yielded_ = false;
     }
@@ -300,14 +302,34 @@ Wake Hub::park(Deadline deadline) {
     detail::bump(switches_);
     detail::count_park(self);
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_park(self, deadline);
-    running_.store(hub_greenlet_.get(), std::memory_order_relaxed);
-    Runtime::jump(*hub_greenlet_);
+    Runtime::jump(next_after_park());
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_wake(self);
     if (wakeable) --loop_waiters_;
     if (timed) ev_timer_stop(loop_, &im.timer);
     Runtime::set_state(self, GreenletState::running);
     if (park_ref) ts().release_later = std::move(im.keepalive);
     return im.wake;
+}
+
+// Where a greenlet that parks goes. When exactly one other greenlet is
+// ready and the loop may wait, straight to it: the hub would run that one
+// next anyway (its pass has nothing else), so a hand-off between two threads
+// (one wakes the other, then waits) costs one switch instead of two, and
+// nothing else changes order. Otherwise to the hub, which keeps its passes:
+// letting every park jump to the queue's head instead reordered long queues
+// against their passes (CPython's ThreadingHTTPServer at 500 connections:
+// p99 0.65-0.87 s against 0.05-0.41 s).
+Greenlet& Hub::next_after_park() noexcept {
+    Greenlet* next = hub_greenlet_.get();
+    if (ready_count_ == 1 && !yielded_ && !poll_now_) {
+        if (poll_due()) poll_now_ = true;  // (the hub polls first)
+        else if (Greenlet* only = pop_ready()) {
+            next = only;
+            detail::bump(turn_);  // the hub's turn in all but name (the monitor sees progress)
+        }
+    }
+    running_.store(next, std::memory_order_relaxed);
+    return *next;
 }
 
 void Hub::schedule(Greenlet& g, Wake why) {

@@ -302,6 +302,7 @@ private:
 
     void push_ready(Greenlet& g);
     Greenlet* pop_ready();
+    Greenlet& next_after_park() noexcept;
     void nothing_to_do();
     void fd_watch(detail::WaitNode& n);
     void fd_unwatch(detail::WaitNode& n);
@@ -324,6 +325,7 @@ private:
     static constexpr std::int64_t kMaxPollDelayNs = 100'000;
     bool poll_due() noexcept;
     bool yielded_ = false;  // a greenlet yielded in this pass: poll after it
+    bool poll_now_ = false;  // a park found the poll due (next_after_park): poll before the rest
     unsigned unpolled_passes_ = 0;
     std::int64_t unpolled_since_ = 0;  // the first clock read since the last poll (0: none yet)
     Async* async_ = nullptr;
