@@ -176,10 +176,12 @@ void Hub::run() {
         if (__builtin_expect(when_back_.load(std::memory_order_relaxed) != nullptr, 0)) {
             if (auto fn = when_back_.exchange(nullptr, std::memory_order_relaxed)) fn(*this);
         }
-        // Run what was ready when this pass began; what they wake runs next pass.
-        for (std::size_t n = ready_count_; n > 0; --n) {
+        // Run what was ready when this pass began; what they wake runs next
+        // pass. (A member: next_after_park runs one of them for the pass.)
+        for (pass_left_ = ready_count_; pass_left_ > 0;) {
             Greenlet* g = pop_ready();
             if (!g) break;
+            --pass_left_;
             detail::bump(switches_);
             running_.store(g, std::memory_order_relaxed);
             Runtime::set_state(*hub_greenlet_, GreenletState::suspended);
@@ -324,6 +326,7 @@ Greenlet& Hub::next_after_park() noexcept {
     if (ready_count_ == 1 && !yielded_ && !poll_now_) {
         if (poll_due()) poll_now_ = true;  // (the hub polls first)
         else if (Greenlet* only = pop_ready()) {
+            if (pass_left_ > 0) --pass_left_;  // it was the pass's to run
             next = only;
             detail::bump(turn_);  // the hub's turn in all but name (the monitor sees progress)
         }
