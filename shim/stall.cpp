@@ -130,9 +130,15 @@ void arm(StallTicker& k) noexcept {
     timer_settime(k.timer, 0, &it, nullptr);
 }
 
-void rearm(Hub& hub) {
-    auto* o = static_cast<OsThread*>(hub.embedder_data());
-    if (o && o->ticker && !o->ticker->armed) arm(*o->ticker);
+// This OS thread's ticker, if it has one (no allocation: safe in the tick).
+StallTicker* this_ticker() noexcept {
+    OsThread* o = os_thread(false);
+    return o ? o->ticker : nullptr;
+}
+
+void rearm(Hub&) {
+    StallTicker* k = this_ticker();
+    if (k && !k->armed) arm(*k);
 }
 
 // Nothing to take back until the hub gets control again: stop the timer
@@ -146,11 +152,10 @@ void quiet(Hub& hub, StallTicker& k) noexcept {
 }
 
 void tick(const ucontext_t* uc) noexcept {
-    Hub* hub = Hub::existing();
-    if (!hub) return;
-    auto* o = static_cast<OsThread*>(hub->embedder_data());
-    if (!o || !o->ticker) return;
-    StallTicker& k = *o->ticker;
+    StallTicker* ticker = this_ticker();
+    if (!ticker) return;
+    StallTicker& k = *ticker;
+    Hub* hub = Hub::existing();  // (there is one: the ticker hangs on it)
     if (hub->idle_polling()) {  // asleep: nothing to take back until it has work
         quiet(*hub, k);
         return;
@@ -162,9 +167,9 @@ void tick(const ucontext_t* uc) noexcept {
         return;
     }
     if (++k.unchanged < 2) return;
-    if (t_shim_depth != 0 || t_being_preempted || runtime_internal() || in_signal_handler() || hub->in_hub())
-        return;  // looked at again next tick
-    if (in_unsafe_code(std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP])) || !hub->can_preempt()) return;
+    if (t_shim_depth != 0 || t_being_preempted || runtime_internal() || in_signal_handler() || !hub->can_preempt() ||
+        in_unsafe_code(std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP])))
+        return;  // looked at again next tick (can_preempt: not the hub itself)
     k.unchanged = 0;
     t_being_preempted = true;
     // The others run with the OS thread's mask, not this handler's (which
@@ -193,15 +198,11 @@ void stall_init() noexcept {
 }
 
 void stall_quiet() noexcept {
-    Hub* hub = Hub::existing();
-    auto* o = hub ? static_cast<OsThread*>(hub->embedder_data()) : nullptr;
-    if (o && o->ticker) quiet(*hub, *o->ticker);
+    if (StallTicker* k = this_ticker()) quiet(*Hub::existing(), *k);
 }
 
 void stall_after_fork_child() noexcept {
-    Hub* hub = Hub::existing();
-    auto* o = hub ? static_cast<OsThread*>(hub->embedder_data()) : nullptr;
-    if (o) o->ticker = nullptr;  // (the parent's timer id means nothing here; a few bytes left)
+    if (OsThread* o = os_thread(false)) o->ticker = nullptr;  // (the parent's timer id means nothing here)
 }
 
 void stall_watch(Hub& hub) noexcept {
