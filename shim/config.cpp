@@ -271,12 +271,29 @@ constexpr Setting kSettings[] = {
          return count(v, 60000, "milliseconds", c.handoff_ms, why);
      },
      "--handoff MS",
-     "milliseconds: a thread that runs this long without a call that waits (a CPU loop, a spin) is "
-     "preempted so the others run; 0: never",
+     "milliseconds: a thread that runs this long without a call that waits (a CPU loop, a spin) goes on "
+     "on a spare OS thread, or is preempted, so the others run; 0: never",
      "milliseconds: a greenlet thread that runs this long without a call that could wait (a CPU loop, a spin "
-     "on a flag) is preempted in its own code and goes to the back of the run queue, so the other threads, "
-     "timers and I/O go on; `0`: never (README, \"Threads that never wait\")",
+     "on a flag) goes on on a spare OS thread (`GREENSHIM_SPARES`) while the others go on, or, with none "
+     "free, is preempted in its own code and goes to the back of the run queue; `0`: never (README, "
+     "\"Threads that never wait\")",
      "`10`"},
+    {"GREENSHIM_SPARES",
+     [](const char* v, Config& c, Expected& why) noexcept {
+         if (!std::strcmp(v, "auto")) {
+             c.spares = kSparesAuto;
+             return true;
+         }
+         return count(v, 1024, "`auto` or threads", c.spares, why);
+     },
+     "--spares N",
+     "auto or 0-1024: spare OS threads a thread that runs without waiting is handed to (auto: CPUs - 1, at "
+     "least 1; 0: preempt it instead)",
+     "`auto` or a number of OS threads, 0 to 1024: at most this many spare (*carrier*) OS threads run a "
+     "greenlet thread that ran `GREENSHIM_HANDOFF` ms without waiting, beside the others, until its next "
+     "call into the shim; `auto`: one fewer than the CPUs the process may run on, at least 1; `0`: none, "
+     "such a thread is preempted instead",
+     "`auto`"},
     {"GREENSHIM_TRACE",
      [](const char* v, Config& c, Expected& why) noexcept { return trace(v, c.trace, why); }, "--trace FAMILIES",
      "trace every park and wake of those families to stderr: all, or a comma list of {families}",

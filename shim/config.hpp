@@ -17,6 +17,10 @@
 
 namespace greenshim::shim {
 
+// GREENSHIM_SPARES=auto: one fewer than the CPUs the process may run on, at
+// least 1 (stall.cpp resolves it).
+inline constexpr unsigned kSparesAuto = ~0u;
+
 struct Config {
     bool enabled = true;            // false: GREENSHIM_DISABLE=1 or a setuid/setgid process
     std::size_t stack_size = 0;     // GREENSHIM_STACK_SIZE, 0 = unset (kThreadStackDefault, the runtime's)
@@ -26,6 +30,7 @@ struct Config {
     const char* stats = nullptr;    // GREENSHIM_STATS: "1" (stderr) or a file to append to
     unsigned monitor_ms = 0;        // GREENSHIM_MONITOR: report a hub stalled this long
     unsigned handoff_ms = 10;       // GREENSHIM_HANDOFF: take the OS thread back after this long, 0 = never
+    unsigned spares = kSparesAuto;  // GREENSHIM_SPARES: carrier OS threads at most (stall.cpp), 0 = none
     const char* trace = nullptr;    // GREENSHIM_TRACE: families to trace, or "all"
     double faults_rate = 0;         // GREENSHIM_FAULTS=SEED:RATE (faults.hpp), 0 = off
     std::uint64_t faults_seed = 0;

@@ -214,10 +214,19 @@ OsThread* os_thread(bool make) noexcept;
 // thread-locals, so its own count (only then does stall.cpp take threads back).
 // Cost: an increment and a decrement of a thread-local per interposed call.
 extern thread_local int t_shim_depth __attribute__((tls_model("initial-exec")));
+// The current greenlet thread runs on a carrier OS thread (stall.cpp: it was
+// handed off, Hub::hand_off_running), not on its hub's: the shim's state and
+// the runtime's are the hub's thread's alone, so the first interposer it
+// calls, or the end of its start routine, brings it back first
+// (come_back_from_carrier: returns on the hub's thread, in the run queue's
+// turn). Cost: a thread-local load per interposed call.
+extern thread_local bool t_carried __attribute__((tls_model("initial-exec")));
+void come_back_from_carrier() noexcept;
 struct ShimCall {
     ShimCall() noexcept {
         ++t_shim_depth;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        if (__builtin_expect(t_carried, 0)) come_back_from_carrier();
     }
     ~ShimCall() {
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
@@ -241,6 +250,7 @@ struct ProgramCode {
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         t_shim_depth = saved;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        if (__builtin_expect(t_carried, 0)) come_back_from_carrier();
     }
     ProgramCode(const ProgramCode&) = delete;
     ProgramCode& operator=(const ProgramCode&) = delete;

@@ -34,6 +34,7 @@
 // calls made without libc's wrappers, like any signal: SA_RESTART is set,
 // so the kernel restarts those it restarts for any handler.
 #include <dlfcn.h>
+#include <sched.h>
 #include <link.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -51,6 +52,7 @@
 namespace greenshim::shim {
 
 thread_local int t_shim_depth __attribute__((tls_model("initial-exec"))) = 1;
+thread_local bool t_carried __attribute__((tls_model("initial-exec"))) = false;
 
 struct StallTicker {
     timer_t timer{};
@@ -136,9 +138,16 @@ StallTicker* this_ticker() noexcept {
     return o ? o->ticker : nullptr;
 }
 
-void rearm(Hub&) {
+void rearm(Hub& hub) {
     StallTicker* k = this_ticker();
-    if (k && !k->armed) arm(*k);
+    if (!k || k->armed) return;
+    // Back from a poll with nothing to run (a wake-up that woke no one, or
+    // the tick's own EINTR): stay quiet until there is.
+    if (hub.ready_count() == 0) {
+        hub.call_when_back(rearm);
+        return;
+    }
+    arm(*k);
 }
 
 // Nothing to take back until the hub gets control again: stop the timer
@@ -151,7 +160,39 @@ void quiet(Hub& hub, StallTicker& k) noexcept {
     hub.call_when_back(rearm);
 }
 
-void tick(const ucontext_t* uc) noexcept {
+// The signal frame of a greenlet that moved to another OS thread in its
+// handler (a hand-off or a come-back): the handler's return restores the
+// signal mask and the sigaltstack from the frame, so they must be those of
+// the thread it returns on (its mask as it is now: the handler runs with
+// the thread's own).
+void land(ucontext_t* uc) noexcept {
+    REAL(pthread_sigmask)(SIG_BLOCK, nullptr, &uc->uc_sigmask);
+    stack_t here{};
+    if (sigaltstack(nullptr, &here) == 0) uc->uc_stack = here;
+}
+
+// A tick on a carrier: the carried greenlet comes back to its hub when
+// another waits for a carrier (so the threads that compute take turns on the
+// carriers), where coming back is safe (as for a preemption).
+void carrier_tick(ucontext_t* uc) noexcept {
+    if (t_shim_depth != 0 || t_being_preempted || in_signal_handler() ||
+        in_unsafe_code(std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP])))
+        return;
+    if (!Hub::carrier_awaited()) return;
+    t_being_preempted = true;
+    t_carried = false;
+    REAL(pthread_sigmask)(SIG_SETMASK, &uc->uc_sigmask, nullptr);  // the carrier's own, for its loop
+    Hub::come_back(/*carriable=*/true);  // back on the hub's thread, or on a carrier again
+    t_carried = Hub::carried_from() != nullptr;
+    land(uc);
+    t_being_preempted = false;
+}
+
+void tick(ucontext_t* uc) noexcept {
+    if (t_carried) {
+        carrier_tick(uc);
+        return;
+    }
     StallTicker* ticker = this_ticker();
     if (!ticker) return;
     StallTicker& k = *ticker;
@@ -176,7 +217,15 @@ void tick(const ucontext_t* uc) noexcept {
     // blocks every signal); the handler's return restores what the kernel
     // saved for the greenlet.
     REAL(pthread_sigmask)(SIG_SETMASK, &uc->uc_sigmask, nullptr);
-    hub->preempt_running();  // back here once it is run again
+    if (hub->hand_off_running()) {  // on a carrier now: it goes on there
+        t_carried = true;
+        land(uc);
+    } else if (hub->preempt_running()) {  // back here once it is run again: by the hub, or a carrier
+        if (Hub::carried_from()) {
+            t_carried = true;
+            land(uc);
+        }
+    }
     t_being_preempted = false;
 }
 
@@ -186,15 +235,74 @@ void on_tick(int sig, siginfo_t* info, void* uctx) {
         return;
     }
     int saved = errno;
-    tick(static_cast<const ucontext_t*>(uctx));
+    tick(static_cast<ucontext_t*>(uctx));
     errno = saved;
 }
+bool make_timer(StallTicker& k) noexcept {
+    struct sigevent ev{};
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = tick_signal();
+    ev.sigev_value.sival_ptr = &g_tick_tag;
+    ev._sigev_un._tid = pid_t(::syscall(SYS_gettid));
+    if (timer_create(CLOCK_MONOTONIC, &ev, &k.timer) != 0) return false;
+    k.period_ns = std::int64_t(config().handoff_ms) * 1000000 / 2;
+    if (k.period_ns < 500000) k.period_ns = 500000;
+    return true;
+}
+
+// A carrier's ticks (Hub::CarrierHooks, on the carrier's thread, with its
+// own thread-locals): while it carries a greenlet, and the tick's signal
+// open there (the carrier blocks every other; it takes no signal of the
+// program's).
+void carrier_start(void** slot) noexcept {
+    auto* k = static_cast<StallTicker*>(*slot);
+    if (!k) {
+        k = new (std::nothrow) StallTicker;
+        if (!k) return;
+        if (!make_timer(*k)) {
+            delete k;
+            return;
+        }
+        *slot = k;
+    }
+    sigset_t tick;
+    sigemptyset(&tick);
+    sigaddset(&tick, tick_signal());
+    REAL(pthread_sigmask)(SIG_UNBLOCK, &tick, nullptr);
+    arm(*k);
+}
+
+void carrier_stop(void** slot) noexcept {
+    auto* k = static_cast<StallTicker*>(*slot);
+    if (!k) return;
+    k->armed = false;
+    struct itimerspec it{};
+    timer_settime(k->timer, 0, &it, nullptr);
+    sigset_t tick;
+    sigemptyset(&tick);
+    sigaddset(&tick, tick_signal());
+    REAL(pthread_sigmask)(SIG_BLOCK, &tick, nullptr);
+}
+
+unsigned spares() noexcept {
+    unsigned n = config().spares;
+    if (n != kSparesAuto) return n;
+    cpu_set_t set;
+    long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 2 ? unsigned(cpus - 1) : 1;
+}
 }  // namespace
+
+void come_back_from_carrier() noexcept {
+    t_carried = false;
+    Hub::come_back();
+}
 
 void stall_init() noexcept {
     t_shim_depth = 0;  // the main thread runs the program's code
     if (!config().enabled || config().handoff_ms == 0 || config().thread_locals_shared) return;
     g_tick_held = hold_signal(tick_signal(), on_tick, /*on_stack=*/false);
+    if (g_tick_held) Hub::set_carriers(spares(), {carrier_start, carrier_stop});
 }
 
 void stall_quiet() noexcept {
@@ -215,17 +323,10 @@ void stall_watch(Hub& hub) noexcept {
     (void)found;
     auto* k = new (std::nothrow) StallTicker;
     if (!k) return;
-    struct sigevent ev{};
-    ev.sigev_notify = SIGEV_THREAD_ID;
-    ev.sigev_signo = tick_signal();
-    ev.sigev_value.sival_ptr = &g_tick_tag;
-    ev._sigev_un._tid = pid_t(::syscall(SYS_gettid));
-    if (timer_create(CLOCK_MONOTONIC, &ev, &k->timer) != 0) {
+    if (!make_timer(*k)) {
         delete k;
         return;
     }
-    k->period_ns = std::int64_t(config().handoff_ms) * 1000000 / 2;
-    if (k->period_ns < 500000) k->period_ns = 500000;
     k->seen_switches = hub.switches();
     o->ticker = k;
     arm(*k);

@@ -30,21 +30,25 @@ struct Hub::Async {
     ev_async watcher;
     std::mutex mu;                  // guards done
     std::vector<PoolJob*> done;     // finished by pool threads, not yet seen
+    std::vector<Greenlet*> returned;  // given back by carriers (carrier.cpp), not yet queued
     std::atomic<int> signal_pending{0};
 
     static void on_async(struct ev_loop* loop, ev_async*, int) {
         Hub* hub = static_cast<Hub*>(ev_userdata(loop));
         Async* a = hub->async_;
         std::vector<PoolJob*> finished;
+        std::vector<Greenlet*> back;
         {
             InternalScope internal;
             std::lock_guard<std::mutex> lk(a->mu);
             finished.swap(a->done);
+            back.swap(a->returned);
         }
         for (PoolJob* j : finished) {
             j->done = true;
             hub->schedule(*j->waiter, Wake::event);
         }
+        for (Greenlet* g : back) hub->came_back(*g);
         if (a->signal_pending.exchange(0)) {
             if (auto cb = g_signal_cb.load()) cb(*hub);
         }
@@ -61,12 +65,22 @@ void post_done(Hub& hub, PoolJob* j) {
     ev_async_send(hub.loop(), &a.watcher);
 }
 
+void post_came_back(Hub& hub, Greenlet* g) {
+    Hub::Async& a = Runtime::async(hub);
+    {
+        std::lock_guard<std::mutex> lk(a.mu);
+        a.returned.push_back(g);
+    }
+    ev_async_send(hub.loop(), &a.watcher);
+}
+
 void async_after_fork_child(Hub::Async* a) noexcept {
     if (!a) return;
     // A pool thread may have held `mu` at the fork; the jobs it reports
     // belong to greenlets the child does not have.
     new (&a->mu) std::mutex;
     new (&a->done) std::vector<PoolJob*>();  // the old one may be mid-update: leak it
+    new (&a->returned) std::vector<Greenlet*>();
     a->signal_pending.store(0);
 }
 }  // namespace detail

@@ -162,6 +162,7 @@ struct Diag {
         s.switches += h.switches_.load(std::memory_order_relaxed);
         s.parks += h.parks_.load(std::memory_order_relaxed);
         s.preemptions += h.preemptions_.load(std::memory_order_relaxed);
+        s.hand_offs += h.hand_offs_.load(std::memory_order_relaxed);
         s.hub_wait_ns += h.wait_ns_.load(std::memory_order_relaxed);
     }
 };
@@ -306,6 +307,7 @@ RuntimeStats runtime_stats() noexcept {
     s.helper_threads = detail::g_counters.helpers.load(std::memory_order_relaxed);
     s.peak_helper_threads = detail::g_counters.peak_helpers.load(std::memory_order_relaxed);
     s.helper_jobs = detail::g_counters.helper_jobs.load(std::memory_order_relaxed);
+    s.carriers = detail::g_counters.carriers.load(std::memory_order_relaxed);
     std::int64_t t0 = detail::g_first_hub_ns.load(std::memory_order_relaxed);
     if (t0 && detail::timing_enabled()) s.hub_run_ns = monotonic_ns() - t0 - s.hub_wait_ns;
     return s;
@@ -325,8 +327,9 @@ void write_stats(int fd, const char* prefix) noexcept {
     using detail::out;
     out(fd, "%s greenlets: %llu spawned, %llu alive at exit, peak %llu alive\n", prefix,
         (unsigned long long)s.spawned, (unsigned long long)s.alive, (unsigned long long)s.peak_alive);
-    out(fd, "%s switches: %llu; parks: %llu; preemptions: %llu\n", prefix, (unsigned long long)s.switches,
-        (unsigned long long)s.parks, (unsigned long long)s.preemptions);
+    out(fd, "%s switches: %llu; parks: %llu; preemptions: %llu; hand-offs: %llu\n", prefix,
+        (unsigned long long)s.switches, (unsigned long long)s.parks, (unsigned long long)s.preemptions,
+        (unsigned long long)s.hand_offs);
     // Parks per family, summed over the registered sites.
     std::uint64_t per_family[16] = {};
     for (WaitSite* w = detail::g_sites.load(std::memory_order_acquire); w; w = w->next) {
@@ -353,6 +356,9 @@ void write_stats(int fd, const char* prefix) noexcept {
                 "an idle one ends after %d s\n",
             prefix, (unsigned long long)s.helper_threads, (unsigned long long)s.peak_helper_threads,
             (unsigned long long)s.helper_jobs, detail::kHelperIdleSeconds);
+    if (s.carriers)
+        out(fd, "%s carrier threads (run a thread that did not wait, beside the others): %llu, which stay\n",
+            prefix, (unsigned long long)s.carriers);
     if (detail::timing_enabled()) {
         double total = double(s.hub_wait_ns + s.hub_run_ns);
         out(fd, "%s hub time: %.3f s waiting for events, %.3f s running greenlets (%.1f%% busy)\n", prefix,

@@ -176,6 +176,10 @@ void Hub::run() {
         if (__builtin_expect(when_back_.load(std::memory_order_relaxed) != nullptr, 0)) {
             if (auto fn = when_back_.exchange(nullptr, std::memory_order_relaxed)) fn(*this);
         }
+        // (A hand-off made before the hub first ran: main switched straight to
+        // the greenlet, next_after_park.)
+        if (__builtin_expect(hand_off_g_ != nullptr, 0)) dispatch_hand_off();
+        if (__builtin_expect(carriable_ready_ != 0, 0)) hand_off_ready();
         // Run what was ready when this pass began; what they wake runs next
         // pass. (A member: next_after_park runs one of them for the pass.)
         for (pass_left_ = ready_count_; pass_left_ > 0;) {
@@ -186,9 +190,10 @@ void Hub::run() {
             running_.store(g, std::memory_order_relaxed);
             Runtime::set_state(*hub_greenlet_, GreenletState::suspended);
             Runtime::jump(*g);
+            if (__builtin_expect(hand_off_g_ != nullptr, 0)) dispatch_hand_off();
             if (poll_now_) break;  // (a park found the poll due: poll before the rest)
         }
-        if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0) {
+        if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0 && away_ == 0) {
             ev_run(loop_, EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
             if (ready_count_ == 0) nothing_to_do();
             continue;
@@ -247,7 +252,17 @@ bool Hub::can_preempt() const noexcept {
 bool Hub::preempt_running() noexcept {
     if (!can_preempt()) return false;
     detail::bump(preemptions_);
+    Greenlet& self = Greenlet::current();
+    Greenlet::Impl& im = detail::impl_of(self);
+    if (im.tls && !self.is_main()) {  // a carrier may resume it (it has its own thread-locals)
+        im.carriable = true;
+        ++carriable_ready_;
+    }
     yield();
+    if (im.carriable) {  // run by the hub (a hand-off cleared it)
+        im.carriable = false;
+        --carriable_ready_;
+    }
     return true;
 }
 
@@ -515,7 +530,12 @@ void Hub::after_fork_child() {
     }
     loop_waiters_ = 0;
     pool_waiters_ = 0;
+    away_ = 0;  // (the carried ones are dead above: their carriers are not here)
+    carriable_ready_ = 0;
+    hand_off_g_ = nullptr;
+    hand_off_to_ = nullptr;
     detail::pool_after_fork_child();
+    detail::carriers_after_fork_child();
     detail::async_after_fork_child(async_);
     ev_loop_fork(loop_);
 }

@@ -95,6 +95,9 @@ struct ThreadState {
     // in them: the same whichever block is current when it is asked).
     ThreadTls* os_tls = nullptr;
     const void* main_token = nullptr;
+    // On a carrier (carrier.cpp) while it carries a greenlet: that greenlet's
+    // hub. The carried greenlet's block points its t_state here meanwhile.
+    Hub* carrying_for = nullptr;
 };
 
 // libstdc++'s per-thread "exceptions being handled" state, which must follow
@@ -126,6 +129,8 @@ struct Counters {
     std::atomic<std::uint64_t> helpers{0};
     std::atomic<std::uint64_t> peak_helpers{0};
     std::atomic<std::uint64_t> helper_jobs{0};
+    // Carriers started (carrier.cpp; by the hub's thread).
+    std::atomic<std::uint64_t> carriers{0};
 };
 extern Counters g_counters;
 // How long an idle helper thread waits for work before it ends.
@@ -198,6 +203,16 @@ void post_done(Hub& hub, PoolJob* j);
 // did not come along.
 void pool_after_fork_child() noexcept;
 void async_after_fork_child(Hub::Async* a) noexcept;
+// carrier.cpp: a carrier gives a greenlet back to its hub (any thread).
+void post_came_back(Hub& hub, Greenlet* g);
+// carrier.cpp: hand_off_running's choice of a carrier (nullptr: none may be
+// had), and the hub's giving it the greenlet (false: it could not start).
+void* carrier_reserve() noexcept;
+bool carrier_may_be_had() noexcept;  // a hint: one idle, or another may start
+bool carrier_stage(Greenlet* g, Hub* from) noexcept;  // false: one is staged already
+bool carrier_staged() noexcept;  // a hint
+bool carrier_give(void* carrier, Greenlet* g, Hub* from) noexcept;
+void carriers_after_fork_child() noexcept;
 
 }  // namespace detail
 
@@ -219,6 +234,10 @@ struct Greenlet::Impl {
     Greenlet* next_ready = nullptr;
     Wake wake = Wake::none;
     bool loop_wakeable = false;   // the loop itself could wake it (fd or timer)
+    // Ready in its hub's queue, suspended where a carrier may resume it (in a
+    // signal handler, at a point of the program's own code: preempt_running,
+    // come_back(true)); counted in the hub's carriable_ready_.
+    bool carriable = false;
     InterruptMask interrupt_mask = 0;     // which interrupts end its wait (InterruptScope)
     std::uint64_t signal_generation = 0;  // signals notified when it parked
     Deadline deadline = kForever;

@@ -714,6 +714,29 @@ void ThreadTls::copy_tid(ThreadTls* to, const ThreadTls* from) noexcept {
     at<int>(reinterpret_cast<char*>(to), off::tid) = at<int>(reinterpret_cast<char*>(const_cast<ThreadTls*>(from)), off::tid);
 }
 
+void ThreadTls::lend(ThreadTls* t, Lent& saved) noexcept {
+    char* p = reinterpret_cast<char*>(t);
+    char* cur = reinterpret_cast<char*>(current());
+    saved.tid = at<int>(p, off::tid);
+    at<int>(p, off::tid) = at<int>(cur, off::tid);
+    if (g.info.malloc_shared) {
+        if (!at<void*>(cur, g.info.tcache_offset)) ensure_tcache();  // (and picks this thread's arena)
+        saved.tcache = at<void*>(p, g.info.tcache_offset);
+        at<void*>(p, g.info.tcache_offset) = at<void*>(cur, g.info.tcache_offset);
+        saved.arena = at<void*>(p, g.info.arena_offset);
+        if (void* mine = at<void*>(cur, g.info.arena_offset)) at<void*>(p, g.info.arena_offset) = mine;
+    }
+}
+
+void ThreadTls::give_back(ThreadTls* t, const Lent& saved) noexcept {
+    char* p = reinterpret_cast<char*>(t);
+    at<int>(p, off::tid) = saved.tid;
+    if (g.info.malloc_shared) {
+        at<void*>(p, g.info.tcache_offset) = saved.tcache;
+        at<void*>(p, g.info.arena_offset) = saved.arena;
+    }
+}
+
 bool ThreadTls::sanitizer_loaded() noexcept {
     return dlsym(RTLD_DEFAULT, "__asan_init") || dlsym(RTLD_DEFAULT, "__tsan_init") ||
            dlsym(RTLD_DEFAULT, "__msan_init");

@@ -165,6 +165,21 @@ public:
     // the child's (the greenlet that forked) takes it too.
     static void copy_tid(ThreadTls* to, const ThreadTls* from) noexcept;
 
+    // A block run on another OS thread than the one that made it (a carrier,
+    // carrier.cpp): lend() gives it the running OS thread's tid and malloc
+    // tcache and arena words (so that glibc's owner checks and the tcache,
+    // which is never shared between two OS threads, stay right, and the two
+    // threads do not contend for one arena's lock), saving its own in
+    // `saved`; give_back() puts those back. Both on the carrier, with its own
+    // block current and t not running anywhere. Cost: six words.
+    struct Lent {
+        void* tcache = nullptr;
+        void* arena = nullptr;
+        int tid = 0;
+    };
+    static void lend(ThreadTls* t, Lent& saved) noexcept;
+    static void give_back(ThreadTls* t, const Lent& saved) noexcept;
+
     // For the benchmark: switch with arch_prctl even when wrfsbase works.
     static void force_syscall_switch(bool on) noexcept;
 

@@ -942,7 +942,12 @@ static void* wait_release(void* arg) {
     char c;
     return read(release_fd, &c, 1) == 1 ? NULL : (void*)1;
 }
-static void* quick(void* arg) { return arg; }
+static int waiting_fd = -1;  // (its own: the detached one above may still be on its way to release_fd)
+static void* wait_byte(void* arg) {
+    (void)arg;
+    char c;
+    return read(waiting_fd, &c, 1) == 1 ? NULL : (void*)1;
+}
 static int quick_done_fd = -1;
 static void* quick_signal(void* arg) {
     must(write(quick_done_fd, "x", 1) == 1, "write");
@@ -1007,9 +1012,17 @@ static void threads(void) {
     printf("%-6s %-58s = %ld\n", ctx, "  its result", (long)ret);
     close2(q);
 
-    must(pthread_create(&ended, NULL, quick, (void*)8) == 0, "pthread_create");
-    RC("pthread_timedjoin_np(quick, tv_sec -1)", pthread_timedjoin_np(ended, &ret, &neg));
-    RC("pthread_join(quick)", pthread_join(ended, &ret));
+    // A thread still running (it waits for a byte, so it cannot have ended
+    // before the timed join looks, whatever the scheduling): a deadline in
+    // the past times out; then it is released and joined.
+    int w[2];
+    mkpipe(w);
+    waiting_fd = w[0];
+    must(pthread_create(&ended, NULL, wait_byte, NULL) == 0, "pthread_create");
+    RC("pthread_timedjoin_np(waiting, tv_sec -1)", pthread_timedjoin_np(ended, &ret, &neg));
+    must(write(w[1], "x", 1) == 1, "write");
+    RC("pthread_join(waiting)", pthread_join(ended, &ret));
+    close2(w);
     // (joining a thread a second time is undefined: glibc may have reused it)
 
     pthread_attr_t a;

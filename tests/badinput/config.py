@@ -40,13 +40,14 @@ VARIABLES = {
     "GREENSHIM_STATS": ["0", "no", "false", "/dev/null"],
     "GREENSHIM_MONITOR": ["0", "100000", "3600000"],
     "GREENSHIM_HANDOFF": ["0", "10", "60000"],
+    "GREENSHIM_SPARES": ["auto", "0", "1", "1024"],
     "GREENSHIM_TRACE": ["0"],
     "GREENSHIM_FAULTS": ["42:0.05", "0:1", "7:0.5"],
     "GREENSHIM_FAULTS_REPORT": ["0", "no", "false"],
 }
 # Values of BAD that a variable accepts (they print things, so they are not in
 # its list above): not tried as bad values for it.
-VALID_BUT_NOISY = {"GREENSHIM_MONITOR": {"2"}, "GREENSHIM_HANDOFF": {"2"}}
+VALID_BUT_NOISY = {"GREENSHIM_MONITOR": {"2"}, "GREENSHIM_HANDOFF": {"2"}, "GREENSHIM_SPARES": {"2"}}
 
 # Values no variable accepts.
 BAD = [

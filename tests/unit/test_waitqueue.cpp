@@ -1,10 +1,12 @@
 // WaitQueue, park/schedule/interrupt, LoopExit.
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <memory>
 #include <stdexcept>
@@ -370,5 +372,73 @@ TEST_CASE("preempt_running in a timer signal's handler lets the others run past 
     g_preempt_hub = nullptr;
     CHECK(hub.preemptions() > before);
     CHECK(g_preempted > 0);
+}
+
+// Hub::hand_off_running, as the shim's stall tick uses it: the timer's
+// handler hands a greenlet that computes without waiting (one with its own
+// thread-locals) to a carrier OS thread; the hub runs the others at once;
+// Hub::come_back() brings it back to the hub's thread.
+namespace {
+std::atomic<bool> g_handed_off{false};
+void hand_off_handler(int, siginfo_t*, void* uc) {
+    Hub* hub = Hub::existing();
+    if (!hub || g_handed_off.load() || !hub->can_preempt()) return;
+    auto* u = static_cast<ucontext_t*>(uc);
+    pthread_sigmask(SIG_SETMASK, &u->uc_sigmask, nullptr);
+    if (!hub->hand_off_running()) return;
+    // On the carrier: the frame's mask is the thread's it returns on.
+    pthread_sigmask(SIG_BLOCK, nullptr, &u->uc_sigmask);
+    g_handed_off = true;
+}
+}  // namespace
+
+TEST_CASE("hand_off_running moves a computing greenlet to a carrier; come_back brings it home") {
+    if (Greenlet::own_thread_locals_unsupported()) return;  // (sanitizer builds: no thread-locals of its own)
+    Hub& hub = Hub::current();
+    Hub::set_carriers(1, {});
+    struct sigaction sa{}, old{};
+    sa.sa_sigaction = hand_off_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    REQUIRE(sigaction(SIGRTMIN + 4, &sa, &old) == 0);
+    struct sigevent ev{};
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = SIGRTMIN + 4;
+    ev._sigev_un._tid = gettid();
+    timer_t timer;
+    REQUIRE(timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0);
+    struct itimerspec it{{0, 2000000}, {0, 2000000}};  // every 2 ms
+    REQUIRE(timer_settime(timer, 0, &it, nullptr) == 0);
+    std::uint64_t before = hub.hand_offs();
+    const pid_t home = gettid();
+    std::atomic<bool> stop{false}, done{false};
+    std::atomic<pid_t> away_tid{0}, back_tid{0};
+    std::atomic<Hub*> seen_from{nullptr};
+    auto spinner = hub.spawn([&](std::any) -> std::any {
+        while (!stop.load(std::memory_order_relaxed)) {
+        }  // never waits
+        away_tid = pid_t(syscall(SYS_gettid));
+        seen_from = Hub::carried_from();
+        Hub::come_back();
+        back_tid = pid_t(syscall(SYS_gettid));
+        done = true;
+        return {};
+    });
+    REQUIRE(spinner->set_own_thread_locals());
+    greenshim::sleep(0.02);  // the hub runs this while the spinner spins
+    stop = true;
+    for (int i = 0; i < 10000 && !done; ++i) greenshim::sleep(0.001);
+    struct itimerspec off{};
+    timer_settime(timer, 0, &off, nullptr);
+    timer_delete(timer);
+    sigaction(SIGRTMIN + 4, &old, nullptr);
+    Hub::set_carriers(0, {});
+    CHECK(done.load());
+    CHECK(g_handed_off.load());
+    CHECK(hub.hand_offs() > before);
+    CHECK(away_tid.load() != home);
+    CHECK(seen_from.load() == &hub);
+    CHECK(back_tid.load() == home);
+    CHECK(hub.away() == 0);
 }
 }  // TEST_SUITE hub

@@ -68,6 +68,8 @@ struct RuntimeStats {
     std::uint64_t switches = 0;      // hub switches: to and from greenlets
     std::uint64_t parks = 0;         // Hub::park calls that waited
     std::uint64_t preemptions = 0;   // greenlets the OS thread was taken back from (Hub::preempt_running)
+    std::uint64_t hand_offs = 0;     // greenlets handed to a carrier OS thread (Hub::hand_off_running)
+    std::uint64_t carriers = 0;      // carrier OS threads started (they stay)
     std::int64_t hub_wait_ns = 0;    // time hubs spent blocked in the poll (enable_timing)
     std::int64_t hub_run_ns = 0;     // time since the first hub, minus the waits
     std::uint64_t helper_threads = 0;       // the helper pool's OS threads now (Hub::run_blocking)

@@ -227,7 +227,7 @@ public:
     // no signal handler that could interrupt a wait): a yield would come
     // straight back. Cost: four loads.
     bool alone() const noexcept {
-        return ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0 && !signals_can_wake();
+        return ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0 && away_ == 0 && !signals_can_wake();
     }
     std::uint64_t switches() const noexcept { return switches_.load(std::memory_order_relaxed); }
 
@@ -261,7 +261,10 @@ public:
     // (the caller's to know: outside every interposed call, outside libc and
     // the loader). That greenlet goes to the back of the run queue as if it
     // had yielded, the hub polls the loop and runs the others, and this
-    // returns, still in the handler, once the greenlet is run again. The
+    // returns, still in the handler, once the greenlet is run again: by the
+    // hub, or by a carrier the hub handed it to meanwhile (carried_from()
+    // then says so, and the caller makes the frame right as after
+    // hand_off_running). The
     // caller first lifts the handler's mask (the others must run with the
     // thread's own). False, nothing done, unless can_preempt().
     // Cost: a yield (two switches) plus the caller's signal.
@@ -272,6 +275,55 @@ public:
     bool can_preempt() const noexcept;
     // Greenlets preempt_running() took the thread back from, so far.
     std::uint64_t preemptions() const noexcept { return preemptions_.load(std::memory_order_relaxed); }
+
+    // ---- handing the running greenlet to a spare OS thread (carrier.cpp) ----
+    // Go's sysmon gives the P of a goroutine that ran too long to another M;
+    // here the greenlet goes to another OS thread (a *carrier*) and the hub
+    // goes on at once with the others on its own. A carrier runs one greenlet
+    // at a time, with that greenlet's own thread-locals (its block: the tid
+    // and malloc's tcache word in it are the carrier's while it is carried),
+    // until the greenlet comes back (come_back()): then it joins its hub's
+    // run queue again and the carrier waits for the next.
+    //
+    // Called where preempt_running() may be (a signal handler on this hub's
+    // thread that caught the running greenlet outside the runtime, libc and
+    // the loader), after the caller lifted the handler's mask. Returns true
+    // on the carrier's OS thread, still in the handler: the caller must make
+    // the signal frame right for that thread (its signal mask and sigaltstack
+    // are restored from the frame). False at once, nothing done, unless
+    // can_preempt(), the greenlet has its own thread-locals and is not main,
+    // and a carrier is idle or another may start (set_carriers' cap).
+    // Cost: two switches, a futex wake, ~10 us; a thread start (~30 us) the
+    // first time each carrier is needed. Carriers stay for the process's life.
+    bool hand_off_running() noexcept;
+    // On a carrier, from the carried greenlet, at a point where it holds
+    // nothing of libc's (the caller's to know): back to its hub's run queue;
+    // returns on the hub's OS thread once the hub runs it. A no-op elsewhere.
+    // carriable: the caller is in a signal handler at a point of the
+    // program's own code (as for preempt_running), so the hub may hand the
+    // greenlet to a carrier again from its run queue; it then returns on that
+    // carrier (carried_from() says which).
+    static void come_back(bool carriable = false) noexcept;
+    // On a carrier: the hub the carried greenlet belongs to; else nullptr.
+    static Hub* carried_from() noexcept;
+    // Whether a greenlet waits for a carrier (a hub staged it: every carrier
+    // was busy). A hint, for a carrier's tick: the embedder's cue to bring
+    // the carried greenlet back (come_back(true)), so that the threads that
+    // compute take turns on the carriers. Cost: a load.
+    static bool carrier_awaited() noexcept;
+    // Set once, before any hand-off: at most max carriers (0: none, no
+    // hand-off), and the embedder's calls on the carrier's OS thread before
+    // each greenlet it carries (start) and after (stop), with the embedder's
+    // own word for that carrier (its timer, say). Threads start with every
+    // signal blocked.
+    struct CarrierHooks {
+        void (*start)(void** slot) = nullptr;
+        void (*stop)(void** slot) = nullptr;
+    };
+    static void set_carriers(unsigned max, CarrierHooks hooks) noexcept;
+    // Greenlets handed to a carrier so far, and carried now.
+    std::uint64_t hand_offs() const noexcept { return hand_offs_.load(std::memory_order_relaxed); }
+    std::size_t away() const noexcept { return away_; }
     // fn(hub) runs once, in the hub greenlet, when the hub next gets control
     // (its next pass: after a blocking poll, or once the running greenlet
     // parks or yields). Signal-safe: the shim's stall timer, stopped while
@@ -303,6 +355,9 @@ private:
     void push_ready(Greenlet& g);
     Greenlet* pop_ready();
     Greenlet& next_after_park() noexcept;
+    void dispatch_hand_off() noexcept;
+    void hand_off_ready() noexcept;
+    void came_back(Greenlet& g) noexcept;
     void nothing_to_do();
     void fd_watch(detail::WaitNode& n);
     void fd_unwatch(detail::WaitNode& n);
@@ -336,6 +391,14 @@ private:
     std::atomic<bool> idle_polling_{false};
     std::atomic<void (*)(Hub&)> when_back_{nullptr};
     std::atomic<std::uint64_t> preemptions_{0};
+    // hand_off_running: the greenlet and its carrier, for the hub to give it
+    // to once it has the greenlet's context (dispatch_hand_off); greenlets
+    // carried now (they come back through the async watcher).
+    Greenlet* hand_off_g_ = nullptr;
+    void* hand_off_to_ = nullptr;
+    std::size_t away_ = 0;
+    std::size_t carriable_ready_ = 0;  // queued greenlets a carrier may resume (Impl::carriable)
+    std::atomic<std::uint64_t> hand_offs_{0};
     void poll_idle(int flags);
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;

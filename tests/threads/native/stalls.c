@@ -12,7 +12,17 @@
  *               libc, no interposer: a blocking call the shim cannot see);
  *               another writes the byte after usleep(20000)
  *   spin-lock   a thread holds a pthread spinlock while it computes for 50 ms;
- *               3 others take it in turn, 200 times each */
+ *               3 others take it in turn, 200 times each
+ *   handshake   two threads pass a token back and forth 2,000 times through
+ *               an atomic, spinning, with no call at all: each notes the OS
+ *               thread it spins on (a raw gettid), and they must have been
+ *               two at once (under greenrun: one handed to a carrier OS
+ *               thread; preemption alone would take 10 ms a pass, on one)
+ *
+ * And, not run by "all" (scripts/bench's CPU-bound row):
+ *   cpu-pair N  two threads each compute N million steps of a hash, then
+ *               write their result to a pipe main reads; the wall time on
+ *               stdout in ms */
 #include "common.h"
 
 #include <stdatomic.h>
@@ -74,6 +84,12 @@ static void cpu_share(void) {
     fprintf(stderr, "cpu-share: main's usleep(300000) took %.1f ms\n", slept);
     say("cpu-share: main woke from usleep while 4 threads computed", slept >= 300);
     say("cpu-share: each of the 4 computing threads ran", all);
+}
+
+static long raw_gettid(void) {
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "0"((long)SYS_gettid) : "rcx", "r11", "memory");
+    return r;
 }
 
 static int pipe_fds[2];
@@ -147,12 +163,63 @@ static void spin_lock_case(void) {
         max_in_lock == 1);
 }
 
+enum { kHandshakes = 2000 };
+static atomic_int token;
+static atomic_long spinner_tid[2];
+static void *handshaker(void *arg) {
+    int me = (int)(long)arg;
+    for (int i = 0; i < kHandshakes; ++i) {
+        while (atomic_load_explicit(&token, memory_order_acquire) != me) __builtin_ia32_pause();
+        /* Where it spins now (it may have moved: record the last). */
+        atomic_store(&spinner_tid[me], raw_gettid());
+        atomic_store_explicit(&token, 1 - me, memory_order_release);
+    }
+    return NULL;
+}
+
+static void handshake_case(void) {
+    pthread_t t[2];
+    double t0 = now_ms();
+    for (long i = 0; i < 2; ++i) pthread_create(&t[i], NULL, handshaker, (void *)i);
+    for (int i = 0; i < 2; ++i) pthread_join(t[i], NULL);
+    fprintf(stderr, "handshake: %d round trips in %.1f ms, last on OS threads %ld and %ld\n", kHandshakes,
+            now_ms() - t0, atomic_load(&spinner_tid[0]), atomic_load(&spinner_tid[1]));
+    say("handshake: two spinning threads passed a token 2000 times, on two OS threads at once",
+        atomic_load(&spinner_tid[0]) != atomic_load(&spinner_tid[1]));
+}
+
+static int pair_pipe[2];
+static long pair_steps;
+static void *pair_worker(void *arg) {
+    unsigned long h = (unsigned long)(long)arg * 0x9e3779b97f4a7c15UL;
+    for (long i = 0; i < pair_steps; ++i) h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9UL + (unsigned long)i;
+    if (write(pair_pipe[1], &h, sizeof h) != (long)sizeof h) perror("write");
+    return NULL;
+}
+
+static int cpu_pair(long millions) {
+    pthread_t t[2];
+    pair_steps = millions * 1000000;
+    if (pipe(pair_pipe) != 0) return 1;
+    double t0 = now_ms();
+    for (long i = 0; i < 2; ++i) pthread_create(&t[i], NULL, pair_worker, (void *)(i + 1));
+    unsigned long got[2];
+    for (int i = 0; i < 2; ++i)
+        if (read(pair_pipe[0], &got[i], sizeof got[i]) != (long)sizeof got[i]) return 1;
+    for (int i = 0; i < 2; ++i) pthread_join(t[i], NULL);
+    printf("%.1f\n", now_ms() - t0);
+    fprintf(stderr, "cpu-pair: results %lx %lx\n", got[0], got[1]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 2 && strcmp(argv[1], "cpu-pair") == 0) return cpu_pair(atol(argv[2]));
     const char *which = argc > 1 ? argv[1] : "all";
     int all = strcmp(which, "all") == 0;
     if (all || strcmp(which, "spin-flag") == 0) spin_flag();
     if (all || strcmp(which, "cpu-share") == 0) cpu_share();
     if (all || strcmp(which, "raw-read") == 0) raw_read_case();
     if (all || strcmp(which, "spin-lock") == 0) spin_lock_case();
+    if (all || strcmp(which, "handshake") == 0) handshake_case();
     return all_ok ? 0 : 1;
 }
