@@ -174,9 +174,19 @@ void land(ucontext_t* uc) noexcept {
 // A tick on a carrier: the carried greenlet comes back to its hub when
 // another waits for a carrier (so the threads that compute take turns on the
 // carriers), where coming back is safe (as for a preemption).
+// Whether the interrupted instruction is a `syscall`: the tick interrupted
+// a system call made without libc that the kernel restarts there (a blocking
+// read on a raw fd, io_uring_enter) once the handler returns. Such a thread
+// stays on its carrier: back on the hub's thread it would block it.
+bool at_syscall(std::uintptr_t pc) noexcept {
+    if ((pc & 0xfff) == 0xfff) return false;  // (the second byte on another page: not read)
+    const auto* op = reinterpret_cast<const unsigned char*>(pc);
+    return op[0] == 0x0f && op[1] == 0x05;
+}
+
 void carrier_tick(ucontext_t* uc) noexcept {
-    if (t_shim_depth != 0 || t_being_preempted || in_signal_handler() ||
-        in_unsafe_code(std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP])))
+    auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
+    if (t_shim_depth != 0 || t_being_preempted || in_signal_handler() || in_unsafe_code(pc) || at_syscall(pc))
         return;
     if (!Hub::carrier_awaited()) return;
     t_being_preempted = true;

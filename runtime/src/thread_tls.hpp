@@ -41,7 +41,9 @@
 //
 // Caveats (details in thread_tls.cpp):
 //  * A block belongs to the OS thread that made it (its tid and malloc
-//    tcache are that thread's): never switch to it on another OS thread.
+//    tcache are that thread's): switch to it on another OS thread only
+//    after lend() (a carrier, carrier.cpp), and give_back() before it runs
+//    on its own again.
 //  * The compiler may keep the thread pointer (and TLS addresses made from it)
 //    in a register across switch_to(): switch right before the stack switch
 //    and touch no thread_local between the two. Each greenlet thread always
