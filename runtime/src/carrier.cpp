@@ -209,10 +209,14 @@ bool carrier_staged() noexcept { return g_staged_hint.load(std::memory_order_rel
 void carriers_after_fork_child() noexcept {
     // The carriers did not come along, and their lock may have.
     if (!g_registry) return;
-    auto* r = new (std::nothrow) Registry;  // the old one is the parent's copy: leave it
+    auto* r = new (std::nothrow) Registry;
     if (!r) return;
     r->max = g_registry->max;
     r->hooks = g_registry->hooks;
+    // The old one is the parent's copy (its lock may be held, its carriers'
+    // condition variables mid-use): left as it is, and still pointed to.
+    static Registry* volatile parents;  // (volatile: a store nothing reads is kept)
+    parents = g_registry;
     g_registry = r;
     g_busy.store(0, std::memory_order_relaxed);
     g_staged_hint.store(false, std::memory_order_relaxed);
