@@ -294,6 +294,14 @@ void carrier_stop(void** slot) noexcept {
     REAL(pthread_sigmask)(SIG_BLOCK, &tick, nullptr);
 }
 
+void carrier_retire(void** slot) noexcept {
+    auto* k = static_cast<StallTicker*>(*slot);
+    if (!k) return;
+    timer_delete(k->timer);
+    delete k;
+    *slot = nullptr;
+}
+
 unsigned spares() noexcept {
     unsigned n = config().spares;
     if (n != kSparesAuto) return n;
@@ -312,7 +320,7 @@ void stall_init() noexcept {
     t_shim_depth = 0;  // the main thread runs the program's code
     if (!config().enabled || config().handoff_ms == 0 || config().thread_locals_shared) return;
     g_tick_held = hold_signal(tick_signal(), on_tick, /*on_stack=*/false);
-    if (g_tick_held) Hub::set_carriers(spares(), {carrier_start, carrier_stop});
+    if (g_tick_held) Hub::set_carriers(spares(), {carrier_start, carrier_stop, carrier_retire});
 }
 
 void stall_quiet() noexcept {

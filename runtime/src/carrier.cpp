@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <new>
@@ -110,7 +111,20 @@ void* carrier_main(void* arg) {
                     g_busy.fetch_sub(1, std::memory_order_relaxed);
                 }
             }
-            c->cv.wait(lk, [c] { return c->job != nullptr; });
+            // Idle for kHelperIdleSeconds (not reserved meanwhile): it ends,
+            // so the process goes back to its own threads when nothing
+            // computes any more.
+            while (!c->job) {
+                if (c->cv.wait_for(lk, std::chrono::seconds(detail::kHelperIdleSeconds)) ==
+                        std::cv_status::timeout &&
+                    !c->job && !c->busy) {
+                    std::erase(r.all, c);
+                    lk.unlock();
+                    if (r.hooks.retire) r.hooks.retire(&c->slot);
+                    delete c;
+                    return nullptr;
+                }
+            }
             g = std::exchange(c->job, nullptr);
             from = c->from;
         }

@@ -357,8 +357,9 @@ void write_stats(int fd, const char* prefix) noexcept {
             prefix, (unsigned long long)s.helper_threads, (unsigned long long)s.peak_helper_threads,
             (unsigned long long)s.helper_jobs, detail::kHelperIdleSeconds);
     if (s.carriers)
-        out(fd, "%s carrier threads (run a thread that did not wait, beside the others): %llu, which stay\n",
-            prefix, (unsigned long long)s.carriers);
+        out(fd, "%s carrier threads (run a thread that did not wait, beside the others): %llu started; an idle one "
+                "ends after %d s\n",
+            prefix, (unsigned long long)s.carriers, detail::kHelperIdleSeconds);
     if (detail::timing_enabled()) {
         double total = double(s.hub_wait_ns + s.hub_run_ns);
         out(fd, "%s hub time: %.3f s waiting for events, %.3f s running greenlets (%.1f%% busy)\n", prefix,

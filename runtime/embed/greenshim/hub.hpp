@@ -294,7 +294,7 @@ public:
     // can_preempt(), the greenlet has its own thread-locals and is not main,
     // and a carrier is idle or another may start (set_carriers' cap).
     // Cost: two switches, a futex wake, ~10 us; a thread start (~30 us) the
-    // first time each carrier is needed. Carriers stay for the process's life.
+    // first time each carrier is needed. An idle carrier ends after 2 s.
     bool hand_off_running() noexcept;
     // On a carrier, from the carried greenlet, at a point where it holds
     // nothing of libc's (the caller's to know): back to its hub's run queue;
@@ -313,12 +313,14 @@ public:
     static bool carrier_awaited() noexcept;
     // Set once, before any hand-off: at most max carriers (0: none, no
     // hand-off), and the embedder's calls on the carrier's OS thread before
-    // each greenlet it carries (start) and after (stop), with the embedder's
-    // own word for that carrier (its timer, say). Threads start with every
-    // signal blocked.
+    // each greenlet it carries (start), after (stop), and when the carrier
+    // ends (retire: it ends after kHelperIdleSeconds without a greenlet to
+    // carry), with the embedder's own word for that carrier (its timer, say).
+    // Threads start with every signal blocked.
     struct CarrierHooks {
         void (*start)(void** slot) = nullptr;
         void (*stop)(void** slot) = nullptr;
+        void (*retire)(void** slot) = nullptr;
     };
     static void set_carriers(unsigned max, CarrierHooks hooks) noexcept;
     // Greenlets handed to a carrier so far, and carried now.

@@ -12,8 +12,9 @@
  *   into the shim: the way back). Main reads the pipe until every worker
  *   wrote its last round, and checks the totals.
  *
- * The same statements unpatched and under greenrun; figures on stderr (the
- * raw gettid()s each worker ran on: under greenrun more than one). */
+ * Then, once they are joined, the process must go back to one OS thread
+ * (an idle carrier ends after 2 s). The same statements unpatched and under
+ * greenrun; figures on stderr (how often each worker changed OS thread). */
 #include "common.h"
 
 #include <errno.h>
@@ -107,5 +108,13 @@ int main(void) {
     say("carried: each worker's __thread counter stayed its own", !atomic_load(&bad_tls));
     say("carried: each worker's errno stayed its own", !atomic_load(&bad_errno));
     say("carried: pthread_self() stayed the same in each worker", !atomic_load(&bad_self));
+    /* Carriers end once idle (2 s): the process goes back to its one thread. */
+    int threads = os_threads();
+    for (int i = 0; i < 1000 && threads != 1; ++i) {
+        usleep(10000);
+        threads = os_threads();
+    }
+    fprintf(stderr, "carried: %.1f ms in all, then %d OS thread(s)\n", now_ms() - t0, threads);
+    say("carried: once the workers were joined, the process went back to one OS thread", threads == 1);
     return all_ok ? 0 : 1;
 }
