@@ -222,6 +222,11 @@ extern thread_local int t_shim_depth __attribute__((tls_model("initial-exec")));
 // turn). Cost: a thread-local load per interposed call.
 extern thread_local bool t_carried __attribute__((tls_model("initial-exec")));
 void come_back_from_carrier() noexcept;
+// Set by come_back_from_carrier when the thread had computed a whole
+// hand-off period on its carrier: the interposer's return (back to depth 0)
+// hands it to a free carrier again at once (hand_back_to_carrier).
+extern thread_local bool t_hand_back __attribute__((tls_model("initial-exec")));
+void hand_back_to_carrier() noexcept;
 struct ShimCall {
     ShimCall() noexcept {
         ++t_shim_depth;
@@ -231,6 +236,7 @@ struct ShimCall {
     ~ShimCall() {
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         --t_shim_depth;
+        if (__builtin_expect(t_hand_back, 0) && t_shim_depth == 0) hand_back_to_carrier();
     }
     ShimCall(const ShimCall&) = delete;
     ShimCall& operator=(const ShimCall&) = delete;

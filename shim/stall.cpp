@@ -53,6 +53,7 @@ namespace greenshim::shim {
 
 thread_local int t_shim_depth __attribute__((tls_model("initial-exec"))) = 1;
 thread_local bool t_carried __attribute__((tls_model("initial-exec"))) = false;
+thread_local bool t_hand_back __attribute__((tls_model("initial-exec"))) = false;
 
 struct StallTicker {
     timer_t timer{};
@@ -60,6 +61,7 @@ struct StallTicker {
     std::int64_t period_ns = 0;
     std::uint64_t seen_switches = 0;
     int unchanged = 0;
+    std::int64_t cpu_at_switch = 0;  // this OS thread's CPU time at the tick that saw the last switch
 };
 
 namespace {
@@ -68,6 +70,9 @@ namespace {
 int tick_signal() noexcept { return SIGRTMAX - 3; }
 char g_tick_tag;  // the timer's sigev_value: a tick, not a kill() of the signal
 bool g_tick_held = false;
+
+// When the current stretch of this greenlet thread on a carrier began.
+thread_local std::int64_t t_carried_at __attribute__((tls_model("initial-exec"))) = 0;
 
 // A greenlet thread of the interrupted one: its own, so that a tick that
 // lands while it is being taken back (its mask lifted, not yet switched)
@@ -122,9 +127,12 @@ bool in_unsafe_code(std::uintptr_t pc) noexcept {
     return false;
 }
 
+std::int64_t thread_cpu_ns() noexcept;
+
 void arm(StallTicker& k) noexcept {
     k.armed = true;
     k.unchanged = 0;
+    k.cpu_at_switch = thread_cpu_ns();
     struct itimerspec it{};
     it.it_interval.tv_sec = time_t(k.period_ns / 1000000000);
     it.it_interval.tv_nsec = long(k.period_ns % 1000000000);
@@ -160,6 +168,18 @@ void quiet(Hub& hub, StallTicker& k) noexcept {
     hub.call_when_back(rearm);
 }
 
+// This OS thread's CPU time (a system call: ~0.3 us, once a tick at most).
+std::int64_t thread_cpu_ns() noexcept {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+void arrived_on_carrier() noexcept {
+    t_carried = true;
+    t_carried_at = monotonic_ns();
+}
+
 // The signal frame of a greenlet that moved to another OS thread in its
 // handler (a hand-off or a come-back): the handler's return restores the
 // signal mask and the sigaltstack from the frame, so they must be those of
@@ -193,7 +213,7 @@ void carrier_tick(ucontext_t* uc) noexcept {
     t_carried = false;
     REAL(pthread_sigmask)(SIG_SETMASK, &uc->uc_sigmask, nullptr);  // the carrier's own, for its loop
     Hub::come_back(/*carriable=*/true);  // back on the hub's thread, or on a carrier again
-    t_carried = Hub::carried_from() != nullptr;
+    if (Hub::carried_from()) arrived_on_carrier();
     land(uc);
     t_being_preempted = false;
 }
@@ -215,24 +235,33 @@ void tick(ucontext_t* uc) noexcept {
     if (s != k.seen_switches) {
         k.seen_switches = s;
         k.unchanged = 0;
+        k.cpu_at_switch = thread_cpu_ns();
         return;
     }
     if (++k.unchanged < 2) return;
+    auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
     if (t_shim_depth != 0 || t_being_preempted || runtime_internal() || in_signal_handler() || !hub->can_preempt() ||
-        in_unsafe_code(std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP])))
+        in_unsafe_code(pc))
         return;  // looked at again next tick (can_preempt: not the hub itself)
     k.unchanged = 0;
+    // A carrier for a thread that computed (this OS thread had the CPU at
+    // least half of the two periods) or sits in a raw system call, not for
+    // one the kernel kept off the CPU (a loaded machine): that one is only
+    // preempted.
+    std::int64_t cpu = thread_cpu_ns();
+    bool computed = cpu - k.cpu_at_switch >= k.period_ns;
+    k.cpu_at_switch = cpu;
     t_being_preempted = true;
     // The others run with the OS thread's mask, not this handler's (which
     // blocks every signal); the handler's return restores what the kernel
     // saved for the greenlet.
     REAL(pthread_sigmask)(SIG_SETMASK, &uc->uc_sigmask, nullptr);
-    if (hub->hand_off_running()) {  // on a carrier now: it goes on there
-        t_carried = true;
+    if ((computed || at_syscall(pc)) && hub->hand_off_running()) {  // on a carrier now: it goes on there
+        arrived_on_carrier();
         land(uc);
     } else if (hub->preempt_running()) {  // back here once it is run again: by the hub, or a carrier
         if (Hub::carried_from()) {
-            t_carried = true;
+            arrived_on_carrier();
             land(uc);
         }
     }
@@ -312,8 +341,24 @@ unsigned spares() noexcept {
 }  // namespace
 
 void come_back_from_carrier() noexcept {
+    // A thread that computed a whole hand-off period on the carrier before
+    // this call goes back to one as the call returns, if one is free, rather
+    // than compute that long again here first (a loop that computes, then
+    // makes a call or two, would otherwise spend most of its time on the
+    // hub's thread).
+    bool computes = monotonic_ns() - t_carried_at >= std::int64_t(config().handoff_ms) * 1000000;
     t_carried = false;
     Hub::come_back();
+    t_hand_back = computes;
+}
+
+void hand_back_to_carrier() noexcept {
+    t_hand_back = false;
+    Hub* hub = Hub::existing();
+    if (!hub || t_being_preempted || in_signal_handler()) return;
+    t_being_preempted = true;  // (a tick meanwhile leaves it alone)
+    if (hub->hand_off_running()) arrived_on_carrier();
+    t_being_preempted = false;
 }
 
 void stall_init() noexcept {
