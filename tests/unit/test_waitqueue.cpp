@@ -319,6 +319,44 @@ TEST_CASE("Wake and GreenletState names") {
 }
 
 
+// A timer signal to this OS thread every 2 ms, handled by handler, for the
+// life of the object (or until stop()): the shim's stall tick, in small.
+class TickTimer {
+public:
+    TickTimer(int sig, void (*handler)(int, siginfo_t*, void*)) : sig_(sig) {
+        struct sigaction sa{};
+        sa.sa_sigaction = handler;
+        sa.sa_flags = SA_SIGINFO | SA_RESTART;
+        sigfillset(&sa.sa_mask);
+        REQUIRE(sigaction(sig, &sa, &old_) == 0);
+        struct sigevent ev{};
+        ev.sigev_notify = SIGEV_THREAD_ID;
+        ev.sigev_signo = sig;
+        ev._sigev_un._tid = gettid();
+        REQUIRE(timer_create(CLOCK_MONOTONIC, &ev, &timer_) == 0);
+        struct itimerspec it{{0, 2000000}, {0, 2000000}};
+        REQUIRE(timer_settime(timer_, 0, &it, nullptr) == 0);
+        armed_ = true;
+    }
+    void stop() {
+        if (!armed_) return;
+        armed_ = false;
+        struct itimerspec off{};
+        timer_settime(timer_, 0, &off, nullptr);
+        timer_delete(timer_);
+        sigaction(sig_, &old_, nullptr);
+    }
+    ~TickTimer() { stop(); }
+    TickTimer(const TickTimer&) = delete;
+    TickTimer& operator=(const TickTimer&) = delete;
+
+private:
+    int sig_;
+    struct sigaction old_{};
+    timer_t timer_{};
+    bool armed_ = false;
+};
+
 // Hub::preempt_running, as the shim's stall tick uses it: a timer signal
 // whose handler takes the thread back from a greenlet that computes without
 // ever waiting, so the one that sleeps (a timer the loop must see) runs.
@@ -337,19 +375,7 @@ void preempt_handler(int, siginfo_t*, void* uc) {
 TEST_CASE("preempt_running in a timer signal's handler lets the others run past a CPU loop") {
     Hub& hub = Hub::current();
     g_preempt_hub = &hub;
-    struct sigaction sa{}, old{};
-    sa.sa_sigaction = preempt_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigfillset(&sa.sa_mask);
-    REQUIRE(sigaction(SIGRTMIN + 3, &sa, &old) == 0);
-    struct sigevent ev{};
-    ev.sigev_notify = SIGEV_THREAD_ID;
-    ev.sigev_signo = SIGRTMIN + 3;
-    ev._sigev_un._tid = gettid();
-    timer_t timer;
-    REQUIRE(timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0);
-    struct itimerspec it{{0, 2000000}, {0, 2000000}};  // every 2 ms
-    REQUIRE(timer_settime(timer, 0, &it, nullptr) == 0);
+    TickTimer tick(SIGRTMIN + 3, preempt_handler);
     std::uint64_t before = hub.preemptions();
     volatile bool stop = false;
     auto spinner = spawn([&stop] {
@@ -365,10 +391,7 @@ TEST_CASE("preempt_running in a timer signal's handler lets the others run past 
     CHECK(sleeper.join(10));
     CHECK(spinner.join(10));
     CHECK(spinner.value() > 0);
-    struct itimerspec off{};
-    timer_settime(timer, 0, &off, nullptr);
-    timer_delete(timer);
-    sigaction(SIGRTMIN + 3, &old, nullptr);
+    tick.stop();
     g_preempt_hub = nullptr;
     CHECK(hub.preemptions() > before);
     CHECK(g_preempted > 0);
@@ -396,19 +419,7 @@ TEST_CASE("hand_off_running moves a computing greenlet to a carrier; come_back b
     if (Greenlet::own_thread_locals_unsupported()) return;  // (sanitizer builds: no thread-locals of its own)
     Hub& hub = Hub::current();
     Hub::set_carriers(1, {});
-    struct sigaction sa{}, old{};
-    sa.sa_sigaction = hand_off_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigfillset(&sa.sa_mask);
-    REQUIRE(sigaction(SIGRTMIN + 4, &sa, &old) == 0);
-    struct sigevent ev{};
-    ev.sigev_notify = SIGEV_THREAD_ID;
-    ev.sigev_signo = SIGRTMIN + 4;
-    ev._sigev_un._tid = gettid();
-    timer_t timer;
-    REQUIRE(timer_create(CLOCK_MONOTONIC, &ev, &timer) == 0);
-    struct itimerspec it{{0, 2000000}, {0, 2000000}};  // every 2 ms
-    REQUIRE(timer_settime(timer, 0, &it, nullptr) == 0);
+    TickTimer tick(SIGRTMIN + 4, hand_off_handler);
     std::uint64_t before = hub.hand_offs();
     const pid_t home = gettid();
     std::atomic<bool> stop{false}, done{false};
@@ -428,10 +439,7 @@ TEST_CASE("hand_off_running moves a computing greenlet to a carrier; come_back b
     greenshim::sleep(0.02);  // the hub runs this while the spinner spins
     stop = true;
     for (int i = 0; i < 10000 && !done; ++i) greenshim::sleep(0.001);
-    struct itimerspec off{};
-    timer_settime(timer, 0, &off, nullptr);
-    timer_delete(timer);
-    sigaction(SIGRTMIN + 4, &old, nullptr);
+    tick.stop();
     Hub::set_carriers(0, {});
     CHECK(done.load());
     CHECK(g_handed_off.load());
