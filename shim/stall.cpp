@@ -127,7 +127,12 @@ bool in_unsafe_code(std::uintptr_t pc) noexcept {
     return false;
 }
 
-std::int64_t thread_cpu_ns() noexcept;
+// This OS thread's CPU time (a system call: ~0.3 us, once a tick at most).
+std::int64_t thread_cpu_ns() noexcept {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
 
 void arm(StallTicker& k) noexcept {
     k.armed = true;
@@ -138,6 +143,20 @@ void arm(StallTicker& k) noexcept {
     it.it_interval.tv_nsec = long(k.period_ns % 1000000000);
     it.it_value = it.it_interval;
     timer_settime(k.timer, 0, &it, nullptr);
+}
+
+void disarm(StallTicker& k) noexcept {
+    k.armed = false;
+    struct itimerspec it{};
+    timer_settime(k.timer, 0, &it, nullptr);
+}
+
+// The tick's signal open (SIG_UNBLOCK) or shut (SIG_BLOCK) on this OS thread.
+void tick_signal_mask(int how) noexcept {
+    sigset_t tick;
+    sigemptyset(&tick);
+    sigaddset(&tick, tick_signal());
+    REAL(pthread_sigmask)(how, &tick, nullptr);
 }
 
 // This OS thread's ticker, if it has one (no allocation: safe in the tick).
@@ -162,17 +181,8 @@ void rearm(Hub& hub) {
 // until then.
 void quiet(Hub& hub, StallTicker& k) noexcept {
     if (!k.armed) return;
-    k.armed = false;
-    struct itimerspec it{};
-    timer_settime(k.timer, 0, &it, nullptr);
+    disarm(k);
     hub.call_when_back(rearm);
-}
-
-// This OS thread's CPU time (a system call: ~0.3 us, once a tick at most).
-std::int64_t thread_cpu_ns() noexcept {
-    timespec t{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec;
 }
 
 void arrived_on_carrier() noexcept {
@@ -191,19 +201,20 @@ void land(ucontext_t* uc) noexcept {
     if (sigaltstack(nullptr, &here) == 0) uc->uc_stack = here;
 }
 
-// A tick on a carrier: the carried greenlet comes back to its hub when
-// another waits for a carrier (so the threads that compute take turns on the
-// carriers), where coming back is safe (as for a preemption).
 // Whether the interrupted instruction is a `syscall`: the tick interrupted
 // a system call made without libc that the kernel restarts there (a blocking
 // read on a raw fd, io_uring_enter) once the handler returns. Such a thread
-// stays on its carrier: back on the hub's thread it would block it.
+// is handed off, and stays on its carrier: back on the hub's thread it would
+// block it.
 bool at_syscall(std::uintptr_t pc) noexcept {
     if ((pc & 0xfff) == 0xfff) return false;  // (the second byte on another page: not read)
     const auto* op = reinterpret_cast<const unsigned char*>(pc);
     return op[0] == 0x0f && op[1] == 0x05;
 }
 
+// A tick on a carrier: the carried greenlet comes back to its hub when
+// another waits for a carrier (so the threads that compute take turns on the
+// carriers), where coming back is safe (as for a preemption).
 void carrier_tick(ucontext_t* uc) noexcept {
     auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
     if (t_shim_depth != 0 || t_being_preempted || in_signal_handler() || in_unsafe_code(pc) || at_syscall(pc))
@@ -277,6 +288,7 @@ void on_tick(int sig, siginfo_t* info, void* uctx) {
     tick(static_cast<ucontext_t*>(uctx));
     errno = saved;
 }
+
 bool make_timer(StallTicker& k) noexcept {
     struct sigevent ev{};
     ev.sigev_notify = SIGEV_THREAD_ID;
@@ -304,23 +316,15 @@ void carrier_start(void** slot) noexcept {
         }
         *slot = k;
     }
-    sigset_t tick;
-    sigemptyset(&tick);
-    sigaddset(&tick, tick_signal());
-    REAL(pthread_sigmask)(SIG_UNBLOCK, &tick, nullptr);
+    tick_signal_mask(SIG_UNBLOCK);
     arm(*k);
 }
 
 void carrier_stop(void** slot) noexcept {
     auto* k = static_cast<StallTicker*>(*slot);
     if (!k) return;
-    k->armed = false;
-    struct itimerspec it{};
-    timer_settime(k->timer, 0, &it, nullptr);
-    sigset_t tick;
-    sigemptyset(&tick);
-    sigaddset(&tick, tick_signal());
-    REAL(pthread_sigmask)(SIG_BLOCK, &tick, nullptr);
+    disarm(*k);
+    tick_signal_mask(SIG_BLOCK);
 }
 
 void carrier_retire(void** slot) noexcept {
