@@ -212,14 +212,16 @@ OsThread* os_thread(bool make) noexcept;
 // (the TLS image's value: the runtime's own start-up code of a greenlet) until
 // its start routine runs as ProgramCode. Each greenlet thread has its own
 // thread-locals, so its own count (only then does stall.cpp take threads back).
-// Cost: an increment and a decrement of a thread-local per interposed call.
+// Cost: an increment and a decrement of a thread-local per interposed call
+// (and the two carrier flags below, a load each).
 extern thread_local int t_shim_depth __attribute__((tls_model("initial-exec")));
 // The current greenlet thread runs on a carrier OS thread (stall.cpp: it was
 // handed off, Hub::hand_off_running), not on its hub's: the shim's state and
 // the runtime's are the hub's thread's alone, so the first interposer it
 // calls, or the end of its start routine, brings it back first
 // (come_back_from_carrier: returns on the hub's thread, in the run queue's
-// turn). Cost: a thread-local load per interposed call.
+// turn). Cost: a thread-local load per interposed call (this flag, a copy of
+// Hub::carried_from() != nullptr, is one load where that is two).
 extern thread_local bool t_carried __attribute__((tls_model("initial-exec")));
 void come_back_from_carrier() noexcept;
 // Set by come_back_from_carrier when the thread had computed a whole

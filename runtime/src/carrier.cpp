@@ -128,10 +128,8 @@ void* carrier_main(void* arg) {
             g = std::exchange(c->job, nullptr);
             from = c->from;
         }
-        Greenlet* back = g;
-        Hub* back_to = from;
         carry(t, *c, *g, *from);
-        detail::post_came_back(*back_to, back);  // (the hub may run it at once: nothing of it used below)
+        detail::post_came_back(*from, g);  // (the hub may run it at once: only the pointer is kept)
     }
     return nullptr;
 }
@@ -328,10 +326,7 @@ void Hub::come_back(bool carriable) noexcept {
     Greenlet::Impl& im = detail::impl_of(*t->current);
     im.carriable = carriable;  // (read by the hub once the carrier posted it)
     Runtime::jump(*t->main);  // to the carrier's loop; back here on the hub's thread, or on a carrier
-    if (im.carriable) {  // run by its hub (a hand-off cleared it)
-        im.carriable = false;
-        --im.hub->carriable_ready_;
-    }
+    im.hub->resumed_from_queue(im);
 }
 
 Hub* Hub::carried_from() noexcept {

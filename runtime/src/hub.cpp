@@ -259,11 +259,17 @@ bool Hub::preempt_running() noexcept {
         ++carriable_ready_;
     }
     yield();
-    if (im.carriable) {  // run by the hub (a hand-off cleared it)
-        im.carriable = false;
-        --carriable_ready_;
-    }
+    resumed_from_queue(im);
     return true;
+}
+
+// A greenlet that waited in the queue as carriable, now running again: if
+// the hub ran it (a hand-off clears the mark, and a carrier touches nothing
+// of the hub's), it is no longer counted.
+void Hub::resumed_from_queue(Greenlet::Impl& im) noexcept {
+    if (!im.carriable) return;
+    im.carriable = false;
+    --carriable_ready_;
 }
 
 namespace {

@@ -359,6 +359,7 @@ private:
     Greenlet& next_after_park() noexcept;
     void dispatch_hand_off() noexcept;
     void hand_off_ready() noexcept;
+    void resumed_from_queue(Greenlet::Impl& im) noexcept;
     void came_back(Greenlet& g) noexcept;
     void nothing_to_do();
     void fd_watch(detail::WaitNode& n);
