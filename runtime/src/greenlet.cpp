@@ -11,6 +11,7 @@
 // (sanitizers.hpp): start_switch_fiber on the way out, finish_switch_fiber on
 // arrival. The plain build compiles none of it.
 #include <cxxabi.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -38,7 +39,27 @@ namespace {
 // matters.
 thread_local char t_main_token GREENSHIM_TLS;
 
+// The exceptions being handled, saved and restored with each switch of a
+// greenlet that shares its OS thread's thread-locals (one with its own block
+// keeps them there). Ours, and the program's libstdc++'s when the process's
+// __cxa_get_globals is another (a preload that links libstdc++ statically):
+// found once at load, before any switch (a switch may run in a signal
+// handler, where dlsym may not be called).
+using GetEhGlobals = EhGlobals* (*)() noexcept;
+GetEhGlobals g_program_eh = nullptr;
+__attribute__((constructor)) void find_program_eh_globals() noexcept {
+    auto f = reinterpret_cast<GetEhGlobals>(dlsym(RTLD_DEFAULT, "__cxa_get_globals"));
+    if (f && reinterpret_cast<void*>(f) != reinterpret_cast<void*>(&abi::__cxa_get_globals)) g_program_eh = f;
+}
 EhGlobals* eh_globals() noexcept { return reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals()); }
+void save_eh(EhState& s) noexcept {
+    s.ours = *eh_globals();
+    if (GetEhGlobals f = g_program_eh) s.program = *f();
+}
+void restore_eh(const EhState& s) noexcept {
+    *eh_globals() = s.ours;
+    if (GetEhGlobals f = g_program_eh) *f() = s.program;
+}
 
 std::atomic<std::uint64_t> g_next_id{1};
 std::atomic<std::size_t> g_default_stack{256 * 1024};
@@ -279,7 +300,7 @@ void Runtime::after_resume(ctx::fiber&& f) noexcept {
         std::shared_ptr<Greenlet> last = std::move(from->impl_->keepalive);
         last.reset();
     }
-    if (!cur.tls) *eh_globals() = cur.saved_eh;
+    if (!cur.tls) restore_eh(cur.saved_eh);
     if (t.release_later) {
         std::shared_ptr<Greenlet> drop = std::move(t.release_later);
         drop.reset();
@@ -342,7 +363,7 @@ void Runtime::jump(Greenlet& target) {
     Greenlet* self = t.current;
     if (!self->impl_->tls) {  // (one with its own block keeps them there: after_resume)
         self->impl_->saved_errno = errno;
-        self->impl_->saved_eh = *eh_globals();
+        save_eh(self->impl_->saved_eh);
     }
     t.from = self;
     t.current = &target;

@@ -102,10 +102,16 @@ struct ThreadState {
 
 // libstdc++'s per-thread "exceptions being handled" state, which must follow
 // each greenlet (a catch block that switches would otherwise see another
-// greenlet's exception on `throw;`). Layout of __cxa_eh_globals.
+// greenlet's exception on `throw;`). Layout of __cxa_eh_globals. A process
+// may hold two libstdc++s, each with its own (the preload's private copy and
+// the program's libstdc++.so, shim/cxxabi.cpp): a greenlet keeps both.
 struct EhGlobals {
     void* caught = nullptr;
     unsigned int uncaught = 0;
+};
+struct EhState {
+    EhGlobals ours;     // the libstdc++ this runtime was linked with
+    EhGlobals program;  // the process's (global scope's) when it is another one
 };
 
 extern thread_local ThreadState* t_state GREENSHIM_TLS;
@@ -222,7 +228,7 @@ struct Greenlet::Impl {
     detail::ThreadTls* tls = nullptr;        // its own thread-locals (set_own_thread_locals), or the OS thread's
     bool fiber_created = false;
     int saved_errno = 0;
-    detail::EhGlobals saved_eh;
+    detail::EhState saved_eh;
 #if GREENSHIM_ASAN
     detail::StackRange asan_stack;      // its stack (main's: told by ASan when main switches away)
     detail::StackRange asan_unwind_to;  // while being unwound: the stack of whoever destroys it

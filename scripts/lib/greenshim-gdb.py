@@ -10,8 +10,9 @@
 #                                   (greenlet apply all bt)
 #
 # Works on a live process and on a core file: nothing in the program is
-# called or written. It reads the runtime's own data (libgreenshim-runtime.so
-# built with -g, as the default debugoptimized build is): the calling OS
+# called or written. It reads the runtime's own data (libgreenshim.so, the
+# preload that carries the runtime, or libgreenshim-runtime.so, built with
+# -g as the default debugoptimized build is): the calling OS
 # thread's state greenshim::detail::t_state (a thread-local, read through
 # libthread_db) and its list of live greenlets. A suspended greenlet's frames
 # come from the context Boost.Context's jump_fcontext saved on its stack
@@ -24,9 +25,9 @@
 # backtrace.
 #
 # Loading: installed as share/greenshim/greenshim-gdb.py, and auto-loaded for
-# libgreenshim-runtime.so.0 by the stub share/gdb/auto-load/<libdir>/
-# libgreenshim-runtime.so.0-gdb.py when gdb's auto-load safe-path allows it
-# (a /usr install is in the default one; otherwise
+# libgreenshim.so and libgreenshim-runtime.so.0 by the stubs
+# share/gdb/auto-load/<libdir>/<library>-gdb.py when gdb's auto-load safe-path
+# allows it (a /usr install is in the default one; otherwise
 # `add-auto-load-safe-path PREFIX/share/gdb/auto-load` and
 # `add-auto-load-scripts-directory PREFIX/share/gdb/auto-load` in ~/.gdbinit,
 # or simply `source PREFIX/share/greenshim/greenshim-gdb.py`).
@@ -133,8 +134,8 @@ else:
         try:
             sym = gdb.lookup_global_symbol("greenshim::detail::t_state")
             if sym is None:
-                raise gdb.GdbError("greenshim: no symbol greenshim::detail::t_state: is libgreenshim-runtime.so "
-                                   "loaded, with its debug info (a -g build)?")
+                raise gdb.GdbError("greenshim: no symbol greenshim::detail::t_state: is libgreenshim.so (or "
+                                   "libgreenshim-runtime.so) loaded, with its debug info (a -g build)?")
             for thread in sorted(inferior.threads(), key=lambda t: t.num):
                 thread.switch()
                 try:

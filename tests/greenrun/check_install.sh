@@ -28,7 +28,9 @@ case $lib in "$root"/*) check "it preloads the installed library" ok ok;;
 env -u LD_PRELOAD "$greenrun" --compare -n 1 -- true >/dev/null 2>&1; check "installed greenrun --compare -- true" 0 $?
 env -u LD_PRELOAD "$greenrun" --dump 999999999 2>/dev/null; check "installed greenrun --dump finds greenshim-dump" 2 $?
 [ -f "$root/share/greenshim/greenshim-gdb.py" ]; check "share/greenshim/greenshim-gdb.py installed" 0 $?
-stub=$(find "$root/share/gdb/auto-load" -name 'libgreenshim-runtime.so.0-gdb.py' 2>/dev/null | head -1)
-[ -n "$stub" ] && grep -q "$prefix/share/greenshim/greenshim-gdb.py" "$stub"
-check "gdb auto-load stub for libgreenshim-runtime.so.0 sources the script" 0 $?
+for objfile in libgreenshim.so libgreenshim-runtime.so.0; do
+  stub=$(find "$root/share/gdb/auto-load" -name "$objfile-gdb.py" 2>/dev/null | head -1)
+  [ -n "$stub" ] && grep -q "$prefix/share/greenshim/greenshim-gdb.py" "$stub"
+  check "gdb auto-load stub for $objfile sources the script" 0 $?
+done
 exit $((fails > 0))
