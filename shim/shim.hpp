@@ -55,6 +55,16 @@
 
 #define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
 
+// glibc's C cleanup-handler calls (what pthread_cleanup_push expands to in C
+// without -fexceptions); pthread.h declares them only for C.
+extern "C" {
+void __pthread_register_cancel(__pthread_unwind_buf_t* buf);
+void __pthread_unregister_cancel(__pthread_unwind_buf_t* buf);
+void __pthread_register_cancel_defer(__pthread_unwind_buf_t* buf);
+void __pthread_unregister_cancel_restore(__pthread_unwind_buf_t* buf);
+[[noreturn]] void __pthread_unwind_next(__pthread_unwind_buf_t* buf);
+}
+
 namespace greenshim::shim {
 
 // ---- process policy the runtime leaves to the shim ----
@@ -108,6 +118,8 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(pthread_setname_np) X(pthread_getname_np) X(pthread_getattr_np) X(pthread_getschedparam) \
     X(pthread_setschedparam) X(pthread_setschedprio) X(pthread_getaffinity_np)                \
     X(pthread_setaffinity_np) X(pthread_getcpuclockid) X(pthread_kill) X(pthread_cancel)      \
+    X(__pthread_register_cancel) X(__pthread_unregister_cancel) X(__pthread_register_cancel_defer) \
+    X(__pthread_unregister_cancel_restore) X(__pthread_unwind_next)                          \
     X(pthread_mutex_init) X(pthread_mutex_destroy) X(pthread_mutex_lock) X(pthread_mutex_trylock) \
     X(pthread_mutex_timedlock) X(pthread_mutex_clocklock) X(pthread_mutex_unlock)             \
     X(pthread_mutex_consistent) X(pthread_cond_init) X(pthread_cond_destroy)                  \

@@ -10,7 +10,9 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/single_threaded.h>
+#include <unwind.h>
 
+#include <csetjmp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,12 +32,6 @@ namespace {
 constexpr std::uintptr_t kMagic = 0x6772656e74687264ULL;  // "grenthrd"
 std::size_t g_live_threads = 0;                              // greenlet threads not yet finished
 WaitQueue g_all_done;                                        // main's pthread_exit waits here
-
-// Thrown by pthread_exit inside a greenlet thread: unwinds its C++ frames
-// (and C frames, which have unwind tables on x86_64) up to the start routine.
-struct ThreadExit {
-    void* value;
-};
 
 void free_thread(GThread* t) {
     t->magic = 0;
@@ -79,14 +75,22 @@ void threads_after_fork_child() noexcept { g_live_threads = gthread_current() ? 
 
 namespace {
 
+// The start routine's frame: its CFA (the caller's stack pointer at the
+// call) is where a pthread_exit's unwind stops. Not inlined, so that it is a
+// frame of its own whose cleanups (ProgramCode) the unwind runs.
+__attribute__((noinline)) void* call_start(GThread* t) {
+    t->exit_cfa = reinterpret_cast<std::uintptr_t>(__builtin_dwarf_cfa());
+    ProgramCode program;  // stall.cpp may take the thread back in here
+    return t->start(t->arg);
+}
+
 void thread_main(GThread* t) {
-    void* result = nullptr;
-    try {
-        ProgramCode program;  // stall.cpp may take the thread back in here
-        result = t->start(t->arg);
-    } catch (ThreadExit const& e) {
-        result = e.value;
-    }
+    void* result;
+    // pthread_exit's unwind comes back here (exit_jump), with its value.
+    if (__builtin_setjmp(t->exit_jump) == 0)
+        result = call_start(t);
+    else
+        result = t->exit_value;
     // A C++ exception escaping a thread's start routine ends the process, as
     // with real threads: it is not caught above, so std::terminate runs.
     // Then glibc's order: thread_local destructors, then the keys'.
@@ -273,9 +277,119 @@ SHIM_EXPORT pthread_t pthread_self(void) {
 
 SHIM_EXPORT int pthread_equal(pthread_t a, pthread_t b) { SHIM_ENTER; return a == b; }
 
-SHIM_EXPORT void pthread_exit(void* value) {
+namespace greenshim::shim {
+namespace {
+// pthread_exit in a greenlet thread unwinds it as glibc unwinds a thread: a
+// forced unwind through libgcc_s (the unwinder the program's frames use), so
+// that every C++ frame's cleanups run, `catch (...)` and
+// `catch (abi::__forced_unwind&)` see it and must rethrow it, and C cleanup
+// handlers (pthread_cleanup_push without -fexceptions: a jmp_buf registered
+// with __pthread_register_cancel) run in their turn. glibc keeps those
+// buffers in its struct pthread, which a greenlet thread does not have: they
+// are kept in the GThread (the interposers below).
+//
+// The stop function is called before each frame is unwound, with the CFA of
+// the frame below it: the caller's stack pointer at the call. So the frame
+// whose locals hold a cleanup buffer is behind us once the CFA passes the
+// buffer's address; then the handler runs (a longjmp into the buffer: the
+// code pthread_cleanup_push expanded to calls it, then
+// __pthread_unwind_next, which unwinds on from there). The start routine's
+// caller, thread_main, is reached when the CFA reaches exit_cfa.
+[[noreturn]] void jump_to(void* buf[5]) noexcept {
+#if defined(__SANITIZE_ADDRESS__)
+    __asan_handle_no_return();
+#endif
+    __builtin_longjmp(buf, 1);
+}
+
+_Unwind_Reason_Code exit_stop(int, _Unwind_Action actions, _Unwind_Exception_Class, _Unwind_Exception*,
+                              _Unwind_Context* context, void* param) {
+    auto* t = static_cast<GThread*>(param);
+    std::uintptr_t cfa = _Unwind_GetCFA(context);
+    bool end = actions & _UA_END_OF_STACK;  // (frames without unwind info from here on)
+    if (__pthread_unwind_buf_t* c = t->cleanups; c && (end || cfa > reinterpret_cast<std::uintptr_t>(c)))
+        std::longjmp(reinterpret_cast<__jmp_buf_tag*>(c->__cancel_jmp_buf), 1);
+    if (end || cfa >= t->exit_cfa) jump_to(t->exit_jump);
+    return _URC_NO_REASON;
+}
+
+// A catch (...) that ended without rethrowing: glibc's words and end.
+void exit_not_rethrown(_Unwind_Reason_Code, _Unwind_Exception*) {
+    static const char msg[] = "FATAL: exception not rethrown\n";
+    write_fully(2, msg, sizeof msg - 1);
+    std::abort();
+}
+
+[[noreturn]] void unwind_thread(GThread& t) {
+    t.exit_unwind.exception_class = 0;  // (not one a catch clause can name, as glibc's)
+    t.exit_unwind.exception_cleanup = exit_not_rethrown;
+    _Unwind_ForcedUnwind(&t.exit_unwind, exit_stop, &t);
+    jump_to(t.exit_jump);  // (only if the unwinder gave up)
+}
+
+// A cleanup buffer's link to the one registered before it: glibc keeps it in
+// the buffer's private words, which are ours for a greenlet thread.
+__pthread_unwind_buf_t*& previous(__pthread_unwind_buf_t* buf) {
+    return *reinterpret_cast<__pthread_unwind_buf_t**>(&buf->__pad[0]);
+}
+}  // namespace
+}  // namespace greenshim::shim
+
+SHIM_EXPORT void __pthread_register_cancel(__pthread_unwind_buf_t* buf) {
     SHIM_ENTER;
-    if (gthread_current()) throw ThreadExit{value};
+    GThread* t = gthread_current();
+    if (!t) return REAL(__pthread_register_cancel)(buf);
+    previous(buf) = t->cleanups;
+    t->cleanups = buf;
+}
+
+SHIM_EXPORT void __pthread_unregister_cancel(__pthread_unwind_buf_t* buf) {
+    SHIM_ENTER;
+    GThread* t = gthread_current();
+    if (!t) return REAL(__pthread_unregister_cancel)(buf);
+    t->cleanups = previous(buf);
+}
+
+// pthread_cleanup_push_defer_np: cancellation is not emulated (ENOTSUP), so
+// its type is nothing to save; the buffer is registered as above.
+SHIM_EXPORT void __pthread_register_cancel_defer(__pthread_unwind_buf_t* buf) {
+    SHIM_ENTER;
+    GThread* t = gthread_current();
+    if (!t) return REAL(__pthread_register_cancel_defer)(buf);
+    previous(buf) = t->cleanups;
+    t->cleanups = buf;
+}
+
+SHIM_EXPORT void __pthread_unregister_cancel_restore(__pthread_unwind_buf_t* buf) {
+    SHIM_ENTER;
+    GThread* t = gthread_current();
+    if (!t) return REAL(__pthread_unregister_cancel_restore)(buf);
+    t->cleanups = previous(buf);
+}
+
+// A C cleanup handler has run during a pthread_exit: on with the unwind.
+SHIM_EXPORT void __pthread_unwind_next(__pthread_unwind_buf_t* buf) {
+    GThread* t = nullptr;
+    {
+        SHIM_ENTER;
+        t = gthread_current();
+        if (t) t->cleanups = previous(buf);
+    }
+    if (!t) REAL(__pthread_unwind_next)(buf);
+    unwind_thread(*t);
+}
+
+SHIM_EXPORT void pthread_exit(void* value) {
+    GThread* t = nullptr;
+    {
+        SHIM_ENTER;
+        t = gthread_current();
+    }
+    if (t) {
+        t->exit_value = value;
+        unwind_thread(*t);
+    }
+    SHIM_ENTER;
     if (may_park() && Hub::existing() && &Greenlet::current() == &Hub::existing()->main()) {
         // The main thread leaves, the process stays until the last thread ends
         // (as with real threads), then exits with status 0.

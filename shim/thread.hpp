@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unwind.h>
 
 #include <cstdint>
 
@@ -36,6 +37,15 @@ struct GThread {
     sigset_t sigmask;  // its own view; the OS thread's mask is the main greenlet's
     WaitQueue joiners;
     Tsd tsd;
+    // pthread_exit (thread.cpp): a forced unwind, as glibc's, that ends in
+    // thread_main (exit_jump, at the start routine's caller, whose CFA is
+    // exit_cfa) and on the way runs the C cleanup handlers
+    // (pthread_cleanup_push) registered in `cleanups`, innermost first.
+    _Unwind_Exception exit_unwind{};
+    void* exit_value = nullptr;
+    void* exit_jump[5] = {};
+    std::uintptr_t exit_cfa = 0;
+    __pthread_unwind_buf_t* cleanups = nullptr;
 };
 
 // Ours, or nullptr for a real pthread_t.

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cxxabi.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -24,6 +26,8 @@
 #include <fstream>
 #include <string>
 #include <mutex>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 #include "both_ways.hpp"
 
@@ -230,6 +234,72 @@ TEST_CASE("pthread_exit from a nested function runs the C++ destructors on the w
     CHECK(g_dtor_log[0] == "deepest");
     CHECK(g_dtor_log[1] == "middle");
     CHECK(g_dtor_log[2] == "outer");
+}
+
+// pthread_exit is a forced unwind (glibc's, and greenshim's: shim/thread.cpp).
+// A handler that catches everything and rethrows is the C++ idiom for cleanup
+// on it, and catch (abi::__forced_unwind&) names it; std::uncaught_exceptions
+// counts it only once a handler has rethrown it. Under greenshim the
+// program's libstdc++ is not the preload's (shim/meson.build): the counts are
+// the program's own.
+namespace {
+struct Counting {
+    const char* name;
+    ~Counting() { g_dtor_log.push_back(std::string(name) + "=" + std::to_string(std::uncaught_exceptions())); }
+};
+void* rethrowing_thread(void* named) {
+    Counting outer{"outer"};
+    try {
+        Counting inner{"inner"};
+        if (named) {
+            try {
+                pthread_exit(reinterpret_cast<void*>(uintptr_t(56)));
+            } catch (abi::__forced_unwind&) {
+                g_dtor_log.push_back("forced_unwind");
+                throw;
+            }
+        }
+        pthread_exit(reinterpret_cast<void*>(uintptr_t(55)));
+    } catch (...) {
+        g_dtor_log.push_back("handler=" + std::to_string(std::uncaught_exceptions()));
+        throw;
+    }
+    g_after_exit_ran = true;
+    return nullptr;
+}
+}  // namespace
+
+TEST_CASE("pthread_exit is a forced unwind: catch (...) { throw; } and abi::__forced_unwind see it") {
+    for (bool named : {false, true}) {
+        CAPTURE(named);
+        g_dtor_log.clear();
+        g_after_exit_ran = false;
+        pthread_t t;
+        REQUIRE(pthread_create(&t, nullptr, rethrowing_thread, named ? &t : nullptr) == 0);
+        void* r = nullptr;
+        CHECK(pthread_join(t, &r) == 0);
+        CHECK(r == reinterpret_cast<void*>(uintptr_t(named ? 56 : 55)));
+        CHECK_FALSE(g_after_exit_ran);
+        // (each rethrow of the forced unwind counts once more: libstdc++'s
+        // __cxa_rethrow of a foreign exception, unpatched as patched)
+        std::vector<std::string> want = named ? std::vector<std::string>{"forced_unwind", "inner=1", "handler=1", "outer=2"}
+                                              : std::vector<std::string>{"inner=0", "handler=0", "outer=1"};
+        std::string got;
+        for (auto& e : g_dtor_log) got += e + " ";
+        CAPTURE(got);
+        CHECK(g_dtor_log == want);
+    }
+    // The program's own exceptions still work on a thread afterwards.
+    std::string what;
+    std::thread([&] {
+        try {
+            throw std::runtime_error("after");
+        } catch (std::exception const& e) {
+            what = e.what();
+        }
+    }).join();
+    CHECK(what == "after");
+    CHECK(std::uncaught_exceptions() == 0);
 }
 
 namespace {
