@@ -298,11 +298,18 @@ static void on_usr1(int sig) {
     g_seen = t_name;
 }
 
+static pthread_mutex_t g_raise_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void* raise_in_thread(void* arg) {
     t_name = 100 + (int)(long)arg;
     pause_a_little();
+    /* One raise at a time: g_seen is one global, which another thread's
+     * handler would otherwise overwrite before this one reads it back. */
+    pthread_mutex_lock(&g_raise_lock);
     raise(SIGUSR1); /* delivered to this thread, which runs the handler */
-    return (void*)(long)g_seen;
+    long seen = g_seen;
+    pthread_mutex_unlock(&g_raise_lock);
+    return (void*)seen;
 }
 
 static int mode_signal(void) {
