@@ -11,6 +11,9 @@
 #include <string.h>
 #include <sys/single_threaded.h>
 #include <unwind.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include <csetjmp>
 #include <cstdio>
@@ -321,6 +324,12 @@ void exit_not_rethrown(_Unwind_Reason_Code, _Unwind_Exception*) {
 }
 
 [[noreturn]] void unwind_thread(GThread& t) {
+#if defined(__SANITIZE_ADDRESS__)
+    // The frames the unwind leaves behind (this one, pthread_exit's) keep
+    // their redzones poisoned; the cleanups run below them. ASan does this
+    // for a C++ throw itself (__cxa_throw), not for a forced unwind.
+    __asan_handle_no_return();
+#endif
     t.exit_unwind.exception_class = 0;  // (not one a catch clause can name, as glibc's)
     t.exit_unwind.exception_cleanup = exit_not_rethrown;
     _Unwind_ForcedUnwind(&t.exit_unwind, exit_stop, &t);
@@ -332,39 +341,45 @@ void exit_not_rethrown(_Unwind_Reason_Code, _Unwind_Exception*) {
 __pthread_unwind_buf_t*& previous(__pthread_unwind_buf_t* buf) {
     return *reinterpret_cast<__pthread_unwind_buf_t**>(&buf->__pad[0]);
 }
+
+// A greenlet thread's pthread_cleanup_push and pop; false for a real thread
+// (glibc keeps its buffers).
+bool push_cleanup(__pthread_unwind_buf_t* buf) {
+    GThread* t = gthread_current();
+    if (!t) return false;
+    previous(buf) = t->cleanups;
+    t->cleanups = buf;
+    return true;
+}
+bool pop_cleanup(__pthread_unwind_buf_t* buf) {
+    GThread* t = gthread_current();
+    if (!t) return false;
+    t->cleanups = previous(buf);
+    return true;
+}
 }  // namespace
 }  // namespace greenshim::shim
 
 SHIM_EXPORT void __pthread_register_cancel(__pthread_unwind_buf_t* buf) {
     SHIM_ENTER;
-    GThread* t = gthread_current();
-    if (!t) return REAL(__pthread_register_cancel)(buf);
-    previous(buf) = t->cleanups;
-    t->cleanups = buf;
+    if (!push_cleanup(buf)) REAL(__pthread_register_cancel)(buf);
 }
 
 SHIM_EXPORT void __pthread_unregister_cancel(__pthread_unwind_buf_t* buf) {
     SHIM_ENTER;
-    GThread* t = gthread_current();
-    if (!t) return REAL(__pthread_unregister_cancel)(buf);
-    t->cleanups = previous(buf);
+    if (!pop_cleanup(buf)) REAL(__pthread_unregister_cancel)(buf);
 }
 
 // pthread_cleanup_push_defer_np: cancellation is not emulated (ENOTSUP), so
-// its type is nothing to save; the buffer is registered as above.
+// its type is nothing to save; the buffer is kept as above.
 SHIM_EXPORT void __pthread_register_cancel_defer(__pthread_unwind_buf_t* buf) {
     SHIM_ENTER;
-    GThread* t = gthread_current();
-    if (!t) return REAL(__pthread_register_cancel_defer)(buf);
-    previous(buf) = t->cleanups;
-    t->cleanups = buf;
+    if (!push_cleanup(buf)) REAL(__pthread_register_cancel_defer)(buf);
 }
 
 SHIM_EXPORT void __pthread_unregister_cancel_restore(__pthread_unwind_buf_t* buf) {
     SHIM_ENTER;
-    GThread* t = gthread_current();
-    if (!t) return REAL(__pthread_unregister_cancel_restore)(buf);
-    t->cleanups = previous(buf);
+    if (!pop_cleanup(buf)) REAL(__pthread_unregister_cancel_restore)(buf);
 }
 
 // A C cleanup handler has run during a pthread_exit: on with the unwind.
