@@ -11,6 +11,8 @@
 
 #include <cstddef>
 
+#include <atomic>
+
 #include "shim.hpp"
 #include "thread.hpp"
 
@@ -25,10 +27,23 @@ namespace {
 // through the shim (fork, posix_spawn), so their exit wakes us at once; the
 // timer still covers children started behind our back (popen, raw clone).
 constexpr std::size_t kMaxTracked = 64;
+// Under g_children_lock: greenlets of another hub (an OS thread's of its
+// own) may start and wait for children too.
 pid_t g_children[kMaxTracked];
 std::size_t g_nchildren = 0;
+std::atomic<bool> g_children_lock{false};
+
+struct ChildrenLock {
+    ChildrenLock() noexcept {
+        while (g_children_lock.exchange(true, std::memory_order_acquire)) REAL(syscall)(SYS_sched_yield);
+    }
+    ~ChildrenLock() { g_children_lock.store(false, std::memory_order_release); }
+    ChildrenLock(const ChildrenLock&) = delete;
+    ChildrenLock& operator=(const ChildrenLock&) = delete;
+};
 
 void track_child(pid_t pid) {
+    ChildrenLock held;
     if (g_nchildren < kMaxTracked) g_children[g_nchildren++] = pid;
 }
 
@@ -187,8 +202,10 @@ SHIM_EXPORT pid_t fork(void) {
         as_os_thread.after_fork_child();
         if (Hub* hub = Hub::existing()) hub->after_fork_child();
         threads_after_fork_child();
+        sync_after_fork_child();
         stall_after_fork_child();
         g_nchildren = 0;  // the parent's children are not ours
+        g_children_lock.store(false);  // (another OS thread may have held it at the fork)
     } else if (r > 0) {
         track_child(r);
     }
@@ -254,6 +271,7 @@ int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
         if (pid > 0) {
             waits.push_back({int(::syscall(SYS_pidfd_open, pid, 0)), kReadable, 0});
         } else {
+            ChildrenLock held;
             std::size_t kept = 0;
             for (std::size_t i = 0; i < g_nchildren; ++i) {
                 int fd = int(::syscall(SYS_pidfd_open, g_children[i], 0));

@@ -172,6 +172,8 @@ void sync_after_handlers(Hub& hub) noexcept;
 // sync.cpp: a greenlet thread ends; robust mutexes it holds become
 // owner-dead, as the kernel makes them when a thread dies.
 void sync_thread_exiting(Greenlet& g) noexcept;
+// In a fork's child: the sync tables' locks another OS thread may have held.
+void sync_after_fork_child() noexcept;
 // signal.cpp: at start-up, SIGSEGV and SIGBUS go to the shim's stack overflow
 // report (the program's handlers are chained); the main thread, and each other
 // OS thread when it starts greenlet threads, gets a sigaltstack for it (none

@@ -7,9 +7,17 @@
 // Objects glibc keeps (process-shared ones, named semaphores, robust and
 // priority-inheritance/-protection mutexes) stay glibc's, since another
 // process may use them through its own glibc; but glibc is never let block
-// on them (see "objects glibc keeps" below). All greenlets of a process run
-// on one OS thread: the shim's own objects are not meant to be shared with OS
-// threads the shim did not make.
+// on them (see "objects glibc keeps" below).
+//
+// The shim's own objects may be shared across OS threads: greenlets of
+// another hub, and OS threads the shim did not make (an allocator's
+// background thread: it gets a hub of its own when it first waits). Each
+// object's state is read and written under its queue's Guard (hub.hpp: a
+// spin lock picked by the queue's address, held for a few loads and stores,
+// never across a switch); a waiter checks its condition and enqueues under
+// the Guard, which is released once it is parked, so a wake made on
+// another OS thread cannot fall between the two. Objects glibc keeps stay
+// per OS thread (their Shared entries hang on the OS thread's hub).
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -52,6 +60,13 @@ int wait_in(WaitQueue& q, WaitSite& site, const void* object, Deadline deadline 
             Interruptible mode = Interruptible::no) {
     return park_as(site, reinterpret_cast<std::intptr_t>(object), mode, EndsBy::other_thread,
                    [&](Hub&) { return q.wait(deadline); });
+}
+// The same with q's Guard held by the caller, who checked its condition
+// under it: returns with it released (the caller takes it again to look).
+int wait_in(WaitQueue& q, WaitQueue::Guard& held, WaitSite& site, const void* object, Deadline deadline = kForever,
+            Interruptible mode = Interruptible::no) {
+    return park_as(site, reinterpret_cast<std::intptr_t>(object), mode, EndsBy::other_thread,
+                   [&](Hub&) { return q.wait(held, deadline); });
 }
 
 // Who holds a lock: Greenlet::current_owner_id(), which sets nothing up and
@@ -248,6 +263,7 @@ bool real_mutex(pthread_mutex_t* m) { return !may_park() || (as_mutex(m)->kind &
 // recursive one relocked) without looking at the time.
 int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_time = false) {
     const void* me = self();
+    WaitQueue::Guard held(m->waiters);
     if (!m->locked) {
         m->locked = 1;
         m->owner = me;
@@ -270,7 +286,8 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
     if (try_only) return EBUSY;
     if (malformed_time) return EINVAL;
     for (;;) {
-        int w = wait_in(m->waiters, g_mutex, m, deadline);
+        int w = wait_in(m->waiters, held, g_mutex, m, deadline);
+        held.lock();
         if (!relock && m->owner == me) return 0;  // handed over by unlock
         if (!m->locked) {                         // woken without a handover (queue torn down)
             m->locked = 1;
@@ -283,14 +300,16 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
 }
 
 int mutex_unlock(Mutex* m) {
+    WaitQueue::Guard held(m->waiters);
     int type = m->kind & kKindMask;
     if (type == PTHREAD_MUTEX_RECURSIVE || type == PTHREAD_MUTEX_ERRORCHECK) {
         if (!m->locked || m->owner != self()) return EPERM;
         if (type == PTHREAD_MUTEX_RECURSIVE && --m->count > 0) return 0;
     }
     // Hand the lock straight to the longest waiter: FIFO, and a greenlet that
-    // unlocks and relocks in a loop cannot starve the others.
-    if (Greenlet* next = m->waiters.wake_one()) {
+    // unlocks and relocks in a loop cannot starve the others. (It looks at
+    // the owner under the Guard, which is held until the handover is made.)
+    if (Greenlet* next = m->waiters.wake_one(held)) {
         m->owner = next->owner_id();
         m->count = 1;
         return 0;
@@ -483,6 +502,7 @@ SHIM_EXPORT int pthread_mutex_destroy(pthread_mutex_t* m) {
         return REAL(pthread_mutex_destroy)(m);
     }
     Mutex* x = as_mutex(m);
+    WaitQueue::Guard held(x->waiters);
     if (x->locked || !x->waiters.empty()) return EBUSY;
     return 0;
 }
@@ -566,12 +586,18 @@ void greenshim::shim::sync_thread_exiting(Greenlet& g) noexcept {
 // Layout inside pthread_cond_t (48 bytes):
 //   0  WaitQueue waiters
 //   16 int       clock + 1 (0 = CLOCK_REALTIME, the static initialiser's)
+//   20 unsigned  signals made so far (under the queue's Guard)
+// A waiter reads the count before it releases the mutex and enqueues only
+// if it is unchanged after: a signal made on another OS thread in between
+// (the signaller may have taken the mutex meanwhile) ends its wait at once,
+// a wakeup POSIX allows, instead of being lost.
 // A process-shared one is glibc's, marked by glibc in __wrefs (bit 0,
 // offset 36, which the shim's own never set).
 namespace {
 struct Cond {
     WaitQueue waiters;
     int clock_plus1;
+    unsigned signals;
 };
 static_assert(sizeof(Cond) <= offsetof(pthread_cond_t, __data.__wrefs));
 Cond* as_cond(pthread_cond_t* c) { return reinterpret_cast<Cond*>(c); }
@@ -596,8 +622,26 @@ int take_back(pthread_mutex_t* m, unsigned depth) {
     return r;
 }
 
+// (Written under the Guard; read without it, before the mutex is released.)
+unsigned cond_signals(Cond* c) { return __atomic_load_n(&c->signals, __ATOMIC_ACQUIRE); }
+
+// Parks on c unless a signal came since `seen`; 0 or -ETIMEDOUT.
+int cond_park(Cond* c, unsigned seen, Deadline deadline) {
+    WaitQueue::Guard held(c->waiters);
+    if (c->signals != seen) return 0;
+    return wait_in(c->waiters, held, g_cond, c, deadline);
+}
+
+void cond_signal(Cond* c, bool all) {
+    WaitQueue::Guard held(c->waiters);
+    __atomic_store_n(&c->signals, c->signals + 1, __ATOMIC_RELAXED);
+    if (all) c->waiters.notify_all(held);
+    else c->waiters.wake_one(held);
+}
+
 int cond_wait_until(pthread_cond_t* c, pthread_mutex_t* m, Deadline deadline) {
     unsigned depth = 1;
+    unsigned seen = glibc_cond(c) ? 0 : cond_signals(as_cond(c));
     if (int r = release_for_wait(m, &depth)) return r;
     int w;
     if (glibc_cond(c)) {
@@ -608,7 +652,7 @@ int cond_wait_until(pthread_cond_t* c, pthread_mutex_t* m, Deadline deadline) {
         w = wait_in(use.s.waiters, g_cond, c, poll < deadline ? poll : deadline);
         if (w == -ETIMEDOUT && monotonic_ns() < deadline) w = 0;
     } else {
-        w = wait_in(as_cond(c)->waiters, g_cond, c, deadline);
+        w = cond_park(as_cond(c), seen, deadline);
     }
     if (int r = take_back(m, depth)) return r;
     return w == -ETIMEDOUT ? ETIMEDOUT : 0;  // anything else is a spurious wakeup, which POSIX allows
@@ -635,6 +679,7 @@ SHIM_EXPORT int pthread_cond_init(pthread_cond_t* c, const pthread_condattr_t* a
 SHIM_EXPORT int pthread_cond_destroy(pthread_cond_t* c) {
     SHIM_ENTER;
     if (glibc_cond(c)) return REAL(pthread_cond_destroy)(c);
+    WaitQueue::Guard held(as_cond(c)->waiters);
     return as_cond(c)->waiters.empty() ? 0 : EBUSY;
 }
 
@@ -646,7 +691,7 @@ SHIM_EXPORT int pthread_cond_signal(pthread_cond_t* c) {
             if (Shared* s = shared_find(c)) s->waiters.notify_one();
         return r;
     }
-    as_cond(c)->waiters.notify_one();
+    cond_signal(as_cond(c), false);
     return 0;
 }
 
@@ -658,7 +703,7 @@ SHIM_EXPORT int pthread_cond_broadcast(pthread_cond_t* c) {
             if (Shared* s = shared_find(c)) s->waiters.notify_all();
         return r;
     }
-    as_cond(c)->waiters.notify_all();
+    cond_signal(as_cond(c), true);
     return 0;
 }
 
@@ -708,7 +753,19 @@ static_assert(sizeof(RwLock) <= sizeof(pthread_rwlock_t));
 static_assert(offsetof(RwLock, shared) == offsetof(pthread_rwlock_t, __data.__shared));
 RwLock* as_rw(pthread_rwlock_t* l) { return reinterpret_cast<RwLock*>(l); }
 
+// The Guard of an rwlock, which a signal handler may take (rw_lock; OpenSSL's
+// locks in PostgreSQL's handlers): the handler may have interrupted this very
+// OS thread inside a Guard on the same spin lock. There it tries a bounded
+// number of times and goes on without it if it is still held, as before there
+// were Guards (the handler runs alone on its OS thread).
+void lock_rw_guard(WaitQueue::Guard& held) {
+    if (!in_signal_handler()) held.lock();
+    else held.try_lock(4000);  // (~100 us: far longer than any holder on another thread)
+}
+
 int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
+    WaitQueue::Guard held(l->waiters, WaitQueue::Guard::deferred);
+    lock_rw_guard(held);
     for (;;) {
         if (!l->writer && l->writers_waiting == 0) {
             ++l->readers;
@@ -716,12 +773,16 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
         }
         if (try_only) return EBUSY;  // (glibc's trylock just finds it busy, even for its writer)
         if (l->writer == self()) return EDEADLK;
-        if (wait_in(l->waiters, g_rdlock, l, deadline) == -ETIMEDOUT) return ETIMEDOUT;
+        int w = wait_in(l->waiters, held, g_rdlock, l, deadline);
+        held.lock();
+        if (w == -ETIMEDOUT) return ETIMEDOUT;
     }
 }
 
 int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
     const void* me = self();
+    WaitQueue::Guard held(l->waiters, WaitQueue::Guard::deferred);
+    lock_rw_guard(held);
     if (!l->writer && l->readers == 0) {
         l->writer = me;
         return 0;
@@ -730,7 +791,8 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
     if (l->writer == me) return EDEADLK;
     ++l->writers_waiting;
     for (;;) {
-        int w = wait_in(l->waiters, g_wrlock, l, deadline);
+        int w = wait_in(l->waiters, held, g_wrlock, l, deadline);
+        held.lock();
         if (!l->writer && l->readers == 0) {
             --l->writers_waiting;
             l->writer = me;
@@ -738,7 +800,7 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
         }
         if (w == -ETIMEDOUT) {
             --l->writers_waiting;
-            l->waiters.notify_all();  // readers held back for us may go now
+            l->waiters.notify_all(held);  // readers held back for us may go now
             return ETIMEDOUT;
         }
     }
@@ -839,6 +901,7 @@ SHIM_EXPORT int pthread_rwlock_init(pthread_rwlock_t* l, const pthread_rwlockatt
 SHIM_EXPORT int pthread_rwlock_destroy(pthread_rwlock_t* l) {
     SHIM_ENTER;
     if (as_rw(l)->shared) return REAL(pthread_rwlock_destroy)(l);
+    WaitQueue::Guard held(as_rw(l)->waiters);
     return (as_rw(l)->readers || as_rw(l)->writer) ? EBUSY : 0;
 }
 SHIM_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t* l) {
@@ -886,6 +949,8 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
     if (rw_by_glibc(l)) return REAL(pthread_rwlock_unlock)(l);
     if (glibc_rw(l)) return shared_rw_unlock(l);
     RwLock* x = as_rw(l);
+    WaitQueue::Guard held(x->waiters, WaitQueue::Guard::deferred);
+    lock_rw_guard(held);
     if (x->writer == self()) {
         x->writer = nullptr;
     } else if (x->readers > 0) {
@@ -894,7 +959,7 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
     } else {
         return EPERM;
     }
-    x->waiters.notify_all();
+    x->waiters.notify_all(held);
     return 0;
 }
 
@@ -943,7 +1008,11 @@ int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
         int w;
         {
             SemListed listed(reinterpret_cast<sem_t*>(s), false);
-            w = wait_in(s->waiters, g_sem, s, deadline, sem_interruptible(deadline));
+            // Looked at again under the Guard: a post made on another OS
+            // thread after the look above wakes the queue under it.
+            WaitQueue::Guard held(s->waiters);
+            if (sem_take(s)) return 0;
+            w = wait_in(s->waiters, held, g_sem, s, deadline, sem_interruptible(deadline));
         }
         if (sem_take(s)) return 0;
         if (w == -ETIMEDOUT || w == -EINTR) {
@@ -1086,6 +1155,7 @@ SHIM_EXPORT int pthread_barrier_init(pthread_barrier_t* b, const pthread_barrier
 SHIM_EXPORT int pthread_barrier_destroy(pthread_barrier_t* b) {
     SHIM_ENTER;
     if (as_barrier(b)->magic != kBarrierMagic) return REAL(pthread_barrier_destroy)(b);
+    WaitQueue::Guard held(as_barrier(b)->waiters);
     if (as_barrier(b)->arrived) return EBUSY;
     as_barrier(b)->magic = 0;
     return 0;
@@ -1102,14 +1172,18 @@ SHIM_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
         return r;
     }
     Barrier* x = as_barrier(b);
+    WaitQueue::Guard held(x->waiters);
     if (++x->arrived == x->needed) {
         x->arrived = 0;
         ++x->generation;
-        x->waiters.notify_all();
+        x->waiters.notify_all(held);
         return PTHREAD_BARRIER_SERIAL_THREAD;
     }
     unsigned gen = x->generation;
-    while (gen == x->generation) wait_in(x->waiters, g_barrier, b);
+    while (gen == x->generation) {
+        wait_in(x->waiters, held, g_barrier, b);
+        held.lock();
+    }
     return 0;
 }
 
@@ -1165,7 +1239,10 @@ SHIM_EXPORT int pthread_once(pthread_once_t* once, void (*init)(void)) {
             reset.done = true;
             return 0;
         }
-        wait_in(g_once_waiters, g_once, once);
+        // Looked at again under the Guard, which the init's end takes to
+        // wake the waiters: it cannot end between the look and the wait.
+        WaitQueue::Guard held(g_once_waiters);
+        if (__atomic_load_n(once, __ATOMIC_ACQUIRE) == 1) wait_in(g_once_waiters, held, g_once, once);
     }
 }
 
@@ -1176,27 +1253,90 @@ SHIM_EXPORT int pthread_once(pthread_once_t* once, void (*init)(void)) {
 // system. FUTEX_WAIT/WAKE (and their BITSET forms) are emulated with a wait
 // queue per address; every other futex operation goes to the kernel.
 namespace {
-std::unordered_map<const void*, WaitQueue>* g_futex = nullptr;
+// An address's waiters, and how many greenlets use the entry (waiting, or on
+// their way in or out): it is dropped when none does.
+struct FutexEntry {
+    WaitQueue waiters;
+    unsigned users = 0;
+};
+// The table, under its own spin lock: never one of the Guards' words, since
+// a waiter takes its queue's Guard while it holds this (the order is always
+// the table, then a Guard).
+std::unordered_map<const void*, FutexEntry>* g_futex = nullptr;
+std::atomic<int> g_futex_lock{0};
 
-WaitQueue& futex_queue(const void* addr) {
-    if (!g_futex) g_futex = new std::unordered_map<const void*, WaitQueue>();
-    return (*g_futex)[addr];
+// Set while this thread holds it: the table allocates under it, and an
+// allocator that waits on a futex of its own through syscall() (gperftools'
+// spin locks do) must not come back for the lock; its call goes to the kernel.
+thread_local bool t_futex_table_held __attribute__((tls_model("initial-exec"))) = false;
+
+struct FutexTableLock {
+    FutexTableLock() noexcept {
+        // Held for a few loads and stores (and an allocation): spin, then give
+        // the CPU away, since the holder's OS thread may be waiting for it.
+        for (unsigned spins = 0; g_futex_lock.exchange(1, std::memory_order_acquire) != 0;) {
+            while (g_futex_lock.load(std::memory_order_relaxed) != 0) {
+                if (++spins < 200) __builtin_ia32_pause();
+                else {
+                    REAL(syscall)(SYS_sched_yield);
+                    spins = 0;
+                }
+            }
+        }
+        t_futex_table_held = true;
+    }
+    ~FutexTableLock() {
+        t_futex_table_held = false;
+        g_futex_lock.store(0, std::memory_order_release);
+    }
+    FutexTableLock(const FutexTableLock&) = delete;
+    FutexTableLock& operator=(const FutexTableLock&) = delete;
+};
+
+// The waiter's entry, counted in use (nullptr if the word is not val).
+FutexEntry* futex_enter(const std::uint32_t* addr, std::uint32_t val) {
+    if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) != val) return nullptr;
+    if (!g_futex) g_futex = new std::unordered_map<const void*, FutexEntry>();
+    FutexEntry& e = (*g_futex)[addr];
+    ++e.users;
+    return &e;
+}
+
+void futex_leave(const void* addr, FutexEntry& e) {
+    FutexTableLock table;
+    if (--e.users == 0) g_futex->erase(addr);  // (nobody waits: users counts them)
 }
 
 // A shared (non-private) futex may be woken by another process through the
 // kernel, which our queue never hears of: such a wait also rechecks the word
 // every few milliseconds (a futex wait may return spuriously; callers loop).
+// The word is compared under the table's lock, and the waiter queued under
+// its queue's Guard taken before that lock is let go; a wake takes both: a
+// wake made on another OS thread after the compare finds the waiter queued.
 long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline, bool shared) {
-    if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) != val) {
-        errno = EAGAIN;
-        return -1;
-    }
     Deadline d = deadline;
     if (shared) {
         Deadline poll = deadline_after_ns(5000000);
         if (poll < d) d = poll;
     }
-    int w = wait_in(futex_queue(addr), g_futex_wait, addr, d, Interruptible::unless_restart);
+    FutexEntry* e;
+    {
+        FutexTableLock table;
+        e = futex_enter(addr, val);
+    }
+    if (!e) {
+        errno = EAGAIN;
+        return -1;
+    }
+    int w;
+    {
+        WaitQueue::Guard held(e->waiters);
+        // Looked at again under the Guard (a wake takes it): a change made
+        // between the table's lock and here is seen.
+        if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) != val) w = 0;
+        else w = wait_in(e->waiters, held, g_futex_wait, addr, d, Interruptible::unless_restart);
+    }
+    futex_leave(addr, *e);
     if (w == -ETIMEDOUT && monotonic_ns() < deadline) return 0;  // the recheck: a spurious wakeup
     if (w == -ETIMEDOUT || w == -EINTR) {
         errno = -w;
@@ -1206,12 +1346,13 @@ long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline,
 }
 
 long futex_wake(const std::uint32_t* addr, int n) {
+    FutexTableLock table;
     if (!g_futex) return 0;
     auto it = g_futex->find(addr);
     if (it == g_futex->end()) return 0;
     long woken = 0;
-    while (woken < n && it->second.notify_one()) ++woken;
-    if (it->second.empty()) g_futex->erase(it);
+    WaitQueue::Guard held(it->second.waiters);
+    while (woken < n && it->second.waiters.wake_one(held)) ++woken;
     return woken;
 }
 
@@ -1254,6 +1395,11 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
 }
 }  // namespace
 
+void greenshim::shim::sync_after_fork_child() noexcept {
+    g_futex_lock.store(0);
+    t_futex_table_held = false;
+}
+
 // Reads all six arguments a syscall can take, as libc's own syscall() does
 // (in assembly): a caller passing fewer leaves the sixth to be read from its
 // stack frame, mapped and harmless, its value unused by the kernel. ASan
@@ -1268,7 +1414,7 @@ SHIM_EXPORT __attribute__((no_sanitize("address"))) long syscall(long number, ..
     va_end(ap);
     // A word the kernel cannot use (NULL, misaligned) is its error to report, at once.
     bool usable = a1 && a1 % alignof(std::uint32_t) == 0;
-    if (number == SYS_futex && usable && may_park() && emulated_futex(int(a2)))
+    if (number == SYS_futex && usable && !t_futex_table_held && may_park() && emulated_futex(int(a2)))
         return do_futex(reinterpret_cast<std::uint32_t*>(a1), int(a2), std::uint32_t(a3),
                         reinterpret_cast<const struct timespec*>(a4), std::uint32_t(a6));
     return REAL(syscall)(number, a1, a2, a3, a4, a5, a6);

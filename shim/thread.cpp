@@ -33,8 +33,11 @@ namespace greenshim::shim {
 
 namespace {
 constexpr std::uintptr_t kMagic = 0x6772656e74687264ULL;  // "grenthrd"
-std::size_t g_live_threads = 0;                              // greenlet threads not yet finished
-WaitQueue g_all_done;                                        // main's pthread_exit waits here
+// Greenlet threads not yet finished, changed and looked at under
+// g_all_done's Guard (an OS thread of its own, with its hub, may start
+// greenlet threads too); main's pthread_exit waits in g_all_done.
+std::size_t g_live_threads = 0;
+WaitQueue g_all_done;
 
 void free_thread(GThread* t) {
     t->magic = 0;
@@ -101,12 +104,23 @@ void thread_main(GThread* t) {
     tsd_run_destructors(t);
     sync_thread_exiting(Greenlet::current());  // robust mutexes it holds: owner dead
     t->result = result;
-    t->finished = true;
-    --g_live_threads;
-    t->joiners.notify_all();
-    if (g_live_threads == 0) g_all_done.notify_all();
     t->greenlet = nullptr;
-    if (t->detached) free_thread(t);
+    bool detached;
+    {
+        // A joiner may be a greenlet of another hub: once it sees `finished`
+        // it frees t, so nothing here touches t after the Guard is let go,
+        // unless t is detached (pthread_detach looks under the same Guard:
+        // exactly one of the two frees it).
+        WaitQueue::Guard held(t->joiners);
+        t->finished = true;
+        detached = t->detached;
+        t->joiners.notify_all(held);
+    }
+    {
+        WaitQueue::Guard held(g_all_done);
+        if (--g_live_threads == 0) g_all_done.notify_all(held);
+    }
+    if (detached) free_thread(t);
 }
 
 // A greenlet thread gets thread-locals of its own, as a thread has, unless
@@ -195,7 +209,10 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
         free_thread(t);
         return EAGAIN;
     }
-    ++g_live_threads;
+    {
+        WaitQueue::Guard held(g_all_done);
+        ++g_live_threads;
+    }
     // The process has threads now, whatever the kernel says: libstdc++ and
     // glibc skip synchronisation while this is set (std::stop_token does).
     __libc_single_threaded = 0;
@@ -210,6 +227,9 @@ namespace {
 int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only, bool malformed_time = false) {
     GThread* t = gthread_of(th);
     if (!t) return -1;  // not ours
+    // (The thread's state is looked at under its joiners' Guard: it may end
+    // on another hub.)
+    WaitQueue::Guard held(t->joiners);
     if (try_only && !t->finished) return EBUSY;  // glibc's tryjoin looks at nothing else first
     if (t == gthread_current()) return EDEADLK;  // checked first, as glibc does
     if (t->detached || t->joining) return EINVAL;
@@ -221,13 +241,15 @@ int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only, bool 
         static WaitSite waiting{"pthread_join", "join"};
         while (!t->finished) {
             int r = park_as(waiting, -1, Interruptible::no, EndsBy::other_thread,
-                            [&](Hub&) { return t->joiners.wait(deadline); });
+                            [&](Hub&) { return t->joiners.wait(held, deadline); });
+            held.lock();
             if (r == -ETIMEDOUT && !t->finished) {
                 t->joining = false;
                 return ETIMEDOUT;
             }
         }
     }
+    held.unlock();
     if (ret) *ret = t->result;
     free_thread(t);
     return 0;
@@ -266,9 +288,14 @@ SHIM_EXPORT int pthread_detach(pthread_t th) {
     SHIM_ENTER;
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_detach)(th);
-    if (t->detached) return EINVAL;
-    t->detached = true;
-    if (t->finished) free_thread(t);
+    bool finished;
+    {
+        WaitQueue::Guard held(t->joiners);
+        if (t->detached) return EINVAL;
+        t->detached = true;
+        finished = t->finished;
+    }
+    if (finished) free_thread(t);
     return 0;
 }
 
@@ -409,8 +436,13 @@ SHIM_EXPORT void pthread_exit(void* value) {
         // The main thread leaves, the process stays until the last thread ends
         // (as with real threads), then exits with status 0.
         static WaitSite waiting{"pthread_exit of main (waiting for the other threads)", "join"};
-        while (g_live_threads > 0)
-            park_as(waiting, -1, Interruptible::no, EndsBy::other_thread, [](Hub&) { return g_all_done.wait(); });
+        WaitQueue::Guard held(g_all_done);
+        while (g_live_threads > 0) {
+            park_as(waiting, -1, Interruptible::no, EndsBy::other_thread,
+                    [&](Hub&) { return g_all_done.wait(held); });
+            held.lock();
+        }
+        held.unlock();
         std::exit(0);
     }
     REAL(pthread_exit)(value);

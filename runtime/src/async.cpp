@@ -31,6 +31,7 @@ struct Hub::Async {
     std::mutex mu;                  // guards done
     std::vector<PoolJob*> done;     // finished by pool threads, not yet seen
     std::vector<Greenlet*> returned;  // given back by carriers (carrier.cpp), not yet queued
+    std::vector<Greenlet*> woken;     // claimed ready by other threads (post_woken), not yet queued
     std::atomic<int> signal_pending{0};
 
     static void on_async(struct ev_loop* loop, ev_async*, int) {
@@ -38,11 +39,20 @@ struct Hub::Async {
         Async* a = hub->async_;
         std::vector<PoolJob*> finished;
         std::vector<Greenlet*> back;
+        std::vector<Greenlet*> woken;
         {
             InternalScope internal;
             std::lock_guard<std::mutex> lk(a->mu);
             finished.swap(a->done);
             back.swap(a->returned);
+            woken.swap(a->woken);
+        }
+        if (!woken.empty()) {
+            // Not idle any more before the wakes stop counting as in flight:
+            // another hub never sees both gone (idle_begin).
+            detail::idle_end(hub);
+            for (Greenlet* g : woken) hub->take_woken(*g);
+            detail::g_wakes_in_flight.fetch_sub(long(woken.size()));
         }
         for (PoolJob* j : finished) {
             j->done = true;
@@ -65,6 +75,22 @@ void post_done(Hub& hub, PoolJob* j) {
     ev_async_send(hub.loop(), &a.watcher);
 }
 
+std::atomic<long> g_wakes_in_flight{0};
+
+void post_woken(Hub& hub, Greenlet& g) {
+    Hub::Async& a = Runtime::async(hub);
+    g_wakes_in_flight.fetch_add(1);
+    {
+        InternalScope internal;
+        std::lock_guard<std::mutex> lk(a.mu);
+        a.woken.push_back(&g);
+    }
+    ev_async_send(hub.loop(), &a.watcher);
+}
+
+// Makes hub look at its state again (an idle hub rechecks for a deadlock).
+void poke(Hub& hub) noexcept { ev_async_send(hub.loop(), &Runtime::async(hub).watcher); }
+
 void post_came_back(Hub& hub, Greenlet* g) {
     Hub::Async& a = Runtime::async(hub);
     {
@@ -81,6 +107,8 @@ void async_after_fork_child(Hub::Async* a) noexcept {
     new (&a->mu) std::mutex;
     new (&a->done) std::vector<PoolJob*>();  // the old one may be mid-update: leak it
     new (&a->returned) std::vector<Greenlet*>();
+    new (&a->woken) std::vector<Greenlet*>();
+    g_wakes_in_flight.store(0);
     a->signal_pending.store(0);
 }
 }  // namespace detail

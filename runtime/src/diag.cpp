@@ -49,6 +49,9 @@ std::mutex& registry_mu() {
     return *mu;
 }
 Hub* g_hubs = nullptr;
+// The idle book (internal.hpp), under the registry's lock.
+unsigned g_hub_count = 0;
+unsigned g_idle_hubs = 0;
 
 // The registry of WaitSites: a lock-free push-only list.
 std::atomic<WaitSite*> g_sites{nullptr};
@@ -153,6 +156,7 @@ struct Diag {
     }
     static void start_timing(Hub& h) noexcept;
     static Hub*& next(Hub& h) noexcept { return h.registry_next_; }
+    static bool& idle(Hub& h) noexcept { return h.idle_; }
     static std::uint64_t turn(Hub& h) noexcept { return h.turn_.load(std::memory_order_relaxed); }
     static bool polling(Hub& h) noexcept { return h.polling_.load(std::memory_order_relaxed); }
     static Greenlet* running(Hub& h) noexcept { return h.running_.load(std::memory_order_relaxed); }
@@ -253,7 +257,38 @@ void hub_register(Hub* h) noexcept {
     std::lock_guard<std::mutex> lk(registry_mu());
     Diag::next(*h) = g_hubs;
     g_hubs = h;
+    ++g_hub_count;
     if (timing_enabled()) Diag::start_timing(*h);
+}
+
+bool idle_begin(Hub* h) noexcept {
+    InternalScope internal;
+    std::lock_guard<std::mutex> lk(registry_mu());
+    if (g_idle_hubs + 1 >= g_hub_count && g_wakes_in_flight.load() == 0) return false;
+    if (!Diag::idle(*h)) {
+        Diag::idle(*h) = true;
+        ++g_idle_hubs;
+    }
+    return true;
+}
+
+void idle_end(Hub* h) noexcept {
+    InternalScope internal;
+    std::lock_guard<std::mutex> lk(registry_mu());
+    if (Diag::idle(*h)) {
+        Diag::idle(*h) = false;
+        --g_idle_hubs;
+    }
+}
+
+// In a fork's child only the forking thread's hub is left (the others'
+// threads did not come along): the registry and the idle book keep it alone.
+void registry_after_fork_child(Hub* h) noexcept {
+    g_hubs = h;
+    Diag::next(*h) = nullptr;
+    Diag::idle(*h) = false;
+    g_hub_count = 1;
+    g_idle_hubs = 0;
 }
 
 // Stats of hubs that are gone, kept so that the exit report still counts them.
@@ -266,6 +301,21 @@ void hub_unregister(Hub* h) noexcept {
         if (*p == h) {
             *p = Diag::next(*h);
             Diag::add(*h, g_gone);
+            --g_hub_count;
+            if (Diag::idle(*h)) {
+                Diag::idle(*h) = false;
+                --g_idle_hubs;
+            }
+            // The hubs left may all be idle now, with nothing that could wake
+            // them: one of them finds the deadlock when it looks again.
+            if (g_idle_hubs != 0 && g_idle_hubs == g_hub_count && g_wakes_in_flight.load() == 0) {
+                for (Hub* o = g_hubs; o; o = Diag::next(*o)) {
+                    if (Diag::idle(*o)) {
+                        poke(*o);
+                        break;
+                    }
+                }
+            }
             return;
         }
     }

@@ -237,6 +237,7 @@ ThreadState& init_thread_state() {
     t->current = main;
     t->os_tls = ThreadTls::current();  // no block of a greenlet's exists on this thread yet
     t->main_token = &t_main_token;
+    impl->owner_token = &t_main_token;
     t_state = t;
     greenshim_libc_setspecific(exit_key, block);
     return *t;
@@ -367,7 +368,7 @@ void Runtime::jump(Greenlet& target) {
     }
     t.from = self;
     t.current = &target;
-    target.state_ = GreenletState::running;
+    target.state_.store(GreenletState::running, std::memory_order_relaxed);
     ensure_fiber(target);
     Greenlet::Impl& ti = *target.impl_;
     enter_tls(t, ti);
@@ -382,11 +383,11 @@ void Runtime::jump(Greenlet& target) {
 ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err) {
     g.fn_ = nullptr;  // captured state dies on its own stack, while it still exists
     ThreadState& t = *t_state;
-    g.state_ = GreenletState::dead;
+    g.state_.store(GreenletState::dead, std::memory_order_relaxed);
     g.error_ = err;
     live_unlink(g);
     Greenlet& next = first_live(*g.parent_);
-    if (err && next.state_ != GreenletState::suspended && next.state_ != GreenletState::fresh) {
+    if (err && next.state() != GreenletState::suspended && next.state() != GreenletState::fresh) {
         // The parent is not waiting in switch_to() (it is the hub, or parked):
         // nobody could catch this, so say it rather than drop it.
         try {
@@ -406,7 +407,7 @@ ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err)
     t.from = &g;
     t.current = &next;
     ensure_fiber(next);  // a fresh parent starts now, as greenlet does
-    next.state_ = GreenletState::running;
+    next.state_.store(GreenletState::running, std::memory_order_relaxed);
 #if GREENSHIM_ASAN
     // Dying: ASan frees our fake stack now. Only returns follow, through frames
     // of this file (kept off the fake stack: runtime/meson.build), until
@@ -474,8 +475,8 @@ Greenlet::~Greenlet() {
     // destructors on its stack); account for it first. One a fork left
     // behind is dead already but still has its fiber.
     if (impl_->fiber_created && !is_main_ && impl_->ctx) {
-        if (state_ != GreenletState::dead) {
-            state_ = GreenletState::dead;
+        if (state() != GreenletState::dead) {
+            state_.store(GreenletState::dead, std::memory_order_relaxed);
             if (detail::t_state) Runtime::live_unlink(*this);
         }
         Runtime::unwind(*this);
@@ -503,6 +504,9 @@ const void* Greenlet::current_owner_id() noexcept {
 
 const void* Greenlet::owner_id() const noexcept {
     if (!is_main_) return this;
+    // (Its own thread's token, asked from whichever thread: a lock handed
+    // to a main greenlet by a thread of another hub.)
+    if (impl_ && impl_->owner_token) return impl_->owner_token;
     ThreadState* t = detail::t_state;
     return t ? t->main_token : &detail::t_main_token;
 }
@@ -582,10 +586,10 @@ std::any Greenlet::switch_to(std::any value) {
 
 std::any Greenlet::throw_in(std::exception_ptr e) {
     Greenlet& self = current();
-    if (state_ == GreenletState::fresh) {
+    if (state() == GreenletState::fresh) {
         // Never started: it dies at once and the exception goes to its parent,
         // unless it is GreenletExit (a quiet death).
-        state_ = GreenletState::dead;
+        state_.store(GreenletState::dead, std::memory_order_relaxed);
         fn_ = nullptr;
         bool quiet = false;
         try {

@@ -1,4 +1,5 @@
 // The hub: a libev loop in a greenlet, a FIFO run queue, and park().
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +46,15 @@ const char* to_string(Wake w) noexcept {
     }
     return "?";
 }
+
+namespace {
+// The spin locks WaitQueue::Guard takes, one cache line each, picked by the
+// queue's address.
+struct alignas(64) LockWord {
+    std::atomic<int> word{0};
+};
+LockWord g_queue_locks[64];
+}  // namespace
 
 // An fd's ev_io and the nodes of greenlets waiting on it. The watcher stays
 // armed after it fires so that the next wait on the same fd costs no
@@ -288,6 +298,13 @@ void Hub::nothing_to_do() {
         poll_idle(EVRUN_ONCE);
         return;
     }
+    // Or another hub, or a wake on its way here, still could: wait for it.
+    // (With one hub, idle_begin says no at once.)
+    if (!finished && detail::idle_begin(this)) {
+        poll_idle(EVRUN_ONCE);
+        detail::idle_end(this);
+        return;
+    }
     // Nothing else will ever happen: tell the main greenlet, if it waits.
     if (main_->state() == GreenletState::parked) {
         schedule(*main_, Wake::deadlock);
@@ -297,9 +314,14 @@ void Hub::nothing_to_do() {
     std::terminate();  // no handler, or it returned: nothing can go on
 }
 
-Wake Hub::park(Deadline deadline) {
+Wake Hub::park(Deadline deadline) { return park_releasing(deadline, nullptr); }
+
+Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held) {
     Greenlet& self = Greenlet::current();
-    if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot wait");
+    if (&self == hub_greenlet_.get()) {
+        if (held) held->unlock();
+        throw std::logic_error("greenshim: the hub greenlet cannot wait");
+    }
     Greenlet::Impl& im = detail::impl_of(self);
     // A parked greenlet must outlive the wait even if its owner lets go.
     bool park_ref = !im.keepalive && !self.is_main();
@@ -310,7 +332,11 @@ Wake Hub::park(Deadline deadline) {
     bool timed = deadline != kForever;
     if (timed) {
         std::int64_t left = deadline - monotonic_ns();
-        if (left <= 0) return Wake::timeout;
+        if (left <= 0) {
+            if (held) held->unlock();
+            if (park_ref) im.keepalive.reset();
+            return Wake::timeout;
+        }
         im.deadline = deadline;
         im.timer.data = &self;
         ev_init(&im.timer, on_timer);
@@ -322,6 +348,9 @@ Wake Hub::park(Deadline deadline) {
     bool wakeable = timed || im.loop_wakeable;
     if (wakeable) ++loop_waiters_;
     Runtime::set_state(self, GreenletState::parked);
+    // From here a waker on another hub may claim it: its wake is posted to
+    // this hub, which takes it only after this switch.
+    if (held) held->unlock();
     detail::bump(switches_);
     detail::count_park(self);
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_park(self, deadline);
@@ -356,12 +385,25 @@ Greenlet& Hub::next_after_park() noexcept {
     return *next;
 }
 
-void Hub::schedule(Greenlet& g, Wake why) {
-    if (g.state() != GreenletState::parked) return;
-    detail::impl_of(g).wake = why;
-    Runtime::set_state(g, GreenletState::ready);
-    push_ready(g);
+void Hub::schedule(Greenlet& g, Wake why) { wake_parked(g, why); }
+
+bool Hub::wake_parked(Greenlet& g, Wake why) {
+    if (!Runtime::claim_parked(g)) return false;
+    deliver(g, why);
+    return true;
 }
+
+// g was claimed (parked -> ready): into its hub's run queue.
+void Hub::deliver(Greenlet& g, Wake why) {
+    Greenlet::Impl& im = detail::impl_of(g);
+    im.wake = why;
+    Hub* home = im.hub;
+    if (__builtin_expect(detail::t_state && detail::t_state->hub == home, 1)) home->push_ready(g);
+    else detail::post_woken(*home, g);
+}
+
+// A wake another thread claimed for a greenlet of this hub (on_async).
+void Hub::take_woken(Greenlet& g) noexcept { push_ready(g); }
 
 InterruptScope::InterruptScope(InterruptMask accepts) noexcept {
     Greenlet::Impl& im = detail::impl_of(Greenlet::current());
@@ -419,7 +461,7 @@ void Hub::fd_watch(WaitNode& n) {
 }
 
 void Hub::fd_unwatch(WaitNode& n) {
-    if (!n.linked) return;
+    if (!n.linked.load(std::memory_order_relaxed)) return;
     assert(n.fd >= 0 && std::size_t(n.fd) < fds_cap_ && fds_[n.fd] && "a linked fd node has its fd's watcher");
     FdWatcher* w = fds_[n.fd];
     NodeList::unlink(w->head, w->tail, n);
@@ -543,6 +585,9 @@ void Hub::after_fork_child() {
     detail::pool_after_fork_child();
     detail::carriers_after_fork_child();
     detail::async_after_fork_child(async_);
+    detail::registry_after_fork_child(this);
+    // A Guard another OS thread held at the fork is nobody's in the child.
+    for (auto& l : g_queue_locks) l.word.store(0, std::memory_order_relaxed);
     ev_loop_fork(loop_);
 }
 
@@ -553,36 +598,83 @@ WaitQueue::~WaitQueue() {
     notify_all();
 }
 
+std::atomic<int>* WaitQueue::detail_lock_word(const void* q) noexcept {
+    auto a = reinterpret_cast<std::uintptr_t>(q);
+    return &g_queue_locks[(a >> 4 ^ a >> 10) & 63].word;
+}
+
+// Held for a few loads and stores: spin on a plain load, then give the CPU
+// away (the holder's OS thread may have been preempted by the kernel). A raw
+// system call: the shim interposes sched_yield.
+void WaitQueue::Guard::contended() noexcept {
+    for (unsigned spins = 0;; ++spins) {
+        while (word_->load(std::memory_order_relaxed) != 0) {
+            if (++spins < 200) __builtin_ia32_pause();
+            else {
+                syscall(SYS_sched_yield);
+                spins = 0;
+            }
+        }
+        if (word_->exchange(1, std::memory_order_acquire) == 0) return;
+    }
+}
+
 Wake WaitQueue::wait(Deadline deadline) {
+    Guard held(*this);
+    return wait(held, deadline);
+}
+
+Wake WaitQueue::wait(Guard& held, Deadline deadline) {
     Hub& hub = Hub::current();
     WaitNode node;
     node.g = &Greenlet::current();
     NodeList::push_back(head_, tail_, node);
+    // Unlinked whatever happens (a waker unlinks the one it wakes; a
+    // deadline, an interrupt or an unwind leaves it linked).
     struct Unlink {
         WaitQueue* q;
         WaitNode* n;
-        ~Unlink() { NodeList::unlink(q->head_, q->tail_, *n); }
-    } guard{this, &node};
-    return hub.park(deadline);
+        Guard* held;
+        ~Unlink() {
+            if (!n->linked.load(std::memory_order_acquire)) return;  // a waker took it out
+            held->lock();
+            NodeList::unlink(q->head_, q->tail_, *n);
+            held->unlock();
+        }
+    } guard{this, &node, &held};
+    return hub.park_releasing(deadline, &held);
 }
 
 Greenlet* WaitQueue::wake_one() {
-    Hub* hub = Hub::existing();
+    Guard held(*this);
+    return wake_one(held);
+}
+
+Greenlet* WaitQueue::wake_one(Guard&) {
     while (WaitNode* n = head_) {
+        // Claimed before it is unlinked: once unlinked, its waiter may leave
+        // without the Guard (the node and the wait are gone). A waiter whose
+        // deadline already fired is on its way out: skip it so that the
+        // notification is not lost.
+        Greenlet* g = n->g;
+        bool claimed = Runtime::claim_parked(*g);
         NodeList::unlink(head_, tail_, *n);
-        // A waiter whose deadline already fired is on its way out: skip it so
-        // the notification is not lost.
-        if (hub && n->g->state() == GreenletState::parked) {
-            hub->schedule(*n->g, Wake::event);
-            return n->g;
+        if (claimed) {
+            Hub::deliver(*g, Wake::event);
+            return g;
         }
     }
     return nullptr;
 }
 
 std::size_t WaitQueue::notify_all() {
+    Guard held(*this);
+    return notify_all(held);
+}
+
+std::size_t WaitQueue::notify_all(Guard& held) {
     std::size_t k = 0;
-    while (notify_one()) ++k;
+    while (wake_one(held)) ++k;
     return k;
 }
 

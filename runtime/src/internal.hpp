@@ -32,7 +32,10 @@ struct WaitNode {
     Greenlet* g = nullptr;
     WaitNode* prev = nullptr;
     WaitNode* next = nullptr;
-    bool linked = false;
+    // Written under the list's guard; read without it by a waiter leaving a
+    // WaitQueue (WaitQueue::wait): false, stored last (release) by the waker
+    // that unlinked it, means nobody touches the node any more.
+    std::atomic<bool> linked{false};
     int fd = -1;
     short events = 0;
     short revents = 0;
@@ -46,14 +49,14 @@ struct NodeList {
         n.next = nullptr;
         if (tail) tail->next = &n; else head = &n;
         tail = &n;
-        n.linked = true;
+        n.linked.store(true, std::memory_order_relaxed);
     }
     static void unlink(WaitNode*& head, WaitNode*& tail, WaitNode& n) noexcept {
-        if (!n.linked) return;
+        if (!n.linked.load(std::memory_order_relaxed)) return;
         if (n.prev) n.prev->next = n.next; else head = n.next;
         if (n.next) n.next->prev = n.prev; else tail = n.prev;
         n.prev = n.next = nullptr;
-        n.linked = false;
+        n.linked.store(false, std::memory_order_release);
     }
 };
 
@@ -168,7 +171,14 @@ struct Runtime {
     // (forced_unwind) and comes back when the stack is freed.
     static void unwind(Greenlet& g) noexcept;
     static Greenlet& first_live(Greenlet& g) noexcept;
-    static void set_state(Greenlet& g, GreenletState s) noexcept { g.state_ = s; }
+    static void set_state(Greenlet& g, GreenletState s) noexcept { g.state_.store(s, std::memory_order_relaxed); }
+    // parked -> ready, for exactly one of the wakers that race (a timer, a
+    // waker on the greenlet's hub, one on another hub).
+    static bool claim_parked(Greenlet& g) noexcept {
+        GreenletState p = GreenletState::parked;
+        return g.state_.compare_exchange_strong(p, GreenletState::ready, std::memory_order_acq_rel,
+                                                std::memory_order_relaxed);
+    }
     static void live_link(Greenlet& g) noexcept;
     static void live_unlink(Greenlet& g) noexcept;
     // A thread's main greenlet, constructed at where with its Impl at impl.
@@ -209,6 +219,19 @@ void post_done(Hub& hub, PoolJob* j);
 // did not come along.
 void pool_after_fork_child() noexcept;
 void async_after_fork_child(Hub::Async* a) noexcept;
+// async.cpp: a greenlet of hub, claimed ready by a thread that is not
+// hub's, handed to hub's run queue (counted in flight until it is queued).
+void post_woken(Hub& hub, Greenlet& g);
+// diag.cpp: the hubs' idle book, for deadlock detection across hubs. A hub
+// with nothing to run and nothing its loop could wake asks idle_begin:
+// false if it is the last such hub and no wake is in flight to any hub (a
+// deadlock: nothing left can wake anyone); otherwise it is counted idle
+// until idle_end, after its blocking poll.
+bool idle_begin(Hub* h) noexcept;
+void idle_end(Hub* h) noexcept;
+void registry_after_fork_child(Hub* h) noexcept;
+extern std::atomic<long> g_wakes_in_flight;
+void poke(Hub& hub) noexcept;  // async.cpp
 // carrier.cpp: a carrier gives a greenlet back to its hub (any thread).
 void post_came_back(Hub& hub, Greenlet* g);
 // carrier.cpp: hand_off_running's choice of a carrier (nullptr: none may be
@@ -226,6 +249,7 @@ struct Greenlet::Impl {
     boost::context::fiber ctx;               // this greenlet's suspended context
     boost::context::stack_context stack{};   // its stack once started
     detail::ThreadTls* tls = nullptr;        // its own thread-locals (set_own_thread_locals), or the OS thread's
+    const void* owner_token = nullptr;       // a main greenlet's owner id (its OS thread's main_token)
     bool fiber_created = false;
     int saved_errno = 0;
     detail::EhState saved_eh;

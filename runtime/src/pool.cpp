@@ -76,7 +76,11 @@ void* pool_main(void*) {
 
 void pool_submit(PoolJob* j) {
     InternalScope internal;
-    if (!g_pool) g_pool = new Pool;
+    if (!g_pool) {
+        // Made once, whichever hub asks first (two may at once).
+        static Pool* const first = new Pool;
+        if (!g_pool) g_pool = first;
+    }
     std::unique_lock<std::mutex> lk(g_pool->mu);
     g_pool->queue.push_back(j);
     if (g_pool->queue.size() > g_pool->idle && g_pool->threads < Pool::kMaxThreads) {

@@ -78,7 +78,12 @@ else:
             self.impl = _first_word(value["impl_"]).cast(impl_type)
             self.id = int(value["id_"])
             self.name = _string(value["name_"])
-            self.state = STATES[int(value["state_"])] if 0 <= int(value["state_"]) < len(STATES) else "?"
+            state = value["state_"]
+            try:  # a std::atomic (another hub may claim a parked greenlet)
+                state = state["_M_i"]
+            except gdb.error:
+                pass
+            self.state = STATES[int(state)] if 0 <= int(state) < len(STATES) else "?"
             self.is_hub = bool(self.impl["is_hub"])
             self.is_main = bool(value["is_main_"])
             self.current = _ptr(value) == _ptr(ts["current"])

@@ -19,8 +19,14 @@
 // fires with nobody waiting. A deadline arms the greenlet's own ev_timer (a heap
 // insert, no syscall).
 //
+// Across OS threads: a greenlet of one hub may wake a greenlet of another
+// (schedule(), WaitQueue), and a thread without a hub may too; the wake is
+// posted to the other hub's async watcher. The rest of a hub (its loop, its
+// run queue, its fd watchers) belongs to its own OS thread.
+//
 // May not: be called from the hub greenlet itself (it would park the loop:
-// std::logic_error), from a signal handler, or for another thread's hub.
+// std::logic_error), from a signal handler, or, but for waking, for another
+// thread's hub.
 #pragma once
 
 #include <pthread.h>
@@ -103,9 +109,18 @@ struct FdWait {
 };
 
 // A FIFO of greenlets parked until notified: the one primitive under joins,
-// locks, condition variables and semaphores. Not thread-safe: one OS thread.
-// All-zero bytes are an empty WaitQueue, so one may live inside a statically
-// initialised C object (a pthread_mutex_t, say) that is never constructed.
+// locks, condition variables and semaphores. The waiter and the waker may be
+// on different hubs (OS threads): a waiter of another hub is woken through
+// its hub's async watcher (Hub::schedule). All-zero bytes are an empty
+// WaitQueue, so one may live inside a statically initialised C object (a
+// pthread_mutex_t, say) that is never constructed.
+//
+// Its list is guarded by one of 64 spin locks, picked by the queue's
+// address (Guard). A primitive built on it keeps its own state (a lock's
+// owner, a semaphore's count) under the same Guard, so that a waiter's
+// "check, then wait" and a waker's "change, then wake" cannot interleave
+// across hubs: the waiter enqueues and parks with the Guard held, and it is
+// released only once the greenlet is marked parked.
 class GREENSHIM_API WaitQueue {
 public:
     WaitQueue() = default;
@@ -113,18 +128,71 @@ public:
     WaitQueue& operator=(const WaitQueue&) = delete;
     ~WaitQueue();
 
+    // Holds the queue's spin lock. Held for a few loads and stores, never
+    // across a switch: wait(Guard&) releases it as the greenlet parks.
+    // Cost: an atomic exchange and a store (~2-5 ns) when uncontended; a
+    // contended one spins, then yields the OS thread. May not: be taken
+    // twice by one thread (two queues may share a lock: never hold two).
+    class GREENSHIM_API Guard {
+    public:
+        explicit Guard(const WaitQueue& q) noexcept : word_(detail_lock_word(&q)) { lock(); }
+        // Not taken yet: lock() or try_lock() it.
+        enum Deferred { deferred };
+        Guard(const WaitQueue& q, Deferred) noexcept : word_(detail_lock_word(&q)) {}
+        ~Guard() { unlock(); }
+        Guard(const Guard&) = delete;
+        Guard& operator=(const Guard&) = delete;
+        void lock() noexcept {
+            if (word_->exchange(1, std::memory_order_acquire) != 0) contended();
+            held_ = true;
+        }
+        void unlock() noexcept {
+            if (!held_) return;
+            held_ = false;
+            word_->store(0, std::memory_order_release);
+        }
+        // At most `spins` tries: for a signal handler, which may have
+        // interrupted this very thread holding the same spin lock.
+        bool try_lock(unsigned spins) noexcept {
+            for (unsigned i = 0;; ++i) {
+                if (word_->load(std::memory_order_relaxed) == 0 &&
+                    word_->exchange(1, std::memory_order_acquire) == 0) {
+                    held_ = true;
+                    return true;
+                }
+                if (i == spins) return false;
+                __builtin_ia32_pause();
+            }
+        }
+        bool held() const noexcept { return held_; }
+
+    private:
+        void contended() noexcept;
+        std::atomic<int>* word_;
+        bool held_ = false;
+    };
+
     // Parks the current greenlet until notify_*() picks it or the deadline passes.
     Wake wait(Deadline deadline = kForever);
+    // The same with the queue's Guard held by the caller (who checked its
+    // condition under it): enqueues, and releases it once the greenlet is
+    // parked. Returns with it released.
+    Wake wait(Guard& held, Deadline deadline = kForever);
     bool notify_one() { return wake_one() != nullptr; }  // wakes the longest waiter; false if none
     // Wakes the longest waiter and says which greenlet it was (nullptr if none):
-    // lets a lock hand itself over to the greenlet it wakes.
+    // lets a lock hand itself over to the greenlet it wakes. A waiter whose
+    // deadline fired meanwhile is skipped, so no notification is lost.
     Greenlet* wake_one();
+    Greenlet* wake_one(Guard& held);  // with the Guard held by the caller
     std::size_t notify_all();      // wakes every waiter
+    std::size_t notify_all(Guard& held);
+    // Hints without the Guard (exact with it held).
     bool empty() const noexcept { return head_ == nullptr; }
     std::size_t size() const noexcept;
 
 private:
     friend class Hub;
+    static std::atomic<int>* detail_lock_word(const void* q) noexcept;
     detail::WaitNode* head_ = nullptr;
     detail::WaitNode* tail_ = nullptr;
 };
@@ -159,8 +227,14 @@ public:
     // Parks the current greenlet until schedule() picks it or the deadline
     // passes. The basic wait; everything else is built on it.
     Wake park(Deadline deadline = kForever);
-    // Puts a parked greenlet of this hub in the run queue; a greenlet that is
-    // not parked is left alone. Cheap: no switch happens here.
+    // Puts a parked greenlet in its hub's run queue; a greenlet that is not
+    // parked is left alone. The wake is claimed with a compare-and-swap
+    // (parked -> ready), so of a timer, a waker on this hub and one on
+    // another, exactly one wins. Cheap for a greenlet of the caller's own
+    // hub: no switch happens here. One of another hub's (or a call from a
+    // thread without a hub) is posted to that hub's async watcher: a lock,
+    // a vector push and, if that hub is blocked in its poll, an eventfd
+    // write (~1-5 us until it runs there).
     void schedule(Greenlet& g, Wake why = Wake::event);
     // Wakes g with Wake::interrupted if it is parked (whatever its
     // InterruptMask: a cancellation, say); false if it was not parked.
@@ -354,7 +428,13 @@ private:
     void start_async();
     void stop_async() noexcept;
 
+    // park(), releasing `held` (if any) once the greenlet is marked parked.
+    Wake park_releasing(Deadline deadline, WaitQueue::Guard* held);
+    // schedule(): true if it claimed g (g was parked).
+    static bool wake_parked(Greenlet& g, Wake why);
+    static void deliver(Greenlet& g, Wake why);  // g claimed: into its hub's run queue
     void push_ready(Greenlet& g);
+    void take_woken(Greenlet& g) noexcept;  // async.cpp: a wake another thread posted
     Greenlet* pop_ready();
     Greenlet& next_after_park() noexcept;
     void dispatch_hand_off() noexcept;
@@ -418,6 +498,7 @@ private:
     std::int64_t poll_started_ = 0;
     pthread_t thread_;
     Hub* registry_next_ = nullptr;
+    bool idle_ = false;  // counted in the idle book (diag.cpp; under its lock)
 };
 
 }  // namespace greenshim

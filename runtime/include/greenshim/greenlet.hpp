@@ -40,6 +40,7 @@
 
 #include <any>
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -112,9 +113,11 @@ public:
     std::any throw_in(std::exception_ptr e);
     std::any throw_in() { return throw_in(std::make_exception_ptr(GreenletExit{})); }
 
-    bool dead() const noexcept { return state_ == GreenletState::dead; }
-    bool started() const noexcept { return state_ != GreenletState::fresh; }
-    GreenletState state() const noexcept { return state_; }
+    bool dead() const noexcept { return state() == GreenletState::dead; }
+    bool started() const noexcept { return state() != GreenletState::fresh; }
+    // Another OS thread may read it (a hub waking a greenlet of another hub
+    // claims it parked -> ready with a compare-and-swap); plain loads here.
+    GreenletState state() const noexcept { return state_.load(std::memory_order_relaxed); }
     bool is_main() const noexcept { return is_main_; }
 
     Greenlet* parent() const noexcept { return parent_.get(); }
@@ -201,7 +204,7 @@ private:
     void* user_data_ = nullptr;
     std::uint64_t id_;
     std::size_t stack_size_;
-    GreenletState state_ = GreenletState::fresh;
+    std::atomic<GreenletState> state_{GreenletState::fresh};
     bool is_main_ = false;
     bool impl_in_place_ = false;  // impl_ was not new'd: destroyed, not deleted
 };
