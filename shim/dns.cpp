@@ -21,7 +21,7 @@ auto offload(Call&& call) -> decltype(call()) {
     int err = 0, herr = 0;
     static WaitSite waiting{"a DNS lookup (helper thread)", "pool"};
     WaitScope what(waiting);
-    Hub::current().run_blocking([&] {
+    greenshim::detail::current_hub().run_blocking([&] {
         result = call();
         err = errno;
         herr = h_errno;

@@ -103,7 +103,7 @@ FdState* fd_known(int fd) noexcept {
 }
 
 void fd_replacing(int newfd) noexcept {
-    if (Hub* hub = Hub::existing()) hub->fd_closed(newfd);
+    if (Hub* hub = greenshim::detail::existing_hub()) hub->fd_closed(newfd);
 }
 
 void fd_forget(int fd) noexcept {

@@ -12,10 +12,8 @@
 
 namespace greenshim::shim {
 
-namespace {
 Config g_config;
 int g_config_state = 0;  // 0 not read, 1 reading, 2 read
-}  // namespace
 
 // One line on stderr for a value the library does not accept, the value shown
 // short and printable (config.hpp, shown()).
@@ -50,8 +48,8 @@ void read_config() noexcept {
 }
 }  // namespace
 
-const Config& config() noexcept {
-    if (__builtin_expect(__atomic_load_n(&g_config_state, __ATOMIC_ACQUIRE) != 2, 0)) {
+const Config& config_first() noexcept {
+    if (__atomic_load_n(&g_config_state, __ATOMIC_ACQUIRE) != 2) {
         int expected = 0;
         if (__atomic_compare_exchange_n(&g_config_state, &expected, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
             read_config();
@@ -66,17 +64,6 @@ const Config& config() noexcept {
     return g_config;
 }
 
-bool may_park(Hub*& hub) noexcept {
-    hub = nullptr;
-    if (!config().enabled || runtime_internal() || in_signal_handler()) return false;
-    hub = Hub::existing();
-    return !hub || !hub->in_hub();
-}
-
-bool may_park() noexcept {
-    Hub* hub;
-    return may_park(hub);
-}
 
 namespace {
 // The next definition after ours; failing that (libc itself was preloaded

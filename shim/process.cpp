@@ -200,7 +200,7 @@ SHIM_EXPORT pid_t fork(void) {
     pid_t r = REAL(fork)();
     if (r == 0) {
         as_os_thread.after_fork_child();
-        if (Hub* hub = Hub::existing()) hub->after_fork_child();
+        if (Hub* hub = greenshim::detail::existing_hub()) hub->after_fork_child();
         threads_after_fork_child();
         sync_after_fork_child();
         stall_after_fork_child();

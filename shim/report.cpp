@@ -163,7 +163,7 @@ void on_dump_signal(int sig, siginfo_t* info, void* uctx) {
     // may land on another (a thread the program made before the shim's
     // constructor ran, say): hand it on, with the requester.
     Hub* hub = Hub::process_hub();
-    if (hub && Hub::existing() != hub) {
+    if (hub && greenshim::detail::existing_hub() != hub) {
         sigval v;
         v.sival_ptr = reinterpret_cast<void*>(kDumpMagic | std::uint32_t(requester));
         pthread_sigqueue(hub_thread(*hub), sig, v);

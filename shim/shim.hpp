@@ -52,6 +52,7 @@
 #include "config.hpp"
 #include "faults.hpp"
 #include "greenshim/hub.hpp"
+#include "greenshim/thread_state.hpp"
 
 #define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -143,7 +144,14 @@ GREENSHIM_REAL_FUNCTIONS(GREENSHIM_REAL_SLOT)
 
 // ---- configuration (the table: config.hpp; read in init.cpp) ----
 
-const Config& config() noexcept;
+// Read once, on first use (init.cpp); then a load and a compare.
+extern Config g_config;
+extern int g_config_state;  // 0 not read, 1 reading, 2 read
+const Config& config_first() noexcept;
+inline const Config& config() noexcept {
+    if (__builtin_expect(__atomic_load_n(&g_config_state, __ATOMIC_ACQUIRE) == 2, 1)) return g_config;
+    return config_first();
+}
 // The one warning for a bad GREENSHIM_* value: "greenshim: ignoring NAME=VALUE
 // (expected ...)", the value shown short and printable.
 void warn_ignored(const char* name, const char* value, const char* expected) noexcept;
@@ -151,9 +159,21 @@ void warn_ignored(const char* name, const char* value, const char* expected) noe
 // True when this call may park: the shim is enabled and we are not inside the
 // hub itself (libev's own epoll_wait/read/write must reach the kernel), in a
 // signal handler, or in the runtime's own work (its helper threads).
-bool may_park() noexcept;
-bool may_park(Hub*& hub) noexcept;  // the same, and this thread's hub (nullptr: none yet)
-bool in_signal_handler() noexcept;          // signal.cpp
+// Inline: every interposed call asks (signal.cpp's depth, the runtime's
+// thread state: thread_state.hpp).
+extern thread_local int t_signal_depth __attribute__((tls_model("initial-exec")));  // signal.cpp
+bool in_signal_handler_slow() noexcept;  // signal.cpp: handlers left by siglongjmp dropped first
+inline bool in_signal_handler() noexcept { return t_signal_depth != 0 && in_signal_handler_slow(); }
+inline bool may_park(Hub*& hub) noexcept {
+    hub = nullptr;
+    if (!config().enabled || greenshim::detail::internal() || in_signal_handler()) return false;
+    hub = greenshim::detail::existing_hub();
+    return !hub || greenshim::detail::state_head()->current != &hub->greenlet();  // (not in the hub itself)
+}
+inline bool may_park() noexcept {
+    Hub* hub;
+    return may_park(hub);
+}
 // Handlers run so far (signal.cpp), for a wait that yields instead of
 // parking: interrupted_since() says whether one that ran since the mark
 // interrupts the current greenlet's wait in that mode, as on_signals (signal.cpp)
@@ -431,7 +451,7 @@ inline auto file_call(int fd, Call&& call) -> decltype(call()) {
     int err = 0;
     static WaitSite waiting{"file I/O (helper thread)", "pool"};
     WaitScope what(waiting, fd);
-    Hub::current().run_blocking([&] {
+    greenshim::detail::current_hub().run_blocking([&] {
         r = call();
         err = errno;
     });
@@ -473,7 +493,7 @@ int park_as(Interruptible mode, EndsBy ends, const char* what, Wait&& wait) noex
     Wake w;
     try {
         InterruptScope interruptible{InterruptMask(mode)};
-        w = wait(Hub::current());
+        w = wait(greenshim::detail::current_hub());
     } catch (...) {
         return -ENOMEM;
     }
@@ -614,7 +634,7 @@ int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy, const Bac
         int w = -ETIMEDOUT;
         if (now < spin_until) {
             InterruptScope interruptible{InterruptMask(mode)};
-            Hub::current().yield();
+            greenshim::detail::current_hub().yield();
         } else {
             Deadline next = deadline_after_ns(backoff);
             if (deadline < next) next = deadline;

@@ -73,12 +73,15 @@ struct HandlerFrame {
 };
 constexpr int kMaxDepth = 8;
 // initial-exec (the library is loaded at start-up, with the static TLS):
-// t_depth is read by every interposed call (may_park), and a general-dynamic
+// t_signal_depth is read by every interposed call (may_park), and a general-dynamic
 // access is a call to __tls_get_addr.
 thread_local HandlerFrame t_frames[kMaxDepth] __attribute__((tls_model("initial-exec")));
-thread_local int t_depth __attribute__((tls_model("initial-exec"))) = 0;
+}  // namespace
+// How many of the program's handlers run on this stack now (shim.hpp).
+thread_local int greenshim::shim::t_signal_depth __attribute__((tls_model("initial-exec"))) = 0;
+namespace {
 
-const Greenlet* running_greenlet() noexcept { return Hub::existing() ? &Greenlet::current() : nullptr; }
+const Greenlet* running_greenlet() noexcept { return greenshim::detail::existing_hub() ? &greenshim::detail::current_greenlet() : nullptr; }
 
 bool runs_in(const HandlerFrame& f, std::uintptr_t sp) noexcept {
     if (sp >= f.frame) return false;
@@ -88,13 +91,13 @@ bool runs_in(const HandlerFrame& f, std::uintptr_t sp) noexcept {
 // Forgets the handlers the thread has left without returning.
 void drop_left_handlers() noexcept {
     auto sp = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
-    while (t_depth > 0 && t_depth <= kMaxDepth && !runs_in(t_frames[t_depth - 1], sp)) --t_depth;
+    while (t_signal_depth > 0 && t_signal_depth <= kMaxDepth && !runs_in(t_frames[t_signal_depth - 1], sp)) --t_signal_depth;
 }
 
 void enter_handler(void* uctx) noexcept {
-    if (t_depth) drop_left_handlers();
-    if (t_depth < kMaxDepth) {
-        HandlerFrame& f = t_frames[t_depth];
+    if (t_signal_depth) drop_left_handlers();
+    if (t_signal_depth < kMaxDepth) {
+        HandlerFrame& f = t_frames[t_signal_depth];
         f.frame = uctx ? reinterpret_cast<std::uintptr_t>(uctx) : ~std::uintptr_t(0);
         f.alt_low = 0;
         f.greenlet = running_greenlet();
@@ -105,11 +108,11 @@ void enter_handler(void* uctx) noexcept {
             if (!(alt.ss_flags & SS_DISABLE) && f.frame >= low && f.frame < low + alt.ss_size) f.alt_low = low;
         }
     }
-    ++t_depth;
+    ++t_signal_depth;
 }
 
 void leave_handler() noexcept {
-    if (t_depth > 0) --t_depth;
+    if (t_signal_depth > 0) --t_signal_depth;
 }
 
 // The program's handler, called as the kernel would call it.
@@ -395,10 +398,10 @@ int do_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
 }  // namespace
 
 namespace greenshim::shim {
-bool in_signal_handler() noexcept {
-    if (t_depth == 0) return false;
+bool in_signal_handler_slow() noexcept {
+    if (t_signal_depth == 0) return false;
     drop_left_handlers();
-    return t_depth != 0;
+    return t_signal_depth != 0;
 }
 
 SignalMark signal_mark() noexcept { return {g_runs_restart.load(), g_runs_norestart.load()}; }
@@ -410,8 +413,8 @@ bool handlers_ran_since(const SignalMark& mark) noexcept {
 bool interrupted_since(const SignalMark& mark, Interruptible mode) noexcept {
     if (mode == Interruptible::no) return false;
     // Signals interrupt the main greenlet (another only once main is gone).
-    Hub* hub = Hub::existing();
-    if (!hub || !(Greenlet::current().is_main() || hub->main().dead())) return false;
+    Hub* hub = greenshim::detail::existing_hub();
+    if (!hub || !(greenshim::detail::current_greenlet().is_main() || hub->main().dead())) return false;
     if (g_runs_norestart.load() != mark.norestart) return true;
     return mode == Interruptible::always && g_runs_restart.load() != mark.restart;
 }

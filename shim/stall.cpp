@@ -237,7 +237,7 @@ void tick(ucontext_t* uc) noexcept {
     StallTicker* ticker = this_ticker();
     if (!ticker) return;
     StallTicker& k = *ticker;
-    Hub* hub = Hub::existing();  // (there is one: the ticker hangs on it)
+    Hub* hub = greenshim::detail::existing_hub();  // (there is one: the ticker hangs on it)
     if (hub->idle_polling()) {  // asleep: nothing to take back until it has work
         quiet(*hub, k);
         return;
@@ -251,7 +251,7 @@ void tick(ucontext_t* uc) noexcept {
     }
     if (++k.unchanged < 2) return;
     auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
-    if (t_shim_depth != 0 || t_being_preempted || runtime_internal() || in_signal_handler() || !hub->can_preempt() ||
+    if (t_shim_depth != 0 || t_being_preempted || greenshim::detail::internal() || in_signal_handler() || !hub->can_preempt() ||
         in_unsafe_code(pc))
         return;  // looked at again next tick (can_preempt: not the hub itself)
     k.unchanged = 0;
@@ -358,7 +358,7 @@ void come_back_from_carrier() noexcept {
 
 void hand_back_to_carrier() noexcept {
     t_hand_back = false;
-    Hub* hub = Hub::existing();
+    Hub* hub = greenshim::detail::existing_hub();
     if (!hub || t_being_preempted || in_signal_handler()) return;
     t_being_preempted = true;  // (a tick meanwhile leaves it alone)
     if (hub->hand_off_running()) arrived_on_carrier();
@@ -373,7 +373,7 @@ void stall_init() noexcept {
 }
 
 void stall_quiet() noexcept {
-    if (StallTicker* k = this_ticker()) quiet(*Hub::existing(), *k);
+    if (StallTicker* k = this_ticker()) quiet(*greenshim::detail::existing_hub(), *k);
 }
 
 void stall_after_fork_child() noexcept {

@@ -69,12 +69,12 @@ int wait_in(WaitQueue& q, WaitQueue::Guard& held, WaitSite& site, const void* ob
                    [&](Hub&) { return q.wait(held, deadline); });
 }
 
-// Who holds a lock: Greenlet::current_owner_id(), which sets nothing up and
+// Who holds a lock: greenshim::detail::current_owner_id(), which sets nothing up and
 // allocates nothing. An allocator's mutexes are taken inside malloc, often
 // before anything else ran on the thread (jemalloc's first malloc, from
 // libstdc++'s start-up): an uncontended lock, unlock or trylock must never
 // reach the runtime's per-thread set-up, the hub or malloc.
-const void* self() noexcept { return Greenlet::current_owner_id(); }
+const void* self() noexcept { return greenshim::detail::current_owner_id(); }
 
 // ---- objects glibc keeps ----
 //
@@ -211,7 +211,7 @@ std::atomic<bool> g_sem_posted_in_handler{false};
 struct SemListed {
     SemWaiter node;
     OsThreadSync* list;  // nullptr only when out of memory: not listed
-    SemListed(const sem_t* s, bool glibc) : node{s, glibc, &Greenlet::current()}, list(os_sync(true)) {
+    SemListed(const sem_t* s, bool glibc) : node{s, glibc, &greenshim::detail::current_greenlet()}, list(os_sync(true)) {
         if (!list) return;
         node.next = list->sem_waiters;
         if (list->sem_waiters) list->sem_waiters->prev = &node;
@@ -868,7 +868,7 @@ bool glibc_rw(pthread_rwlock_t* l) { return as_rw(l)->shared; }
 // the words the shim reads (PostgreSQL 15's postmaster, which runs OpenSSL
 // in its signal handlers, then waited for ever on a free lock).
 bool rw_by_glibc(pthread_rwlock_t* l) {
-    return !config().enabled || runtime_internal() || (glibc_rw(l) && !may_park());
+    return !config().enabled || greenshim::detail::internal() || (glibc_rw(l) && !may_park());
 }
 
 using RwLockFn = int (*)(RwLock*, Deadline, bool);
@@ -893,7 +893,7 @@ SHIM_EXPORT int pthread_rwlock_init(pthread_rwlock_t* l, const pthread_rwlockatt
     SHIM_ENTER;
     int pshared = PTHREAD_PROCESS_PRIVATE;
     if (attr) pthread_rwlockattr_getpshared(attr, &pshared);
-    if (pshared != PTHREAD_PROCESS_PRIVATE || !config().enabled || runtime_internal())
+    if (pshared != PTHREAD_PROCESS_PRIVATE || !config().enabled || greenshim::detail::internal())
         return REAL(pthread_rwlock_init)(l, attr);
     std::memset(l, 0, sizeof *l);
     return 0;
@@ -1168,7 +1168,7 @@ SHIM_EXPORT int pthread_barrier_wait(pthread_barrier_t* b) {
         // thread waits in it for this greenlet while the others run.
         WaitScope what(g_barrier, reinterpret_cast<std::intptr_t>(b));
         int r = 0;
-        Hub::current().run_blocking([&] { r = REAL(pthread_barrier_wait)(b); });
+        greenshim::detail::current_hub().run_blocking([&] { r = REAL(pthread_barrier_wait)(b); });
         return r;
     }
     Barrier* x = as_barrier(b);
@@ -1202,7 +1202,7 @@ SHIM_EXPORT int pthread_spin_trylock(pthread_spinlock_t* l) {
 SHIM_EXPORT int pthread_spin_lock(pthread_spinlock_t* l) {
     SHIM_ENTER;
     while (pthread_spin_trylock(l) != 0) {
-        if (may_park()) Hub::current().yield();
+        if (may_park()) greenshim::detail::current_hub().yield();
         else __builtin_ia32_pause();
     }
     return 0;

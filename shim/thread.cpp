@@ -56,7 +56,7 @@ GThread* gthread_of(pthread_t t) noexcept {
 
 OsThread* os_thread(bool make) noexcept {
     try {
-        Hub* hub = make ? &Hub::current() : Hub::existing();
+        Hub* hub = make ? &greenshim::detail::current_hub() : greenshim::detail::existing_hub();
         if (!hub) return nullptr;
         auto* o = static_cast<OsThread*>(hub->embedder_data());
         if (!o && make) {
@@ -70,8 +70,8 @@ OsThread* os_thread(bool make) noexcept {
 }
 
 GThread* gthread_current() noexcept {
-    if (!Hub::existing()) return nullptr;
-    return static_cast<GThread*>(Greenlet::current().user_data());
+    if (!greenshim::detail::existing_hub()) return nullptr;
+    return static_cast<GThread*>(greenshim::detail::current_greenlet().user_data());
 }
 
 void tsd_run_destructors(GThread* t) noexcept;  // tsd.cpp
@@ -102,7 +102,7 @@ void thread_main(GThread* t) {
     // Then glibc's order: thread_local destructors, then the keys'.
     Greenlet::run_thread_exit();
     tsd_run_destructors(t);
-    sync_thread_exiting(Greenlet::current());  // robust mutexes it holds: owner dead
+    sync_thread_exiting(greenshim::detail::current_greenlet());  // robust mutexes it holds: owner dead
     t->result = result;
     t->greenlet = nullptr;
     bool detached;
@@ -194,7 +194,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     }
     ensure_signal_stack();  // for the stack overflow report
     try {
-        std::shared_ptr<Greenlet> g = Hub::current().spawn(
+        std::shared_ptr<Greenlet> g = greenshim::detail::current_hub().spawn(
             [t](std::any) -> std::any {
                 thread_main(t);
                 return {};
@@ -203,7 +203,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
         g->set_user_data(t);
         set_greenlet_entry(*g, reinterpret_cast<void*>(start));
         give_own_thread_locals(*g);
-        if (g->has_own_thread_locals()) stall_watch(Hub::current());
+        if (g->has_own_thread_locals()) stall_watch(greenshim::detail::current_hub());
         t->greenlet = g.get();
     } catch (...) {
         free_thread(t);
@@ -432,7 +432,7 @@ SHIM_EXPORT void pthread_exit(void* value) {
         unwind_thread(*t);
     }
     SHIM_ENTER;
-    if (may_park() && Hub::existing() && &Greenlet::current() == &Hub::existing()->main()) {
+    if (may_park() && greenshim::detail::existing_hub() && &greenshim::detail::current_greenlet() == &greenshim::detail::existing_hub()->main()) {
         // The main thread leaves, the process stays until the last thread ends
         // (as with real threads), then exits with status 0.
         static WaitSite waiting{"pthread_exit of main (waiting for the other threads)", "join"};
@@ -452,7 +452,7 @@ SHIM_EXPORT void pthread_exit(void* value) {
 SHIM_EXPORT int sched_yield(void) {
     SHIM_ENTER;
     if (!may_park()) return REAL(sched_yield)();
-    Hub::current().yield();
+    greenshim::detail::current_hub().yield();
     return 0;
 }
 
@@ -559,7 +559,7 @@ SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
     if (sig == 0) return 0;
     int r = REAL(pthread_kill)(REAL(pthread_self)(), sig);
     if (r == 0 && t->greenlet && runs_handler(t, sig)) {
-        if (Hub* hub = Hub::existing()) hub->interrupt(*t->greenlet);
+        if (Hub* hub = greenshim::detail::existing_hub()) hub->interrupt(*t->greenlet);
     }
     return r;
 }

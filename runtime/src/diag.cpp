@@ -327,7 +327,7 @@ using detail::Diag;
 using detail::ts;
 
 WaitScope::WaitScope(WaitSite& site, std::intptr_t arg) noexcept {
-    Greenlet::Impl& im = detail::impl_of(Greenlet::current());
+    Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
     saved_site_ = im.site;
     saved_arg_ = im.wait_arg;
     im.site = &site;
@@ -335,7 +335,7 @@ WaitScope::WaitScope(WaitSite& site, std::intptr_t arg) noexcept {
 }
 
 WaitScope::~WaitScope() {
-    Greenlet::Impl& im = detail::impl_of(Greenlet::current());
+    Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
     im.site = saved_site_;
     im.wait_arg = saved_arg_;
 }

@@ -37,7 +37,7 @@ bool join_state(TaskState& st, Deadline deadline) {
 }
 
 std::shared_ptr<TaskState> start_task(std::function<void()> body, std::string name) {
-    Hub& hub = Hub::current();
+    Hub& hub = detail::current_hub();
     auto st = std::make_shared<TaskState>();
     // The greenlet holds the state (not the other way round) so that a handle
     // can be dropped while the greenlet runs on.
@@ -77,7 +77,7 @@ bool joinall(const std::vector<TaskBase>& tasks, double timeout) {
 }
 
 void sleep(double seconds) {
-    Hub& hub = Hub::current();
+    Hub& hub = detail::current_hub();
     if (seconds <= 0) {
         hub.yield();
         return;
@@ -90,7 +90,7 @@ void sleep(double seconds) {
 
 namespace {
 bool wait_fd_for(int fd, int events, double timeout) {
-    Wake w = Hub::current().wait_fd(fd, events, deadline_after(timeout));
+    Wake w = detail::current_hub().wait_fd(fd, events, deadline_after(timeout));
     switch (w) {
     case Wake::timeout: return false;
     case Wake::closed: throw std::system_error(EBADF, std::generic_category(), "greenshim: fd closed while waiting");

@@ -33,12 +33,10 @@ namespace detail {
 thread_local ThreadState* t_state GREENSHIM_TLS = nullptr;
 // InternalScopes open on this OS thread (a pool thread sets it for life).
 thread_local int t_internal GREENSHIM_TLS = 0;
-
-namespace {
-// The main greenlet's owner id (Greenlet::current_owner_id): only its address
-// matters.
+// The main greenlet's owner id: only its address is used.
 thread_local char t_main_token GREENSHIM_TLS;
 
+namespace {
 // The exceptions being handled, saved and restored with each switch of a
 // greenlet that shares its OS thread's thread-locals (one with its own block
 // keeps them there). Ours, and the program's libstdc++'s when the process's
@@ -223,7 +221,10 @@ ThreadState& init_thread_state() {
     void* mem = mmap(nullptr, kThreadBlockBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) throw std::bad_alloc();
     auto* block = new (mem) ThreadBlock;
-    static_assert(offsetof(ThreadBlock, state) == 0);
+    // The block is released through its state (thread_exit), and the shim
+    // reads the state's head through the thread-local (thread_state.hpp).
+    assert(static_cast<void*>(&block->state) == mem);
+    assert(static_cast<ThreadStateHead*>(&block->state) == reinterpret_cast<ThreadStateHead*>(&block->state));
 #if GREENSHIM_ASAN
     // LeakSanitizer does not scan mmap'd memory of its own accord: what the
     // thread state points to (the hub) is reachable.

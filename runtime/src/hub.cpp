@@ -262,7 +262,7 @@ bool Hub::can_preempt() const noexcept {
 bool Hub::preempt_running() noexcept {
     if (!can_preempt()) return false;
     detail::bump(preemptions_);
-    Greenlet& self = Greenlet::current();
+    Greenlet& self = detail::current_greenlet();
     Greenlet::Impl& im = detail::impl_of(self);
     if (im.tls && !self.is_main()) {  // a carrier may resume it (it has its own thread-locals)
         im.carriable = true;
@@ -317,7 +317,7 @@ void Hub::nothing_to_do() {
 Wake Hub::park(Deadline deadline) { return park_releasing(deadline, nullptr); }
 
 Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held) {
-    Greenlet& self = Greenlet::current();
+    Greenlet& self = detail::current_greenlet();
     if (&self == hub_greenlet_.get()) {
         if (held) held->unlock();
         throw std::logic_error("greenshim: the hub greenlet cannot wait");
@@ -406,11 +406,11 @@ void Hub::deliver(Greenlet& g, Wake why) {
 void Hub::take_woken(Greenlet& g) noexcept { push_ready(g); }
 
 InterruptScope::InterruptScope(InterruptMask accepts) noexcept {
-    Greenlet::Impl& im = detail::impl_of(Greenlet::current());
+    Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
     saved_ = im.interrupt_mask;
     im.interrupt_mask = accepts;
 }
-InterruptScope::~InterruptScope() { detail::impl_of(Greenlet::current()).interrupt_mask = saved_; }
+InterruptScope::~InterruptScope() { detail::impl_of(detail::current_greenlet()).interrupt_mask = saved_; }
 
 bool Hub::interrupt(Greenlet& g) {
     if (g.state() != GreenletState::parked) return false;
@@ -419,7 +419,7 @@ bool Hub::interrupt(Greenlet& g) {
 }
 
 void Hub::yield() {
-    Greenlet& self = Greenlet::current();
+    Greenlet& self = detail::current_greenlet();
     if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot yield");
     Runtime::set_state(self, GreenletState::ready);
     detail::impl_of(self).wake = Wake::event;
@@ -481,7 +481,7 @@ void Hub::fd_closed(int fd) {
 }
 
 Wake Hub::wait_fds(FdWait* fds, std::size_t n, Deadline deadline) {
-    Greenlet& self = Greenlet::current();
+    Greenlet& self = detail::current_greenlet();
     if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot wait");
     WaitNode local[8];
     std::unique_ptr<WaitNode[]> heap;
@@ -497,7 +497,7 @@ Wake Hub::wait_fds(FdWait* fds, std::size_t n, Deadline deadline) {
         std::size_t n;
         ~Unwatch() {
             for (std::size_t i = 0; i < n; ++i) hub->fd_unwatch(nodes[i]);
-            detail::impl_of(Greenlet::current()).loop_wakeable = false;
+            detail::impl_of(detail::current_greenlet()).loop_wakeable = false;
         }
     } guard{this, nodes, 0};
     for (std::size_t i = 0; i < n; ++i) {
@@ -519,7 +519,7 @@ Wake Hub::wait_fds(FdWait* fds, std::size_t n, Deadline deadline) {
 // wait_fds without its array of nodes and loops (~140 instructions less a
 // wait, a tenth of an echoed message's).
 Wake Hub::wait_fd(int fd, int events, Deadline deadline) {
-    Greenlet& self = Greenlet::current();
+    Greenlet& self = detail::current_greenlet();
     if (&self == hub_greenlet_.get()) throw std::logic_error("greenshim: the hub greenlet cannot wait");
     Greenlet::Impl& im = detail::impl_of(self);
     WaitNode node;
@@ -625,9 +625,9 @@ Wake WaitQueue::wait(Deadline deadline) {
 }
 
 Wake WaitQueue::wait(Guard& held, Deadline deadline) {
-    Hub& hub = Hub::current();
+    Hub& hub = detail::current_hub();
     WaitNode node;
-    node.g = &Greenlet::current();
+    node.g = &detail::current_greenlet();
     NodeList::push_back(head_, tail_, node);
     // Unlinked whatever happens (a waker unlinks the one it wakes; a
     // deadline, an interrupt or an unwind leaves it linked).

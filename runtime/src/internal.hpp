@@ -18,6 +18,7 @@
 #include "greenshim/greenlet.hpp"
 #include "greenshim/diag.hpp"
 #include "greenshim/hub.hpp"
+#include "greenshim/thread_state.hpp"
 #include "sanitizers.hpp"
 #include "thread_tls.hpp"
 
@@ -80,11 +81,11 @@ private:
     std::size_t reused_ = 0;
 };
 
-struct ThreadState {
-    Greenlet* current = nullptr;
+// ThreadStateHead (thread_state.hpp): current, hub and main_token, read
+// inline by the shim.
+struct ThreadState : ThreadStateHead {
     Greenlet* from = nullptr;  // who switched to the greenlet now resuming
     std::shared_ptr<Greenlet> main;
-    Hub* hub = nullptr;
     std::any xfer_value;             // value carried by the switch in progress
     std::exception_ptr xfer_error;   // exception carried by it
     StackPool pool;
@@ -94,10 +95,8 @@ struct ThreadState {
     // switch (off its stack): an abandoned raw greenlet is then unwound.
     std::shared_ptr<Greenlet> release_later;
     // The OS thread's own thread-locals (its TCB), which every greenlet
-    // without a block of its own runs with; and main's owner id (an address
-    // in them: the same whichever block is current when it is asked).
+    // without a block of its own runs with.
     ThreadTls* os_tls = nullptr;
-    const void* main_token = nullptr;
     // On a carrier (carrier.cpp) while it carries a greenlet: that greenlet's
     // hub. The carried greenlet's block points its t_state here meanwhile.
     Hub* carrying_for = nullptr;
@@ -117,8 +116,7 @@ struct EhState {
     EhGlobals program;  // the process's (global scope's) when it is another one
 };
 
-extern thread_local ThreadState* t_state GREENSHIM_TLS;
-extern thread_local int t_internal GREENSHIM_TLS;
+// (t_state, t_internal: declared in thread_state.hpp.)
 }  // namespace detail
 extern std::atomic<std::uint64_t> g_signal_generation;
 namespace detail {

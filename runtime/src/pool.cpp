@@ -102,7 +102,7 @@ void pool_submit(PoolJob* j) {
 }  // namespace
 
 Wake Hub::run_blocking(std::function<void()> fn) {
-    PoolJob j{std::move(fn), this, &Greenlet::current()};
+    PoolJob j{std::move(fn), this, &detail::current_greenlet()};
     if (in_hub()) {  // no greenlet to park: run it here
         j.fn();
         return Wake::event;
