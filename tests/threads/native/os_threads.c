@@ -4,12 +4,15 @@
  * stay OS threads, each with a hub of its own once it waits, beside four
  * greenlet threads on the main hub. They share a mutex, condition
  * variables, a semaphore, an rwlock, a barrier, pthread_once, a private
- * futex and a join. Unpatched all six are OS threads: the same statements. */
+ * futex and a join, and one of them streams checksummed bytes through a
+ * socket pair that a greenlet thread echoes (each side waits on its own end,
+ * on its own hub). Unpatched all six are OS threads: the same statements. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <semaphore.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 
 #include "common.h"
@@ -42,6 +45,77 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int once_runs;
 static uint32_t fword;  /* the futex ping-pong: 0 the OS thread's turn... */
 static int futex_ok = 1;
+static int sv[2];  /* the OS thread 1 streams into sv[0]; a greenlet thread echoes from sv[1] */
+#define STREAM_BYTES (1 << 20)
+static uint64_t sent_sum, echoed_sum;
+static long echoed_bytes;
+
+static uint64_t mix(uint64_t h, const unsigned char *p, long n) {
+    for (long i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+/* Writes all of p, in the pieces write() takes. */
+static int write_all(int fd, const unsigned char *p, long n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, (size_t)n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= w;
+    }
+    return 0;
+}
+/* OS thread 1: sends STREAM_BYTES in pieces of 1 to 8 KiB while it reads
+ * the echo back, then half-closes and reads to the end. */
+static void *stream_reader(void *arg) {
+    (void)arg;
+    unsigned char buf[8192];
+    long got = 0;
+    uint64_t h = 14695981039346656037ull;
+    for (;;) {
+        ssize_t r = read(sv[0], buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        h = mix(h, buf, r);
+        got += r;
+    }
+    echoed_sum = h;
+    echoed_bytes = got;
+    return NULL;
+}
+static void stream(void) {
+    typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    create_fn libc_create = (create_fn)dlsym(libc, "pthread_create");
+    pthread_t reader;
+    libc_create(&reader, NULL, stream_reader, NULL);  /* an OS thread too: reads while this one writes */
+    unsigned char buf[8192];
+    uint64_t h = 14695981039346656037ull, x = 88172645463325252ull;
+    for (long left = STREAM_BYTES; left > 0;) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        long n = 1 + (long)(x % sizeof buf);
+        if (n > left) n = left;
+        for (long i = 0; i < n; ++i) buf[i] = (unsigned char)(x >> (i % 56));
+        h = mix(h, buf, n);
+        if (write_all(sv[0], buf, n) < 0) break;
+        left -= n;
+    }
+    sent_sum = h;
+    shutdown(sv[0], SHUT_WR);
+    pthread_join(reader, NULL);
+}
+/* A greenlet thread: echoes sv[1] until the end. */
+static void *echo(void *arg) {
+    (void)arg;
+    unsigned char buf[4096];
+    for (;;) {
+        ssize_t r = read(sv[1], buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || write_all(sv[1], buf, r) < 0) break;
+    }
+    shutdown(sv[1], SHUT_WR);
+    return NULL;
+}
 
 static void once_init(void) {
     usleep(20000);  /* the others wait for it, wherever they run */
@@ -115,6 +189,7 @@ static void *os_thread(void *arg) {
         for (int i = 0; i < PINGS; ++i) futex_turn(0, 1);
     } else {
         pthread_join(late_thread, &late_result);  /* a greenlet thread, from an OS thread */
+        stream();
     }
     return NULL;
 }
@@ -159,11 +234,15 @@ int main(void) {
     sem_init(&pong, 0, 0);
     pthread_barrier_init(&barrier, NULL, ALL);
     pthread_create(&late_thread, NULL, late, (void *)(intptr_t)14);
+    pthread_t echoer;
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    pthread_create(&echoer, NULL, echo, NULL);
     pthread_t os[OS_THREADS], green[GREEN_THREADS];
     for (int i = 0; i < OS_THREADS; ++i) libc_create(&os[i], NULL, os_thread, (void *)(intptr_t)i);
     for (int i = 0; i < GREEN_THREADS; ++i) pthread_create(&green[i], NULL, green_thread, (void *)(intptr_t)(OS_THREADS + i));
     for (int i = 0; i < GREEN_THREADS; ++i) pthread_join(green[i], NULL);
     for (int i = 0; i < OS_THREADS; ++i) pthread_join(os[i], NULL);
+    pthread_join(echoer, NULL);
 
     long want_sum = 0;
     for (int p = 0; p < OS_THREADS; ++p) want_sum += (long)(p + 1) * ITEMS * (ITEMS + 1) / 2;
@@ -176,5 +255,7 @@ int main(void) {
     say("pthread_once ran its routine once", once_runs == 1);
     say("the futex ping-pong ended with the word as it began", futex_ok && fword == 0);
     say("an OS thread joined a greenlet thread and got its value", (intptr_t)late_result == 42);
+    say("a greenlet thread echoed every byte two OS threads streamed, in order",
+        echoed_bytes == STREAM_BYTES && echoed_sum == sent_sum);
     return all_ok ? 0 : 1;
 }
