@@ -257,10 +257,28 @@ int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only, bool 
 
 }  // namespace
 
+namespace {
+// A thread the shim did not make (libc's pthread_create: an allocator's
+// background thread, which jemalloc joins at exit): glibc's join blocks the
+// OS thread until it ends, and its end may need another greenlet of this hub
+// first (a lock it holds, a signal it sends). A helper thread waits in the
+// join while this greenlet parks (any thread may join a joinable thread).
+// A thread joining itself is glibc's to refuse (EDEADLK) at once.
+template <class Join>
+int join_os_thread(pthread_t th, Join&& join) {
+    if (!may_park() || (!gthread_current() && pthread_equal(th, REAL(pthread_self)()))) return join();
+    static WaitSite waiting{"pthread_join (an OS thread the shim did not make)", "join"};
+    WaitScope what(waiting, -1);
+    int r = 0;
+    greenshim::detail::current_hub().run_blocking([&] { r = join(); });
+    return r;
+}
+}  // namespace
+
 SHIM_EXPORT int pthread_join(pthread_t th, void** ret) {
     SHIM_ENTER;
     int r = join_until(th, ret, kForever, false);
-    return r >= 0 ? r : REAL(pthread_join)(th, ret);
+    return r >= 0 ? r : join_os_thread(th, [&] { return REAL(pthread_join)(th, ret); });
 }
 
 SHIM_EXPORT int pthread_tryjoin_np(pthread_t th, void** ret) {
@@ -271,14 +289,14 @@ SHIM_EXPORT int pthread_tryjoin_np(pthread_t th, void** ret) {
 
 SHIM_EXPORT int pthread_timedjoin_np(pthread_t th, void** ret, const struct timespec* abstime) {
     SHIM_ENTER;
-    if (!gthread_of(th)) return REAL(pthread_timedjoin_np)(th, ret, abstime);
+    if (!gthread_of(th)) return join_os_thread(th, [&] { return REAL(pthread_timedjoin_np)(th, ret, abstime); });
     bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
     return join_until(th, ret, malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_clockjoin_np(pthread_t th, void** ret, clockid_t clock, const struct timespec* abstime) {
     SHIM_ENTER;
-    if (!gthread_of(th)) return REAL(pthread_clockjoin_np)(th, ret, clock, abstime);
+    if (!gthread_of(th)) return join_os_thread(th, [&] { return REAL(pthread_clockjoin_np)(th, ret, clock, abstime); });
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
     return join_until(th, ret, malformed ? kForever : deadline_at(clock, abstime), false, malformed);

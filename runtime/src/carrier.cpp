@@ -94,6 +94,7 @@ void carry(ThreadState& t, Carrier& c, Greenlet& g, Hub& from) {
 void* carrier_main(void* arg) {
     auto* c = static_cast<Carrier*>(arg);
     detail::t_internal = 1;  // its own code's libc calls go straight to libc
+    detail::OwnThread own;
     ThreadState& t = detail::ts();
     Registry& r = *g_registry;
     Greenlet* g = nullptr;

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <mutex>
@@ -281,6 +282,30 @@ void idle_end(Hub* h) noexcept {
     }
 }
 
+std::atomic<int> g_own_threads{0};
+
+bool foreign_threads_alive() noexcept {
+    InternalScope internal;  // (the reads below go straight to libc)
+    char buf[1024];
+    int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    // Field 20, num_threads, is the 18th after the command's closing ')'.
+    const char* p = std::strrchr(buf, ')');
+    for (int field = 2; p && field < 20; ++field) p = std::strchr(p + 1, ' ');
+    if (!p) return false;
+    long threads = std::strtol(p + 1, nullptr, 10);
+    long known;
+    {
+        std::lock_guard<std::mutex> lk(registry_mu());
+        known = long(g_hub_count);
+    }
+    return threads > known + g_own_threads.load();
+}
+
 // In a fork's child only the forking thread's hub is left (the others'
 // threads did not come along): the registry and the idle book keep it alone.
 void registry_after_fork_child(Hub* h) noexcept {
@@ -289,6 +314,7 @@ void registry_after_fork_child(Hub* h) noexcept {
     Diag::idle(*h) = false;
     g_hub_count = 1;
     g_idle_hubs = 0;
+    g_own_threads.store(0);  // (theirs did not come along either)
 }
 
 // Stats of hubs that are gone, kept so that the exit report still counts them.
@@ -702,6 +728,7 @@ struct Seen {
 
 void* monitor_main(void* arg) {
     detail::t_internal = 1;  // for life: libc calls here go straight to libc
+    detail::OwnThread own;
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, nullptr);

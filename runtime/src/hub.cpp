@@ -305,6 +305,17 @@ void Hub::nothing_to_do() {
         detail::idle_end(this);
         return;
     }
+    // Every hub is idle and no wake is on its way. An OS thread that is
+    // neither a hub's nor the runtime's (an allocator's background thread,
+    // which its creator waits for on a condition variable the new thread
+    // signals before it ever waits itself) may still wake someone: look
+    // again every kForeignRecheckNs while there is one (unpatched, such a
+    // process would not be told of a deadlock either).
+    if (!finished && detail::foreign_threads_alive()) {
+        ev_once(loop_, -1, 0, double(kForeignRecheckNs) / 1e9, [](int, void*) {}, nullptr);
+        poll_idle(EVRUN_ONCE);
+        return;
+    }
     // Nothing else will ever happen: tell the main greenlet, if it waits.
     if (main_->state() == GreenletState::parked) {
         schedule(*main_, Wake::deadlock);

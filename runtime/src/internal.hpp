@@ -140,6 +140,21 @@ struct Counters {
     std::atomic<std::uint64_t> carriers{0};
 };
 extern Counters g_counters;
+// The runtime's own OS threads (pool helpers, carriers, the monitor) while
+// they run (diag.cpp): deadlock detection does not take them for threads of
+// the program's that could still wake someone.
+extern std::atomic<int> g_own_threads;
+struct OwnThread {
+    OwnThread() noexcept { g_own_threads.fetch_add(1); }
+    ~OwnThread() { g_own_threads.fetch_sub(1); }
+    OwnThread(const OwnThread&) = delete;
+    OwnThread& operator=(const OwnThread&) = delete;
+};
+// Whether the process has an OS thread that is neither a hub's nor one of
+// the runtime's own (an allocator's background thread made with libc's
+// pthread_create, one made before the runtime was loaded): one that may
+// still wake a parked greenlet (diag.cpp; reads /proc/self/stat).
+bool foreign_threads_alive() noexcept;
 // How long an idle helper thread waits for work before it ends.
 inline constexpr int kHelperIdleSeconds = 2;
 inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {

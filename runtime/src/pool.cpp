@@ -48,6 +48,7 @@ Pool* g_pool = nullptr;
 
 void* pool_main(void*) {
     t_internal = 1;  // for life: every libc call here goes straight to libc
+    detail::OwnThread own;
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, nullptr);  // signals are for the program's thread

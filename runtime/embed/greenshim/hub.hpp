@@ -460,6 +460,9 @@ private:
     unsigned coop_left_ = 0;
     // Polling the loop while greenlets are runnable (poll_due in hub.cpp).
     static constexpr unsigned kPollCheckPasses = 8;
+    // nothing_to_do: how often a deadlock is looked for again while an OS
+    // thread the runtime does not know of could still wake someone.
+    static constexpr std::int64_t kForeignRecheckNs = 20'000'000;
     static constexpr std::int64_t kMaxPollDelayNs = 100'000;
     bool poll_due() noexcept;
     bool yielded_ = false;  // a greenlet yielded in this pass: poll after it
