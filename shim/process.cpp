@@ -12,6 +12,7 @@
 #include <cstddef>
 
 #include <atomic>
+#include <mutex>
 
 #include "shim.hpp"
 #include "thread.hpp"
@@ -31,19 +32,11 @@ constexpr std::size_t kMaxTracked = 64;
 // own) may start and wait for children too.
 pid_t g_children[kMaxTracked];
 std::size_t g_nchildren = 0;
-std::atomic<bool> g_children_lock{false};
-
-struct ChildrenLock {
-    ChildrenLock() noexcept {
-        while (g_children_lock.exchange(true, std::memory_order_acquire)) REAL(syscall)(SYS_sched_yield);
-    }
-    ~ChildrenLock() { g_children_lock.store(false, std::memory_order_release); }
-    ChildrenLock(const ChildrenLock&) = delete;
-    ChildrenLock& operator=(const ChildrenLock&) = delete;
-};
+SpinLock g_children_lock;
+using ChildrenLock = std::lock_guard<SpinLock>;
 
 void track_child(pid_t pid) {
-    ChildrenLock held;
+    ChildrenLock held(g_children_lock);
     if (g_nchildren < kMaxTracked) g_children[g_nchildren++] = pid;
 }
 
@@ -205,7 +198,7 @@ SHIM_EXPORT pid_t fork(void) {
         sync_after_fork_child();
         stall_after_fork_child();
         g_nchildren = 0;  // the parent's children are not ours
-        g_children_lock.store(false);  // (another OS thread may have held it at the fork)
+        g_children_lock.reset();  // (another OS thread may have held it at the fork)
     } else if (r > 0) {
         track_child(r);
     }
@@ -271,7 +264,7 @@ int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
         if (pid > 0) {
             waits.push_back({int(::syscall(SYS_pidfd_open, pid, 0)), kReadable, 0});
         } else {
-            ChildrenLock held;
+            ChildrenLock held(g_children_lock);
             std::size_t kept = 0;
             for (std::size_t i = 0; i < g_nchildren; ++i) {
                 int fd = int(::syscall(SYS_pidfd_open, g_children[i], 0));

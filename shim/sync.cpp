@@ -1263,7 +1263,7 @@ struct FutexEntry {
 // a waiter takes its queue's Guard while it holds this (the order is always
 // the table, then a Guard).
 std::unordered_map<const void*, FutexEntry>* g_futex = nullptr;
-std::atomic<int> g_futex_lock{0};
+SpinLock g_futex_lock;
 
 // Set while this thread holds it: the table allocates under it, and an
 // allocator that waits on a futex of its own through syscall() (gperftools'
@@ -1272,22 +1272,12 @@ thread_local bool t_futex_table_held __attribute__((tls_model("initial-exec"))) 
 
 struct FutexTableLock {
     FutexTableLock() noexcept {
-        // Held for a few loads and stores (and an allocation): spin, then give
-        // the CPU away, since the holder's OS thread may be waiting for it.
-        for (unsigned spins = 0; g_futex_lock.exchange(1, std::memory_order_acquire) != 0;) {
-            while (g_futex_lock.load(std::memory_order_relaxed) != 0) {
-                if (++spins < 200) __builtin_ia32_pause();
-                else {
-                    REAL(syscall)(SYS_sched_yield);
-                    spins = 0;
-                }
-            }
-        }
+        g_futex_lock.lock();
         t_futex_table_held = true;
     }
     ~FutexTableLock() {
         t_futex_table_held = false;
-        g_futex_lock.store(0, std::memory_order_release);
+        g_futex_lock.unlock();
     }
     FutexTableLock(const FutexTableLock&) = delete;
     FutexTableLock& operator=(const FutexTableLock&) = delete;
@@ -1396,7 +1386,7 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
 }  // namespace
 
 void greenshim::shim::sync_after_fork_child() noexcept {
-    g_futex_lock.store(0);
+    g_futex_lock.reset();
     t_futex_table_held = false;
 }
 

@@ -274,6 +274,10 @@ bool idle_begin(Hub* h) noexcept {
 }
 
 void idle_end(Hub* h) noexcept {
+    // Only h's own thread sets its mark (idle_begin, here, its unregistering):
+    // it may look without the lock, and a hub that was not idle (on_async's
+    // every cross-hub wake) takes no lock.
+    if (!Diag::idle(*h)) return;
     InternalScope internal;
     std::lock_guard<std::mutex> lk(registry_mu());
     if (Diag::idle(*h)) {

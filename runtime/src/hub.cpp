@@ -614,19 +614,17 @@ std::atomic<int>* WaitQueue::detail_lock_word(const void* q) noexcept {
     return &g_queue_locks[(a >> 4 ^ a >> 10) & 63].word;
 }
 
-// Held for a few loads and stores: spin on a plain load, then give the CPU
-// away (the holder's OS thread may have been preempted by the kernel). A raw
-// system call: the shim interposes sched_yield.
-void WaitQueue::Guard::contended() noexcept {
+// A raw system call to yield: the shim interposes sched_yield.
+void SpinLock::wait_for(std::atomic<int>& word) noexcept {
     for (unsigned spins = 0;; ++spins) {
-        while (word_->load(std::memory_order_relaxed) != 0) {
+        while (word.load(std::memory_order_relaxed) != 0) {
             if (++spins < 200) __builtin_ia32_pause();
             else {
                 syscall(SYS_sched_yield);
                 spins = 0;
             }
         }
-        if (word_->exchange(1, std::memory_order_acquire) == 0) return;
+        if (word.exchange(1, std::memory_order_acquire) == 0) return;
     }
 }
 

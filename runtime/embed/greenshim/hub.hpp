@@ -108,6 +108,26 @@ struct FdWait {
     short revents;  // set on return: what was seen ready
 };
 
+// A spin lock for a few loads and stores, never held across a switch:
+// spins on a plain load, then gives the CPU away (the holder's OS thread may
+// have been preempted by the kernel). All-zero bytes are an unlocked one.
+// Cost: an atomic exchange and a store (~2-5 ns) when uncontended. Usable
+// with std::lock_guard. WaitQueue::Guard takes one of these words too.
+class GREENSHIM_API SpinLock {
+public:
+    void lock() noexcept {
+        if (word_.exchange(1, std::memory_order_acquire) != 0) wait_for(word_);
+    }
+    void unlock() noexcept { word_.store(0, std::memory_order_release); }
+    // In a fork's child, whoever held it is gone.
+    void reset() noexcept { word_.store(0, std::memory_order_relaxed); }
+    // Takes `word` (0: free, 1: held) once it is free; the slow path of lock().
+    static void wait_for(std::atomic<int>& word) noexcept;
+
+private:
+    std::atomic<int> word_{0};
+};
+
 // A FIFO of greenlets parked until notified: the one primitive under joins,
 // locks, condition variables and semaphores. The waiter and the waker may be
 // on different hubs (OS threads): a waiter of another hub is woken through
@@ -143,7 +163,7 @@ public:
         Guard(const Guard&) = delete;
         Guard& operator=(const Guard&) = delete;
         void lock() noexcept {
-            if (word_->exchange(1, std::memory_order_acquire) != 0) contended();
+            if (word_->exchange(1, std::memory_order_acquire) != 0) SpinLock::wait_for(*word_);
             held_ = true;
         }
         void unlock() noexcept {
@@ -167,7 +187,6 @@ public:
         bool held() const noexcept { return held_; }
 
     private:
-        void contended() noexcept;
         std::atomic<int>* word_;
         bool held_ = false;
     };
