@@ -497,11 +497,7 @@ std::shared_ptr<Greenlet> Greenlet::create(std::function<void()> fn, std::string
 
 Greenlet& Greenlet::current() { return *ts().current; }
 
-const void* Greenlet::current_owner_id() noexcept {
-    ThreadState* t = detail::t_state;
-    if (!t) return &detail::t_main_token;  // only main has run here: the OS thread's thread-locals
-    return t->current->is_main_ ? t->main_token : t->current;
-}
+const void* Greenlet::current_owner_id() noexcept { return detail::current_owner_id(); }
 
 const void* Greenlet::owner_id() const noexcept {
     if (!is_main_) return this;
@@ -644,7 +640,7 @@ const char* to_string(GreenletState s) noexcept {
 
 InternalScope::InternalScope() noexcept { ++detail::t_internal; }
 InternalScope::~InternalScope() { --detail::t_internal; }
-bool runtime_internal() noexcept { return detail::t_internal != 0; }
+bool runtime_internal() noexcept { return detail::internal(); }
 
 StackPoolStats stack_pool_stats() noexcept { return ts().pool.stats(); }
 

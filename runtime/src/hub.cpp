@@ -108,10 +108,8 @@ void on_timer(struct ev_loop* loop, ev_timer* w, int) {
 }
 }  // namespace
 
-Hub* Hub::existing() noexcept {
-    detail::ThreadState* t = detail::t_state;
-    return t ? t->hub : nullptr;
-}
+// (The out-of-line forms of thread_state.hpp's, for programs that link the runtime.)
+Hub* Hub::existing() noexcept { return detail::existing_hub(); }
 
 Hub& Hub::current() {
     detail::ThreadState& t = ts();
