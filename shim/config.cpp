@@ -4,6 +4,9 @@
 // the header of its trace families (greenrun links libc alone).
 #include "config.hpp"
 
+#include <sched.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -294,6 +297,25 @@ constexpr Setting kSettings[] = {
      "call into the shim; `auto`: one fewer than the CPUs the process may run on, at least 1; `0`: none, "
      "such a thread is preempted instead",
      "`auto`"},
+    {"GREENSHIM_HUBS",
+     [](const char* v, Config& c, Expected& why) noexcept {
+         if (!std::strcmp(v, "auto")) {
+             c.hubs = kHubsAuto;
+             return true;
+         }
+         unsigned n = 0;
+         if (!count(v, 1024, "hubs", n, why) || n == 0) return why.say("`auto` or hubs from 1 to 1024");
+         c.hubs = n;
+         return true;
+     },
+     "--hubs N",
+     "auto or 1-1024: OS threads (hubs) that run the greenlet threads, each with its own event loop; new "
+     "threads are placed on them in turn (auto: the CPUs the process may run on; also greenrun -j N)",
+     "`auto` or a number of hubs, 1 to 1024: the greenlet threads `pthread_create` makes are placed in turn "
+     "on this many OS threads, each a hub with its own event loop (the main thread's and `N`-1 workers, "
+     "started at the first `pthread_create`), so I/O-bound threads use several cores; a thread stays on its "
+     "hub. `auto`: the CPUs the process may run on. `greenrun -j N` is the same. README, \"Several hubs\"",
+     "`1`"},
     {"GREENSHIM_TRACE",
      [](const char* v, Config& c, Expected& why) noexcept { return trace(v, c.trace, why); }, "--trace FAMILIES",
      "trace every park and wake of those families to stderr: all, or a comma list of {families}",
@@ -323,5 +345,13 @@ const std::size_t kSettingCount = sizeof kSettings / sizeof kSettings[0];
 // The stack row's default text names kThreadStackDefault (and the runtime's
 // own default, runtime/src/greenlet.cpp).
 static_assert(kThreadStackDefault == std::size_t(1) << 20, "GREENSHIM_STACK_SIZE's default text says 1M");
+
+// The CPUs this process may run on (its affinity mask), at least 1: `auto`
+// for GREENSHIM_HUBS and GREENSHIM_SPARES.
+unsigned usable_cpus() noexcept {
+    cpu_set_t set;
+    long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 1 ? unsigned(cpus) : 1;
+}
 
 }  // namespace greenshim::shim

@@ -20,6 +20,10 @@ namespace greenshim::shim {
 // GREENSHIM_SPARES=auto: one fewer than the CPUs the process may run on, at
 // least 1 (stall.cpp resolves it).
 inline constexpr unsigned kSparesAuto = ~0u;
+// GREENSHIM_HUBS=auto: the CPUs the process may run on (thread.cpp resolves it).
+inline constexpr unsigned kHubsAuto = ~0u;
+// The CPUs the process may run on (its affinity mask), at least 1.
+unsigned usable_cpus() noexcept;
 
 struct Config {
     bool enabled = true;            // false: GREENSHIM_DISABLE=1 or a setuid/setgid process
@@ -31,6 +35,7 @@ struct Config {
     unsigned monitor_ms = 0;        // GREENSHIM_MONITOR: report a hub stalled this long
     unsigned handoff_ms = 10;       // GREENSHIM_HANDOFF: take the OS thread back after this long, 0 = never
     unsigned spares = kSparesAuto;  // GREENSHIM_SPARES: carrier OS threads at most (stall.cpp), 0 = none
+    unsigned hubs = 1;              // GREENSHIM_HUBS: OS threads running greenlet threads (thread.cpp)
     const char* trace = nullptr;    // GREENSHIM_TRACE: families to trace, or "all"
     double faults_rate = 0;         // GREENSHIM_FAULTS=SEED:RATE (faults.hpp), 0 = off
     std::uint64_t faults_seed = 0;

@@ -66,6 +66,7 @@ void usage(std::FILE* out) {
         "                      output, measure both (greenrun --compare --help)\n"
         "  -h, --help          this text\n"
         "  --version           greenrun's version\n"
+        "  -j N                same as --hubs N (GREENSHIM_HUBS)\n"
         "  and the option shown beside a variable below, which sets that variable\n"
         "\n",
         out);
@@ -279,6 +280,13 @@ int main(int, char** argv) {
         if (!std::strcmp(*a, "--version")) {
             std::printf("greenrun %s\n", kVersion);
             return 0;
+        }
+        if (!std::strncmp(*a, "-j", 2) && (*a)[2] != '-') {  // -j N, -jN: make's spelling of --hubs N
+            const char* n = (*a)[2] ? *a + 2 : a[1];
+            if (!n) die("-j needs a number of hubs (or auto)");
+            if (!(*a)[2]) ++a;
+            setenv("GREENSHIM_HUBS", n, 1);
+            continue;
         }
         if (set_from_table(a)) continue;
         if (!std::strcmp(*a, "--print-lib")) print_lib = true;

@@ -324,6 +324,7 @@ inline auto unless_tick_eintr(Call&& call) -> decltype(call()) {
 // (only those keep their own depth) on hub's OS thread: starts the tick there
 // (once per OS thread) if GREENSHIM_HANDOFF is on.
 void stall_watch(Hub& hub) noexcept;
+int stall_tick_signal() noexcept;  // the stall timer's signal (worker hubs keep it unblocked)
 
 // ---- diagnostics (report.cpp) ----
 

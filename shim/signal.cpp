@@ -136,13 +136,16 @@ void trampoline(int sig, siginfo_t* info, void* uctx) {
     std::uint64_t bit = std::uint64_t(1) << (sig & 63);
     (flags & SA_RESTART ? g_pending_restart : g_pending_norestart).fetch_or(bit);
     (flags & SA_RESTART ? g_runs_restart : g_runs_norestart).fetch_add(1);
-    if (Hub* hub = Hub::process_hub()) hub->notify_signal();
+    Hub::notify_signal_all();
     errno = saved;
 }
 
 // In the hub greenlet, after one or more handlers ran.
 void on_signals(Hub& hub) {
     sync_after_handlers(hub);  // first: a waiter a handler's sem_post satisfies takes it
+    // A handler interrupts the main greenlet's wait (Hub::interrupt_one), on
+    // the process hub: a worker hub only scans its semaphore waiters.
+    if (&hub != Hub::process_hub()) return;
     std::uint64_t nr = g_pending_norestart.exchange(0);
     std::uint64_t r = g_pending_restart.exchange(0);
     // A handler without SA_RESTART interrupts any interruptible wait; one
@@ -421,7 +424,7 @@ bool interrupted_since(const SignalMark& mark, Interruptible mode) noexcept {
 
 void wake_hub_from_handler() noexcept {
     Hub::set_signal_callback(on_signals);  // (set already if a handler of the program's runs)
-    if (Hub* hub = Hub::process_hub()) hub->notify_signal();
+    Hub::notify_signal_all();
 }
 
 void hold_fault_signals() noexcept {

@@ -338,9 +338,8 @@ void carrier_retire(void** slot) noexcept {
 unsigned spares() noexcept {
     unsigned n = config().spares;
     if (n != kSparesAuto) return n;
-    cpu_set_t set;
-    long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
-    return cpus > 2 ? unsigned(cpus - 1) : 1;
+    unsigned cpus = usable_cpus();
+    return cpus > 2 ? cpus - 1 : 1;
 }
 }  // namespace
 
@@ -375,6 +374,8 @@ void stall_init() noexcept {
 void stall_quiet() noexcept {
     if (StallTicker* k = this_ticker()) quiet(*greenshim::detail::existing_hub(), *k);
 }
+
+int stall_tick_signal() noexcept { return tick_signal(); }
 
 void stall_after_fork_child() noexcept {
     if (OsThread* o = os_thread(false)) o->ticker = nullptr;  // (the parent's timer id means nothing here)

@@ -134,6 +134,7 @@ struct SemWaiter;
 struct greenshim::shim::OsThreadSync {
     SharedTable shared;
     SemWaiter* sem_waiters = nullptr;
+    std::uint64_t sem_posts_seen = 0;  // g_sem_posts_in_handler at this hub's last scan
 };
 
 namespace {
@@ -206,7 +207,9 @@ struct SemWaiter {
     SemWaiter* prev = nullptr;
     SemWaiter* next = nullptr;
 };
-std::atomic<bool> g_sem_posted_in_handler{false};
+// Bumped by each sem_post in a handler; each hub's scan (sync_after_handlers)
+// remembers the last count it saw, so every hub looks once per post.
+std::atomic<std::uint64_t> g_sem_posts_in_handler{0};
 
 struct SemListed {
     SemWaiter node;
@@ -227,7 +230,7 @@ struct SemListed {
 
 // Called where the queues may not be touched (a signal handler, a helper thread).
 void sem_posted_from_handler() noexcept {
-    g_sem_posted_in_handler.store(true);
+    g_sem_posts_in_handler.fetch_add(1);
     wake_hub_from_handler();
 }
 
@@ -256,7 +259,35 @@ constexpr int kRealBits = kRobust | kPrioInherit | kPrioProtect | kPshared;     
 constexpr int kInconsistent = INT_MAX;  // glibc's __owner of a robust mutex locked with EOWNERDEAD
 
 Mutex* as_mutex(pthread_mutex_t* m) { return reinterpret_cast<Mutex*>(m); }
-bool real_mutex(pthread_mutex_t* m) { return !may_park() || (as_mutex(m)->kind & kRealBits); }
+// A mutex is the shim's or glibc's by its kind alone, wherever it is taken:
+// an allocator's lock is taken both by the program's threads and by malloc
+// called in the runtime's own code or a hub (where nothing may park), maybe
+// on two OS threads at once, and the two layouts must never meet in one
+// object. Only with the shim disabled is every mutex glibc's.
+bool real_mutex(pthread_mutex_t* m) { return !config().enabled || (as_mutex(m)->kind & kRealBits); }
+
+// A lock that must wait where nothing may park (the shim's or the runtime's
+// own code, a hub greenlet, a signal handler: an allocator's lock taken by
+// malloc there). Its holder runs on another OS thread (a hub, a thread the
+// shim did not make) and lets go soon: spin, then yield the OS thread, as
+// glibc's adaptive mutex does. (A holder parked on this OS thread could not
+// run: glibc's own mutex would deadlock there too.) Called with the Guard
+// held; returns with it held once the lock is taken.
+int mutex_spin_until(Mutex* m, WaitQueue::Guard& held, const void* me, Deadline deadline) {
+    for (unsigned spins = 0;; ++spins) {
+        held.unlock();
+        if (spins < 100) __builtin_ia32_pause();
+        else REAL(sched_yield)();
+        if (deadline != kForever && (spins & 63) == 0 && monotonic_ns() >= deadline) return ETIMEDOUT;
+        held.lock();
+        if (!m->locked) {
+            m->locked = 1;
+            m->owner = me;
+            m->count = 1;
+            return 0;
+        }
+    }
+}
 
 // malformed_time: the caller's time is invalid. As in glibc, that is EINVAL
 // only when the call would have to wait: a free mutex is taken (and a
@@ -285,6 +316,7 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
     }
     if (try_only) return EBUSY;
     if (malformed_time) return EINVAL;
+    if (!relock && !may_park()) return mutex_spin_until(m, held, me, deadline);
     for (;;) {
         int w = wait_in(m->waiters, held, g_mutex, m, deadline);
         held.lock();
@@ -485,7 +517,8 @@ SHIM_EXPORT int pthread_mutex_init(pthread_mutex_t* m, const pthread_mutexattr_t
         pthread_mutexattr_getrobust(attr, &robust);
         pthread_mutexattr_getprotocol(attr, &proto);
     }
-    if (pshared != PTHREAD_PROCESS_PRIVATE || robust != PTHREAD_MUTEX_STALLED || proto != PTHREAD_PRIO_NONE || !may_park())
+    if (pshared != PTHREAD_PROCESS_PRIVATE || robust != PTHREAD_MUTEX_STALLED || proto != PTHREAD_PRIO_NONE ||
+        !config().enabled)
         return REAL(pthread_mutex_init)(m, attr);  // glibc sets its own kind bits
     std::memset(m, 0, sizeof *m);
     as_mutex(m)->kind = type;
@@ -1047,8 +1080,10 @@ int sem_wait_any(sem_t* s, Deadline deadline, bool try_only) {
 
 // Wakes the semaphore waiters whose count a handler made positive.
 void greenshim::shim::sync_after_handlers(Hub& hub) noexcept {
-    if (!g_sem_posted_in_handler.exchange(false)) return;
+    std::uint64_t posts = g_sem_posts_in_handler.load();
     OsThreadSync* o = os_sync(false);
+    if (!o || o->sem_posts_seen == posts) return;
+    o->sem_posts_seen = posts;
     for (SemWaiter* n = o ? o->sem_waiters : nullptr; n; n = n->next) {
         sem_t* sem = const_cast<sem_t*>(n->sem);
         int v = 0;

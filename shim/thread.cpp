@@ -38,6 +38,7 @@ constexpr std::uintptr_t kMagic = 0x6772656e74687264ULL;  // "grenthrd"
 // greenlet threads too); main's pthread_exit waits in g_all_done.
 std::size_t g_live_threads = 0;
 WaitQueue g_all_done;
+std::atomic<bool> g_workers_started{false};  // GREENSHIM_HUBS's workers (start_workers)
 
 void free_thread(GThread* t) {
     t->magic = 0;
@@ -76,8 +77,11 @@ GThread* gthread_current() noexcept {
 
 void tsd_run_destructors(GThread* t) noexcept;  // tsd.cpp
 
-// fork() child: only the calling greenlet lives on.
-void threads_after_fork_child() noexcept { g_live_threads = gthread_current() ? 1 : 0; }
+// fork() child: only the calling greenlet lives on (and no worker hub).
+void threads_after_fork_child() noexcept {
+    g_live_threads = gthread_current() ? 1 : 0;
+    g_workers_started.store(false);
+}
 
 namespace {
 
@@ -172,6 +176,63 @@ std::size_t stack_size_for(const pthread_attr_t* attr, bool* from_attr) {
 }  // namespace
 }  // namespace greenshim::shim
 
+namespace greenshim::shim {
+// ---- several hubs (GREENSHIM_HUBS) ----
+namespace {
+void* worker_main(void*) {
+    REAL(pthread_setname_np)(REAL(pthread_self)(), "greenshim-hub");
+    Hub::run_worker();
+}
+
+unsigned hubs_wanted() noexcept { return config().hubs == kHubsAuto ? usable_cpus() : config().hubs; }
+
+// The workers start at the first pthread_create, one after the other, and
+// that call waits until they run their loops (a process that never makes a
+// thread pays nothing). Their OS threads get the creating OS thread's real
+// signal mask (the main thread's, whose mask is the program's), with the
+// faults and the stall tick let through: a raise() or pthread_kill() of a
+// thread of a worker is delivered there, on that thread, as Linux does; a
+// signal sent to the process may be handled on any of them, as with threads.
+void start_workers() noexcept {
+    if (g_workers_started.exchange(true)) return;
+    unsigned want = hubs_wanted() - 1;
+    sigset_t mask, old;
+    REAL(pthread_sigmask)(SIG_SETMASK, nullptr, &old);
+    mask = old;
+    for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) sigdelset(&mask, sig);
+    sigdelset(&mask, stall_tick_signal());
+    REAL(pthread_sigmask)(SIG_SETMASK, &mask, nullptr);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);  // the hub's set-up only: greenlets run on their own stacks
+    unsigned started = 0;
+    for (unsigned i = 0; i < want; ++i) {
+        pthread_t th;
+        if (REAL(pthread_create)(&th, &attr, worker_main, nullptr) != 0) break;
+        ++started;
+    }
+    pthread_attr_destroy(&attr);
+    REAL(pthread_sigmask)(SIG_SETMASK, &old, nullptr);
+    while (Hub::workers() < started) REAL(sched_yield)();
+}
+
+// Runs on the hub the new thread was placed on, before it first runs: its
+// thread-locals block is made on the OS thread it will run on.
+void adopt_thread(Greenlet& g) noexcept {
+    give_own_thread_locals(g);
+    if (g.has_own_thread_locals()) stall_watch(greenshim::detail::current_hub());
+}
+
+// The hub a new thread goes to: this one, or with several, the next in turn.
+Hub& hub_for_new_thread(Hub& here) noexcept {
+    if (config().hubs == 1) return here;
+    start_workers();
+    return Hub::spawn_target(here);
+}
+}  // namespace
+}  // namespace greenshim::shim
+
 SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void* (*start)(void*), void* arg) {
     SHIM_ENTER;
     if (!may_park()) return REAL(pthread_create)(out, attr, start, arg);
@@ -193,22 +254,22 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
         REAL(pthread_getname_np)(REAL(pthread_self)(), t->name, sizeof t->name);
     }
     ensure_signal_stack();  // for the stack overflow report
+    std::shared_ptr<Greenlet> g;
+    Hub& hub = hub_for_new_thread(greenshim::detail::current_hub());
     try {
-        std::shared_ptr<Greenlet> g = greenshim::detail::current_hub().spawn(
+        g = hub.make_greenlet(
             [t](std::any) -> std::any {
                 thread_main(t);
                 return {};
             },
             {}, stack_size_for(attr, &t->stack_from_attr));
-        g->set_user_data(t);
-        set_greenlet_entry(*g, reinterpret_cast<void*>(start));
-        give_own_thread_locals(*g);
-        if (g->has_own_thread_locals()) stall_watch(greenshim::detail::current_hub());
-        t->greenlet = g.get();
     } catch (...) {
         free_thread(t);
         return EAGAIN;
     }
+    g->set_user_data(t);
+    set_greenlet_entry(*g, reinterpret_cast<void*>(start));
+    t->greenlet = g.get();
     {
         WaitQueue::Guard held(g_all_done);
         ++g_live_threads;
@@ -217,6 +278,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     // glibc skip synchronisation while this is set (std::stop_token does).
     __libc_single_threaded = 0;
     *out = reinterpret_cast<pthread_t>(t);
+    hub.start(*g, adopt_thread);  // (on another hub it may run, and end, at once)
     return 0;
 }
 

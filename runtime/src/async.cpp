@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "internal.hpp"
+#include "os_sync.hpp"
 
 namespace greenshim {
 
@@ -28,10 +29,15 @@ std::atomic<std::uint64_t> g_signal_generation{0};
 
 struct Hub::Async {
     ev_async watcher;
-    std::mutex mu;                  // guards done
+    detail::OsMutex mu;             // guards done, returned, woken
     std::vector<PoolJob*> done;     // finished by pool threads, not yet seen
     std::vector<Greenlet*> returned;  // given back by carriers (carrier.cpp), not yet queued
-    std::vector<Greenlet*> woken;     // claimed ready by other threads (post_woken), not yet queued
+    // Claimed ready by other threads (post_woken), not yet queued: a stack
+    // linked through Impl::next_ready (free while a greenlet is in no run
+    // queue), pushed with a compare-and-swap. No lock and no allocation: a
+    // waker may hold a WaitQueue Guard, and malloc there could need a lock
+    // whose Guard is that very stripe.
+    std::atomic<Greenlet*> woken{nullptr};
     std::atomic<int> signal_pending{0};
 
     static void on_async(struct ev_loop* loop, ev_async*, int) {
@@ -39,20 +45,32 @@ struct Hub::Async {
         Async* a = hub->async_;
         std::vector<PoolJob*> finished;
         std::vector<Greenlet*> back;
-        std::vector<Greenlet*> woken;
         {
             InternalScope internal;
-            std::lock_guard<std::mutex> lk(a->mu);
+            std::lock_guard<detail::OsMutex> lk(a->mu);
             finished.swap(a->done);
             back.swap(a->returned);
-            woken.swap(a->woken);
         }
-        if (!woken.empty()) {
+        if (Greenlet* stack = a->woken.exchange(nullptr, std::memory_order_acquire)) {
             // Not idle any more before the wakes stop counting as in flight:
             // another hub never sees both gone (idle_begin).
             detail::idle_end(hub);
-            for (Greenlet* g : woken) hub->take_woken(*g);
-            detail::g_wakes_in_flight.fetch_sub(long(woken.size()));
+            Greenlet* fifo = nullptr;  // (pushed last first: reversed, they run in wake order)
+            while (stack) {
+                Greenlet* next = detail::impl_of(*stack).next_ready;
+                detail::impl_of(*stack).next_ready = fifo;
+                fifo = stack;
+                stack = next;
+            }
+            long n = 0;
+            while (fifo) {
+                Greenlet* next = detail::impl_of(*fifo).next_ready;
+                detail::impl_of(*fifo).next_ready = nullptr;
+                hub->take_woken(*fifo);
+                fifo = next;
+                ++n;
+            }
+            detail::g_wakes_in_flight.fetch_sub(n);
         }
         for (PoolJob* j : finished) {
             j->done = true;
@@ -69,7 +87,7 @@ namespace detail {
 void post_done(Hub& hub, PoolJob* j) {
     Hub::Async& a = Runtime::async(hub);
     {
-        std::lock_guard<std::mutex> lk(a.mu);
+        std::lock_guard<detail::OsMutex> lk(a.mu);
         a.done.push_back(j);
     }
     ev_async_send(hub.loop(), &a.watcher);
@@ -80,13 +98,14 @@ std::atomic<long> g_wakes_in_flight{0};
 void post_woken(Hub& hub, Greenlet& g) {
     Hub::Async& a = Runtime::async(hub);
     g_wakes_in_flight.fetch_add(1);
-    {
-        InternalScope internal;
-        std::lock_guard<std::mutex> lk(a.mu);
-        a.woken.push_back(&g);
-    }
+    Greenlet::Impl& im = impl_of(g);
+    Greenlet* head = a.woken.load(std::memory_order_relaxed);
+    do im.next_ready = head;
+    while (!a.woken.compare_exchange_weak(head, &g, std::memory_order_release, std::memory_order_relaxed));
     ev_async_send(hub.loop(), &a.watcher);
 }
+
+void set_process_hub(Hub* h) noexcept { g_process_hub.store(h); }
 
 // Makes hub look at its state again (an idle hub rechecks for a deadlock).
 void poke(Hub& hub) noexcept { ev_async_send(hub.loop(), &Runtime::async(hub).watcher); }
@@ -94,7 +113,7 @@ void poke(Hub& hub) noexcept { ev_async_send(hub.loop(), &Runtime::async(hub).wa
 void post_came_back(Hub& hub, Greenlet* g) {
     Hub::Async& a = Runtime::async(hub);
     {
-        std::lock_guard<std::mutex> lk(a.mu);
+        std::lock_guard<detail::OsMutex> lk(a.mu);
         a.returned.push_back(g);
     }
     ev_async_send(hub.loop(), &a.watcher);
@@ -104,10 +123,10 @@ void async_after_fork_child(Hub::Async* a) noexcept {
     if (!a) return;
     // A pool thread may have held `mu` at the fork; the jobs it reports
     // belong to greenlets the child does not have.
-    new (&a->mu) std::mutex;
+    a->mu.reset();
     new (&a->done) std::vector<PoolJob*>();  // the old one may be mid-update: leak it
     new (&a->returned) std::vector<Greenlet*>();
-    new (&a->woken) std::vector<Greenlet*>();
+    a->woken.store(nullptr);
     g_wakes_in_flight.store(0);
     a->signal_pending.store(0);
 }

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "internal.hpp"
+#include "os_sync.hpp"
 
 namespace greenshim {
 
@@ -45,7 +46,7 @@ using detail::ThreadTls;
 namespace {
 
 struct Carrier {
-    std::condition_variable cv;
+    detail::OsCondition cv;
     Greenlet* job = nullptr;  // under the registry's lock
     Hub* from = nullptr;
     bool started = false;     // its OS thread exists (set by the hub that starts it)
@@ -64,7 +65,7 @@ struct Carrier {
 // turns on the carriers without a carrier waiting for the hub, which may be
 // busy running one of them itself.
 struct Registry {
-    std::mutex mu;
+    detail::OsMutex mu;
     std::vector<Carrier*> all;
     unsigned max = 0;
     Hub::CarrierHooks hooks;
@@ -101,7 +102,7 @@ void* carrier_main(void* arg) {
     Hub* from = nullptr;
     for (;;) {
         {
-            std::unique_lock<std::mutex> lk(r.mu);
+            std::unique_lock<detail::OsMutex> lk(r.mu);
             if (g) {  // the one it carried came back: a staged one next, if any
                 if (r.staged) {
                     c->job = std::exchange(r.staged, nullptr);
@@ -116,9 +117,8 @@ void* carrier_main(void* arg) {
             // so the process goes back to its own threads when nothing
             // computes any more.
             while (!c->job) {
-                if (c->cv.wait_for(lk, std::chrono::seconds(detail::kHelperIdleSeconds)) ==
-                        std::cv_status::timeout &&
-                    !c->job && !c->busy) {
+                if (!c->cv.wait_ns(lk, std::int64_t(detail::kHelperIdleSeconds) * 1000000000) && !c->job &&
+                    !c->busy) {
                     std::erase(r.all, c);
                     lk.unlock();
                     if (r.hooks.retire) r.hooks.retire(&c->slot);
@@ -162,7 +162,7 @@ void* carrier_reserve() noexcept {
     Registry* r = g_registry;
     if (!r || r->max == 0) return nullptr;
     InternalScope internal;
-    std::lock_guard<std::mutex> lk(r->mu);
+    std::lock_guard<detail::OsMutex> lk(r->mu);
     for (Carrier* c : r->all) {
         if (!c->busy) {
             c->busy = true;
@@ -192,7 +192,7 @@ bool carrier_may_be_had() noexcept {
 bool carrier_give(void* carrier, Greenlet* g, Hub* from) noexcept {
     auto* c = static_cast<Carrier*>(carrier);
     InternalScope internal;
-    std::unique_lock<std::mutex> lk(g_registry->mu);
+    std::unique_lock<detail::OsMutex> lk(g_registry->mu);
     if (!c->started && !start(*c)) {
         c->busy = false;
         g_busy.fetch_sub(1, std::memory_order_relaxed);
@@ -209,7 +209,7 @@ bool carrier_stage(Greenlet* g, Hub* from) noexcept {
     Registry* r = g_registry;
     if (!r || r->max == 0) return false;
     InternalScope internal;
-    std::lock_guard<std::mutex> lk(r->mu);
+    std::lock_guard<detail::OsMutex> lk(r->mu);
     if (r->staged) return false;
     r->staged = g;
     r->staged_from = from;

@@ -23,6 +23,7 @@
 
 #include "greenshim/trace_families.hpp"
 #include "internal.hpp"
+#include "os_sync.hpp"
 
 namespace greenshim {
 
@@ -40,11 +41,11 @@ std::atomic<std::int64_t> g_first_hub_ns{0};
 // The monitor thread takes it every period/2: a fork() at that moment would
 // leave the child's copy locked forever (its stats at exit would hang), so
 // fork takes it first and both sides let go after.
-std::mutex& registry_mu() {
-    static std::mutex* mu = [] {
-        auto* m = new std::mutex;  // never destroyed: used from exit paths
+OsMutex& registry_mu() {
+    static OsMutex* mu = [] {
+        auto* m = new OsMutex;  // never destroyed: used from exit paths
         pthread_atfork([] { registry_mu().lock(); }, [] { registry_mu().unlock(); },
-                       [] { registry_mu().unlock(); });
+                       [] { registry_mu().reset(); });
         return m;
     }();
     return *mu;
@@ -255,22 +256,25 @@ void hub_register(Hub* h) noexcept {
     std::int64_t zero = 0;
     g_first_hub_ns.compare_exchange_strong(zero, monotonic_ns(), std::memory_order_relaxed);
     InternalScope internal;
-    std::lock_guard<std::mutex> lk(registry_mu());
+    std::lock_guard<detail::OsMutex> lk(registry_mu());
     Diag::next(*h) = g_hubs;
     g_hubs = h;
-    ++g_hub_count;
+    if (++g_hub_count > 1) g_several_hubs.store(true, std::memory_order_relaxed);
     if (timing_enabled()) Diag::start_timing(*h);
 }
 
-bool idle_begin(Hub* h) noexcept {
+std::atomic<bool> g_several_hubs{false};
+
+bool idle_begin(Hub* h, bool always_mark) noexcept {
     InternalScope internal;
-    std::lock_guard<std::mutex> lk(registry_mu());
-    if (g_idle_hubs + 1 >= g_hub_count && g_wakes_in_flight.load() == 0) return false;
+    std::lock_guard<detail::OsMutex> lk(registry_mu());
+    bool last = g_idle_hubs + 1 >= g_hub_count && g_wakes_in_flight.load() == 0;
+    if (last && !always_mark) return false;
     if (!Diag::idle(*h)) {
         Diag::idle(*h) = true;
         ++g_idle_hubs;
     }
-    return true;
+    return !last;
 }
 
 void idle_end(Hub* h) noexcept {
@@ -279,7 +283,7 @@ void idle_end(Hub* h) noexcept {
     // every cross-hub wake) takes no lock.
     if (!Diag::idle(*h)) return;
     InternalScope internal;
-    std::lock_guard<std::mutex> lk(registry_mu());
+    std::lock_guard<detail::OsMutex> lk(registry_mu());
     if (Diag::idle(*h)) {
         Diag::idle(*h) = false;
         --g_idle_hubs;
@@ -304,7 +308,7 @@ bool foreign_threads_alive() noexcept {
     long threads = std::strtol(p + 1, nullptr, 10);
     long known;
     {
-        std::lock_guard<std::mutex> lk(registry_mu());
+        std::lock_guard<detail::OsMutex> lk(registry_mu());
         known = long(g_hub_count);
     }
     return threads > known + g_own_threads.load();
@@ -326,7 +330,7 @@ RuntimeStats g_gone;
 
 void hub_unregister(Hub* h) noexcept {
     InternalScope internal;
-    std::lock_guard<std::mutex> lk(registry_mu());
+    std::lock_guard<detail::OsMutex> lk(registry_mu());
     for (Hub** p = &g_hubs; *p; p = &Diag::next(**p)) {
         if (*p == h) {
             *p = Diag::next(*h);
@@ -377,7 +381,7 @@ RuntimeStats runtime_stats() noexcept {
     RuntimeStats s;
     {
         InternalScope internal;
-        std::lock_guard<std::mutex> lk(detail::registry_mu());
+        std::lock_guard<detail::OsMutex> lk(detail::registry_mu());
         s = detail::g_gone;
         for (Hub* h = detail::g_hubs; h; h = Diag::next(*h)) Diag::add(*h, s);
     }
@@ -396,7 +400,7 @@ RuntimeStats runtime_stats() noexcept {
 void enable_timing() noexcept {
     if (detail::g_timing.exchange(true)) return;
     InternalScope internal;
-    std::lock_guard<std::mutex> lk(detail::registry_mu());
+    std::lock_guard<detail::OsMutex> lk(detail::registry_mu());
     // Hubs of other threads: their loops are not ours to touch; only this
     // thread's hub (if any) starts timing now, the rest from their creation.
     if (Hub* mine = Hub::existing()) Diag::start_timing(*mine);
@@ -746,7 +750,7 @@ void* monitor_main(void* arg) {
     for (;;) {
         nanosleep(&tick, nullptr);
         std::int64_t now = monotonic_ns();
-        std::lock_guard<std::mutex> lk(detail::registry_mu());
+        std::lock_guard<detail::OsMutex> lk(detail::registry_mu());
         Seen next[kMaxHubs] = {};
         int k = 0;
         for (Hub* h = detail::g_hubs; h && k < kMaxHubs; h = Diag::next(*h), ++k) {

@@ -1,4 +1,5 @@
 // The hub: a libev loop in a greenlet, a FIFO run queue, and park().
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -6,6 +7,7 @@
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 #include "internal.hpp"
@@ -54,6 +56,34 @@ struct alignas(64) LockWord {
     std::atomic<int> word{0};
 };
 LockWord g_queue_locks[64];
+
+// An fd number's generation, bumped by every fd_closed() on any hub once
+// there are several: a hub's watcher made before its fd number was closed
+// (or reused) on another hub is stale, and that hub's epoll set may have
+// lost it with the file, so fd_watch makes it again. Chunks are installed
+// with a compare-and-swap and never freed. 0 for a number never closed.
+constexpr std::size_t kGenChunkBits = 12, kGenChunks = 1024;  // 4M fds
+std::atomic<std::atomic<std::uint32_t>*> g_fd_gens[kGenChunks];
+
+std::atomic<std::uint32_t>* fd_gen_slot(int fd, bool make) noexcept {
+    std::size_t c = std::size_t(fd) >> kGenChunkBits;
+    if (c >= kGenChunks) return nullptr;
+    std::atomic<std::uint32_t>* chunk = g_fd_gens[c].load(std::memory_order_acquire);
+    if (!chunk && make) {
+        InternalScope internal;
+        auto* fresh = new (std::nothrow) std::atomic<std::uint32_t>[std::size_t(1) << kGenChunkBits]();
+        if (!fresh) return nullptr;
+        if (g_fd_gens[c].compare_exchange_strong(chunk, fresh)) chunk = fresh;
+        else delete[] fresh;
+    }
+    return chunk ? &chunk[std::size_t(fd) & ((std::size_t(1) << kGenChunkBits) - 1)] : nullptr;
+}
+
+std::uint32_t fd_generation(int fd) noexcept {
+    if (!detail::g_several_hubs.load(std::memory_order_relaxed)) return 0;
+    std::atomic<std::uint32_t>* g = fd_gen_slot(fd, false);
+    return g ? g->load(std::memory_order_acquire) : 0;
+}
 }  // namespace
 
 // An fd's ev_io and the nodes of greenlets waiting on it. The watcher stays
@@ -65,6 +95,7 @@ struct Hub::FdWatcher {
     Hub* hub;
     WaitNode* head = nullptr;
     WaitNode* tail = nullptr;
+    std::uint32_t gen = 0;  // its fd number's generation when it was made
 
     static void on_ready(struct ev_loop*, ev_io* w, int revents) {
         auto* self = reinterpret_cast<FdWatcher*>(w);
@@ -123,7 +154,51 @@ Hub& Hub::current() {
     return *t.hub;
 }
 
+namespace {
+// libev's memory (its loops, fd table, pending lists, timer heap) comes from
+// mmap, never from malloc: libev grows its timer heap inside a park (a timed
+// wait's ev_timer_start), and the park may be a wait inside the program's
+// allocator (a futex its spin lock waits on, which the shim emulates:
+// tcmalloc's with two hubs), which malloc there would enter again. A block
+// is whole pages, its first 16 bytes a mark and its size; a realloc that
+// still fits stays. libev asks rarely (its arrays grow by doubling). The
+// allocator is libev's, the process's: a block made before the first hub set
+// it (a program's own libev loop) is told apart by the mark, read only in its
+// own page, and goes back to realloc/free.
+void* libev_memory(void* ptr, long size) noexcept {
+    constexpr std::size_t kHead = 16;
+    constexpr std::uint64_t kMark = 0x6772656e6c696276ULL;  // "grenlibv"
+    constexpr std::size_t page = 4096;  // (x86-64; no static initialiser in here)
+    char* old = nullptr;
+    std::size_t had = 0;
+    if (ptr) {
+        auto at = reinterpret_cast<std::uintptr_t>(ptr);
+        char* base = static_cast<char*>(ptr) - kHead;
+        if ((at & (page - 1)) != kHead || *reinterpret_cast<std::uint64_t*>(base) != kMark)
+            return size > 0 ? std::realloc(ptr, std::size_t(size)) : (std::free(ptr), nullptr);  // not ours
+        old = base;
+        had = reinterpret_cast<std::size_t*>(base)[1];
+    }
+    if (size <= 0) {
+        if (old) munmap(old, had);
+        return nullptr;
+    }
+    std::size_t want = (std::size_t(size) + kHead + page - 1) / page * page;
+    if (old && want <= had) return ptr;
+    void* m = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return nullptr;  // (libev reports it and aborts)
+    static_cast<std::uint64_t*>(m)[0] = kMark;
+    static_cast<std::size_t*>(m)[1] = want;
+    if (old) {
+        std::memcpy(static_cast<char*>(m) + kHead, ptr, had - kHead);
+        munmap(old, had);
+    }
+    return static_cast<char*>(m) + kHead;
+}
+}  // namespace
+
 Hub::Hub() {
+    ev_set_allocator(libev_memory);  // (the same pointer each time: no race to guard)
     detail::ThreadState& t = ts();
     main_ = t.main.get();
     loop_ = ev_loop_new(unsigned(EVBACKEND_EPOLL) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
@@ -287,6 +362,10 @@ std::atomic<StrandedHandler> g_stranded{nullptr};
 void Hub::set_stranded_handler(StrandedHandler h) noexcept { g_stranded.store(h); }
 
 void Hub::nothing_to_do() {
+    if (worker_) {
+        worker_idle();
+        return;
+    }
     // The main greenlet is gone and no other is alive (a child forked from
     // another greenlet, once that one ends): the thread's work is done.
     bool finished = main_->dead() && ts().alive <= 1;
@@ -412,7 +491,11 @@ void Hub::deliver(Greenlet& g, Wake why) {
 }
 
 // A wake another thread claimed for a greenlet of this hub (on_async).
-void Hub::take_woken(Greenlet& g) noexcept { push_ready(g); }
+void Hub::take_woken(Greenlet& g) noexcept {
+    Greenlet::Impl& im = detail::impl_of(g);
+    if (__builtin_expect(im.adopt != nullptr, 0)) std::exchange(im.adopt, nullptr)(g);
+    push_ready(g);
+}
 
 InterruptScope::InterruptScope(InterruptMask accepts) noexcept {
     Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
@@ -455,9 +538,12 @@ void Hub::fd_watch(WaitNode& n) {
         fds_cap_ = cap;
     }
     FdWatcher*& w = fds_[fd];
+    std::uint32_t gen = fd_generation(n.fd);
+    if (__builtin_expect(w && w->gen != gen, 0)) fd_closed(n.fd, /*here_only=*/true);  // closed on another hub
     if (!w) {
         w = new FdWatcher;
         w->hub = this;
+        w->gen = gen;
         ev_io_init(&w->io, FdWatcher::on_ready, n.fd, 0);
     }
     NodeList::push_back(w->head, w->tail, n);
@@ -476,8 +562,15 @@ void Hub::fd_unwatch(WaitNode& n) {
     NodeList::unlink(w->head, w->tail, n);
 }
 
-void Hub::fd_closed(int fd) {
-    if (fd < 0 || std::size_t(fd) >= fds_cap_ || !fds_[fd]) return;
+void Hub::fd_closed(int fd) { fd_closed(fd, false); }
+
+void Hub::fd_closed(int fd, bool here_only) {
+    if (fd < 0) return;
+    if (!here_only && detail::g_several_hubs.load(std::memory_order_relaxed)) {
+        // Other hubs' watchers of this number go stale (fd_watch).
+        if (std::atomic<std::uint32_t>* g = fd_gen_slot(fd, true)) g->fetch_add(1, std::memory_order_acq_rel);
+    }
+    if (std::size_t(fd) >= fds_cap_ || !fds_[fd]) return;
     FdWatcher* w = fds_[fd];
     fds_[fd] = nullptr;
     while (WaitNode* n = w->head) {
@@ -551,12 +644,78 @@ Wake Hub::wait_fd(int fd, int events, Deadline deadline) {
 }
 
 std::shared_ptr<Greenlet> Hub::spawn(Greenlet::Fn fn, std::string name, std::size_t stack_size) {
+    auto g = make_greenlet(std::move(fn), std::move(name), stack_size);
+    start(*g);
+    return g;
+}
+
+std::shared_ptr<Greenlet> Hub::make_greenlet(Greenlet::Fn fn, std::string name, std::size_t stack_size) {
     auto g = Runtime::make(std::move(fn), std::move(name), stack_size, hub_greenlet_);
     detail::impl_of(*g).keepalive = g;
     detail::impl_of(*g).hub = this;
-    Runtime::set_state(*g, GreenletState::ready);
-    push_ready(*g);
     return g;
+}
+
+void Hub::start(Greenlet& g, void (*adopt)(Greenlet&)) {
+    Runtime::set_state(g, GreenletState::ready);
+    if (detail::t_state && detail::t_state->hub == this) {
+        if (adopt) adopt(g);
+        push_ready(g);
+        return;
+    }
+    detail::impl_of(g).adopt = adopt;
+    detail::post_woken(*this, g);  // (take_woken adopts it there)
+}
+
+// ---- several hubs ----
+namespace {
+constexpr unsigned kMaxWorkers = 1024;
+std::atomic<Hub*> g_workers[kMaxWorkers];
+std::atomic<unsigned> g_worker_slots{0};  // taken (a slot may still be null)
+std::atomic<unsigned> g_worker_count{0};  // registered
+std::atomic<unsigned> g_spawn_turn{0};
+}  // namespace
+
+void Hub::run_worker() {
+    Hub& h = current();
+    h.worker_ = true;
+    unsigned i = g_worker_slots.fetch_add(1);
+    if (i < kMaxWorkers) {
+        g_workers[i].store(&h);
+        g_worker_count.fetch_add(1);  // (a slot not yet stored reads null: spawn_target falls back)
+    }
+    for (;;) h.park(kForever);  // nothing wakes it: the hub runs the others meanwhile
+}
+
+Hub& Hub::spawn_target(Hub& fallback) noexcept {
+    unsigned n = g_worker_count.load(std::memory_order_acquire);
+    if (n == 0) return fallback;
+    if (n > kMaxWorkers) n = kMaxWorkers;
+    unsigned turn = g_spawn_turn.fetch_add(1, std::memory_order_relaxed) % (n + 1);
+    Hub* h = turn == 0 ? process_hub() : g_workers[turn - 1].load(std::memory_order_acquire);
+    return h ? *h : fallback;
+}
+
+void Hub::notify_signal_all() noexcept {
+    Hub* p = process_hub();
+    if (p) p->notify_signal();
+    unsigned n = g_worker_count.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n && i < kMaxWorkers; ++i)
+        if (Hub* w = g_workers[i].load(std::memory_order_acquire); w && w != p) w->notify_signal();
+}
+
+unsigned Hub::workers() noexcept { return g_worker_count.load(std::memory_order_relaxed); }
+
+// A worker with nothing to do waits, counted idle, for whatever start() or a
+// wake brings. When it is the last hub to go idle it reports nothing itself
+// (its main greenlet waits for nothing): the process hub looks again and
+// tells its main greenlet of the deadlock.
+void Hub::worker_idle() {
+    if (!detail::idle_begin(this, /*always_mark=*/true)) {
+        if (Hub* p = process_hub(); p && p != this) detail::poke(*p);
+    }
+    poll_idle(EVRUN_ONCE);
+    detail::idle_end(this);
 }
 
 void Hub::after_fork_child() {
@@ -595,6 +754,14 @@ void Hub::after_fork_child() {
     detail::carriers_after_fork_child();
     detail::async_after_fork_child(async_);
     detail::registry_after_fork_child(this);
+    // The workers' threads did not come along: this hub is the process's
+    // only one now, and its main greenlet (dead above unless it forked) the
+    // one whose end ends the process.
+    for (auto& w : g_workers) w.store(nullptr, std::memory_order_relaxed);
+    g_worker_slots.store(0);
+    g_worker_count.store(0);
+    worker_ = false;
+    detail::set_process_hub(this);
     // A Guard another OS thread held at the fork is nobody's in the child.
     for (auto& l : g_queue_locks) l.word.store(0, std::memory_order_relaxed);
     ev_loop_fork(loop_);

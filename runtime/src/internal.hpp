@@ -239,12 +239,16 @@ void post_woken(Hub& hub, Greenlet& g);
 // with nothing to run and nothing its loop could wake asks idle_begin:
 // false if it is the last such hub and no wake is in flight to any hub (a
 // deadlock: nothing left can wake anyone); otherwise it is counted idle
-// until idle_end, after its blocking poll.
-bool idle_begin(Hub* h) noexcept;
+// until idle_end, after its blocking poll. always_mark: counted idle even
+// when it is the last (a worker hub, which reports nothing itself).
+bool idle_begin(Hub* h, bool always_mark = false) noexcept;
 void idle_end(Hub* h) noexcept;
 void registry_after_fork_child(Hub* h) noexcept;
 extern std::atomic<long> g_wakes_in_flight;
 void poke(Hub& hub) noexcept;  // async.cpp
+// diag.cpp: a second hub was ever made (never cleared: fd generations, hub.cpp).
+extern std::atomic<bool> g_several_hubs;
+void set_process_hub(Hub* h) noexcept;  // async.cpp: a fork's child, whichever hub forked
 // carrier.cpp: a carrier gives a greenlet back to its hub (any thread).
 void post_came_back(Hub& hub, Greenlet* g);
 // carrier.cpp: hand_off_running's choice of a carrier (nullptr: none may be
@@ -293,6 +297,7 @@ struct Greenlet::Impl {
     std::intptr_t wait_arg = -1;
     void* entry = nullptr;
     bool is_hub = false;
+    void (*adopt)(Greenlet&) = nullptr;  // Hub::start: run on its hub's thread before it first runs
     Deadline parked_at = 0;  // monotonic_ns() when it parked, if tracing
 };
 

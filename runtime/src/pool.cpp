@@ -13,6 +13,7 @@
 #include <new>
 
 #include "internal.hpp"
+#include "os_sync.hpp"
 
 namespace greenshim {
 
@@ -29,8 +30,8 @@ namespace {
 // Sized so that a burst of slow lookups (100 DNS queries to a slow server)
 // runs side by side rather than in batches.
 struct Pool {
-    std::mutex mu;
-    std::condition_variable cv;
+    detail::OsMutex mu;
+    detail::OsCondition cv;
     std::deque<PoolJob*> queue;
     unsigned threads = 0;
     unsigned idle = 0;
@@ -55,10 +56,10 @@ void* pool_main(void*) {
     for (;;) {
         PoolJob* j;
         {
-            std::unique_lock<std::mutex> lk(g_pool->mu);
+            std::unique_lock<detail::OsMutex> lk(g_pool->mu);
             ++g_pool->idle;
-            bool work = g_pool->cv.wait_for(lk, std::chrono::seconds(detail::kHelperIdleSeconds),
-                                            [] { return !g_pool->queue.empty(); });
+            bool work = g_pool->cv.wait_for_seconds(lk, detail::kHelperIdleSeconds,
+                                                    [] { return !g_pool->queue.empty(); });
             --g_pool->idle;
             if (!work) {
                 --g_pool->threads;
@@ -82,7 +83,7 @@ void pool_submit(PoolJob* j) {
         static Pool* const first = new Pool;
         if (!g_pool) g_pool = first;
     }
-    std::unique_lock<std::mutex> lk(g_pool->mu);
+    std::unique_lock<detail::OsMutex> lk(g_pool->mu);
     g_pool->queue.push_back(j);
     if (g_pool->queue.size() > g_pool->idle && g_pool->threads < Pool::kMaxThreads) {
         pthread_t t;

@@ -41,13 +41,15 @@ VARIABLES = {
     "GREENSHIM_MONITOR": ["0", "100000", "3600000"],
     "GREENSHIM_HANDOFF": ["0", "10", "60000"],
     "GREENSHIM_SPARES": ["auto", "0", "1", "1024"],
+    "GREENSHIM_HUBS": ["auto", "1", "3"],
     "GREENSHIM_TRACE": ["0"],
     "GREENSHIM_FAULTS": ["42:0.05", "0:1", "7:0.5"],
     "GREENSHIM_FAULTS_REPORT": ["0", "no", "false"],
 }
 # Values of BAD that a variable accepts (they print things, so they are not in
 # its list above): not tried as bad values for it.
-VALID_BUT_NOISY = {"GREENSHIM_MONITOR": {"2"}, "GREENSHIM_HANDOFF": {"2"}, "GREENSHIM_SPARES": {"2"}}
+VALID_BUT_NOISY = {"GREENSHIM_MONITOR": {"2"}, "GREENSHIM_HANDOFF": {"2"}, "GREENSHIM_SPARES": {"2"},
+                   "GREENSHIM_HUBS": {"2"}}
 
 # Values no variable accepts.
 BAD = [
@@ -104,9 +106,11 @@ class Checker:
                 self.fail(what, f"{key}: {lines.get(key)!r}, expected {want!r} (stdout {out[:300]!r})")
                 return False
         active = settings.get("GREENSHIM_DISABLE") not in ("1", "yes", "true")
-        if lines.get("one OS thread") != ("yes" if active else "no"):
+        hubs = settings.get("GREENSHIM_HUBS") or "1"  # several: the threads are spread over them
+        hubs = len(os.sched_getaffinity(0)) if hubs == "auto" else int(hubs)
+        if lines.get("one OS thread") != ("yes" if active and hubs == 1 else "no"):
             self.fail(what, f"one OS thread: {lines.get('one OS thread')!r} with the shim "
-                            f"{'active' if active else 'disabled'}")
+                            f"{'active' if active else 'disabled'} and {hubs} hub(s)")
             return False
         if active:
             size = settings.get("GREENSHIM_STACK_SIZE")

@@ -96,3 +96,10 @@ class Proc:
                     f.close()
                 except OSError:
                     pass
+
+
+def hubs():
+    """The OS threads a patched process runs its greenlet threads on once it
+    has made one (GREENSHIM_HUBS: the main thread's hub and the workers)."""
+    v = os.environ.get("GREENSHIM_HUBS", "1")
+    return len(os.sched_getaffinity(0)) if v == "auto" else int(v)

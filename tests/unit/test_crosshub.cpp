@@ -185,4 +185,108 @@ TEST_CASE("a thread without a hub wakes a parked greenlet through its hub") {
     plain.join();
 }
 
+// ---- several hubs (Hub::run_worker, Hub::start): GREENSHIM_HUBS ----
+
+namespace {
+// Starts one worker hub (its thread runs for the rest of the process: use
+// in a child) and returns it.
+Hub& start_worker() {
+    unsigned before = Hub::workers();
+    std::thread([] { Hub::run_worker(); }).detach();
+    while (Hub::workers() == before) std::this_thread::yield();
+    Hub& here = Hub::current();
+    for (;;) {  // (spawn_target takes the process hub and the workers in turn)
+        Hub& h = Hub::spawn_target(here);
+        if (&h != &here) return h;
+    }
+}
+
+// A flag under a queue's Guard, waited for with a deadline.
+struct Flag {
+    WaitQueue q;
+    bool set = false;
+    void raise() {
+        WaitQueue::Guard g(q);
+        set = true;
+        q.notify_all(g);
+    }
+    bool wait(double seconds) {
+        WaitQueue::Guard g(q);
+        Deadline d = deadline_after(seconds);
+        while (!set) {
+            if (q.wait(g, d) == Wake::timeout) return false;
+            g.lock();
+        }
+        return true;
+    }
+};
+
+std::atomic<pthread_t> g_adopted_on{};
+}  // namespace
+
+TEST_CASE("a greenlet started on a worker hub runs on the worker's thread, adopted there first") {
+    int rc = in_child([] {
+        Hub& worker = start_worker();
+        Flag done;
+        pthread_t ran_on{};
+        Hub* ran_hub = nullptr;
+        auto g = worker.make_greenlet([&](std::any) -> std::any {
+            ran_on = pthread_self();
+            ran_hub = Hub::existing();
+            done.raise();  // (a wake across hubs, to the main thread's)
+            return {};
+        });
+        worker.start(*g, [](Greenlet&) { g_adopted_on.store(pthread_self()); });
+        if (!done.wait(5)) return 1;
+        if (ran_hub != &worker) return 2;
+        if (pthread_equal(ran_on, pthread_self())) return 3;
+        if (!pthread_equal(g_adopted_on.load(), ran_on)) return 4;
+        return 0;
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("with an idle worker hub, a main greenlet nothing can wake is told of the deadlock") {
+    int rc = in_child([] {
+        start_worker();
+        WaitQueue q;
+        Wake w = q.wait();  // (the worker, idle, reports nothing itself: the main hub is told)
+        return w == Wake::deadlock ? 0 : 10 + int(w);
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("an fd number closed on one hub and reused is watched afresh by another hub") {
+    int rc = in_child([] {
+        Hub& worker = start_worker();
+        int p[2];
+        if (pipe(p) != 0) return 1;
+        int first = p[0];
+        Flag armed, closed_again, done;
+        Wake before = Wake::none, after = Wake::none;
+        auto g = worker.make_greenlet([&](std::any) -> std::any {
+            // Its watcher of the number stays armed after this (hub.cpp).
+            before = Hub::existing()->wait_fd(first, kReadable, deadline_after(0.01));
+            armed.raise();
+            closed_again.wait(5);
+            after = Hub::existing()->wait_fd(first, kReadable, deadline_after(5));
+            done.raise();
+            return {};
+        });
+        worker.start(*g);
+        if (!armed.wait(5)) return 2;
+        Hub::current().fd_closed(p[0]);  // as the shim does before close()
+        close(p[0]);
+        close(p[1]);
+        int q[2];
+        if (pipe(q) != 0 || q[0] != first) return 3;  // (the lowest free numbers: the same)
+        if (write(q[1], "x", 1) != 1) return 4;
+        closed_again.raise();
+        if (!done.wait(10)) return 5;
+        if (before != Wake::timeout) return 6;
+        return after == Wake::event ? 0 : 10 + int(after);
+    });
+    CHECK(rc == 0);
+}
+
 }  // TEST_SUITE crosshub

@@ -284,6 +284,10 @@ public:
     // Async-signal-safe: asks the hub to call the signal callback (in the hub
     // greenlet) at its next turn. Wakes the loop from any thread.
     void notify_signal() noexcept;
+    // notify_signal() on the process hub and on every worker hub (a handler
+    // may have posted a semaphore a greenlet of any hub waits on).
+    // Async-signal-safe.
+    static void notify_signal_all() noexcept;
     // Called in the hub greenlet after notify_signal(); one for the process,
     // set once by the shim.
     static void set_signal_callback(void (*cb)(Hub&)) noexcept;
@@ -305,6 +309,34 @@ public:
 
     // Spawns fn as a new greenlet whose parent is the hub, queued to run.
     std::shared_ptr<Greenlet> spawn(Greenlet::Fn fn, std::string name = {}, std::size_t stack_size = 0);
+
+    // ---- several hubs: greenlets spread over OS threads (GREENSHIM_HUBS) ----
+    // Makes fn a greenlet of this hub (its parent this hub's greenlet), not
+    // queued yet: start() queues it. Any thread may make one for any hub.
+    std::shared_ptr<Greenlet> make_greenlet(Greenlet::Fn fn, std::string name = {}, std::size_t stack_size = 0);
+    // Queues g (made by make_greenlet on this hub) to run: straight into the
+    // run queue on this hub's own OS thread, else through its async watcher
+    // (a lock, a push and, if that hub sleeps in its poll, an eventfd write;
+    // ~5-20 us until it runs there). adopt, if given, runs first on this
+    // hub's OS thread, in its hub greenlet, before g ever runs: for what must
+    // be made on the thread g will run on (a thread-locals block carries its
+    // maker's tid and malloc cache). May not: start g twice.
+    void start(Greenlet& g, void (*adopt)(Greenlet&) = nullptr);
+    // Runs the calling OS thread as a worker hub until the process ends: the
+    // hub is made and joins the hubs spawn_target() picks from, and the
+    // thread's main greenlet parks for good while the hub runs what start()
+    // gives it. A worker never reports a deadlock itself: when every hub is
+    // idle, it has the process hub look (which tells its main greenlet).
+    // Never returns. The caller blocks the signals the program handles first
+    // (process-directed signals go to the process hub's thread).
+    [[noreturn]] static void run_worker();
+    // The hub the next greenlet thread goes to: the process hub and the
+    // workers in turn; `fallback` while no worker runs. Cost: an atomic
+    // increment and two loads.
+    static Hub& spawn_target(Hub& fallback) noexcept;
+    // Worker hubs running now (run_worker), and whether this is one.
+    static unsigned workers() noexcept;
+    bool is_worker() const noexcept { return worker_; }
 
     // The loop's greenlet and this thread's main greenlet.
     Greenlet& greenlet() noexcept { return *hub_greenlet_; }
@@ -463,6 +495,7 @@ private:
     void nothing_to_do();
     void fd_watch(detail::WaitNode& n);
     void fd_unwatch(detail::WaitNode& n);
+    void fd_closed(int fd, bool here_only);
     friend class WaitQueue;
     friend struct detail::Runtime;
     friend struct FdWatcher;
@@ -507,6 +540,8 @@ private:
     void poll_idle(int flags);
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;
+    bool worker_ = false;  // run_worker's hub
+    void worker_idle();    // nothing_to_do for a worker
 
     // Diagnostics (diag.hpp). Written by this hub's thread only; read by
     // runtime_stats() and the monitor from any thread.
