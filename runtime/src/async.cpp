@@ -29,7 +29,7 @@ std::atomic<std::uint64_t> g_signal_generation{0};
 
 struct Hub::Async {
     ev_async watcher;
-    detail::OsMutex mu;             // guards done, returned, woken
+    detail::OsMutex mu;             // guards done and returned
     std::vector<PoolJob*> done;     // finished by pool threads, not yet seen
     std::vector<Greenlet*> returned;  // given back by carriers (carrier.cpp), not yet queued
     // Claimed ready by other threads (post_woken), not yet queued: a stack
