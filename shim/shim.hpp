@@ -186,6 +186,9 @@ bool interrupted_since(const SignalMark& mark, Interruptible mode) noexcept;
 // Async-signal-safe: has the hub call sync_after_handlers() (and the signal
 // callback) at its next turn. For a sem_post made in a signal handler.
 void wake_hub_from_handler() noexcept;
+// signal.cpp: sig to this OS thread, its handler run before it returns, also
+// on a worker hub's OS thread (which blocks the program's signals). 0 or an errno.
+int raise_here(int sig) noexcept;
 // sync.cpp, in the hub greenlet after handlers ran: wakes the greenlets
 // waiting on a semaphore a handler posted.
 void sync_after_handlers(Hub& hub) noexcept;

@@ -495,12 +495,33 @@ SHIM_EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction
     return do_sigaction(sig, act, old);
 }
 
+// A signal to this OS thread, its handler run before this returns (as a
+// thread's raise). A worker hub's OS thread blocks the program's signals
+// (thread.cpp, start_workers): there the signal is let through for the call,
+// unless the calling thread blocks it itself. 0 or an errno.
+int greenshim::shim::raise_here(int sig) noexcept {
+    Hub* hub = greenshim::detail::existing_hub();
+    GThread* t = gthread_current();
+    if (!hub || !hub->is_worker() || sig <= 0 || sig >= NSIG || (t && sigismember(&t->sigmask, sig) == 1))
+        return REAL(pthread_kill)(REAL(pthread_self)(), sig);
+    sigset_t one, old;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    REAL(pthread_sigmask)(SIG_UNBLOCK, &one, &old);
+    int r = REAL(pthread_kill)(REAL(pthread_self)(), sig);  // (delivered as the mask goes back, at the latest)
+    REAL(pthread_sigmask)(SIG_SETMASK, &old, nullptr);
+    return r;
+}
+
 // raise: the handler runs at once, on this greenlet, as unpatched; a thread
 // that loops raising signals counts the calls against its budget.
 SHIM_EXPORT int raise(int sig) {
     SHIM_ENTER;
     if (Hub* hub; may_park(hub)) coop_tick(hub);
-    return REAL(raise)(sig);
+    int r = raise_here(sig);
+    if (r == 0) return 0;
+    errno = r;
+    return -1;
 }
 
 // glibc's signal() installs through its internal sigaction; ours keeps its

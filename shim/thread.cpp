@@ -188,20 +188,20 @@ unsigned hubs_wanted() noexcept { return config().hubs == kHubsAuto ? usable_cpu
 
 // The workers start at the first pthread_create, one after the other, and
 // that call waits until they run their loops (a process that never makes a
-// thread pays nothing). Their OS threads get the creating OS thread's real
-// signal mask (the main thread's, whose mask is the program's), with the
-// faults and the stall tick let through: a raise() or pthread_kill() of a
-// thread of a worker is delivered there, on that thread, as Linux does; a
-// signal sent to the process may be handled on any of them, as with threads.
+// thread pays nothing). Their OS threads block every signal but the faults
+// and the stall tick, so a signal sent to the process goes to the main
+// thread, as with one hub (delivered to a worker under load, when the main
+// thread was off its CPU, CPython's test_signal stress test crashed 1 run in
+// 2). A raise() or pthread_kill() made by a thread of a worker lets its
+// signal through for that call (raise_here, signal.cpp).
 void start_workers() noexcept {
     if (g_workers_started.exchange(true)) return;
     unsigned want = hubs_wanted() - 1;
     sigset_t mask, old;
-    REAL(pthread_sigmask)(SIG_SETMASK, nullptr, &old);
-    mask = old;
+    sigfillset(&mask);
     for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) sigdelset(&mask, sig);
     sigdelset(&mask, stall_tick_signal());
-    REAL(pthread_sigmask)(SIG_SETMASK, &mask, nullptr);
+    REAL(pthread_sigmask)(SIG_SETMASK, &mask, &old);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -637,7 +637,7 @@ SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
     if (t->finished) return 0;
     if (sig < 0 || sig >= NSIG) return EINVAL;
     if (sig == 0) return 0;
-    int r = REAL(pthread_kill)(REAL(pthread_self)(), sig);
+    int r = raise_here(sig);
     if (r == 0 && t->greenlet && runs_handler(t, sig)) {
         if (Hub* hub = greenshim::detail::existing_hub()) hub->interrupt(*t->greenlet);
     }

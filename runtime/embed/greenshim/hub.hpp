@@ -334,8 +334,9 @@ public:
     // workers in turn; `fallback` while no worker runs. Cost: an atomic
     // increment and two loads.
     static Hub& spawn_target(Hub& fallback) noexcept;
-    // Worker hubs running now (run_worker).
+    // Worker hubs running now (run_worker), and whether this is one.
     static unsigned workers() noexcept;
+    bool is_worker() const noexcept { return worker_; }
 
     // The loop's greenlet and this thread's main greenlet.
     Greenlet& greenlet() noexcept { return *hub_greenlet_; }
