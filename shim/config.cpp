@@ -309,12 +309,13 @@ constexpr Setting kSettings[] = {
          return true;
      },
      "--hubs N",
-     "auto or 1-1024: OS threads (hubs) that run the greenlet threads, each with its own event loop; new "
-     "threads are placed on them in turn (auto: the CPUs the process may run on; also greenrun -j N)",
-     "`auto` or a number of hubs, 1 to 1024: the greenlet threads `pthread_create` makes are placed in turn "
-     "on this many OS threads, each a hub with its own event loop (the main thread's and `N`-1 workers, "
-     "started at the first `pthread_create`), so I/O-bound threads use several cores; a thread stays on its "
-     "hub. `auto`: the CPUs the process may run on. `greenrun -j N` is the same. README, \"Several hubs\"",
+     "auto or 1-1024: OS threads (hubs) that run the greenlet threads, each with its own event loop; a new "
+     "thread runs on the first hub to come free (auto: the CPUs the process may run on; also greenrun -j N)",
+     "`auto` or a number of hubs, 1 to 1024: the greenlet threads `pthread_create` makes run on this many OS "
+     "threads, each a hub with its own event loop (the main thread's and `N`-1 workers, started at the first "
+     "`pthread_create`), so I/O-bound threads use several cores; a new thread goes to the first hub to come "
+     "free (a hub out of work takes those a busy one made) and stays there once it has run. `auto`: the CPUs "
+     "the process may run on. `greenrun -j N` is the same. README, \"Several hubs\"",
      "`1`"},
     {"GREENSHIM_TRACE",
      [](const char* v, Config& c, Expected& why) noexcept { return trace(v, c.trace, why); }, "--trace FAMILIES",

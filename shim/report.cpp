@@ -217,7 +217,7 @@ void deadlock_exit(const char* what) noexcept {
                       "greenshim: deadlock: every greenlet is waiting and nothing (fd, timer, child, signal) can "
                       "wake any of them:\n");
     say(2, line);
-    write_greenlet_table(2);
+    write_idle_hubs_table(2);
     std::snprintf(line, sizeof line, "greenshim: exiting with status %d (deadlock)\n", kDeadlockExitStatus);
     say(2, line);
     // Output the program already produced is kept: stdio's locks are

@@ -36,6 +36,7 @@
 #include <dlfcn.h>
 #include <sched.h>
 #include <link.h>
+#include <sys/auxv.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -85,29 +86,47 @@ thread_local bool t_being_preempted __attribute__((tls_model("initial-exec"))) =
 struct Range {
     std::uintptr_t lo, hi;
 };
+struct Ranges {
+    Range* r;
+    int cap;
+    int n;
+    bool has(std::uintptr_t pc) const noexcept {
+        for (int i = 0; i < n; ++i)
+            if (pc >= r[i].lo && pc < r[i].hi) return true;
+        return false;
+    }
+};
 constexpr int kMaxRanges = 24;
-Range g_unsafe[kMaxRanges];
-int g_unsafe_count = 0;
+Range g_unsafe_r[kMaxRanges];
+Ranges g_unsafe{g_unsafe_r, kMaxRanges, 0};
+Range g_allocator_r[4];
+Ranges g_allocator{g_allocator_r, 4, 0};  // written once, by the constructor
 
-int add_module_text(struct dl_phdr_info* info, std::size_t, void* base) {
-    if (reinterpret_cast<void*>(info->dlpi_addr) != base) return 0;
-    for (int i = 0; i < info->dlpi_phnum && g_unsafe_count < kMaxRanges; ++i) {
+struct ModuleWanted {
+    void* base;
+    Ranges* into;
+    bool skip_executable;
+};
+
+int add_module_text(struct dl_phdr_info* info, std::size_t, void* arg) {
+    auto* w = static_cast<ModuleWanted*>(arg);
+    if (reinterpret_cast<void*>(info->dlpi_addr) != w->base) return 0;
+    if (w->skip_executable && info->dlpi_phdr == reinterpret_cast<const ElfW(Phdr)*>(getauxval(AT_PHDR))) return 1;
+    for (int i = 0; i < info->dlpi_phnum && w->into->n < w->into->cap; ++i) {
         const ElfW(Phdr)& ph = info->dlpi_phdr[i];
         if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
         std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
-        g_unsafe[g_unsafe_count++] = {lo, lo + ph.p_memsz};
+        w->into->r[w->into->n++] = {lo, lo + ph.p_memsz};
     }
     return 1;
 }
 
-void add_module_of(const void* code) noexcept {
+void add_module_of(const void* code, Ranges& into = g_unsafe, bool skip_executable = false) noexcept {
     Dl_info info{};
     if (!code || !dladdr(code, &info) || !info.dli_fbase) return;
-    for (int i = 0; i < g_unsafe_count; ++i)
-        if (reinterpret_cast<std::uintptr_t>(code) >= g_unsafe[i].lo &&
-            reinterpret_cast<std::uintptr_t>(code) < g_unsafe[i].hi)
-            return;  // that module is in already
-    dl_iterate_phdr(add_module_text, info.dli_fbase);
+    if (into.has(reinterpret_cast<std::uintptr_t>(code))) return;  // that module is in already
+    ModuleWanted w{info.dli_fbase, &into, skip_executable};
+    dl_iterate_phdr(add_module_text, &w);
 }
 
 void find_unsafe_code() noexcept {
@@ -121,10 +140,16 @@ void find_unsafe_code() noexcept {
     add_module_of(dlsym(RTLD_DEFAULT, "jump_fcontext"));                    // Boost.Context, if separate
 }
 
-bool in_unsafe_code(std::uintptr_t pc) noexcept {
-    for (int i = 0; i < g_unsafe_count; ++i)
-        if (pc >= g_unsafe[i].lo && pc < g_unsafe[i].hi) return true;
-    return false;
+bool in_unsafe_code(std::uintptr_t pc) noexcept { return g_unsafe.has(pc); }
+
+// The allocator's code, when malloc is another library's than libc's
+// (jemalloc, tcmalloc, mimalloc: preloaded or linked), not the program's own.
+void find_allocator_code() noexcept {
+    void* m = dlsym(RTLD_DEFAULT, "malloc");
+    Dl_info mine{}, libc{};
+    if (!m || !dladdr(m, &mine) || !dladdr(reinterpret_cast<const void*>(REAL(read)), &libc)) return;
+    if (mine.dli_fbase == libc.dli_fbase) return;
+    add_module_of(m, g_allocator, /*skip_executable=*/true);
 }
 
 // This OS thread's CPU time (a system call: ~0.3 us, once a tick at most).
@@ -364,8 +389,11 @@ void hand_back_to_carrier() noexcept {
     t_being_preempted = false;
 }
 
+bool from_allocator(const void* caller) noexcept { return g_allocator.has(reinterpret_cast<std::uintptr_t>(caller)); }
+
 void stall_init() noexcept {
     t_shim_depth = 0;  // the main thread runs the program's code
+    find_allocator_code();
     if (!config().enabled || config().handoff_ms == 0 || config().thread_locals_shared) return;
     g_tick_held = hold_signal(tick_signal(), on_tick, /*on_stack=*/false);
     if (g_tick_held) Hub::set_carriers(spares(), {carrier_start, carrier_stop, carrier_retire});

@@ -268,10 +268,15 @@ bool real_mutex(pthread_mutex_t* m) { return !config().enabled || (as_mutex(m)->
 
 // A lock that must wait where nothing may park (the shim's or the runtime's
 // own code, a hub greenlet, a signal handler: an allocator's lock taken by
-// malloc there). Its holder runs on another OS thread (a hub, a thread the
-// shim did not make) and lets go soon: spin, then yield the OS thread, as
-// glibc's adaptive mutex does. (A holder parked on this OS thread could not
-// run: glibc's own mutex would deadlock there too.) Called with the Guard
+// malloc there), or that a malloc replacement's own code takes
+// (from_allocator). Its holder runs on another OS thread (a hub, a thread
+// the shim did not make) and lets go soon: spin, then yield the OS thread,
+// as glibc's adaptive mutex does. A holder parked on this OS thread could
+// not run, and none is: an allocator's locks are only ever waited for here,
+// and the stall tick never takes a greenlet back inside the allocator, so no
+// greenlet is suspended holding one. (With two hubs, a greenlet that parked
+// for jemalloc's lock while it held another hung its hub, which freed a
+// thread-locals block and spun for the lock held.) Called with the Guard
 // held; returns with it held once the lock is taken.
 int mutex_spin_until(Mutex* m, WaitQueue::Guard& held, const void* me, Deadline deadline) {
     for (unsigned spins = 0;; ++spins) {
@@ -292,7 +297,9 @@ int mutex_spin_until(Mutex* m, WaitQueue::Guard& held, const void* me, Deadline 
 // malformed_time: the caller's time is invalid. As in glibc, that is EINVAL
 // only when the call would have to wait: a free mutex is taken (and a
 // recursive one relocked) without looking at the time.
-int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_time = false) {
+// caller: the lock call's return address (from_allocator: spin, never park).
+int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_time = false,
+                     const void* caller = nullptr) {
     const void* me = self();
     WaitQueue::Guard held(m->waiters);
     if (!m->locked) {
@@ -316,7 +323,7 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
     }
     if (try_only) return EBUSY;
     if (malformed_time) return EINVAL;
-    if (!relock && !may_park()) return mutex_spin_until(m, held, me, deadline);
+    if (!relock && (!may_park() || from_allocator(caller))) return mutex_spin_until(m, held, me, deadline);
     for (;;) {
         int w = wait_in(m->waiters, held, g_mutex, m, deadline);
         held.lock();
@@ -546,7 +553,7 @@ SHIM_EXPORT int pthread_mutex_lock(pthread_mutex_t* m) {
         if (!may_park()) return REAL(pthread_mutex_lock)(m);
         return shared_mutex_lock(m, kForever, false, false);
     }
-    return mutex_lock_until(as_mutex(m), kForever, false);
+    return mutex_lock_until(as_mutex(m), kForever, false, false, __builtin_return_address(0));
 }
 
 SHIM_EXPORT int pthread_mutex_trylock(pthread_mutex_t* m) {
@@ -1439,7 +1446,10 @@ SHIM_EXPORT __attribute__((no_sanitize("address"))) long syscall(long number, ..
     va_end(ap);
     // A word the kernel cannot use (NULL, misaligned) is its error to report, at once.
     bool usable = a1 && a1 % alignof(std::uint32_t) == 0;
-    if (number == SYS_futex && usable && !t_futex_table_held && may_park() && emulated_futex(int(a2)))
+    // (An allocator's own futex words are waited on and woken only by its
+    // code: in the kernel, so that it never parks holding its lock.)
+    if (number == SYS_futex && usable && !t_futex_table_held && may_park() && emulated_futex(int(a2)) &&
+        !from_allocator(__builtin_return_address(0)))
         return do_futex(reinterpret_cast<std::uint32_t*>(a1), int(a2), std::uint32_t(a3),
                         reinterpret_cast<const struct timespec*>(a4), std::uint32_t(a6));
     return REAL(syscall)(number, a1, a2, a3, a4, a5, a6);

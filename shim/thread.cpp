@@ -181,6 +181,9 @@ namespace greenshim::shim {
 namespace {
 void* worker_main(void*) {
     REAL(pthread_setname_np)(REAL(pthread_self)(), "greenshim-hub");
+    // Its stall tick now, while it may allocate (adopt_thread may not).
+    if (!config().thread_locals_shared && !Greenlet::own_thread_locals_unsupported())
+        stall_watch(greenshim::detail::current_hub());
     Hub::run_worker();
 }
 
@@ -217,19 +220,17 @@ void start_workers() noexcept {
     while (Hub::workers() < started) REAL(sched_yield)();
 }
 
-// Runs on the hub the new thread was placed on, before it first runs: its
-// thread-locals block is made on the OS thread it will run on.
+// Runs on the hub the new thread was placed on, before it first runs: that
+// OS thread's stall tick, which the creator (its own hub's) or the worker's
+// start (a worker's) has made already, so that nothing here allocates: on
+// another hub this runs in the hub greenlet, which cannot wait for an
+// allocator's lock that a parked greenlet of its own holds (jemalloc
+// preloaded first hung 2 runs in 150 with two hubs when the thread-locals
+// block was made here).
 void adopt_thread(Greenlet& g) noexcept {
-    give_own_thread_locals(g);
     if (g.has_own_thread_locals()) stall_watch(greenshim::detail::current_hub());
 }
 
-// The hub a new thread goes to: this one, or with several, the next in turn.
-Hub& hub_for_new_thread(Hub& here) noexcept {
-    if (config().hubs == 1) return here;
-    start_workers();
-    return Hub::spawn_target(here);
-}
 }  // namespace
 }  // namespace greenshim::shim
 
@@ -255,7 +256,8 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     }
     ensure_signal_stack();  // for the stack overflow report
     std::shared_ptr<Greenlet> g;
-    Hub& hub = hub_for_new_thread(greenshim::detail::current_hub());
+    Hub& hub = greenshim::detail::current_hub();
+    if (config().hubs != 1) start_workers();
     try {
         g = hub.make_greenlet(
             [t](std::any) -> std::any {
@@ -269,6 +271,10 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     }
     g->set_user_data(t);
     set_greenlet_entry(*g, reinterpret_cast<void*>(start));
+    // Its thread-locals block, made here where waiting is allowed (the
+    // allocator's locks), then moved to the hub it was placed on (Hub::start).
+    give_own_thread_locals(*g);
+    if (g->has_own_thread_locals()) stall_watch(greenshim::detail::current_hub());
     t->greenlet = g.get();
     {
         WaitQueue::Guard held(g_all_done);
@@ -278,7 +284,10 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     // glibc skip synchronisation while this is set (std::stop_token does).
     __libc_single_threaded = 0;
     *out = reinterpret_cast<pthread_t>(t);
-    hub.start(*g, adopt_thread);  // (on another hub it may run, and end, at once)
+    // With several hubs, the first hub to come free takes it (it may run,
+    // and end, at once there).
+    if (config().hubs == 1) hub.start(*g, adopt_thread);
+    else Hub::start_anywhere(*g, adopt_thread);
     return 0;
 }
 

@@ -2,7 +2,10 @@
  * a barrier (so both hold theirs), then each asks for the other's. The main
  * thread joins them, or with `main-exits` leaves them with pthread_exit().
  *
- *     deadlock [main-exits]   (hangs forever with OS threads)
+ *     deadlock [main-exits | busy-main]   (hangs forever with OS threads)
+ *
+ * busy-main: main computes for 3 ms after starting each thread, without
+ * waiting (with several hubs, another hub, idle, then runs the thread).
  *
  * Under greenrun every greenlet then waits for another and nothing outside
  * (fd, timer, child, signal) could wake any of them: greenshim prints each
@@ -11,6 +14,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static pthread_mutex_t accounts = PTHREAD_MUTEX_INITIALIZER;
@@ -35,14 +39,24 @@ void* audit_worker(void* arg) {
     return NULL;
 }
 
+static void compute_ms(int ms) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+}
+
 int main(int argc, char** argv) {
+    int busy = argc > 1 && strcmp(argv[1], "busy-main") == 0;
     pthread_t a, b;
     pthread_barrier_init(&both_hold, NULL, 2);
     printf("starting two workers that lock in opposite orders\n");
     fflush(stdout);
     printf("this line is buffered when the deadlock strikes\n");
     pthread_create(&a, NULL, transfer_worker, NULL);
+    if (busy) compute_ms(3);
     pthread_create(&b, NULL, audit_worker, NULL);
+    if (busy) compute_ms(3);
     if (argc > 1 && strcmp(argv[1], "main-exits") == 0) {
         fflush(stdout);
         pthread_exit(NULL); /* the process lives on in its two threads */

@@ -84,13 +84,24 @@ struct Hub::Async {
 };
 
 namespace detail {
+namespace {
+// ev_async_send writes the hub's eventfd when that hub sleeps in its poll:
+// libev's write() is the shim's, which may yield (its cooperative budget),
+// and a send is made in signal handlers, under queue Guards and in hubs.
+// Straight to libc instead.
+void send(Hub& hub, ev_async& w) noexcept {
+    InternalScope internal;
+    ev_async_send(hub.loop(), &w);
+}
+}  // namespace
+
 void post_done(Hub& hub, PoolJob* j) {
     Hub::Async& a = Runtime::async(hub);
     {
         std::lock_guard<detail::OsMutex> lk(a.mu);
         a.done.push_back(j);
     }
-    ev_async_send(hub.loop(), &a.watcher);
+    send(hub, a.watcher);
 }
 
 std::atomic<long> g_wakes_in_flight{0};
@@ -102,13 +113,13 @@ void post_woken(Hub& hub, Greenlet& g) {
     Greenlet* head = a.woken.load(std::memory_order_relaxed);
     do im.next_ready = head;
     while (!a.woken.compare_exchange_weak(head, &g, std::memory_order_release, std::memory_order_relaxed));
-    ev_async_send(hub.loop(), &a.watcher);
+    send(hub, a.watcher);
 }
 
 void set_process_hub(Hub* h) noexcept { g_process_hub.store(h); }
 
 // Makes hub look at its state again (an idle hub rechecks for a deadlock).
-void poke(Hub& hub) noexcept { ev_async_send(hub.loop(), &Runtime::async(hub).watcher); }
+void poke(Hub& hub) noexcept { send(hub, Runtime::async(hub).watcher); }
 
 void post_came_back(Hub& hub, Greenlet* g) {
     Hub::Async& a = Runtime::async(hub);
@@ -116,7 +127,7 @@ void post_came_back(Hub& hub, Greenlet* g) {
         std::lock_guard<detail::OsMutex> lk(a.mu);
         a.returned.push_back(g);
     }
-    ev_async_send(hub.loop(), &a.watcher);
+    send(hub, a.watcher);
 }
 
 void async_after_fork_child(Hub::Async* a) noexcept {
@@ -154,7 +165,7 @@ void Hub::notify_signal() noexcept {
     g_signal_generation.fetch_add(1);
     if (!async_) return;
     async_->signal_pending.store(1);
-    ev_async_send(loop_, &async_->watcher);
+    detail::send(*this, async_->watcher);
 }
 
 bool Hub::interrupt_one(InterruptMask kinds) {

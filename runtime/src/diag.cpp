@@ -163,13 +163,20 @@ struct Diag {
     static bool polling(Hub& h) noexcept { return h.polling_.load(std::memory_order_relaxed); }
     static Greenlet* running(Hub& h) noexcept { return h.running_.load(std::memory_order_relaxed); }
     static pthread_t thread(Hub& h) noexcept { return h.thread_; }
+    static int tid(Hub& h) noexcept { return h.tid_; }
+    static ThreadState* state(Hub& h) noexcept { return h.state_; }
     static void count_park(Hub& h) noexcept { bump(h.parks_); }
     static void add(Hub& h, RuntimeStats& s) noexcept {
         s.switches += h.switches_.load(std::memory_order_relaxed);
         s.parks += h.parks_.load(std::memory_order_relaxed);
         s.preemptions += h.preemptions_.load(std::memory_order_relaxed);
         s.hand_offs += h.hand_offs_.load(std::memory_order_relaxed);
-        s.hub_wait_ns += h.wait_ns_.load(std::memory_order_relaxed);
+        s.steals += h.steals_.load(std::memory_order_relaxed);
+        std::int64_t waited = h.wait_ns_.load(std::memory_order_relaxed);
+        s.hub_wait_ns += waited;
+        // Each hub's own time since its timing began, less its waits (with
+        // several hubs the sum of their lives, not the wall time, is split).
+        if (h.timing_since_) s.hub_run_ns += monotonic_ns() - h.timing_since_ - waited;
     }
 };
 
@@ -250,7 +257,10 @@ void on_poll_acquire(struct ev_loop* loop) noexcept {
 }  // namespace
 
 
-void Diag::start_timing(Hub& h) noexcept { ev_set_loop_release_cb(h.loop_, on_poll_release, on_poll_acquire); }
+void Diag::start_timing(Hub& h) noexcept {
+    h.timing_since_ = monotonic_ns();
+    ev_set_loop_release_cb(h.loop_, on_poll_release, on_poll_acquire);
+}
 
 void hub_register(Hub* h) noexcept {
     std::int64_t zero = 0;
@@ -392,8 +402,7 @@ RuntimeStats runtime_stats() noexcept {
     s.peak_helper_threads = detail::g_counters.peak_helpers.load(std::memory_order_relaxed);
     s.helper_jobs = detail::g_counters.helper_jobs.load(std::memory_order_relaxed);
     s.carriers = detail::g_counters.carriers.load(std::memory_order_relaxed);
-    std::int64_t t0 = detail::g_first_hub_ns.load(std::memory_order_relaxed);
-    if (t0 && detail::timing_enabled()) s.hub_run_ns = monotonic_ns() - t0 - s.hub_wait_ns;
+    if (!detail::timing_enabled()) s.hub_run_ns = 0;
     return s;
 }
 
@@ -411,9 +420,9 @@ void write_stats(int fd, const char* prefix) noexcept {
     using detail::out;
     out(fd, "%s greenlets: %llu spawned, %llu alive at exit, peak %llu alive\n", prefix,
         (unsigned long long)s.spawned, (unsigned long long)s.alive, (unsigned long long)s.peak_alive);
-    out(fd, "%s switches: %llu; parks: %llu; preemptions: %llu; hand-offs: %llu\n", prefix,
+    out(fd, "%s switches: %llu; parks: %llu; preemptions: %llu; hand-offs: %llu; steals: %llu\n", prefix,
         (unsigned long long)s.switches, (unsigned long long)s.parks, (unsigned long long)s.preemptions,
-        (unsigned long long)s.hand_offs);
+        (unsigned long long)s.hand_offs, (unsigned long long)s.steals);
     // Parks per family, summed over the registered sites.
     std::uint64_t per_family[16] = {};
     for (WaitSite* w = detail::g_sites.load(std::memory_order_acquire); w; w = w->next) {
@@ -485,9 +494,8 @@ void write_row(const Sink& s, Greenlet& g) noexcept {
 }
 
 template <class F>
-void for_each_row(F&& f) noexcept {
-    ThreadState* t = t_state;
-    if (t->main && !t->main->dead()) f(*t->main);
+void for_each_row(F&& f, ThreadState* t = t_state, bool with_main = true) noexcept {
+    if (with_main && t->main && !t->main->dead()) f(*t->main);
     for (Greenlet* g = t->live_head; g; g = impl_of(*g).live_next)
         if (!impl_of(*g).is_hub) f(*g);
 }
@@ -498,6 +506,25 @@ void write_greenlet_table(int fd) noexcept {
     if (!detail::t_state) return;
     detail::Sink s{fd};
     detail::for_each_row([&](Greenlet& g) { detail::write_row(s, g); });
+}
+
+void write_idle_hubs_table(int fd) noexcept {
+    write_greenlet_table(fd);
+    InternalScope internal;
+    std::lock_guard<detail::OsMutex> lk(detail::registry_mu());
+    detail::Sink s{fd};
+    for (Hub* h = detail::g_hubs; h; h = Diag::next(*h)) {
+        if (h == Hub::existing() || !Diag::idle(*h) || !Diag::state(*h)) continue;
+        // (A worker's main greenlet only keeps its OS thread: not a row.)
+        bool first = true;
+        detail::for_each_row(
+            [&](Greenlet& g) {
+                if (std::exchange(first, false))
+                    detail::sink_out(s, "  on the hub of OS thread %d%s:\n", Diag::tid(*h), h->is_worker() ? " (a worker)" : "");
+                detail::write_row(s, g);
+            },
+            Diag::state(*h), !h->is_worker());
+    }
 }
 
 // ---- the dump: every greenlet with its backtrace (diag.hpp says how) ----

@@ -8,9 +8,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <new>
 #include <stdexcept>
 
 #include "internal.hpp"
+#include "os_sync.hpp"
 
 namespace greenshim {
 
@@ -201,6 +204,8 @@ Hub::Hub() {
     ev_set_allocator(libev_memory);  // (the same pointer each time: no race to guard)
     detail::ThreadState& t = ts();
     main_ = t.main.get();
+    state_ = &t;
+    tid_ = int(::syscall(SYS_gettid));
     loop_ = ev_loop_new(unsigned(EVBACKEND_EPOLL) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
     if (!loop_) loop_ = ev_loop_new(unsigned(EVFLAG_AUTO) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
     if (!loop_) throw std::runtime_error("greenshim: cannot create the event loop");
@@ -253,9 +258,28 @@ Greenlet* Hub::pop_ready() {
     return g;
 }
 
+// ---- the spawn queue (start_anywhere): new threads for whichever hub ----
+// An intrusive FIFO through Impl::next_ready (a queued greenlet is in no run
+// queue), under its own lock; the count is read without it.
+namespace {
+struct SpawnQueue {
+    detail::OsMutex mu;
+    Greenlet* head = nullptr;
+    Greenlet* tail = nullptr;
+};
+SpawnQueue g_spawn;
+std::atomic<unsigned> g_spawn_count{0};
+std::atomic<unsigned> g_spawn_poke_turn{0};
+constexpr unsigned kMaxSpawnBatch = 64;
+inline bool spawn_pending() noexcept { return g_spawn_count.load(std::memory_order_relaxed) != 0; }
+}  // namespace
+
 void Hub::run() {
     for (;;) {
         detail::bump(turn_);
+        // New threads: this hub's share when it has nothing else, one a pass
+        // while it is busy (as Go's P looks at the global queue).
+        if (__builtin_expect(spawn_pending(), 0)) take_spawned(ready_count_ == 0 ? kMaxSpawnBatch : 1);
         if (__builtin_expect(when_back_.load(std::memory_order_relaxed) != nullptr, 0)) {
             if (auto fn = when_back_.exchange(nullptr, std::memory_order_relaxed)) fn(*this);
         }
@@ -276,6 +300,10 @@ void Hub::run() {
             if (__builtin_expect(hand_off_g_ != nullptr, 0)) dispatch_hand_off();
             if (poll_now_) break;  // (a park found the poll due: poll before the rest)
         }
+        // Never idle while the spawn queue holds work (a thread the pass just
+        // made): take it first. (Its maker's hub always comes here before it
+        // could go idle, so the queue never strands a thread.)
+        if (ready_count_ == 0 && __builtin_expect(spawn_pending(), 0) && take_spawned(kMaxSpawnBatch) != 0) continue;
         if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0 && away_ == 0) {
             ev_run(loop_, EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
             if (ready_count_ == 0) nothing_to_do();
@@ -493,7 +521,10 @@ void Hub::deliver(Greenlet& g, Wake why) {
 // A wake another thread claimed for a greenlet of this hub (on_async).
 void Hub::take_woken(Greenlet& g) noexcept {
     Greenlet::Impl& im = detail::impl_of(g);
-    if (__builtin_expect(im.adopt != nullptr, 0)) std::exchange(im.adopt, nullptr)(g);
+    if (__builtin_expect(!im.fiber_created, 0)) {  // started here by another hub (Hub::start)
+        if (im.tls) detail::ThreadTls::rehome(im.tls);
+        if (im.adopt) std::exchange(im.adopt, nullptr)(g);
+    }
     push_ready(g);
 }
 
@@ -673,7 +704,6 @@ constexpr unsigned kMaxWorkers = 1024;
 std::atomic<Hub*> g_workers[kMaxWorkers];
 std::atomic<unsigned> g_worker_slots{0};  // taken (a slot may still be null)
 std::atomic<unsigned> g_worker_count{0};  // registered
-std::atomic<unsigned> g_spawn_turn{0};
 }  // namespace
 
 void Hub::run_worker() {
@@ -682,18 +712,83 @@ void Hub::run_worker() {
     unsigned i = g_worker_slots.fetch_add(1);
     if (i < kMaxWorkers) {
         g_workers[i].store(&h);
-        g_worker_count.fetch_add(1);  // (a slot not yet stored reads null: spawn_target falls back)
+        g_worker_count.fetch_add(1);  // (a slot not yet stored reads null: skipped)
     }
     for (;;) h.park(kForever);  // nothing wakes it: the hub runs the others meanwhile
 }
 
-Hub& Hub::spawn_target(Hub& fallback) noexcept {
+Hub* Hub::worker(unsigned i) noexcept {
+    if (i >= kMaxWorkers || i >= g_worker_slots.load(std::memory_order_acquire)) return nullptr;
+    return g_workers[i].load(std::memory_order_acquire);
+}
+
+void Hub::start_anywhere(Greenlet& g, void (*adopt)(Greenlet&)) {
     unsigned n = g_worker_count.load(std::memory_order_acquire);
-    if (n == 0) return fallback;
+    Hub* here = detail::t_state ? detail::t_state->hub : nullptr;
+    if (n == 0 && here) {
+        here->start(g, adopt);
+        return;
+    }
+    Runtime::set_state(g, GreenletState::ready);
+    Greenlet::Impl& im = detail::impl_of(g);
+    im.adopt = adopt;
+    im.next_ready = nullptr;
+    {
+        std::lock_guard<detail::OsMutex> lk(g_spawn.mu);
+        if (g_spawn.tail) detail::impl_of(*g_spawn.tail).next_ready = &g;
+        else g_spawn.head = &g;
+        g_spawn.tail = &g;
+        g_spawn_count.fetch_add(1, std::memory_order_seq_cst);
+    }
+    // Wake one hub asleep in its poll (in turn, not this one: it runs). None
+    // asleep: the busy hubs take it, its maker's at the latest (Hub::run).
     if (n > kMaxWorkers) n = kMaxWorkers;
-    unsigned turn = g_spawn_turn.fetch_add(1, std::memory_order_relaxed) % (n + 1);
-    Hub* h = turn == 0 ? process_hub() : g_workers[turn - 1].load(std::memory_order_acquire);
-    return h ? *h : fallback;
+    unsigned first = g_spawn_poke_turn.fetch_add(1, std::memory_order_relaxed);
+    for (unsigned i = 0; i <= n; ++i) {
+        unsigned k = (first + i) % (n + 1);
+        Hub* h = k == n ? process_hub() : g_workers[k].load(std::memory_order_acquire);
+        if (h && h != here && h->idle_polling_.load(std::memory_order_seq_cst)) {
+            detail::poke(*h);
+            return;
+        }
+    }
+}
+
+unsigned Hub::take_spawned(unsigned max) {
+    if (!worker_ && this != process_hub()) return 0;  // (a hub of a thread the shim did not make)
+    unsigned hubs = g_worker_count.load(std::memory_order_relaxed) + 1;
+    Greenlet* taken = nullptr;
+    unsigned n = 0;
+    {
+        std::lock_guard<detail::OsMutex> lk(g_spawn.mu);
+        unsigned queued = g_spawn_count.load(std::memory_order_relaxed);
+        unsigned share = queued / hubs + 1;  // (Go's runqsize / GOMAXPROCS + 1)
+        if (max > share) max = share;
+        taken = g_spawn.head;
+        Greenlet* last = nullptr;
+        for (Greenlet* g = g_spawn.head; g && n < max; g = detail::impl_of(*g).next_ready) {
+            last = g;
+            ++n;
+        }
+        if (n == 0) return 0;
+        g_spawn.head = detail::impl_of(*last).next_ready;
+        if (!g_spawn.head) g_spawn.tail = nullptr;
+        detail::impl_of(*last).next_ready = nullptr;
+        g_spawn_count.fetch_sub(n, std::memory_order_relaxed);
+    }
+    while (taken) {
+        Greenlet& g = *taken;
+        Greenlet::Impl& im = detail::impl_of(g);
+        taken = im.next_ready;
+        im.next_ready = nullptr;
+        if (im.hub != this) {
+            detail::bump(steals_);
+            im.hub = this;
+            g.parent_ = hub_greenlet_;  // (where it goes when it ends: this hub)
+        }
+        take_woken(g);  // its block made this OS thread's, adopt, queued
+    }
+    return n;
 }
 
 void Hub::notify_signal_all() noexcept {
@@ -760,6 +855,9 @@ void Hub::after_fork_child() {
     for (auto& w : g_workers) w.store(nullptr, std::memory_order_relaxed);
     g_worker_slots.store(0);
     g_worker_count.store(0);
+    // New threads not yet taken are the parent's, as its other threads.
+    new (&g_spawn) SpawnQueue();
+    g_spawn_count.store(0);
     worker_ = false;
     detail::set_process_hub(this);
     // A Guard another OS thread held at the fork is nobody's in the child.

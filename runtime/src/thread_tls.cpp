@@ -737,6 +737,18 @@ void ThreadTls::give_back(ThreadTls* t, const Lent& saved) noexcept {
     }
 }
 
+void ThreadTls::rehome(ThreadTls* t) noexcept {
+    char* p = reinterpret_cast<char*>(t);
+    char* cur = reinterpret_cast<char*>(current());
+    at<int>(p, off::tid) = at<int>(cur, off::tid);
+    if (g.info.malloc_shared) {
+        if (!at<void*>(cur, g.info.tcache_offset)) ensure_tcache();
+        at<void*>(p, g.info.tcache_offset) = at<void*>(cur, g.info.tcache_offset);
+    }
+    for (int i = 0; i < g_n_inherited; ++i)
+        std::memcpy(p + g_inherited[i].offset, cur + g_inherited[i].offset, g_inherited[i].size);
+}
+
 bool ThreadTls::sanitizer_loaded() noexcept {
     return dlsym(RTLD_DEFAULT, "__asan_init") || dlsym(RTLD_DEFAULT, "__tsan_init") ||
            dlsym(RTLD_DEFAULT, "__msan_init");

@@ -182,6 +182,16 @@ public:
     static void lend(ThreadTls* t, Lent& saved) noexcept;
     static void give_back(ThreadTls* t, const Lent& saved) noexcept;
 
+    // A block made on another OS thread, for a thread that has never run,
+    // made the calling OS thread's for good: its tid, its malloc tcache word
+    // and the inherited words (inherit()) become the running OS thread's,
+    // whose own block (or one of its blocks) must be current. For a thread
+    // placed on another hub (Hub::start): the block is made by the creator,
+    // which may wait for the allocator's locks, and moved without allocating
+    // on the hub that runs it. Cost: a few words; the first call on an OS
+    // thread with no tcache yet mallocs once (glibc's malloc).
+    static void rehome(ThreadTls* t) noexcept;
+
     // For the benchmark: switch with arch_prctl even when wrfsbase works.
     static void force_syscall_switch(bool on) noexcept;
 

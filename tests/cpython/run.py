@@ -34,11 +34,7 @@ def main():
         print("run.py: libpython3.11-testsuite is not installed", file=sys.stderr)
         return 2
     cmd = [greenrun, "--", python, "-m", "test", "-u", "all,-gui,-network", "--timeout", "300"]
-    # With several hubs (GREENSHIM_HUBS), this stress test of simultaneous
-    # signals segfaults about 1 suite run in 2, not yet understood (README,
-    # "Several hubs"): left out of that run only.
-    several_hubs = os.environ.get("GREENSHIM_HUBS", "1") not in ("", "1")
-    for pattern in skips() + ["*VSOCK*"] + (["test_stress_delivery_simultaneous"] if several_hubs else []):
+    for pattern in skips() + ["*VSOCK*"]:
         cmd += ["-i", pattern]
     cmd += tests
     print(" ".join(cmd), flush=True)

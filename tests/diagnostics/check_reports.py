@@ -49,6 +49,18 @@ def check_deadlock(greenrun, prog):
     expect(len(re.findall(r"waiting in pthread_mutex_lock 0x[0-9a-f]+ \[sync\]; started at (?:transfer|audit)_worker",
                           err)) == 2, "deadlock, main gone: both workers shown waiting", err)
     expect(err.count("greenshim: exiting with status 86 (deadlock)") == 1, "deadlock, main gone: one report", err)
+    # Two hubs: the threads may be on either (with main busy, the idle worker
+    # hub runs them); the report lists every one.
+    for args in ([], ["busy-main"]):
+        rc, out, err = run([greenrun, "-j", "2", "--", prog] + args)
+        expect(rc == 86, f"deadlock, two hubs: exit status 86 (got {rc})", err)
+        expect(len(re.findall(r"waiting in pthread_mutex_lock 0x[0-9a-f]+ \[sync\]; started at (?:transfer|audit)_worker",
+                              err)) == 2, "deadlock, two hubs: both workers shown waiting", err)
+        expect(re.search(r"greenlet 0 \(main\): waiting in pthread_join", err) is not None,
+               "deadlock, two hubs: main shown waiting in pthread_join", err)
+    expect(re.search(r"on the hub of OS thread \d+ \(a worker\):\n(  greenlet \d+ .*started at (transfer|audit)_worker"
+                     r".*\n){1,2}greenshim: exiting", err) is not None,
+           "deadlock, two hubs, main busy: the threads the worker hub runs listed under it", err)
 
 
 def check_monitor(greenrun, prog):

@@ -194,11 +194,7 @@ Hub& start_worker() {
     unsigned before = Hub::workers();
     std::thread([] { Hub::run_worker(); }).detach();
     while (Hub::workers() == before) std::this_thread::yield();
-    Hub& here = Hub::current();
-    for (;;) {  // (spawn_target takes the process hub and the workers in turn)
-        Hub& h = Hub::spawn_target(here);
-        if (&h != &here) return h;
-    }
+    return *Hub::worker(before);
 }
 
 // A flag under a queue's Guard, waited for with a deadline.
@@ -285,6 +281,75 @@ TEST_CASE("an fd number closed on one hub and reused is watched afresh by anothe
         if (!done.wait(10)) return 5;
         if (before != Wake::timeout) return 6;
         return after == Wake::event ? 0 : 10 + int(after);
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("start_anywhere: an idle worker hub takes new greenlets made on a busy hub (a steal)") {
+    int rc = in_child([] {
+        Hub& worker = start_worker();
+        Hub& here = Hub::current();
+        while (!worker.idle_polling()) std::this_thread::yield();  // (asleep in its poll: woken for the work)
+        std::uint64_t steals_before = runtime_stats().steals;
+        constexpr int kN = 8;
+        Flag done;
+        std::atomic<int> ran{0}, on_worker{0};
+        std::atomic<bool> wrong_parent{false};
+        std::vector<std::shared_ptr<Greenlet>> gs;
+        for (int i = 0; i < kN; ++i) {
+            gs.push_back(here.make_greenlet([&](std::any) -> std::any {
+                Hub* h = Hub::existing();
+                if (h == &worker) on_worker.fetch_add(1);
+                // One this hub took keeps it busy (computing) until the
+                // worker, woken for the queue, has taken its share.
+                Deadline give_up = deadline_after(2);
+                while (h == &here && on_worker.load() == 0 && monotonic_ns() < give_up) {
+                }
+                if (Greenlet::current().parent() != &h->greenlet()) wrong_parent = true;  // it ends on its hub
+                if (ran.fetch_add(1) + 1 == kN) done.raise();
+                return {};
+            }));
+            Hub::start_anywhere(*gs.back());
+        }
+        if (!done.wait(5)) return 2;
+        if (wrong_parent) return 3;
+        if (on_worker.load() == 0) return 4;
+        return runtime_stats().steals - steals_before == std::uint64_t(on_worker.load()) ? 0 : 5;
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("start_anywhere: with every other hub busy, the maker's hub runs them itself (none stranded)") {
+    int rc = in_child([] {
+        Hub& worker = start_worker();
+        Hub& here = Hub::current();
+        std::atomic<bool> spinning{false}, release{false};
+        // The worker's only greenlet computes until told to stop: its hub
+        // never gets back to its loop meanwhile.
+        auto spinner = worker.make_greenlet([&](std::any) -> std::any {
+            spinning = true;
+            while (!release.load()) {
+            }
+            return {};
+        });
+        worker.start(*spinner);
+        while (!spinning.load()) std::this_thread::yield();
+        constexpr int kN = 4;
+        Flag done;
+        std::atomic<int> ran{0}, on_here{0};
+        std::vector<std::shared_ptr<Greenlet>> gs;
+        for (int i = 0; i < kN; ++i) {
+            gs.push_back(here.make_greenlet([&](std::any) -> std::any {
+                if (Hub::existing() == &here) on_here.fetch_add(1);
+                if (ran.fetch_add(1) + 1 == kN) done.raise();
+                return {};
+            }));
+            Hub::start_anywhere(*gs.back());
+        }
+        bool ok = done.wait(5);  // (this wait lets this hub take them)
+        release = true;
+        if (!ok) return 1;
+        return on_here.load() == kN ? 0 : 2;
     });
     CHECK(rc == 0);
 }

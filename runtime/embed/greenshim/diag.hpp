@@ -69,9 +69,10 @@ struct RuntimeStats {
     std::uint64_t parks = 0;         // Hub::park calls that waited
     std::uint64_t preemptions = 0;   // greenlets the OS thread was taken back from (Hub::preempt_running)
     std::uint64_t hand_offs = 0;     // greenlets handed to a carrier OS thread (Hub::hand_off_running)
+    std::uint64_t steals = 0;        // new threads a hub took from the spawn queue that another made
     std::uint64_t carriers = 0;      // carrier OS threads started (they stay)
     std::int64_t hub_wait_ns = 0;    // time hubs spent blocked in the poll (enable_timing)
-    std::int64_t hub_run_ns = 0;     // time since the first hub, minus the waits
+    std::int64_t hub_run_ns = 0;     // each timed hub's time since its timing began, minus its waits (summed)
     std::uint64_t helper_threads = 0;       // the helper pool's OS threads now (Hub::run_blocking)
     std::uint64_t peak_helper_threads = 0;
     std::uint64_t helper_jobs = 0;          // calls they ran
@@ -103,6 +104,11 @@ GREENSHIM_API void describe_code(const void* code, char* buf, std::size_t size) 
 // Writes one line per live greenlet of the calling OS thread: id, name,
 // state, what it waits on and its entry function. Async-signal-safe.
 GREENSHIM_API void write_greenlet_table(int fd) noexcept;
+// The same, then the lines of every other hub that is idle (blocked in its
+// poll, so its greenlets do not change meanwhile: the deadlock report, made
+// when every hub is), each hub under a line naming its OS thread. Not from a
+// signal handler (it takes the hubs' registry lock).
+GREENSHIM_API void write_idle_hubs_table(int fd) noexcept;
 
 // The dump (greenrun --dump): write_greenlet_table's lines for the calling OS
 // thread, each followed by that greenlet's backtrace, then "greenshim: end of

@@ -100,7 +100,7 @@ public:
 };
 GREENSHIM_API bool runtime_internal() noexcept;
 
-namespace detail { struct Diag; }
+namespace detail { struct Diag; struct ThreadState; }
 
 struct FdWait {
     int fd;
@@ -316,24 +316,37 @@ public:
     std::shared_ptr<Greenlet> make_greenlet(Greenlet::Fn fn, std::string name = {}, std::size_t stack_size = 0);
     // Queues g (made by make_greenlet on this hub) to run: straight into the
     // run queue on this hub's own OS thread, else through its async watcher
-    // (a lock, a push and, if that hub sleeps in its poll, an eventfd write;
-    // ~5-20 us until it runs there). adopt, if given, runs first on this
-    // hub's OS thread, in its hub greenlet, before g ever runs: for what must
-    // be made on the thread g will run on (a thread-locals block carries its
-    // maker's tid and malloc cache). May not: start g twice.
+    // (a lock-free push and, if that hub sleeps in its poll, an eventfd
+    // write; ~5-20 us until it runs there). There, before g ever runs, a
+    // thread-locals block g was given (Greenlet::set_own_thread_locals, by
+    // its maker) is made that OS thread's (ThreadTls::rehome: its tid and
+    // malloc cache), then adopt, if given, runs, in the hub greenlet: it may
+    // not allocate or take a lock a greenlet may hold (it cannot wait).
+    // May not: start g twice.
     void start(Greenlet& g, void (*adopt)(Greenlet&) = nullptr);
+    // Queues g (made by make_greenlet on any hub, never run) in the spawn
+    // queue, from which the process hub and the workers take work: a hub
+    // takes a batch (its share) whenever it runs out of greenlets to run, and
+    // one each pass while busy; one asleep in its poll is woken for it. So a
+    // new thread runs on whichever hub comes free first, and the hubs that
+    // run out of work take (steal) the new threads queued by busy ones, as
+    // Go's Ps take from its global run queue. The hub that takes it becomes
+    // its home (its parent, thread-locals block and adopt as for start()),
+    // for good: a thread that has run never moves (its stack may hold its
+    // hub's state). Cost: a lock, a push, a load per hub and maybe an eventfd
+    // write; a load per pass for each hub while the queue is empty. With no
+    // worker running, start() on the caller's hub.
+    static void start_anywhere(Greenlet& g, void (*adopt)(Greenlet&) = nullptr);
     // Runs the calling OS thread as a worker hub until the process ends: the
-    // hub is made and joins the hubs spawn_target() picks from, and the
+    // hub is made and takes from the spawn queue (start_anywhere), and the
     // thread's main greenlet parks for good while the hub runs what start()
     // gives it. A worker never reports a deadlock itself: when every hub is
     // idle, it has the process hub look (which tells its main greenlet).
     // Never returns. The caller blocks the signals the program handles first
     // (process-directed signals go to the process hub's thread).
     [[noreturn]] static void run_worker();
-    // The hub the next greenlet thread goes to: the process hub and the
-    // workers in turn; `fallback` while no worker runs. Cost: an atomic
-    // increment and two loads.
-    static Hub& spawn_target(Hub& fallback) noexcept;
+    // The i-th worker hub started (0-based; nullptr if none such runs yet).
+    static Hub* worker(unsigned i) noexcept;
     // Worker hubs running now (run_worker), and whether this is one.
     static unsigned workers() noexcept;
     bool is_worker() const noexcept { return worker_; }
@@ -450,6 +463,8 @@ public:
     static void set_carriers(unsigned max, CarrierHooks hooks) noexcept;
     // Greenlets handed to a carrier so far, and carried now.
     std::uint64_t hand_offs() const noexcept { return hand_offs_.load(std::memory_order_relaxed); }
+    // Greenlets this hub took from the spawn queue that another hub made.
+    std::uint64_t steals() const noexcept { return steals_.load(std::memory_order_relaxed); }
     std::size_t away() const noexcept { return away_; }
     // fn(hub) runs once, in the hub greenlet, when the hub next gets control
     // (its next pass: after a blocking poll, or once the running greenlet
@@ -503,6 +518,8 @@ private:
     struct ev_loop* loop_ = nullptr;
     std::shared_ptr<Greenlet> hub_greenlet_;
     Greenlet* main_ = nullptr;
+    detail::ThreadState* state_ = nullptr;  // its OS thread's (the deadlock report reads an idle hub's)
+    int tid_ = 0;                           // its OS thread's kernel id (the same report names it)
     Greenlet* ready_head_ = nullptr;
     Greenlet* ready_tail_ = nullptr;
     std::size_t ready_count_ = 0;
@@ -542,6 +559,10 @@ private:
     std::size_t fds_cap_ = 0;
     bool worker_ = false;  // run_worker's hub
     void worker_idle();    // nothing_to_do for a worker
+    // Takes up to max greenlets from the spawn queue (start_anywhere) into
+    // this hub's run queue; how many. Only the process hub and workers take.
+    unsigned take_spawned(unsigned max);
+    std::atomic<std::uint64_t> steals_{0};
 
     // Diagnostics (diag.hpp). Written by this hub's thread only; read by
     // runtime_stats() and the monitor from any thread.
@@ -553,6 +574,7 @@ private:
     std::atomic<Greenlet*> running_{nullptr};  // the greenlet the hub last switched to
     std::atomic<std::int64_t> wait_ns_{0};
     std::int64_t poll_started_ = 0;
+    std::int64_t timing_since_ = 0;            // when its timing began (0: not timed; under the registry's lock)
     pthread_t thread_;
     Hub* registry_next_ = nullptr;
     bool idle_ = false;  // counted in the idle book (diag.cpp; under its lock)
