@@ -11,7 +11,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <atomic>
 #include <cstring>
+#include <ctime>
 #include <string>
 
 #include "greenshim/diag.hpp"
@@ -119,7 +121,45 @@ void start_monitor_with_backtraces(unsigned ms) noexcept {
 // CPU-bound greenlet still answers, with that greenlet's backtrace.
 constexpr std::uintptr_t kDumpMagic = 0x67736864'00000000;  // "gshd" (low half: a forwarded requester)
 constexpr std::uintptr_t kDumpMagicMask = 0xffffffff'00000000;
-int dump_signal() noexcept { return SIGRTMAX - 2; }
+int dump_signal_number() noexcept { return SIGRTMAX - 2; }
+
+// With several hubs the process hub's handler asks each worker in turn for
+// its part (write_worker_dump_part), with the same signal and this value,
+// and waits for it (at most kWorkerDumpWaitMs: a worker stuck with signals
+// blocked is skipped with a line saying so).
+struct WorkerDump {
+    std::atomic<int> fd{-1}, also{-1};
+    std::atomic<bool> done{false};
+};
+WorkerDump g_worker_dump;
+constexpr int kWorkerDumpWaitMs = 1000;
+
+bool worker_dump_request(const siginfo_t* info) noexcept {
+    return info->si_code == SI_QUEUE && info->si_value.sival_ptr == &g_worker_dump && info->si_pid == getpid();
+}
+
+void dump_workers(int sig, int fd, int also) noexcept {
+    InternalScope internal;  // (libc's nanosleep and pthread_sigqueue, not the shim's)
+    for (unsigned i = 0; Hub* w = Hub::worker(i); ++i) {
+        g_worker_dump.fd.store(fd);
+        g_worker_dump.also.store(also);
+        g_worker_dump.done.store(false);
+        sigval v;
+        v.sival_ptr = &g_worker_dump;
+        bool answered = pthread_sigqueue(hub_thread(*w), sig, v) == 0;
+        for (int ms = 0; answered && !g_worker_dump.done.load(); ++ms) {
+            if (ms == kWorkerDumpWaitMs) answered = false;
+            timespec one{0, 1000000};
+            nanosleep(&one, nullptr);
+        }
+        if (!answered) {
+            char line[96];
+            std::snprintf(line, sizeof line, "  (worker hub %u did not answer within %d ms)\n", i, kWorkerDumpWaitMs);
+            say(fd, line);
+            if (also >= 0) say(also, line);
+        }
+    }
+}
 
 bool dump_request(const siginfo_t* info, pid_t* requester) noexcept {
     if (info->si_code != SI_QUEUE) return false;
@@ -156,9 +196,28 @@ int open_dump_output(pid_t requester, bool* also_stderr) noexcept {
 }
 
 void on_dump_signal(int sig, siginfo_t* info, void* uctx) {
-    pid_t requester;
-    if (!dump_request(info, &requester)) return pass_signal_to_program(sig, info, uctx);
     int saved = errno;
+    if (worker_dump_request(info)) {  // on a worker hub's OS thread: its part
+        write_worker_dump_part(g_worker_dump.fd.load(), g_worker_dump.also.load(), uctx);
+        g_worker_dump.done.store(true);
+        errno = saved;
+        return;
+    }
+    pid_t requester;
+    if (!dump_request(info, &requester)) {
+        Hub* here = greenshim::detail::existing_hub();
+        if (here && here->is_worker() && Hub::process_hub()) {
+            // The program's own use of the number, process-directed, landed
+            // on a worker (which lets it through for the dump's sake): to the
+            // main thread, as the program's other signals go.
+            InternalScope internal;
+            pthread_sigqueue(hub_thread(*Hub::process_hub()), sig, info->si_value);
+            errno = saved;
+            return;
+        }
+        errno = saved;
+        return pass_signal_to_program(sig, info, uctx);
+    }
     // The greenlets live on the hub's OS thread; a process-directed signal
     // may land on another (a thread the program made before the shim's
     // constructor ran, say): hand it on, with the requester.
@@ -172,12 +231,13 @@ void on_dump_signal(int sig, siginfo_t* info, void* uctx) {
     }
     bool also_stderr = false;
     int fd = open_dump_output(requester, &also_stderr);
+    int out = fd >= 0 ? fd : 2, also = fd >= 0 && also_stderr ? 2 : -1;
+    write_greenlet_dump(out, also, uctx, /*end_line=*/false);
+    dump_workers(sig, out, also);
+    write_dump_end(out, also);
     if (fd >= 0) {
-        write_greenlet_dump(fd, also_stderr ? 2 : -1, uctx);
         InternalScope internal;
         ::close(fd);
-    } else {
-        write_greenlet_dump(2, -1, uctx);
     }
     errno = saved;
 }
@@ -202,7 +262,7 @@ void start_diagnostics() noexcept {
         std::atexit(write_stats_at_exit);
     }
     if (c.monitor_ms) start_monitor_with_backtraces(c.monitor_ms);
-    hold_signal(dump_signal(), on_dump_signal);
+    hold_signal(dump_signal_number(), on_dump_signal);
 }
 
 void deadlock_exit(const char* what) noexcept {
@@ -226,5 +286,7 @@ void deadlock_exit(const char* what) noexcept {
     std::fflush(nullptr);
     _exit(kDeadlockExitStatus);
 }
+
+int dump_signal() noexcept { return dump_signal_number(); }
 
 }  // namespace greenshim::shim

@@ -328,6 +328,7 @@ inline auto unless_tick_eintr(Call&& call) -> decltype(call()) {
 // (once per OS thread) if GREENSHIM_HANDOFF is on.
 void stall_watch(Hub& hub) noexcept;
 int stall_tick_signal() noexcept;  // the stall timer's signal (worker hubs keep it unblocked)
+int dump_signal() noexcept;        // greenrun --dump's (report.cpp; worker hubs keep it unblocked for their part)
 // Whether caller (a return address) is in the code of a malloc replacement
 // loaded as a library (stall.cpp): a lock or futex wait made there never
 // parks (sync.cpp), so no greenlet is ever parked holding an allocator's

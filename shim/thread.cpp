@@ -191,11 +191,10 @@ unsigned hubs_wanted() noexcept { return config().hubs == kHubsAuto ? usable_cpu
 
 // The workers start at the first pthread_create, one after the other, and
 // that call waits until they run their loops (a process that never makes a
-// thread pays nothing). Their OS threads block every signal but the faults
-// and the stall tick, so a signal sent to the process goes to the main
-// thread, as with one hub (delivered to a worker under load, when the main
-// thread was off its CPU, CPython's test_signal stress test crashed 1 run in
-// 2). A raise() or pthread_kill() made by a thread of a worker lets its
+// thread pays nothing). Their OS threads block every signal but the faults,
+// the stall tick and the dump's (whose other uses they pass to the main
+// thread), so a signal sent to the process goes to the main thread, as with
+// one hub. A raise() or pthread_kill() made by a thread of a worker lets its
 // signal through for that call (raise_here, signal.cpp).
 void start_workers() noexcept {
     if (g_workers_started.exchange(true)) return;
@@ -204,6 +203,7 @@ void start_workers() noexcept {
     sigfillset(&mask);
     for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) sigdelset(&mask, sig);
     sigdelset(&mask, stall_tick_signal());
+    sigdelset(&mask, dump_signal());  // (the dump's request for a worker's part: on_dump_signal)
     REAL(pthread_sigmask)(SIG_SETMASK, &mask, &old);
     pthread_attr_t attr;
     pthread_attr_init(&attr);

@@ -666,7 +666,40 @@ void write_suspended_backtrace(const Sink& s, Greenlet& g) noexcept {
 }  // namespace
 }  // namespace detail
 
-void write_greenlet_dump(int fd, int also_fd, const void* uctx) noexcept {
+namespace detail {
+namespace {
+// Each row of t's OS thread, followed by its greenlet's backtrace.
+void write_rows_with_backtraces(Sink& s, ThreadState* t, const void* uctx, bool with_main) noexcept {
+    Greenlet* cur = t->current;
+    for_each_row(
+        [&](Greenlet& g) {
+            write_row(s, g);
+            if (&g == cur) write_running_backtrace(s, uctx);
+            else if (g.state() == GreenletState::fresh) sink_out(s, "      (not started yet)\n");
+            else write_suspended_backtrace(s, g);
+        },
+        t, with_main);
+}
+}  // namespace
+}  // namespace detail
+
+void write_worker_dump_part(int fd, int also_fd, const void* uctx) noexcept {
+    detail::Sink s{fd, also_fd};
+    detail::ThreadState* t = detail::t_state;
+    if (!t || !t->hub) return;
+    Greenlet* cur = t->current;
+    bool hub_runs = cur && detail::impl_of(*cur).is_hub;
+    detail::sink_out(s, "  on the hub of OS thread %d (a worker; %s):\n", Diag::tid(*t->hub),
+                     hub_runs ? "running its loop" : "running a greenlet");
+    detail::write_rows_with_backtraces(s, t, uctx, /*with_main=*/false);  // (its main only keeps the thread)
+}
+
+void write_dump_end(int fd, int also_fd) noexcept {
+    detail::Sink s{fd, also_fd};
+    detail::sink_out(s, "greenshim: end of dump\n");
+}
+
+void write_greenlet_dump(int fd, int also_fd, const void* uctx, bool end_line) noexcept {
     detail::Sink s{fd, also_fd};
     detail::ThreadState* t = detail::t_state;
     char comm[32] = "";
@@ -691,14 +724,9 @@ void write_greenlet_dump(int fd, int also_fd, const void* uctx) noexcept {
         detail::sink_out(s, "greenshim: dump of process %d (%s): %zu greenlets; %s\n", int(getpid()), comm, n,
                          hub_runs ? "the hub was running its loop (waiting for events, or waking greenlets)"
                                   : "the hub was running a greenlet (marked running)");
-        detail::for_each_row([&](Greenlet& g) {
-            detail::write_row(s, g);
-            if (&g == cur) detail::write_running_backtrace(s, uctx);
-            else if (g.state() == GreenletState::fresh) detail::sink_out(s, "      (not started yet)\n");
-            else detail::write_suspended_backtrace(s, g);
-        });
+        detail::write_rows_with_backtraces(s, t, uctx, true);
     }
-    detail::sink_out(s, "greenshim: end of dump\n");
+    if (end_line) detail::sink_out(s, "greenshim: end of dump\n");
 }
 
 pthread_t hub_thread(Hub& hub) noexcept { return Diag::thread(hub); }

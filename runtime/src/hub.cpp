@@ -332,9 +332,15 @@ void Hub::run() {
 // polls without blocking. So fd readiness, timers and
 // signals wait behind runnable greenlets for at most about kMaxPollDelayNs
 // plus 2 x kPollCheckPasses passes. Cost per pass: an increment and a
-// compare; a clock read (~20-30 ns) every kPollCheckPasses passes.
+// compare; a clock read (~20-30 ns) every kPollCheckPasses passes (every
+// kPollCheckSwitches direct switches, next_after_park: ~5 ns a round trip
+// of a condition variable's ping-pong when it was every 8).
 bool Hub::poll_due() noexcept {
     if (++unpolled_passes_ % kPollCheckPasses != 0) return false;
+    return poll_clock_due();
+}
+
+bool Hub::poll_clock_due() noexcept {
     std::int64_t now = monotonic_ns();
     if (unpolled_since_ == 0) {
         unpolled_since_ = now;
@@ -490,7 +496,9 @@ Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held) {
 Greenlet& Hub::next_after_park() noexcept {
     Greenlet* next = hub_greenlet_.get();
     if (ready_count_ == 1 && !yielded_ && !poll_now_) {
-        if (poll_due()) poll_now_ = true;  // (the hub polls first)
+        // (A direct switch is ~0.1 us: the clock is read every
+        // kPollCheckSwitches of them, not every kPollCheckPasses.)
+        if (++unpolled_switches_ % kPollCheckSwitches == 0 && poll_clock_due()) poll_now_ = true;  // (the hub polls first)
         else if (Greenlet* only = pop_ready()) {
             if (pass_left_ > 0) --pass_left_;  // it was the pass's to run
             next = only;
@@ -520,11 +528,7 @@ void Hub::deliver(Greenlet& g, Wake why) {
 
 // A wake another thread claimed for a greenlet of this hub (on_async).
 void Hub::take_woken(Greenlet& g) noexcept {
-    Greenlet::Impl& im = detail::impl_of(g);
-    if (__builtin_expect(!im.fiber_created, 0)) {  // started here by another hub (Hub::start)
-        if (im.tls) detail::ThreadTls::rehome(im.tls);
-        if (im.adopt) std::exchange(im.adopt, nullptr)(g);
-    }
+    if (__builtin_expect(!detail::impl_of(g).fiber_created, 0)) make_home(g);  // started here by another hub
     push_ready(g);
 }
 
@@ -689,13 +693,27 @@ std::shared_ptr<Greenlet> Hub::make_greenlet(Greenlet::Fn fn, std::string name, 
 
 void Hub::start(Greenlet& g, void (*adopt)(Greenlet&)) {
     Runtime::set_state(g, GreenletState::ready);
+    detail::impl_of(g).adopt = adopt;
     if (detail::t_state && detail::t_state->hub == this) {
-        if (adopt) adopt(g);
+        make_home(g);
         push_ready(g);
         return;
     }
-    detail::impl_of(g).adopt = adopt;
-    detail::post_woken(*this, g);  // (take_woken adopts it there)
+    detail::post_woken(*this, g);  // (take_woken makes it this hub's there)
+}
+
+// A greenlet that never ran, about to be queued here for the first time, on
+// this hub's thread: this hub is its home and where it goes when it ends;
+// its thread-locals block, made wherever its maker ran, becomes this OS
+// thread's; then its adopt hook.
+void Hub::make_home(Greenlet& g) noexcept {
+    Greenlet::Impl& im = detail::impl_of(g);
+    if (im.hub != this) {
+        im.hub = this;
+        g.parent_ = hub_greenlet_;
+    }
+    if (im.tls) detail::ThreadTls::rehome(im.tls);
+    if (im.adopt) std::exchange(im.adopt, nullptr)(g);
 }
 
 // ---- several hubs ----
@@ -727,6 +745,15 @@ void Hub::start_anywhere(Greenlet& g, void (*adopt)(Greenlet&)) {
     Hub* here = detail::t_state ? detail::t_state->hub : nullptr;
     if (n == 0 && here) {
         here->start(g, adopt);
+        return;
+    }
+    // A hub that does not take from the queue (an OS thread the program or a
+    // library made: an allocator's background thread starting another; a
+    // carrier) could not be counted on to take it before it goes idle: the
+    // process hub gets it, through its async watcher, which wakes it.
+    Hub* p = process_hub();
+    if (!here || (!here->worker_ && here != p) || detail::t_state->carrying_for) {
+        if (p) p->start(g, adopt);
         return;
     }
     Runtime::set_state(g, GreenletState::ready);
@@ -781,12 +808,8 @@ unsigned Hub::take_spawned(unsigned max) {
         Greenlet::Impl& im = detail::impl_of(g);
         taken = im.next_ready;
         im.next_ready = nullptr;
-        if (im.hub != this) {
-            detail::bump(steals_);
-            im.hub = this;
-            g.parent_ = hub_greenlet_;  // (where it goes when it ends: this hub)
-        }
-        take_woken(g);  // its block made this OS thread's, adopt, queued
+        if (im.hub != this) detail::bump(steals_);
+        take_woken(g);  // made this hub's (its home, parent, thread-locals block), adopted, queued
     }
     return n;
 }

@@ -185,6 +185,26 @@ def check_dump(greenrun, server):
                f"a plain SIGRTMAX-2 kills the server as unpatched (status {p.returncode})")
     finally:
         stop(p)
+    # Two hubs: each worker writes its threads' part, under a line naming it.
+    p, err = start_server(greenrun, server, {"GREENSHIM_HUBS": "2"})
+    try:
+        r = subprocess.run([greenrun, "--dump", str(p.pid)], capture_output=True, text=True, timeout=30)
+        out = r.stdout
+        expect(r.returncode == 0, f"--dump, two hubs: exit 0 (got {r.returncode}, {r.stderr.strip()!r})", out)
+        expect(out.count("(a worker;") == 1, "--dump, two hubs: the worker hub's part is there, once", out)
+        expect(out.rstrip().endswith("greenshim: end of dump"), "--dump, two hubs: complete", out)
+        check_listing(out, "--dump, two hubs")
+        # A SIGRTMAX-2 of the program's own, which a worker lets through for
+        # the dump's sake, still kills it as unpatched (handled on main).
+        os.kill(p.pid, signal.SIGRTMAX - 2)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        expect(p.returncode == -(signal.SIGRTMAX - 2),
+               f"two hubs: a plain SIGRTMAX-2 kills the server as unpatched (status {p.returncode})")
+    finally:
+        stop(p)
 
 
 def gdb_cmd(script, *target, commands):

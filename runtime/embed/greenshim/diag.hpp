@@ -145,7 +145,14 @@ GREENSHIM_API void write_idle_hubs_table(int fd) noexcept;
 // (inside jump_fcontext) shows no frames. Boost's fcontext on x86-64 only; a
 // build on another architecture or on ucontext fibers prints the table
 // without backtraces.
-GREENSHIM_API void write_greenlet_dump(int fd, int also_fd, const void* uctx) noexcept;
+GREENSHIM_API void write_greenlet_dump(int fd, int also_fd, const void* uctx, bool end_line = true) noexcept;
+// With several hubs, the dump the process hub writes (end_line false) is
+// followed by each worker's part, written on the worker's OS thread in a
+// handler of the same signal: a line naming that hub's OS thread, then its
+// threads' rows and backtraces, as above. Then the end line. Both
+// async-signal-safe.
+GREENSHIM_API void write_worker_dump_part(int fd, int also_fd, const void* uctx) noexcept;
+GREENSHIM_API void write_dump_end(int fd, int also_fd) noexcept;
 // The OS thread a hub runs on (where its greenlets' dump must be written).
 GREENSHIM_API pthread_t hub_thread(Hub& hub) noexcept;
 

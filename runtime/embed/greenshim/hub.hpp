@@ -314,7 +314,8 @@ public:
     // Makes fn a greenlet of this hub (its parent this hub's greenlet), not
     // queued yet: start() queues it. Any thread may make one for any hub.
     std::shared_ptr<Greenlet> make_greenlet(Greenlet::Fn fn, std::string name = {}, std::size_t stack_size = 0);
-    // Queues g (made by make_greenlet on this hub) to run: straight into the
+    // Queues g (made by make_greenlet on any hub, never run) to run here,
+    // this hub becoming its home and its parent: straight into the
     // run queue on this hub's own OS thread, else through its async watcher
     // (a lock-free push and, if that hub sleeps in its poll, an eventfd
     // write; ~5-20 us until it runs there). There, before g ever runs, a
@@ -529,6 +530,9 @@ private:
     unsigned coop_left_ = 0;
     // Polling the loop while greenlets are runnable (poll_due in hub.cpp).
     static constexpr unsigned kPollCheckPasses = 8;
+    static constexpr unsigned kPollCheckSwitches = 64;  // next_after_park's direct switches
+    unsigned unpolled_switches_ = 0;
+    bool poll_clock_due() noexcept;  // poll_due's clock part
     // nothing_to_do: how often a deadlock is looked for again while an OS
     // thread the runtime does not know of could still wake someone.
     static constexpr std::int64_t kForeignRecheckNs = 20'000'000;
@@ -562,6 +566,7 @@ private:
     // Takes up to max greenlets from the spawn queue (start_anywhere) into
     // this hub's run queue; how many. Only the process hub and workers take.
     unsigned take_spawned(unsigned max);
+    void make_home(Greenlet& g) noexcept;  // a never-run greenlet becomes this hub's (start, take_woken)
     std::atomic<std::uint64_t> steals_{0};
 
     // Diagnostics (diag.hpp). Written by this hub's thread only; read by
