@@ -387,6 +387,10 @@ ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err)
     g.state_.store(GreenletState::dead, std::memory_order_relaxed);
     g.error_ = err;
     live_unlink(g);
+    if (g.impl_->homed) {  // (the spawn queue's fair shares: Hub::spawn_allowance)
+        g.impl_->homed = false;
+        g.impl_->hub->homed_.fetch_sub(1, std::memory_order_relaxed);
+    }
     Greenlet& next = first_live(*g.parent_);
     if (err && next.state() != GreenletState::suspended && next.state() != GreenletState::fresh) {
         // The parent is not waiting in switch_to() (it is the hub, or parked):

@@ -279,7 +279,11 @@ void Hub::run() {
         detail::bump(turn_);
         // New threads: this hub's share when it has nothing else, one a pass
         // while it is busy (as Go's P looks at the global queue).
-        if (__builtin_expect(spawn_pending(), 0)) take_spawned(ready_count_ == 0 ? kMaxSpawnBatch : 1);
+        // (An idle hub always takes one: work first, balance second.)
+        if (__builtin_expect(spawn_pending(), 0)) {
+            bool idle = ready_count_ == 0;
+            take_spawned(idle ? kMaxSpawnBatch : 1, idle);
+        }
         if (__builtin_expect(when_back_.load(std::memory_order_relaxed) != nullptr, 0)) {
             if (auto fn = when_back_.exchange(nullptr, std::memory_order_relaxed)) fn(*this);
         }
@@ -303,7 +307,7 @@ void Hub::run() {
         // Never idle while the spawn queue holds work (a thread the pass just
         // made): take it first. (Its maker's hub always comes here before it
         // could go idle, so the queue never strands a thread.)
-        if (ready_count_ == 0 && __builtin_expect(spawn_pending(), 0) && take_spawned(kMaxSpawnBatch) != 0) continue;
+        if (ready_count_ == 0 && __builtin_expect(spawn_pending(), 0) && take_spawned(kMaxSpawnBatch, true) != 0) continue;
         if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0 && away_ == 0) {
             ev_run(loop_, EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
             if (ready_count_ == 0) nothing_to_do();
@@ -352,8 +356,13 @@ bool Hub::poll_clock_due() noexcept {
 // A blocking poll: the hub has nothing to run (idle_polling() says so to a
 // signal handler meanwhile).
 void Hub::poll_idle(int flags) {
-    idle_polling_.store(true, std::memory_order_relaxed);
+    idle_polling_.store(true, std::memory_order_seq_cst);
     std::atomic_signal_fence(std::memory_order_seq_cst);
+    // A thread queued meanwhile by a hub that saw this one awake (so did not
+    // wake it: start_anywhere): look, do not sleep. (Both sides store, then
+    // load, sequentially consistent: one of them sees the other.)
+    if (__builtin_expect(g_spawn_count.load(std::memory_order_seq_cst) != 0, 0) && (worker_ || this == process_hub()))
+        flags = EVRUN_NOWAIT;
     ev_run(loop_, flags);
     std::atomic_signal_fence(std::memory_order_seq_cst);
     idle_polling_.store(false, std::memory_order_relaxed);
@@ -400,6 +409,9 @@ void Hub::nothing_to_do() {
         worker_idle();
         return;
     }
+    // A new thread another hub left for a sleeping one (spawn_allowance):
+    // never a deadlock while one waits; run it here.
+    if (spawn_pending() && take_spawned(kMaxSpawnBatch, /*at_least_one=*/true) != 0) return;
     // The main greenlet is gone and no other is alive (a child forked from
     // another greenlet, once that one ends): the thread's work is done.
     bool finished = main_->dead() && ts().alive <= 1;
@@ -712,6 +724,10 @@ void Hub::make_home(Greenlet& g) noexcept {
         im.hub = this;
         g.parent_ = hub_greenlet_;
     }
+    if (!im.homed) {
+        im.homed = true;
+        homed_.fetch_add(1, std::memory_order_relaxed);
+    }
     if (im.tls) detail::ThreadTls::rehome(im.tls);
     if (im.adopt) std::exchange(im.adopt, nullptr)(g);
 }
@@ -781,16 +797,42 @@ void Hub::start_anywhere(Greenlet& g, void (*adopt)(Greenlet&)) {
     }
 }
 
-unsigned Hub::take_spawned(unsigned max) {
+// How many new threads this hub may take now: up to its fair share of all
+// the threads (those the hubs run and those queued), so that threads that
+// never wait (which no hub can take from another once they ran) end up
+// spread evenly (sysbench cpu --threads=8 on two hubs: 7 and 1 before);
+// past it, none while another hub that could take them sleeps in its poll
+// (it was woken for them), else one: the queue never waits for a hub that
+// does not come.
+unsigned Hub::spawn_allowance(unsigned queued) noexcept {
+    Hub* p = process_hub();
+    unsigned n = g_worker_count.load(std::memory_order_relaxed);
+    if (n > kMaxWorkers) n = kMaxWorkers;
+    unsigned total = queued, hubs = 0;
+    bool other_idle = false;
+    for (unsigned i = 0; i <= n; ++i) {
+        Hub* h = i == n ? p : g_workers[i].load(std::memory_order_acquire);
+        if (!h) continue;
+        ++hubs;
+        total += h->homed_.load(std::memory_order_relaxed);
+        if (h != this && h->idle_polling_.load(std::memory_order_relaxed)) other_idle = true;
+    }
+    if (hubs == 0) return queued;
+    unsigned fair = (total + hubs - 1) / hubs, mine = homed_.load(std::memory_order_relaxed);
+    if (mine < fair) return fair - mine;
+    return other_idle ? 0 : 1;
+}
+
+unsigned Hub::take_spawned(unsigned max, bool at_least_one) {
     if (!worker_ && this != process_hub()) return 0;  // (a hub of a thread the shim did not make)
-    unsigned hubs = g_worker_count.load(std::memory_order_relaxed) + 1;
     Greenlet* taken = nullptr;
     unsigned n = 0;
     {
         std::lock_guard<detail::OsMutex> lk(g_spawn.mu);
         unsigned queued = g_spawn_count.load(std::memory_order_relaxed);
-        unsigned share = queued / hubs + 1;  // (Go's runqsize / GOMAXPROCS + 1)
-        if (max > share) max = share;
+        unsigned allowed = spawn_allowance(queued);
+        if (allowed == 0 && at_least_one) allowed = 1;
+        if (max > allowed) max = allowed;
         taken = g_spawn.head;
         Greenlet* last = nullptr;
         for (Greenlet* g = g_spawn.head; g && n < max; g = detail::impl_of(*g).next_ready) {

@@ -285,6 +285,7 @@ struct Greenlet::Impl {
     // signal handler, at a point of the program's own code: preempt_running,
     // come_back(true)); counted in the hub's carriable_ready_.
     bool carriable = false;
+    bool homed = false;            // counted in its hub's homed_ (make_home) until it ends
     InterruptMask interrupt_mask = 0;     // which interrupts end its wait (InterruptScope)
     std::uint64_t signal_generation = 0;  // signals notified when it parked
     Deadline deadline = kForever;

@@ -106,6 +106,16 @@ def stderr_of(err):
     return err.read().decode(errors="replace")
 
 
+def expect_killed_by_plain_signal(p, label):
+    os.kill(p.pid, signal.SIGRTMAX - 2)
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    expect(p.returncode == -(signal.SIGRTMAX - 2),
+           f"{label}a plain SIGRTMAX-2 kills the server as unpatched (status {p.returncode})")
+
+
 def check_dump(greenrun, server):
     p, err = start_server(greenrun, server)
     try:
@@ -176,13 +186,7 @@ def check_dump(greenrun, server):
 
         # A SIGRTMAX-2 of somebody else's (no greenshim value) is the
         # program's: this one has no handler, so it dies of it as unpatched.
-        os.kill(p.pid, signal.SIGRTMAX - 2)
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        expect(p.returncode == -(signal.SIGRTMAX - 2),
-               f"a plain SIGRTMAX-2 kills the server as unpatched (status {p.returncode})")
+        expect_killed_by_plain_signal(p, "")
     finally:
         stop(p)
     # Two hubs: each worker writes its threads' part, under a line naming it.
@@ -196,13 +200,7 @@ def check_dump(greenrun, server):
         check_listing(out, "--dump, two hubs")
         # A SIGRTMAX-2 of the program's own, which a worker lets through for
         # the dump's sake, still kills it as unpatched (handled on main).
-        os.kill(p.pid, signal.SIGRTMAX - 2)
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        expect(p.returncode == -(signal.SIGRTMAX - 2),
-               f"two hubs: a plain SIGRTMAX-2 kills the server as unpatched (status {p.returncode})")
+        expect_killed_by_plain_signal(p, "two hubs: ")
     finally:
         stop(p)
 

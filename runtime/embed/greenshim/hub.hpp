@@ -327,8 +327,10 @@ public:
     void start(Greenlet& g, void (*adopt)(Greenlet&) = nullptr);
     // Queues g (made by make_greenlet on any hub, never run) in the spawn
     // queue, from which the process hub and the workers take work: a hub
-    // takes a batch (its share) whenever it runs out of greenlets to run, and
-    // one each pass while busy; one asleep in its poll is woken for it. So a
+    // takes a batch whenever it runs out of greenlets to run, and one each
+    // pass while busy, never past its fair share of all the threads unless
+    // it has nothing else to run (spawn_allowance); one asleep in its poll
+    // is woken for it. So a
     // new thread runs on whichever hub comes free first, and the hubs that
     // run out of work take (steal) the new threads queued by busy ones, as
     // Go's Ps take from its global run queue. The hub that takes it becomes
@@ -565,9 +567,13 @@ private:
     void worker_idle();    // nothing_to_do for a worker
     // Takes up to max greenlets from the spawn queue (start_anywhere) into
     // this hub's run queue; how many. Only the process hub and workers take.
-    unsigned take_spawned(unsigned max);
+    unsigned take_spawned(unsigned max, bool at_least_one = false);
+    unsigned spawn_allowance(unsigned queued) noexcept;
     void make_home(Greenlet& g) noexcept;  // a never-run greenlet becomes this hub's (start, take_woken)
     std::atomic<std::uint64_t> steals_{0};
+    // Greenlets made this hub's (make_home) and not yet ended: the spawn
+    // queue's fair shares are counted in them (take_spawned).
+    std::atomic<unsigned> homed_{0};
 
     // Diagnostics (diag.hpp). Written by this hub's thread only; read by
     // runtime_stats() and the monitor from any thread.
