@@ -409,9 +409,6 @@ void Hub::nothing_to_do() {
         worker_idle();
         return;
     }
-    // A new thread another hub left for a sleeping one (spawn_allowance):
-    // never a deadlock while one waits; run it here.
-    if (spawn_pending() && take_spawned(kMaxSpawnBatch, /*at_least_one=*/true) != 0) return;
     // The main greenlet is gone and no other is alive (a child forked from
     // another greenlet, once that one ends): the thread's work is done.
     bool finished = main_->dead() && ts().alive <= 1;

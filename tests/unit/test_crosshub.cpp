@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -300,11 +301,13 @@ TEST_CASE("start_anywhere: an idle worker hub takes new greenlets made on a busy
             gs.push_back(here.make_greenlet([&](std::any) -> std::any {
                 Hub* h = Hub::existing();
                 if (h == &worker) on_worker.fetch_add(1);
-                // One this hub took keeps it busy (computing) until the
+                // One this hub took keeps it busy (it blocks its OS thread in
+                // the kernel, 1 ms at a time: no park, and valgrind, which
+                // runs one thread at a time, lets the worker run) until the
                 // worker, woken for the queue, has taken its share.
-                Deadline give_up = deadline_after(10);  // (valgrind on a loaded machine: slow)
-                while (h == &here && on_worker.load() == 0 && monotonic_ns() < give_up) {
-                }
+                Deadline give_up = deadline_after(10);
+                while (h == &here && on_worker.load() == 0 && monotonic_ns() < give_up)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(1));
                 if (Greenlet::current().parent() != &h->greenlet()) wrong_parent = true;  // it ends on its hub
                 if (ran.fetch_add(1) + 1 == kN) done.raise();
                 return {};
