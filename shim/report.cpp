@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -121,7 +121,6 @@ void start_monitor_with_backtraces(unsigned ms) noexcept {
 // CPU-bound greenlet still answers, with that greenlet's backtrace.
 constexpr std::uintptr_t kDumpMagic = 0x67736864'00000000;  // "gshd" (low half: a forwarded requester)
 constexpr std::uintptr_t kDumpMagicMask = 0xffffffff'00000000;
-int dump_signal_number() noexcept { return SIGRTMAX - 2; }
 
 // With several hubs the process hub's handler asks each worker in turn for
 // its part (write_worker_dump_part), with the same signal and this value,
@@ -262,7 +261,7 @@ void start_diagnostics() noexcept {
         std::atexit(write_stats_at_exit);
     }
     if (c.monitor_ms) start_monitor_with_backtraces(c.monitor_ms);
-    hold_signal(dump_signal_number(), on_dump_signal);
+    hold_signal(dump_signal(), on_dump_signal);
 }
 
 void deadlock_exit(const char* what) noexcept {
@@ -287,6 +286,6 @@ void deadlock_exit(const char* what) noexcept {
     _exit(kDeadlockExitStatus);
 }
 
-int dump_signal() noexcept { return dump_signal_number(); }
+int dump_signal() noexcept { return SIGRTMAX - 2; }
 
 }  // namespace greenshim::shim
