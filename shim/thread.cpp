@@ -223,10 +223,9 @@ void start_workers() noexcept {
 // Runs on the hub the new thread was placed on, before it first runs: that
 // OS thread's stall tick, which the creator (its own hub's) or the worker's
 // start (a worker's) has made already, so that nothing here allocates: on
-// another hub this runs in the hub greenlet, which cannot wait for an
-// allocator's lock that a parked greenlet of its own holds (jemalloc
-// preloaded first hung 2 runs in 150 with two hubs when the thread-locals
-// block was made here).
+// another hub this runs in the hub greenlet, which cannot wait (the
+// thread-locals block is made by the creator and moved without allocating,
+// Hub::make_home).
 void adopt_thread(Greenlet& g) noexcept {
     if (g.has_own_thread_locals()) stall_watch(greenshim::detail::current_hub());
 }
