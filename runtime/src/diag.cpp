@@ -402,7 +402,6 @@ RuntimeStats runtime_stats() noexcept {
     s.peak_helper_threads = detail::g_counters.peak_helpers.load(std::memory_order_relaxed);
     s.helper_jobs = detail::g_counters.helper_jobs.load(std::memory_order_relaxed);
     s.carriers = detail::g_counters.carriers.load(std::memory_order_relaxed);
-    if (!detail::timing_enabled()) s.hub_run_ns = 0;
     return s;
 }
 

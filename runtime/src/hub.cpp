@@ -735,6 +735,16 @@ constexpr unsigned kMaxWorkers = 1024;
 std::atomic<Hub*> g_workers[kMaxWorkers];
 std::atomic<unsigned> g_worker_slots{0};  // taken (a slot may still be null)
 std::atomic<unsigned> g_worker_count{0};  // registered
+
+// The hubs that take new threads: the workers 0..n-1, then the process hub
+// (hub_at(n, n)); n = spawn_hubs_less_one(). A slot not yet stored is null.
+unsigned spawn_hubs_less_one() noexcept {
+    unsigned n = g_worker_count.load(std::memory_order_acquire);
+    return n > kMaxWorkers ? kMaxWorkers : n;
+}
+Hub* hub_at(unsigned k, unsigned n) noexcept {
+    return k == n ? Hub::process_hub() : g_workers[k].load(std::memory_order_acquire);
+}
 }  // namespace
 
 void Hub::run_worker() {
@@ -754,7 +764,7 @@ Hub* Hub::worker(unsigned i) noexcept {
 }
 
 void Hub::start_anywhere(Greenlet& g, void (*adopt)(Greenlet&)) {
-    unsigned n = g_worker_count.load(std::memory_order_acquire);
+    unsigned n = spawn_hubs_less_one();
     Hub* here = detail::t_state ? detail::t_state->hub : nullptr;
     if (n == 0 && here) {
         here->start(g, adopt);
@@ -782,11 +792,9 @@ void Hub::start_anywhere(Greenlet& g, void (*adopt)(Greenlet&)) {
     }
     // Wake one hub asleep in its poll (in turn, not this one: it runs). None
     // asleep: the busy hubs take it, its maker's at the latest (Hub::run).
-    if (n > kMaxWorkers) n = kMaxWorkers;
     unsigned first = g_spawn_poke_turn.fetch_add(1, std::memory_order_relaxed);
     for (unsigned i = 0; i <= n; ++i) {
-        unsigned k = (first + i) % (n + 1);
-        Hub* h = k == n ? process_hub() : g_workers[k].load(std::memory_order_acquire);
+        Hub* h = hub_at((first + i) % (n + 1), n);
         if (h && h != here && h->idle_polling_.load(std::memory_order_seq_cst)) {
             detail::poke(*h);
             return;
@@ -802,13 +810,11 @@ void Hub::start_anywhere(Greenlet& g, void (*adopt)(Greenlet&)) {
 // (it was woken for them), else one: the queue never waits for a hub that
 // does not come.
 unsigned Hub::spawn_allowance(unsigned queued) noexcept {
-    Hub* p = process_hub();
-    unsigned n = g_worker_count.load(std::memory_order_relaxed);
-    if (n > kMaxWorkers) n = kMaxWorkers;
+    unsigned n = spawn_hubs_less_one();
     unsigned total = queued, hubs = 0;
     bool other_idle = false;
     for (unsigned i = 0; i <= n; ++i) {
-        Hub* h = i == n ? p : g_workers[i].load(std::memory_order_acquire);
+        Hub* h = hub_at(i, n);
         if (!h) continue;
         ++hubs;
         total += h->homed_.load(std::memory_order_relaxed);
