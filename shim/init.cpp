@@ -125,6 +125,7 @@ __attribute__((constructor)) static void greenshim_init() {
     (void)config();
     hold_fault_signals();
     stall_init();
+    sync_init();
     start_diagnostics();
 }
 

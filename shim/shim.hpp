@@ -197,6 +197,9 @@ void sync_after_handlers(Hub& hub) noexcept;
 void sync_thread_exiting(Greenlet& g) noexcept;
 // In a fork's child: the sync tables' locks another OS thread may have held.
 void sync_after_fork_child() noexcept;
+// sync.cpp, at start-up: tells the runtime when a hub may not give its
+// threads to another (Hub::set_share_check).
+void sync_init() noexcept;
 // signal.cpp: at start-up, SIGSEGV and SIGBUS go to the shim's stack overflow
 // report (the program's handlers are chained); the main thread, and each other
 // OS thread when it starts greenlet threads, gets a sigaltstack for it (none

@@ -162,6 +162,15 @@ void shared_drop(const void* p, Shared& s) {
     if (!s.owner && !s.users && !s.readers && s.waiters.empty()) os_sync(false)->shared.erase(p);
 }
 
+// Whether this OS thread's hub may give its greenlets to another
+// (Hub::set_share_check): not while its table has an entry, which may say a
+// greenlet of it owns a process-shared lock (glibc recorded this OS
+// thread's tid) or is in a call on one.
+bool shared_table_empty(Hub&) noexcept {
+    OsThreadSync* o = os_sync(false);
+    return !o || o->shared.empty();
+}
+
 // The entry for the length of one call.
 struct SharedUse {
     const void* p;
@@ -212,6 +221,7 @@ struct SemWaiter {
 std::atomic<std::uint64_t> g_sem_posts_in_handler{0};
 
 struct SemListed {
+    StayOnHub stay;  // (the list is this OS thread's: the node must not go to another)
     SemWaiter node;
     OsThreadSync* list;  // nullptr only when out of memory: not listed
     SemListed(const sem_t* s, bool glibc) : node{s, glibc, &greenshim::detail::current_greenlet()}, list(os_sync(true)) {
@@ -1426,6 +1436,8 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
     }
 }
 }  // namespace
+
+void greenshim::shim::sync_init() noexcept { Hub::set_share_check(shared_table_empty); }
 
 void greenshim::shim::sync_after_fork_child() noexcept {
     g_futex_lock.reset();

@@ -254,7 +254,7 @@ inline void enter_tls(ThreadState& t, Greenlet::Impl& target) noexcept {
     if (__builtin_expect(ThreadTls::current() != want, 0)) ThreadTls::switch_to(want);
 }
 
-void Runtime::live_link(Greenlet& g) noexcept {
+void Runtime::live_link(Greenlet& g, bool counted) noexcept {
     ThreadState& t = *t_state;
     Greenlet::Impl& im = *g.impl_;
     im.live_prev = nullptr;
@@ -262,10 +262,10 @@ void Runtime::live_link(Greenlet& g) noexcept {
     if (t.live_head) t.live_head->impl_->live_prev = &g;
     t.live_head = &g;
     ++t.alive;
-    if (!im.is_hub) greenlet_started();
+    if (counted && !im.is_hub) greenlet_started();
 }
 
-void Runtime::live_unlink(Greenlet& g) noexcept {
+void Runtime::live_unlink(Greenlet& g, bool counted) noexcept {
     ThreadState& t = *t_state;
     Greenlet::Impl& im = *g.impl_;
     if (im.live_prev) im.live_prev->impl_->live_next = im.live_next;
@@ -274,7 +274,7 @@ void Runtime::live_unlink(Greenlet& g) noexcept {
     if (im.live_next) im.live_next->impl_->live_prev = im.live_prev;
     im.live_prev = im.live_next = nullptr;
     --t.alive;
-    if (!im.is_hub) greenlet_ended();
+    if (counted && !im.is_hub) greenlet_ended();
 }
 
 Greenlet& Runtime::first_live(Greenlet& g) noexcept {
@@ -292,22 +292,28 @@ void Runtime::after_resume(ctx::fiber&& f) noexcept {
     // not change its errno); the ones that share the OS thread's take theirs
     // back here (saved by jump).
     Greenlet::Impl& cur = *t.current->impl_;
-    int own_errno = errno;
     if (f) {
         from->impl_->ctx = std::move(f);
     } else if (from && from->dead()) {
         // Its stack is gone, and we run with our own thread-locals: its
         // block may go, and the object too.
+        int own_errno = errno;
         if (from->impl_->tls) ThreadTls::destroy(std::exchange(from->impl_->tls, nullptr));
         std::shared_ptr<Greenlet> last = std::move(from->impl_->keepalive);
         last.reset();
+        errno = own_errno;
     }
-    if (!cur.tls) restore_eh(cur.saved_eh);
     if (t.release_later) {
+        int own_errno = errno;
         std::shared_ptr<Greenlet> drop = std::move(t.release_later);
         drop.reset();
+        errno = own_errno;
     }
-    errno = cur.tls ? own_errno : cur.saved_errno;
+    // (Only a switch that frees touches errno: the common one makes no call.)
+    if (!cur.tls) {
+        restore_eh(cur.saved_eh);
+        errno = cur.saved_errno;
+    }
 }
 
 void Runtime::ensure_fiber(Greenlet& target) {
@@ -370,8 +376,8 @@ void Runtime::jump(Greenlet& target) {
     t.from = self;
     t.current = &target;
     target.state_.store(GreenletState::running, std::memory_order_relaxed);
-    ensure_fiber(target);
     Greenlet::Impl& ti = *target.impl_;
+    if (__builtin_expect(!ti.fiber_created, 0)) ensure_fiber(target);
     enter_tls(t, ti);
 #if GREENSHIM_ASAN
     ctx::fiber f = asan_resume(std::move(ti.ctx), ti, *self->impl_);

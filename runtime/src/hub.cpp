@@ -272,6 +272,10 @@ std::atomic<unsigned> g_spawn_count{0};
 std::atomic<unsigned> g_spawn_poke_turn{0};
 constexpr unsigned kMaxSpawnBatch = 64;
 inline bool spawn_pending() noexcept { return g_spawn_count.load(std::memory_order_relaxed) != 0; }
+// Hubs asleep in a blocking poll (poll_idle): a busy hub shares its run
+// queue with them (share_ready).
+std::atomic<unsigned> g_idle_pollers{0};
+std::atomic<Hub::ShareCheck> g_share_check{nullptr};
 }  // namespace
 
 void Hub::run() {
@@ -284,6 +288,10 @@ void Hub::run() {
             bool idle = ready_count_ == 0;
             take_spawned(idle ? kMaxSpawnBatch : 1, idle);
         }
+        // Another hub sleeps in its poll while this one has a queue: give it
+        // some (as an idle Go P steals half of a busy one's run queue).
+        if (__builtin_expect(g_idle_pollers.load(std::memory_order_relaxed) != 0, 0) && ready_count_ >= 2)
+            share_ready();
         if (__builtin_expect(when_back_.load(std::memory_order_relaxed) != nullptr, 0)) {
             if (auto fn = when_back_.exchange(nullptr, std::memory_order_relaxed)) fn(*this);
         }
@@ -356,6 +364,9 @@ bool Hub::poll_clock_due() noexcept {
 // A blocking poll: the hub has nothing to run (idle_polling() says so to a
 // signal handler meanwhile).
 void Hub::poll_idle(int flags) {
+    // (Counted first: a hub seen asleep is counted, share_ready's hint.)
+    bool blocking = !(flags & EVRUN_NOWAIT);
+    if (blocking) g_idle_pollers.fetch_add(1, std::memory_order_relaxed);
     idle_polling_.store(true, std::memory_order_seq_cst);
     std::atomic_signal_fence(std::memory_order_seq_cst);
     // A thread queued meanwhile by a hub that saw this one awake (so did not
@@ -364,6 +375,7 @@ void Hub::poll_idle(int flags) {
     if (__builtin_expect(g_spawn_count.load(std::memory_order_seq_cst) != 0, 0) && (worker_ || this == process_hub()))
         flags = EVRUN_NOWAIT;
     ev_run(loop_, flags);
+    if (blocking) g_idle_pollers.fetch_sub(1, std::memory_order_relaxed);
     std::atomic_signal_fence(std::memory_order_seq_cst);
     idle_polling_.store(false, std::memory_order_relaxed);
 }
@@ -478,6 +490,9 @@ Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held) {
     }
     bool wakeable = timed || im.loop_wakeable;
     if (wakeable) ++loop_waiters_;
+    // A WaitQueue wait with nothing in this loop: what follows the switch
+    // below (and its callers) touches nothing of this hub's (share_ready).
+    im.movable = held && !wakeable;
     Runtime::set_state(self, GreenletState::parked);
     // From here a waker on another hub may claim it: its wake is posted to
     // this hub, which takes it only after this switch.
@@ -486,6 +501,8 @@ Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held) {
     detail::count_park(self);
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_park(self, deadline);
     Runtime::jump(next_after_park());
+    // (Perhaps on another hub now, if movable: `this` is not ours any more.)
+    im.movable = false;
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_wake(self);
     if (wakeable) --loop_waiters_;
     if (timed) ev_timer_stop(loop_, &im.timer);
@@ -537,9 +554,23 @@ void Hub::deliver(Greenlet& g, Wake why) {
 
 // A wake another thread claimed for a greenlet of this hub (on_async).
 void Hub::take_woken(Greenlet& g) noexcept {
-    if (__builtin_expect(!detail::impl_of(g).fiber_created, 0)) make_home(g);  // started here by another hub
+    Greenlet::Impl& im = detail::impl_of(g);
+    if (__builtin_expect(!im.fiber_created, 0)) {
+        make_home(g);  // started here by another hub
+    } else if (__builtin_expect(im.moving, 0)) {  // given by another hub (share_ready)
+        im.moving = false;
+        Runtime::live_link(g, false);
+        make_home(g);
+        detail::bump(steals_);
+    }
     push_ready(g);
 }
+
+
+StayOnHub::StayOnHub() noexcept : impl_(&detail::impl_of(detail::current_greenlet())) {
+    ++static_cast<Greenlet::Impl*>(impl_)->pins;
+}
+StayOnHub::~StayOnHub() { --static_cast<Greenlet::Impl*>(impl_)->pins; }
 
 InterruptScope::InterruptScope(InterruptMask accepts) noexcept {
     Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
@@ -857,6 +888,44 @@ unsigned Hub::take_spawned(unsigned max, bool at_least_one) {
         take_woken(g);  // made this hub's (its home, parent, thread-locals block), adopted, queued
     }
     return n;
+}
+
+// Gives the back half of the run queue's movable greenlets to a hub asleep
+// in its poll. Only a greenlet that has its own thread-locals (its
+// __thread variables, errno and thread pointer go with it; one sharing the
+// OS thread's would find another thread's there) and waits in a WaitQueue
+// wait (Impl::movable: nothing of this hub's on its stack). Both stay in
+// their order; the taker runs them in the order given. On this hub's thread:
+// only it touches its queue.
+void Hub::set_share_check(ShareCheck check) noexcept { g_share_check.store(check); }
+
+void Hub::share_ready() noexcept {
+    if (!worker_ && this != process_hub()) return;  // (as take_spawned: the pool's hubs only)
+    if (ShareCheck check = g_share_check.load(std::memory_order_relaxed); check && !check(*this)) return;
+    unsigned n = spawn_hubs_less_one();
+    Hub* to = nullptr;
+    for (unsigned i = 0; i <= n && !to; ++i) {
+        Hub* h = hub_at(i, n);
+        if (h && h != this && h->idle_polling_.load(std::memory_order_relaxed)) to = h;
+    }
+    if (!to) return;
+    std::size_t k = ready_count_, keep = (k + 1) / 2;
+    for (std::size_t i = 0; i < k; ++i) {
+        Greenlet* g = pop_ready();
+        Greenlet::Impl& im = detail::impl_of(*g);
+        if (i < keep || !im.movable || im.pins || !im.tls || g->is_main() || im.carriable || im.is_hub) {
+            push_ready(*g);
+            continue;
+        }
+        Runtime::live_unlink(*g, false);
+        if (im.homed) {
+            im.homed = false;
+            homed_.fetch_sub(1, std::memory_order_relaxed);
+        }
+        im.moving = true;
+        im.movable = false;  // (given once: it runs before it may move again)
+        detail::post_woken(*to, *g);
+    }
 }
 
 void Hub::notify_signal_all() noexcept {

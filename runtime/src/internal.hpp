@@ -192,8 +192,11 @@ struct Runtime {
         return g.state_.compare_exchange_strong(p, GreenletState::ready, std::memory_order_acq_rel,
                                                 std::memory_order_relaxed);
     }
-    static void live_link(Greenlet& g) noexcept;
-    static void live_unlink(Greenlet& g) noexcept;
+    // The OS thread's list of live greenlets. counted: also the process's
+    // spawned/alive counts (false: a greenlet moving between hubs, which
+    // leaves one thread's list for another's: Hub::share_ready).
+    static void live_link(Greenlet& g, bool counted = true) noexcept;
+    static void live_unlink(Greenlet& g, bool counted = true) noexcept;
     // A thread's main greenlet, constructed at where with its Impl at impl.
     static Greenlet* construct_main(void* where, Greenlet::Impl* impl) {
         return new (where) Greenlet(Greenlet::Token{}, impl);
@@ -286,6 +289,13 @@ struct Greenlet::Impl {
     // come_back(true)); counted in the hub's carriable_ready_.
     bool carriable = false;
     bool homed = false;            // counted in its hub's homed_ (make_home) until it ends
+    // Parked in a WaitQueue wait with no deadline and nothing the loop could
+    // wake (park_releasing): from its park on, what runs on its stack holds
+    // nothing of its hub's, so once woken it may be given to an idle hub
+    // (Hub::share_ready). Cleared as soon as it runs.
+    bool movable = false;
+    bool moving = false;           // given away, on its way to the taker (take_woken)
+    unsigned pins = 0;             // StayOnHub objects alive on its stack
     InterruptMask interrupt_mask = 0;     // which interrupts end its wait (InterruptScope)
     std::uint64_t signal_generation = 0;  // signals notified when it parked
     Deadline deadline = kForever;

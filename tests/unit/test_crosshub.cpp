@@ -357,4 +357,56 @@ TEST_CASE("start_anywhere: with every other hub busy, the maker's hub runs them 
     CHECK(rc == 0);
 }
 
+namespace {
+thread_local int t_mine = 0;
+}  // namespace
+
+TEST_CASE("share_ready: an idle worker hub is given half the greenlets woken together on a busy hub") {
+    if (const char* why = Greenlet::own_thread_locals_unsupported()) {
+        MESSAGE("own thread-locals unsupported here: " << why);
+        return;
+    }
+    int rc = in_child([] {
+        Hub& here = Hub::current();  // (first: the process hub, one that shares)
+        Hub& worker = start_worker();
+        while (!worker.idle_polling()) std::this_thread::yield();  // (asleep in its poll)
+        std::uint64_t steals_before = runtime_stats().steals;
+        constexpr int kN = 8;
+        WaitQueue q;
+        int parked = 0;
+        Flag all_parked, done;
+        std::atomic<int> ran{0}, on_worker{0};
+        std::atomic<bool> lost_tls{false}, wrong_parent{false};
+        std::vector<std::shared_ptr<Greenlet>> gs;
+        for (int i = 0; i < kN; ++i) {
+            gs.push_back(here.make_greenlet([&, i](std::any) -> std::any {
+                t_mine = 1000 + i;  // its own thread-locals: they go where it goes
+                errno = 2000 + i;
+                {
+                    WaitQueue::Guard held(q);
+                    if (++parked == kN) all_parked.raise();
+                    q.wait(held, kForever);  // woken with the others, all ready on `here` at once
+                }
+                Hub* h = Hub::existing();
+                if (h == &worker) on_worker.fetch_add(1);
+                if (t_mine != 1000 + i || errno != 2000 + i) lost_tls = true;
+                if (Greenlet::current().parent() != &h->greenlet()) wrong_parent = true;  // it ends on its hub
+                if (ran.fetch_add(1) + 1 == kN) done.raise();
+                return {};
+            }));
+            if (!gs.back()->set_own_thread_locals()) return 1;
+            here.start(*gs.back());
+        }
+        if (!all_parked.wait(10)) return 2;
+        if (q.notify_all() != std::size_t(kN)) return 3;
+        // Parking now leaves `here` with kN ready and the worker asleep.
+        if (!done.wait(10)) return 4;
+        if (lost_tls) return 5;
+        if (wrong_parent) return 6;
+        if (on_worker.load() == 0 || on_worker.load() > kN / 2) return 7;  // (the back half at most)
+        return runtime_stats().steals - steals_before == std::uint64_t(on_worker.load()) ? 0 : 8;
+    });
+    CHECK(rc == 0);
+}
+
 }  // TEST_SUITE crosshub

@@ -76,6 +76,22 @@ private:
     InterruptMask saved_;
 };
 
+// Keeps the current greenlet on its hub for the life of the object: a hub
+// does not give it to another (Hub::share_ready) even if it parks in a
+// WaitQueue wait meanwhile. For an embedder's per-OS-thread state that the
+// greenlet's stack points into across a wait (the shim's list of semaphore
+// waiters). Cost: a thread-local load and an increment; nests.
+class GREENSHIM_API StayOnHub {
+public:
+    StayOnHub() noexcept;
+    ~StayOnHub();
+    StayOnHub(const StayOnHub&) = delete;
+    StayOnHub& operator=(const StayOnHub&) = delete;
+
+private:
+    void* impl_;
+};
+
 // What a hub found when it has nothing to run, nothing it watches could wake
 // anyone, and its main greenlet cannot be told with Wake::deadlock because
 // it is not parked (it finished, or it was switched away from by hand).
@@ -304,6 +320,12 @@ public:
     bool interrupt_one(InterruptMask kinds);
     // One for the process; see Stranded.
     static void set_stranded_handler(StrandedHandler h) noexcept;
+    // One for the process: asked on a hub's thread before it gives any of
+    // its ready greenlets to another hub (share_ready); false keeps them all
+    // (the embedder holds per-OS-thread state for some greenlet of that hub
+    // that it cannot point out with StayOnHub). None set: true.
+    using ShareCheck = bool (*)(Hub& hub);
+    static void set_share_check(ShareCheck check) noexcept;
     // The hub of the first OS thread that made one (where signals go).
     static Hub* process_hub() noexcept;
 
@@ -334,9 +356,13 @@ public:
     // new thread runs on whichever hub comes free first, and the hubs that
     // run out of work take (steal) the new threads queued by busy ones, as
     // Go's Ps take from its global run queue. The hub that takes it becomes
-    // its home (its parent, thread-locals block and adopt as for start()),
-    // for good: a thread that has run never moves (its stack may hold its
-    // hub's state). Cost: a lock, a push, a load per hub and maybe an eventfd
+    // its home (its parent, thread-locals block and adopt as for start()).
+    // A thread that has run moves only when its hub, with several ready,
+    // sees another hub asleep in its poll: that one is given the back half
+    // of the ready ones that have their own thread-locals and were woken
+    // from a WaitQueue wait with no deadline (a lock, a condition variable,
+    // a join; share_ready) — any other wait may hold its hub's state on its
+    // stack (a timer in its loop, an fd's watcher). Cost: a lock, a push, a load per hub and maybe an eventfd
     // write; a load per pass for each hub while the queue is empty. With no
     // worker running, start() on the caller's hub.
     static void start_anywhere(Greenlet& g, void (*adopt)(Greenlet&) = nullptr);
@@ -466,7 +492,8 @@ public:
     static void set_carriers(unsigned max, CarrierHooks hooks) noexcept;
     // Greenlets handed to a carrier so far, and carried now.
     std::uint64_t hand_offs() const noexcept { return hand_offs_.load(std::memory_order_relaxed); }
-    // Greenlets this hub took from the spawn queue that another hub made.
+    // Greenlets this hub took from the spawn queue that another hub made,
+    // and ready ones another hub gave it (share_ready).
     std::uint64_t steals() const noexcept { return steals_.load(std::memory_order_relaxed); }
     std::size_t away() const noexcept { return away_; }
     // fn(hub) runs once, in the hub greenlet, when the hub next gets control
@@ -504,6 +531,7 @@ private:
     static void deliver(Greenlet& g, Wake why);  // g claimed: into its hub's run queue
     void push_ready(Greenlet& g);
     void take_woken(Greenlet& g) noexcept;  // async.cpp: a wake another thread posted
+    void share_ready() noexcept;            // gives ready greenlets to an idle hub (Hub::run)
     Greenlet* pop_ready();
     Greenlet& next_after_park() noexcept;
     void dispatch_hand_off() noexcept;

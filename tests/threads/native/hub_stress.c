@@ -14,7 +14,9 @@
  *     reused at once, on both hubs);
  *   - 200 short threads are made and joined, 8 at a time, by a
  *     thread of each hub.
- * Nothing may be lost, duplicated or hang. */
+ * Nothing may be lost, duplicated or hang. The lock and queue threads look at
+ * a __thread variable of theirs after every wait: a thread that a hub gives
+ * to another between waits (share_ready) takes its thread-locals along. */
 #include "common.h"
 
 #include <arpa/inet.h>
@@ -24,15 +26,26 @@
 #include <semaphore.h>
 #include <sys/socket.h>
 
+/* ---- a thread's own thread-locals, looked at after each wait ---- */
+static __thread const void *t_me;
+static long g_tls_lost; /* (__atomic) */
+static void tls_mine(const void *me) { t_me = me; }
+static void tls_check(const void *me) {
+    if (t_me != me) __atomic_add_fetch(&g_tls_lost, 1, __ATOMIC_RELAXED);
+}
+
 /* ---- one mutex, many threads ---- */
 enum { kCounters = 8, kIncrements = 20000 };
 static pthread_mutex_t g_count_mu = PTHREAD_MUTEX_INITIALIZER;
 static long g_count;
 
 static void *count_up(void *arg) {
+    int me;
+    tls_mine(&me);
     (void)arg;
     for (int i = 0; i < kIncrements; ++i) {
         pthread_mutex_lock(&g_count_mu);
+        tls_check(&me);
         long v = g_count;
         if ((i & 255) == 0) sched_yield(); /* hold it across a switch now and then */
         g_count = v + 1;
@@ -52,10 +65,13 @@ static long g_q_sum_in, g_q_sum_out, g_q_taken;
 
 static void *produce(void *arg) {
     long base = (long)arg * kItems;
+    int me;
+    tls_mine(&me);
     for (long i = 1; i <= kItems; ++i) {
         long item = base + i;
         pthread_mutex_lock(&g_q_mu);
         while (g_q_len == kQueueCap) pthread_cond_wait(&g_q_not_full, &g_q_mu);
+        tls_check(&me);
         g_q[(g_q_head + g_q_len++) % kQueueCap] = item;
         g_q_sum_in += item;
         pthread_cond_signal(&g_q_not_empty);
@@ -68,10 +84,13 @@ static void *produce(void *arg) {
 }
 
 static void *consume(void *arg) {
+    int me;
+    tls_mine(&me);
     (void)arg;
     for (;;) {
         pthread_mutex_lock(&g_q_mu);
         while (g_q_len == 0 && g_q_producers_left > 0) pthread_cond_wait(&g_q_not_empty, &g_q_mu);
+        tls_check(&me);
         if (g_q_len == 0) {
             pthread_mutex_unlock(&g_q_mu);
             return NULL;
@@ -308,6 +327,8 @@ int main(void) {
 
     say("hub_stress: the counter counts every increment", g_count == (long)kCounters * kIncrements);
     long items = (long)kProducers * kItems;
+    say("hub_stress: each lock and queue thread found its own thread-locals after every wait",
+        __atomic_load_n(&g_tls_lost, __ATOMIC_RELAXED) == 0);
     say("hub_stress: every queued item was taken once, none lost",
         g_q_taken == items && g_q_sum_in == g_q_sum_out && g_q_sum_in == items * (items + 1) / 2);
     int pairs_ok = 1;
