@@ -490,9 +490,12 @@ Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held) {
     }
     bool wakeable = timed || im.loop_wakeable;
     if (wakeable) ++loop_waiters_;
-    // A WaitQueue wait with nothing in this loop: what follows the switch
-    // below (and its callers) touches nothing of this hub's (share_ready).
-    im.movable = held && !wakeable;
+    // A WaitQueue wait, with at most a timer in this loop (no fd): what
+    // follows the switch below (and its callers) touches nothing of this
+    // hub's but the timer and loop_waiters_, which share_ready undoes if it
+    // gives it away.
+    im.movable = held && !im.loop_wakeable;
+    im.parked_timed = timed;
     Runtime::set_state(self, GreenletState::parked);
     // From here a waker on another hub may claim it: its wake is posted to
     // this hub, which takes it only after this switch.
@@ -501,11 +504,14 @@ Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held) {
     detail::count_park(self);
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_park(self, deadline);
     Runtime::jump(next_after_park());
-    // (Perhaps on another hub now, if movable: `this` is not ours any more.)
     im.movable = false;
+    if (__builtin_expect(im.moved, 0)) {
+        im.moved = false;  // on another hub now: `this` is not ours (share_ready undid our part)
+    } else {
+        if (wakeable) --loop_waiters_;
+        if (timed) ev_timer_stop(loop_, &im.timer);
+    }
     if (__builtin_expect(detail::g_tracing.load(std::memory_order_relaxed), 0)) detail::trace_wake(self);
-    if (wakeable) --loop_waiters_;
-    if (timed) ev_timer_stop(loop_, &im.timer);
     Runtime::set_state(self, GreenletState::running);
     if (park_ref) ts().release_later = std::move(im.keepalive);
     return im.wake;
@@ -893,8 +899,9 @@ unsigned Hub::take_spawned(unsigned max, bool at_least_one) {
 // Gives the back half of the run queue's movable greenlets to a hub asleep
 // in its poll. Only a greenlet that has its own thread-locals (its
 // __thread variables, errno and thread pointer go with it; one sharing the
-// OS thread's would find another thread's there) and waits in a WaitQueue
-// wait (Impl::movable: nothing of this hub's on its stack). Both stay in
+// OS thread's would find another thread's there) and was woken from a
+// WaitQueue wait (Impl::movable: nothing of this hub's on its stack but a
+// deadline's timer, stopped here, and loop_waiters_, counted down here). Both stay in
 // their order; the taker runs them in the order given. On this hub's thread:
 // only it touches its queue.
 void Hub::set_share_check(ShareCheck check) noexcept { g_share_check.store(check); }
@@ -917,6 +924,11 @@ void Hub::share_ready() noexcept {
             push_ready(*g);
             continue;
         }
+        if (im.parked_timed) {  // (its park's part in this loop, which its own code would undo here)
+            ev_timer_stop(loop_, &im.timer);
+            --loop_waiters_;
+        }
+        im.moved = true;
         Runtime::live_unlink(*g, false);
         if (im.homed) {
             im.homed = false;

@@ -289,11 +289,13 @@ struct Greenlet::Impl {
     // come_back(true)); counted in the hub's carriable_ready_.
     bool carriable = false;
     bool homed = false;            // counted in its hub's homed_ (make_home) until it ends
-    // Parked in a WaitQueue wait with no deadline and nothing the loop could
-    // wake (park_releasing): from its park on, what runs on its stack holds
-    // nothing of its hub's, so once woken it may be given to an idle hub
-    // (Hub::share_ready). Cleared as soon as it runs.
+    // Parked in a WaitQueue wait, with no fd its hub's loop watches for it
+    // (park_releasing): from its park on, what runs on its stack holds
+    // nothing of its hub's but its deadline's timer, so once woken it may be
+    // given to an idle hub (Hub::share_ready). Cleared as soon as it runs.
     bool movable = false;
+    bool parked_timed = false;     // its last park had a deadline (a timer in its hub's loop)
+    bool moved = false;            // given away since its park: its park leaves its old hub alone
     bool moving = false;           // given away, on its way to the taker (take_woken)
     unsigned pins = 0;             // StayOnHub objects alive on its stack
     InterruptMask interrupt_mask = 0;     // which interrupts end its wait (InterruptScope)

@@ -409,4 +409,60 @@ TEST_CASE("share_ready: an idle worker hub is given half the greenlets woken tog
     CHECK(rc == 0);
 }
 
+TEST_CASE("share_ready: a greenlet given away from a timed wait leaves no timer or waiter count behind") {
+    if (Greenlet::own_thread_locals_unsupported()) return;  // (said by the test above)
+    int rc = in_child([] {
+        Hub& here = Hub::current();
+        Hub& worker = start_worker();
+        while (!worker.idle_polling()) std::this_thread::yield();
+        constexpr int kN = 8;
+        WaitQueue first, second;
+        int parked = 0;
+        bool go = false;
+        Flag all_parked, done;
+        std::atomic<int> ran{0}, on_worker{0}, bad{0};
+        std::vector<std::shared_ptr<Greenlet>> gs;
+        for (int i = 0; i < kN; ++i) {
+            gs.push_back(here.make_greenlet([&](std::any) -> std::any {
+                {
+                    // Each with a deadline: a timer in `here`'s loop. Woken long before it.
+                    WaitQueue::Guard held(first);
+                    if (++parked == kN) all_parked.raise();
+                    if (first.wait(held, deadline_after(0.3)) != Wake::event) bad.fetch_add(1);
+                }
+                if (Hub::existing() == &worker) on_worker.fetch_add(1);
+                {
+                    // Past that deadline: a timer left armed in `here` would end this wait early.
+                    WaitQueue::Guard held(second);
+                    while (!go) {
+                        if (second.wait(held, deadline_after(10)) != Wake::event) bad.fetch_add(1);
+                        held.lock();
+                    }
+                }
+                if (ran.fetch_add(1) + 1 == kN) done.raise();
+                return {};
+            }));
+            if (!gs.back()->set_own_thread_locals()) return 1;
+            here.start(*gs.back());
+        }
+        if (!all_parked.wait(10)) return 2;
+        if (first.notify_all() != std::size_t(kN)) return 3;
+        Flag never;
+        if (never.wait(0.6)) return 4;  // (0.6 s: past the first deadline)
+        {
+            WaitQueue::Guard held(second);
+            go = true;
+            second.notify_all(held);
+        }
+        if (!done.wait(10)) return 5;
+        if (bad.load() != 0) return 6;
+        if (on_worker.load() == 0) return 7;
+        // Nothing left that could wake anyone: `here` must see it (a waiter
+        // count left behind would keep it polling until the alarm).
+        WaitQueue nobody;
+        return nobody.wait(kForever) == Wake::deadlock ? 0 : 8;
+    });
+    CHECK(rc == 0);
+}
+
 }  // TEST_SUITE crosshub

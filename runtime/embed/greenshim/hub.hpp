@@ -360,9 +360,9 @@ public:
     // A thread that has run moves only when its hub, with several ready,
     // sees another hub asleep in its poll: that one is given the back half
     // of the ready ones that have their own thread-locals and were woken
-    // from a WaitQueue wait with no deadline (a lock, a condition variable,
-    // a join; share_ready) — any other wait may hold its hub's state on its
-    // stack (a timer in its loop, an fd's watcher). Cost: a lock, a push, a load per hub and maybe an eventfd
+    // from a WaitQueue wait (a lock, a condition variable, a join, timed or
+    // not; share_ready) — any other wait may hold its hub's state on its
+    // stack (an fd's watcher, a helper-pool call). Cost: a lock, a push, a load per hub and maybe an eventfd
     // write; a load per pass for each hub while the queue is empty. With no
     // worker running, start() on the caller's hub.
     static void start_anywhere(Greenlet& g, void (*adopt)(Greenlet&) = nullptr);

@@ -3,7 +3,8 @@
  * statements are the same both ways. At once, for a few seconds:
  *   - 8 threads increment one counter under one mutex, 20,000 times each;
  *   - 4 producers and 4 consumers pass 40,000 numbered items through a
- *     bounded queue (a mutex and two condition variables), summed both sides;
+ *     bounded queue (a mutex and two condition variables, the consumers'
+ *     waits timed), summed both sides;
  *   - 4 pairs pass a token back and forth 2,000 times through semaphores;
  *   - 4 TCP loopback connections and 4 socket pairs each carry 1 MiB of
  *     checksummed bytes one way and the same back (an echo thread), written
@@ -89,7 +90,13 @@ static void *consume(void *arg) {
     (void)arg;
     for (;;) {
         pthread_mutex_lock(&g_q_mu);
-        while (g_q_len == 0 && g_q_producers_left > 0) pthread_cond_wait(&g_q_not_empty, &g_q_mu);
+        while (g_q_len == 0 && g_q_producers_left > 0) {
+            /* (timed: a wait whose deadline timer stays with the hub it parked on) */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 30;
+            pthread_cond_timedwait(&g_q_not_empty, &g_q_mu, &until);
+        }
         tls_check(&me);
         if (g_q_len == 0) {
             pthread_mutex_unlock(&g_q_mu);
