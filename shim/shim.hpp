@@ -164,9 +164,12 @@ void warn_ignored(const char* name, const char* value, const char* expected) noe
 extern thread_local int t_signal_depth __attribute__((tls_model("initial-exec")));  // signal.cpp
 bool in_signal_handler_slow() noexcept;  // signal.cpp: handlers left by siglongjmp dropped first
 inline bool in_signal_handler() noexcept { return t_signal_depth != 0 && in_signal_handler_slow(); }
+extern thread_local bool t_carried __attribute__((tls_model("initial-exec")));  // (stall.cpp; below)
 inline bool may_park(Hub*& hub) noexcept {
     hub = nullptr;
-    if (!config().enabled || greenshim::detail::internal() || in_signal_handler()) return false;
+    // (t_carried here: a call made on a carrier inside a dlopen, which stays
+    // there: come_back_from_carrier)
+    if (!config().enabled || greenshim::detail::internal() || in_signal_handler() || t_carried) return false;
     hub = greenshim::detail::existing_hub();
     return !hub || greenshim::detail::state_head()->current != &hub->greenlet();  // (not in the hub itself)
 }

@@ -48,6 +48,8 @@
 
 #include "shim.hpp"
 
+extern "C" void* __libc_stack_end;  // glibc's: the main thread's stack top at start-up
+
 #undef p_type  // resolv.h's (through shim.hpp) renames the ELF field
 
 namespace greenshim::shim {
@@ -101,6 +103,8 @@ Range g_unsafe_r[kMaxRanges];
 Ranges g_unsafe{g_unsafe_r, kMaxRanges, 0};
 Range g_allocator_r[4];
 Ranges g_allocator{g_allocator_r, 4, 0};  // written once, by the constructor
+Range g_loader_r[4];
+Ranges g_loader{g_loader_r, 4, 0};  // the dynamic loader's text (find_unsafe_code)
 
 struct ModuleWanted {
     void* base;
@@ -130,6 +134,8 @@ void add_module_of(const void* code, Ranges& into = g_unsafe, bool skip_executab
 }
 
 void find_unsafe_code() noexcept {
+    add_module_of(dlsym(RTLD_DEFAULT, "_dl_find_object"), g_loader);
+    add_module_of(dlsym(RTLD_DEFAULT, "__tls_get_addr"), g_loader);
     add_module_of(reinterpret_cast<const void*>(REAL(read)));                // libc
     add_module_of(dlsym(RTLD_DEFAULT, "_dl_find_object"));                  // the loader
     add_module_of(dlsym(RTLD_DEFAULT, "__tls_get_addr"));                   // (older glibc)
@@ -141,6 +147,33 @@ void find_unsafe_code() noexcept {
 }
 
 bool in_unsafe_code(std::uintptr_t pc) noexcept { return g_unsafe.has(pc); }
+
+// Whether a frame of the dynamic loader is on the current thread's stack
+// above sp: it is in a dlopen or dlclose (a constructor, a destructor, a
+// file the loader opens), holding the loader's lock, a recursive mutex glibc
+// marks with the kernel tid of the OS thread that took it. Such a thread
+// must not change OS thread meanwhile: its unlock, on another tid, fails and
+// the lock stays taken for good (every other OS thread's dlopen and dlsym
+// then wait for ever: CPython's test_4_daemon_threads hung so with two hubs,
+// in 1 run of 60 to 100, a carried thread in dlsym and the lock's owner the
+// main hub's tid). A scan for a word that points into the loader's text (a
+// stale one only keeps the thread where it is a little longer). Cost: a
+// compare or two per word of the stack in use; only where a thread would
+// change OS thread.
+bool loader_on_stack(std::uintptr_t sp) noexcept {
+    if (g_loader.n == 0) return false;
+    Greenlet& g = Greenlet::current();
+    auto top = reinterpret_cast<std::uintptr_t>(g.stack_top());
+    if (!top) {  // a main greenlet: the process's main thread's stack only
+        if (!g.is_main() || ::syscall(SYS_gettid) != ::getpid()) return false;
+        top = reinterpret_cast<std::uintptr_t>(__libc_stack_end);
+    }
+    if (sp >= top) return false;
+    for (auto* w = reinterpret_cast<const std::uintptr_t*>(sp & ~std::uintptr_t(7));
+         w < reinterpret_cast<const std::uintptr_t*>(top); ++w)
+        if (g_loader.has(*w)) return true;
+    return false;
+}
 
 // The allocator's code, when malloc is another library's than libc's
 // (jemalloc, tcmalloc, mimalloc: preloaded or linked), not the program's own.
@@ -245,6 +278,7 @@ void carrier_tick(ucontext_t* uc) noexcept {
     if (t_shim_depth != 0 || t_being_preempted || in_signal_handler() || in_unsafe_code(pc) || at_syscall(pc))
         return;
     if (!Hub::carrier_awaited()) return;
+    if (loader_on_stack(std::uintptr_t(uc->uc_mcontext.gregs[REG_RSP]))) return;
     t_being_preempted = true;
     t_carried = false;
     REAL(pthread_sigmask)(SIG_SETMASK, &uc->uc_sigmask, nullptr);  // the carrier's own, for its loop
@@ -277,7 +311,7 @@ void tick(ucontext_t* uc) noexcept {
     if (++k.unchanged < 2) return;
     auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
     if (t_shim_depth != 0 || t_being_preempted || greenshim::detail::internal() || in_signal_handler() || !hub->can_preempt() ||
-        in_unsafe_code(pc))
+        in_unsafe_code(pc) || loader_on_stack(std::uintptr_t(uc->uc_mcontext.gregs[REG_RSP])))
         return;  // looked at again next tick (can_preempt: not the hub itself)
     k.unchanged = 0;
     // A carrier for a thread that computed (this OS thread had the CPU at
@@ -374,6 +408,9 @@ void come_back_from_carrier() noexcept {
     // than compute that long again here first (a loop that computes, then
     // makes a call or two, would otherwise spend most of its time on the
     // hub's thread).
+    // In a dlopen made on the carrier: the call runs here, without parking
+    // (may_park says no while t_carried is set), as the loader's lock wants.
+    if (loader_on_stack(reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)))) return;
     bool computes = monotonic_ns() - t_carried_at >= std::int64_t(config().handoff_ms) * 1000000;
     t_carried = false;
     Hub::come_back();
@@ -384,6 +421,7 @@ void hand_back_to_carrier() noexcept {
     t_hand_back = false;
     Hub* hub = greenshim::detail::existing_hub();
     if (!hub || t_being_preempted || in_signal_handler()) return;
+    if (loader_on_stack(reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)))) return;
     t_being_preempted = true;  // (a tick meanwhile leaves it alone)
     if (hub->hand_off_running()) arrived_on_carrier();
     t_being_preempted = false;
