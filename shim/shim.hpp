@@ -341,6 +341,10 @@ int dump_signal() noexcept;        // greenrun --dump's (report.cpp; worker hubs
 // lock, and a malloc or free the hub makes (which cannot park) never waits
 // for one that only its own parked greenlet could let go. Two compares.
 bool from_allocator(const void* caller) noexcept;
+// stall.cpp: this OS thread holds glibc's loader lock (a thread of it is in
+// a dlopen or dlclose): no thread of it may move to another OS thread, or
+// the unlock, made on another tid, would fail.
+bool loader_lock_here() noexcept;
 
 // ---- diagnostics (report.cpp) ----
 

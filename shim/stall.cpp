@@ -48,7 +48,6 @@
 
 #include "shim.hpp"
 
-extern "C" void* __libc_stack_end;  // glibc's: the main thread's stack top at start-up
 
 #undef p_type  // resolv.h's (through shim.hpp) renames the ELF field
 
@@ -103,8 +102,9 @@ Range g_unsafe_r[kMaxRanges];
 Ranges g_unsafe{g_unsafe_r, kMaxRanges, 0};
 Range g_allocator_r[4];
 Ranges g_allocator{g_allocator_r, 4, 0};  // written once, by the constructor
-Range g_loader_r[4];
-Ranges g_loader{g_loader_r, 4, 0};  // the dynamic loader's text (find_unsafe_code)
+// glibc's loader lock (_rtld_global._dl_load_lock), found at the first
+// thread (find_load_lock); nullptr if not found: nothing is checked then.
+const pthread_mutex_t* g_load_lock = nullptr;
 
 struct ModuleWanted {
     void* base;
@@ -134,8 +134,6 @@ void add_module_of(const void* code, Ranges& into = g_unsafe, bool skip_executab
 }
 
 void find_unsafe_code() noexcept {
-    add_module_of(dlsym(RTLD_DEFAULT, "_dl_find_object"), g_loader);
-    add_module_of(dlsym(RTLD_DEFAULT, "__tls_get_addr"), g_loader);
     add_module_of(reinterpret_cast<const void*>(REAL(read)));                // libc
     add_module_of(dlsym(RTLD_DEFAULT, "_dl_find_object"));                  // the loader
     add_module_of(dlsym(RTLD_DEFAULT, "__tls_get_addr"));                   // (older glibc)
@@ -148,32 +146,60 @@ void find_unsafe_code() noexcept {
 
 bool in_unsafe_code(std::uintptr_t pc) noexcept { return g_unsafe.has(pc); }
 
-// Whether a frame of the dynamic loader is on the current thread's stack
-// above sp: it is in a dlopen or dlclose (a constructor, a destructor, a
-// file the loader opens), holding the loader's lock, a recursive mutex glibc
-// marks with the kernel tid of the OS thread that took it. Such a thread
-// must not change OS thread meanwhile: its unlock, on another tid, fails and
-// the lock stays taken for good (every other OS thread's dlopen and dlsym
-// then wait for ever: CPython's test_4_daemon_threads hung so with two hubs,
-// in 1 run of 60 to 100, a carried thread in dlsym and the lock's owner the
-// main hub's tid). A scan for a word that points into the loader's text (a
-// stale one only keeps the thread where it is a little longer). Cost: a
-// compare or two per word of the stack in use; only where a thread would
-// change OS thread.
-bool loader_on_stack(std::uintptr_t sp) noexcept {
-    if (g_loader.n == 0) return false;
-    Greenlet& g = Greenlet::current();
-    auto top = reinterpret_cast<std::uintptr_t>(g.stack_top());
-    if (!top) {  // a main greenlet: the process's main thread's stack only
-        if (!g.is_main() || ::syscall(SYS_gettid) != ::getpid()) return false;
-        top = reinterpret_cast<std::uintptr_t>(__libc_stack_end);
+// glibc holds its loader's lock through a dlopen or dlclose (the
+// constructors and destructors it runs, the files it opens): a recursive
+// mutex that records the kernel tid of the OS thread that took it. A thread
+// that holds it must not change OS thread: its unlock, on another tid,
+// fails and the lock stays taken for good (every other OS thread's dlopen
+// and dlsym then wait for ever: CPython's test_4_daemon_threads hung so with
+// two hubs, 1 run in 60 to 100, the lock's owner the main hub's tid and a
+// carried thread in dlsym; tests/threads/native/dlopen_ctor.c, a constructor
+// that computes 60 ms, every time). The lock is not exported: it is found
+// once in _rtld_global as the recursive mutex just before the one
+// dl_iterate_phdr holds (_dl_load_write_lock follows _dl_load_lock there).
+struct WriteLockSearch {
+    const char* base;
+    std::size_t size;
+    int tid;
+    const pthread_mutex_t* found;
+};
+
+int find_write_lock(struct dl_phdr_info*, std::size_t, void* arg) {
+    auto* f = static_cast<WriteLockSearch*>(arg);
+    for (std::size_t off = 0; off + sizeof(pthread_mutex_t) <= f->size; off += alignof(pthread_mutex_t)) {
+        auto* m = reinterpret_cast<const pthread_mutex_t*>(f->base + off);
+        if (m->__data.__owner == f->tid && m->__data.__count == 1 && m->__data.__kind == PTHREAD_MUTEX_RECURSIVE_NP) {
+            f->found = m;
+            break;
+        }
     }
-    if (sp >= top) return false;
-    for (auto* w = reinterpret_cast<const std::uintptr_t*>(sp & ~std::uintptr_t(7));
-         w < reinterpret_cast<const std::uintptr_t*>(top); ++w)
-        if (g_loader.has(*w)) return true;
-    return false;
+    return 1;  // (the first module is enough: the lock is held for the whole walk)
 }
+
+void find_load_lock() noexcept {
+    void* rtld = dlsym(RTLD_DEFAULT, "_rtld_global");
+    Dl_info info{};
+    void* entry = nullptr;  // (dladdr1 stores a const ElfW(Sym)* there)
+    if (!rtld || !dladdr1(rtld, &info, &entry, RTLD_DL_SYMENT) || !entry) return;
+    const auto* sym = static_cast<const ElfW(Sym)*>(entry);
+    WriteLockSearch f{static_cast<const char*>(rtld), sym->st_size, int(::syscall(SYS_gettid)), nullptr};
+    dl_iterate_phdr(find_write_lock, &f);
+    if (!f.found || reinterpret_cast<const char*>(f.found - 1) < f.base) return;
+    const pthread_mutex_t* load = f.found - 1;
+    if (load->__data.__kind == PTHREAD_MUTEX_RECURSIVE_NP && load->__data.__owner != f.tid) g_load_lock = load;
+}
+
+}  // namespace
+
+// Whether this OS thread holds the loader's lock (one of its greenlets is
+// in a dlopen or dlclose). Cost: a load; a gettid when someone holds it.
+bool loader_lock_here() noexcept {
+    if (!g_load_lock) return false;
+    int owner = __atomic_load_n(&g_load_lock->__data.__owner, __ATOMIC_RELAXED);
+    return owner != 0 && owner == int(::syscall(SYS_gettid));
+}
+
+namespace {
 
 // The allocator's code, when malloc is another library's than libc's
 // (jemalloc, tcmalloc, mimalloc: preloaded or linked), not the program's own.
@@ -278,7 +304,7 @@ void carrier_tick(ucontext_t* uc) noexcept {
     if (t_shim_depth != 0 || t_being_preempted || in_signal_handler() || in_unsafe_code(pc) || at_syscall(pc))
         return;
     if (!Hub::carrier_awaited()) return;
-    if (loader_on_stack(std::uintptr_t(uc->uc_mcontext.gregs[REG_RSP]))) return;
+    if (loader_lock_here()) return;
     t_being_preempted = true;
     t_carried = false;
     REAL(pthread_sigmask)(SIG_SETMASK, &uc->uc_sigmask, nullptr);  // the carrier's own, for its loop
@@ -311,7 +337,7 @@ void tick(ucontext_t* uc) noexcept {
     if (++k.unchanged < 2) return;
     auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
     if (t_shim_depth != 0 || t_being_preempted || greenshim::detail::internal() || in_signal_handler() || !hub->can_preempt() ||
-        in_unsafe_code(pc) || loader_on_stack(std::uintptr_t(uc->uc_mcontext.gregs[REG_RSP])))
+        in_unsafe_code(pc) || loader_lock_here())
         return;  // looked at again next tick (can_preempt: not the hub itself)
     k.unchanged = 0;
     // A carrier for a thread that computed (this OS thread had the CPU at
@@ -410,7 +436,7 @@ void come_back_from_carrier() noexcept {
     // hub's thread).
     // In a dlopen made on the carrier: the call runs here, without parking
     // (may_park says no while t_carried is set), as the loader's lock wants.
-    if (loader_on_stack(reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)))) return;
+    if (loader_lock_here()) return;
     bool computes = monotonic_ns() - t_carried_at >= std::int64_t(config().handoff_ms) * 1000000;
     t_carried = false;
     Hub::come_back();
@@ -421,7 +447,7 @@ void hand_back_to_carrier() noexcept {
     t_hand_back = false;
     Hub* hub = greenshim::detail::existing_hub();
     if (!hub || t_being_preempted || in_signal_handler()) return;
-    if (loader_on_stack(reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)))) return;
+    if (loader_lock_here()) return;
     t_being_preempted = true;  // (a tick meanwhile leaves it alone)
     if (hub->hand_off_running()) arrived_on_carrier();
     t_being_preempted = false;
@@ -453,7 +479,7 @@ void stall_watch(Hub& hub) noexcept {
     if (!o || o->ticker) return;
     // Once, at the first thread (a process that never makes one pays nothing:
     // the walk over the loaded modules costs ~70 us). Before any tick.
-    static bool found = (find_unsafe_code(), true);
+    static bool found = (find_unsafe_code(), find_load_lock(), true);
     (void)found;
     auto* k = new (std::nothrow) StallTicker;
     if (!k) return;

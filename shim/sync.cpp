@@ -165,8 +165,10 @@ void shared_drop(const void* p, Shared& s) {
 // Whether this OS thread's hub may give its greenlets to another
 // (Hub::set_share_check): not while its table has an entry, which may say a
 // greenlet of it owns a process-shared lock (glibc recorded this OS
-// thread's tid) or is in a call on one.
-bool shared_table_empty(Hub&) noexcept {
+// thread's tid) or is in a call on one, nor while one of them is in a
+// dlopen (the loader's lock is this tid's too: stall.cpp).
+bool may_share(Hub&) noexcept {
+    if (loader_lock_here()) return false;
     OsThreadSync* o = os_sync(false);
     return !o || o->shared.empty();
 }
@@ -1437,7 +1439,7 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
 }
 }  // namespace
 
-void greenshim::shim::sync_init() noexcept { Hub::set_share_check(shared_table_empty); }
+void greenshim::shim::sync_init() noexcept { Hub::set_share_check(may_share); }
 
 void greenshim::shim::sync_after_fork_child() noexcept {
     g_futex_lock.reset();
