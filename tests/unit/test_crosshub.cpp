@@ -369,7 +369,7 @@ TEST_CASE("share_ready: an idle worker hub is given half the greenlets woken tog
     int rc = in_child([] {
         Hub& here = Hub::current();  // (first: the process hub, one that shares)
         Hub& worker = start_worker();
-        while (!worker.idle_polling()) std::this_thread::yield();  // (asleep in its poll)
+        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)  // (asleep in its poll)
         std::uint64_t steals_before = runtime_stats().steals;
         constexpr int kN = 8;
         WaitQueue q;
@@ -414,7 +414,7 @@ TEST_CASE("share_ready: a greenlet given away from a timed wait leaves no timer 
     int rc = in_child([] {
         Hub& here = Hub::current();
         Hub& worker = start_worker();
-        while (!worker.idle_polling()) std::this_thread::yield();
+        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
         constexpr int kN = 8;
         WaitQueue first, second;
         int parked = 0;
