@@ -131,3 +131,29 @@ void StackPool::drain() noexcept {
 }
 
 }  // namespace greenshim::detail
+
+namespace greenshim {
+
+bool discard_own_stack_pages(void* from, void* to) noexcept {
+#if GREENSHIM_ASAN
+    (void)from;
+    (void)to;
+    return false;
+#else
+#if GREENSHIM_VALGRIND
+    if (RUNNING_ON_VALGRIND) return false;
+#endif
+    detail::ThreadState* t = detail::t_state;  // not ts(): never set anything up from here
+    if (!t || !t->current) return false;
+    const Greenlet::Impl& im = detail::impl_of(*t->current);
+    if (!im.fiber_created || !im.stack.sp) return false;
+    char* top = static_cast<char*>(im.stack.sp);
+    char* bottom = top - im.stack.size;
+    char* b = static_cast<char*>(from);
+    char* e = static_cast<char*>(to);
+    if (b < bottom || e > top || b >= e) return false;
+    return ::madvise(b, std::size_t(e - b), MADV_DONTNEED) == 0;
+#endif
+}
+
+}  // namespace greenshim

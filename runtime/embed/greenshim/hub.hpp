@@ -92,6 +92,21 @@ private:
     void* impl_;
 };
 
+// Zeroes the whole pages of [from, to) by giving them back to the kernel
+// (MADV_DONTNEED: they read as zeros and hold no memory until written
+// again) when the span lies in the running greenlet's own stack; false,
+// nothing done, otherwise (another greenlet's stack, the heap, an OS
+// thread's stack, no greenlet running, under valgrind or ASan, which would
+// not know the bytes are now zero). `from` and `to` must be page-aligned.
+// For a zero-fill of a large stack buffer (the shim's memset): greenlets
+// all run their requests at once where real threads are often queued, so
+// such a buffer otherwise stays resident in every thread's stack at the same
+// moment. Cost: one madvise (about 1 us, more with pages to free), so only
+// worth it for tens of KiB; the pages fault back in one by one as written.
+// Only for memory the caller is about to own as zeros: whatever the span
+// held is gone.
+GREENSHIM_API bool discard_own_stack_pages(void* from, void* to) noexcept;
+
 // What a hub found when it has nothing to run, nothing it watches could wake
 // anyone, and its main greenlet cannot be told with Wake::deadlock because
 // it is not parked (it finished, or it was switched away from by hand).
