@@ -120,8 +120,18 @@ void resolve_all_real() noexcept {
 #undef GREENSHIM_RESOLVE_NOW
 }
 
+bool g_raw_sockio = false;
+void raw_sockio_init() noexcept {
+    void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    if (!libc) return;
+    g_raw_sockio = reinterpret_cast<void*>(REAL(recvfrom)) == dlsym(libc, "recvfrom") &&
+                   reinterpret_cast<void*>(REAL(sendto)) == dlsym(libc, "sendto");
+    dlclose(libc);
+}
+
 __attribute__((constructor)) static void greenshim_init() {
     resolve_all_real();
+    raw_sockio_init();
     (void)config();
     hold_fault_signals();
     stall_init();

@@ -47,7 +47,7 @@ ssize_t do_read(int fd, void* buf, size_t n) {
         if (n > kMaxRwCount) return read_huge(f, buf, n);
         Deadline d = recv_deadline(f);
         if (wait_if_drained(f, d) < 0) return -1;
-        ssize_t r = read_some(f, n, d, [&](size_t k) { return REAL(recv)(fd, buf, k, MSG_DONTWAIT); });
+        ssize_t r = read_some(f, n, d, [&](size_t k) { return nb_recvfrom(fd, buf, k, MSG_DONTWAIT, nullptr, nullptr); });
         if (r < 0 && stale_socket(fd)) return do_read(fd, buf, n);
         note_read(f, r, n);
         return r;
@@ -64,7 +64,7 @@ ssize_t do_write(int fd, const void* buf, size_t n) {
             return write_all(g, buf, n, send_deadline(f), [&](const char* p, size_t k) { return REAL(write)(fd, p, k); });
         }
         ssize_t r = write_all(f, buf, n, send_deadline(f),
-                              [&](const char* p, size_t k) { return REAL(send)(fd, p, k, MSG_DONTWAIT); });
+                              [&](const char* p, size_t k) { return nb_sendto(fd, p, k, MSG_DONTWAIT, nullptr, 0); });
         if (r < 0 && stale_socket(fd)) return do_write(fd, buf, n);
         return r;
     }

@@ -43,7 +43,7 @@ ssize_t do_recvfrom(int fd, void* buf, size_t n, int flags, struct sockaddr* add
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
     int fl = (flags & ~MSG_WAITALL) | MSG_DONTWAIT;
     return recv_loop(f, n, flags, [&](size_t off, size_t k) {
-        return REAL(recvfrom)(fd, static_cast<char*>(buf) + off, k, fl, addr, alen);
+        return nb_recvfrom(fd, static_cast<char*>(buf) + off, k, fl, addr, alen);
     });
 }
 
@@ -51,7 +51,7 @@ ssize_t do_sendto(int fd, const void* buf, size_t n, int flags, const struct soc
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(sendto)(fd, buf, n, flags, addr, alen);
     return write_all(f, buf, n, send_deadline(f), [&](const char* p, size_t k) {
-        return REAL(sendto)(fd, p, k, flags | MSG_DONTWAIT, addr, alen);
+        return nb_sendto(fd, p, k, flags | MSG_DONTWAIT, addr, alen);
     });
 }
 
