@@ -92,7 +92,26 @@ def start_server(greenrun, server, env=None):
         p.kill()
         p.wait()
         raise SystemExit(f"FAIL: the server did not get ready: {line!r} {err.read().decode()!r}")
+    wait_settled(greenrun, p.pid)
     return p, err
+
+
+def wait_settled(greenrun, pid):
+    """Dumps, to a scratch file (not the process's stderr, which the checks
+    read), until main waits in pthread_join and both lock waiters in
+    pthread_mutex_lock: the server prints "ready" just before main's join, so
+    a dump can come first on a busy machine. Gives up after 20 s; the checks
+    then say what is missing."""
+    deadline = time.monotonic() + 20
+    with tempfile.TemporaryDirectory() as d:
+        target = os.path.join(d, "settle")
+        while time.monotonic() < deadline:
+            r = subprocess.run([greenrun, "--dump", str(pid), "--dump-to", target], capture_output=True, text=True,
+                               timeout=30)
+            if (re.search(r"greenlet 0 \(main\): waiting in pthread_join", r.stdout)
+                    and len(re.findall(r"waiting in pthread_mutex_lock 0x", r.stdout)) == 2):
+                return
+            time.sleep(0.05)
 
 
 def stop(p):
