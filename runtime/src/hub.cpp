@@ -1007,6 +1007,11 @@ void Hub::after_fork_child() {
     // New threads not yet taken are the parent's, as its other threads.
     new (&g_spawn) SpawnQueue();
     g_spawn_count.store(0);
+    // Nobody polls here but this thread, which forked outside its poll: a
+    // count kept from the parent's idle workers would have this hub look for
+    // an idle hub to share with on every pass, and count the child's own
+    // future workers' polls one too many.
+    g_idle_pollers.store(0, std::memory_order_relaxed);
     worker_ = false;
     detail::set_process_hub(this);
     // A Guard another OS thread held at the fork is nobody's in the child.

@@ -218,6 +218,24 @@ struct Flag {
     }
 };
 
+// Waits, parking 1 ms at a time (the hub runs the others meanwhile), until
+// n greenlets are parked in q: its size under its Guard is exact, and a
+// waiter is enqueued and parked before it lets the Guard go. (Not a Flag
+// raised under q's Guard: two queues may share a spin lock, and a Guard may
+// not be taken while another is held.)
+bool wait_parked(WaitQueue& q, std::size_t n, double seconds) {
+    Deadline give_up = deadline_after(seconds);
+    for (;;) {
+        {
+            WaitQueue::Guard g(q);
+            if (q.size() == n) return true;
+        }
+        if (deadline_after(0) > give_up) return false;
+        WaitQueue nap;
+        nap.wait(deadline_after(0.001));
+    }
+}
+
 std::atomic<pthread_t> g_adopted_on{};
 }  // namespace
 
@@ -373,8 +391,7 @@ TEST_CASE("share_ready: an idle worker hub is given half the greenlets woken tog
         std::uint64_t steals_before = runtime_stats().steals;
         constexpr int kN = 8;
         WaitQueue q;
-        int parked = 0;
-        Flag all_parked, done;
+        Flag done;
         std::atomic<int> ran{0}, on_worker{0};
         std::atomic<bool> lost_tls{false}, wrong_parent{false};
         std::vector<std::shared_ptr<Greenlet>> gs;
@@ -384,7 +401,6 @@ TEST_CASE("share_ready: an idle worker hub is given half the greenlets woken tog
                 errno = 2000 + i;
                 {
                     WaitQueue::Guard held(q);
-                    if (++parked == kN) all_parked.raise();
                     q.wait(held, kForever);  // woken with the others, all ready on `here` at once
                 }
                 Hub* h = Hub::existing();
@@ -397,7 +413,7 @@ TEST_CASE("share_ready: an idle worker hub is given half the greenlets woken tog
             if (!gs.back()->set_own_thread_locals()) return 1;
             here.start(*gs.back());
         }
-        if (!all_parked.wait(10)) return 2;
+        if (!wait_parked(q, kN, 10)) return 2;
         if (q.notify_all() != std::size_t(kN)) return 3;
         // Parking now leaves `here` with kN ready and the worker asleep.
         if (!done.wait(10)) return 4;
@@ -417,9 +433,8 @@ TEST_CASE("share_ready: a greenlet given away from a timed wait leaves no timer 
         while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
         constexpr int kN = 8;
         WaitQueue first, second;
-        int parked = 0;
         bool go = false;
-        Flag all_parked, done;
+        Flag done;
         std::atomic<int> ran{0}, on_worker{0}, bad{0};
         std::vector<std::shared_ptr<Greenlet>> gs;
         for (int i = 0; i < kN; ++i) {
@@ -427,7 +442,6 @@ TEST_CASE("share_ready: a greenlet given away from a timed wait leaves no timer 
                 {
                     // Each with a deadline: a timer in `here`'s loop. Woken long before it.
                     WaitQueue::Guard held(first);
-                    if (++parked == kN) all_parked.raise();
                     if (first.wait(held, deadline_after(0.3)) != Wake::event) bad.fetch_add(1);
                 }
                 if (Hub::existing() == &worker) on_worker.fetch_add(1);
@@ -445,7 +459,7 @@ TEST_CASE("share_ready: a greenlet given away from a timed wait leaves no timer 
             if (!gs.back()->set_own_thread_locals()) return 1;
             here.start(*gs.back());
         }
-        if (!all_parked.wait(10)) return 2;
+        if (!wait_parked(first, kN, 10)) return 2;
         if (first.notify_all() != std::size_t(kN)) return 3;
         Flag never;
         if (never.wait(0.6)) return 4;  // (0.6 s: past the first deadline)
