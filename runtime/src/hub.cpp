@@ -1031,14 +1031,43 @@ std::atomic<int>* WaitQueue::detail_lock_word(const void* q) noexcept {
     return &g_queue_locks[(a >> 4 ^ a >> 10) & 63].word;
 }
 
-// A raw system call to yield: the shim interposes sched_yield.
+namespace {
+// A spin lock is held for a few loads and stores, so a wait of seconds means
+// its holder will never let go: most likely this very thread, which took a
+// WaitQueue Guard while holding another that shares its spin lock (the two
+// queues hashed to one of the 64), and spins on itself. Said once, on stderr,
+// with the lock's address; the wait goes on (a holder stopped in a debugger
+// lets go when resumed).
+void say_stuck_spin(const std::atomic<int>& word) noexcept {
+    static std::atomic<bool> said{false};
+    if (said.exchange(true, std::memory_order_relaxed)) return;
+    char line[240];
+    int n = std::snprintf(line, sizeof line,
+                          "greenshim: OS thread %ld has waited 2 s for spin lock %p (a WaitQueue Guard or SpinLock, "
+                          "held for a few stores): a thread that takes a second Guard while holding one that shares "
+                          "its lock waits on itself forever\n",
+                          long(syscall(SYS_gettid)), static_cast<const void*>(&word));
+    if (n > 0) (void)!::write(2, line, std::size_t(n) < sizeof line ? std::size_t(n) : sizeof line - 1);
+}
+constexpr std::int64_t kStuckSpinNs = 2'000'000'000;
+}  // namespace
+
+// A raw system call to yield: the shim interposes sched_yield. The clock is
+// read only every 1,024 yields (a lock held that long is already a bug).
 void SpinLock::wait_for(std::atomic<int>& word) noexcept {
+    std::int64_t since = 0;
+    unsigned yields = 0;
     for (unsigned spins = 0;; ++spins) {
         while (word.load(std::memory_order_relaxed) != 0) {
             if (++spins < 200) __builtin_ia32_pause();
             else {
                 syscall(SYS_sched_yield);
                 spins = 0;
+                if ((++yields & 1023) == 0) {
+                    std::int64_t now = monotonic_ns();
+                    if (since == 0) since = now;
+                    else if (now - since > kStuckSpinNs) say_stuck_spin(word);
+                }
             }
         }
         if (word.exchange(1, std::memory_order_acquire) == 0) return;

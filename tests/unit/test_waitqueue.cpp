@@ -153,6 +153,47 @@ TEST_CASE("main waiting on a WaitQueue is woken by a spawned greenlet") {
     CHECK(t.value());
 }
 
+TEST_CASE("a Guard taken while holding another that shares its spin lock is reported, not a silent spin") {
+    // Two queues of 64+ share one of the 64 spin locks: found by trying it.
+    static WaitQueue qs[130];
+    WaitQueue* a = &qs[0];
+    WaitQueue* b = nullptr;
+    {
+        WaitQueue::Guard held(*a);
+        for (auto& q : qs) {
+            if (&q == a) continue;
+            WaitQueue::Guard probe(q, WaitQueue::Guard::deferred);
+            if (!probe.try_lock(0)) {
+                b = &q;
+                break;
+            }
+        }
+    }
+    REQUIRE(b != nullptr);
+    int err[2];
+    REQUIRE(pipe(err) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(err[1], 2);
+        alarm(20);
+        WaitQueue::Guard first(*a);
+        WaitQueue::Guard second(*b);  // spins on itself; said after 2 s
+        _exit(0);
+    }
+    close(err[1]);
+    std::string said;
+    char buf[512];
+    ssize_t n;
+    while (said.find('\n') == std::string::npos && (n = read(err[0], buf, sizeof buf)) > 0) said.append(buf, std::size_t(n));
+    close(err[0]);
+    kill(pid, SIGKILL);  // our own child, by pid
+    int st = 0;
+    waitpid(pid, &st, 0);
+    INFO(said);
+    CHECK(said.find("has waited 2 s for spin lock") != std::string::npos);
+    CHECK(said.find("waits on itself forever") != std::string::npos);
+}
+
 }  // TEST_SUITE waitqueue
 
 TEST_SUITE("hub") {
