@@ -143,7 +143,9 @@ struct FdWait {
 // spins on a plain load, then gives the CPU away (the holder's OS thread may
 // have been preempted by the kernel). All-zero bytes are an unlocked one.
 // Cost: an atomic exchange and a store (~2-5 ns) when uncontended. Usable
-// with std::lock_guard. WaitQueue::Guard takes one of these words too.
+// with std::lock_guard. WaitQueue::Guard takes one of these words too. A
+// wait of 2 s is said once on stderr: its holder never lets go, most likely
+// the waiting thread itself (a second Guard sharing the lock of one it holds).
 class GREENSHIM_API SpinLock {
 public:
     void lock() noexcept {
