@@ -53,6 +53,7 @@
 #include "config.hpp"
 #include "faults.hpp"
 #include "greenshim/hub.hpp"
+#include "greenshim/raw_syscall.hpp"
 #include "greenshim/thread_state.hpp"
 
 #define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
@@ -154,18 +155,6 @@ GREENSHIM_REAL_FUNCTIONS(GREENSHIM_REAL_SLOT)
 // start-up). Another preloaded library's after ours is called as before.
 extern bool g_raw_sockio;
 void raw_sockio_init() noexcept;
-#if defined(__x86_64__)
-inline long raw_syscall6(long nr, long a, long b, long c, long d, long e, long f) noexcept {
-    register long r10 asm("r10") = d;
-    register long r8 asm("r8") = e;
-    register long r9 asm("r9") = f;
-    long ret;
-    asm volatile("syscall"
-                 : "=a"(ret)
-                 : "0"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                 : "rcx", "r11", "memory");
-    return ret;
-}
 inline ssize_t raw_result(long r) noexcept {
     if (__builtin_expect(r < 0 && r > -4096, 0)) {
         errno = int(-r);
@@ -173,20 +162,15 @@ inline ssize_t raw_result(long r) noexcept {
     }
     return ssize_t(r);
 }
-#endif
 inline ssize_t nb_recvfrom(int fd, void* buf, size_t n, int flags, struct sockaddr* addr, socklen_t* alen) noexcept {
-#if defined(__x86_64__)
     if (__builtin_expect(g_raw_sockio, 1))
-        return raw_result(raw_syscall6(SYS_recvfrom, fd, long(buf), long(n), flags, long(addr), long(alen)));
-#endif
+        return raw_result(detail::raw_syscall(SYS_recvfrom, fd, long(buf), long(n), flags, long(addr), long(alen)));
     return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
 }
 inline ssize_t nb_sendto(int fd, const void* buf, size_t n, int flags, const struct sockaddr* addr,
                          socklen_t alen) noexcept {
-#if defined(__x86_64__)
     if (__builtin_expect(g_raw_sockio, 1))
-        return raw_result(raw_syscall6(SYS_sendto, fd, long(buf), long(n), flags, long(addr), long(alen)));
-#endif
+        return raw_result(detail::raw_syscall(SYS_sendto, fd, long(buf), long(n), flags, long(addr), long(alen)));
     return REAL(sendto)(fd, buf, n, flags, addr, alen);
 }
 

@@ -24,16 +24,12 @@
 #include <cstdint>
 #include <mutex>
 
+#include "greenshim/raw_syscall.hpp"
+
 namespace greenshim::detail {
 
 inline long futex_raw(std::atomic<int>* word, int op, int val, const timespec* rel = nullptr) noexcept {
-    long ret;
-    register long r10 __asm__("r10") = long(rel);
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(long(SYS_futex)), "D"(word), "S"(long(op)), "d"(long(val)), "r"(r10)
-                     : "rcx", "r11", "memory");
-    return ret;
+    return raw_syscall(SYS_futex, long(word), op, val, long(rel));
 }
 
 // Drepper's mutex ("Futexes Are Tricky", mutex 2): 0 free, 1 held, 2 held

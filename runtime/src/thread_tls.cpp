@@ -134,6 +134,7 @@
 // valgrind traps wrfsbase and hides HWCAP2_FSGSBASE: the arch_prctl switch
 // is chosen there (also when RUNNING_ON_VALGRIND), and glibc's malloc is
 // valgrind's own, so there is no malloc state to share.
+#include "greenshim/raw_syscall.hpp"
 #include "thread_tls.hpp"
 
 #include <dlfcn.h>
@@ -163,12 +164,7 @@ bool g_tls_wrfsbase = false;
 
 namespace {
 
-// ---- raw system calls (the shim interposes syscall(), write() and the like)
-long raw_syscall(long n, long a = 0, long b = 0, long c = 0) noexcept {
-    long ret;
-    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-    return ret;
-}
+// (raw_syscall: the shim interposes syscall(), write() and the like)
 
 constexpr long kArchSetFs = 0x1002;  // ARCH_SET_FS
 
