@@ -66,12 +66,17 @@ const Config& config_first() noexcept {
 
 
 namespace {
+// libc itself, already loaded (null if it is not).
+void* libc_handle() noexcept {
+    static void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    return libc;
+}
 // The next definition after ours; failing that (libc itself was preloaded
 // ahead of us, so there is no "next": the program's calls then reach libc
 // directly, and only ours need it), libc's own.
 void* find_real(const char* name) noexcept {
     if (void* f = dlsym(RTLD_NEXT, name)) return f;
-    static void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    void* libc = libc_handle();
     return libc ? dlsym(libc, name) : nullptr;
 }
 }  // namespace
@@ -122,11 +127,9 @@ void resolve_all_real() noexcept {
 
 bool g_raw_sockio = false;
 void raw_sockio_init() noexcept {
-    void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-    if (!libc) return;
-    g_raw_sockio = reinterpret_cast<void*>(REAL(recvfrom)) == dlsym(libc, "recvfrom") &&
+    void* libc = libc_handle();
+    g_raw_sockio = libc && reinterpret_cast<void*>(REAL(recvfrom)) == dlsym(libc, "recvfrom") &&
                    reinterpret_cast<void*>(REAL(sendto)) == dlsym(libc, "sendto");
-    dlclose(libc);
 }
 
 __attribute__((constructor)) static void greenshim_init() {

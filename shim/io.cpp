@@ -252,7 +252,6 @@ SHIM_EXPORT int eventfd_write(int fd, eventfd_t value) {
 
 // _FORTIFY_SOURCE builds (most distribution packages) call these checked
 // variants instead; the check is glibc's, the call ours.
-extern "C" void __chk_fail(void) __attribute__((noreturn));
 SHIM_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
     SHIM_ENTER;
     if (n > buflen) __chk_fail();

@@ -232,7 +232,6 @@ SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event* ev, int max, int timeo
     return do_epoll_wait(epfd, ev, max, deadline_ms(timeout), mask);
 }
 
-extern "C" void __chk_fail(void) __attribute__((noreturn));
 SHIM_EXPORT int __poll_chk(struct pollfd* fds, nfds_t n, int timeout, size_t fdslen) {
     SHIM_ENTER;
     if (fdslen / sizeof(*fds) < n) __chk_fail();

@@ -57,6 +57,8 @@
 #include "greenshim/thread_state.hpp"
 
 #define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
+// glibc's, for the _FORTIFY_SOURCE variants (__read_chk, __poll_chk, ...).
+extern "C" void __chk_fail(void) __attribute__((noreturn));
 
 // glibc's C cleanup-handler calls (what pthread_cleanup_push expands to in C
 // without -fexceptions); pthread.h declares them only for C.

@@ -362,7 +362,6 @@ SHIM_EXPORT int setsockopt(int fd, int level, int optname, const void* val, sock
 
 SHIM_EXPORT int shutdown(int fd, int how) { SHIM_ENTER; return REAL(shutdown)(fd, how); }
 
-extern "C" void __chk_fail(void) __attribute__((noreturn));
 SHIM_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
     SHIM_ENTER;
     if (n > buflen) __chk_fail();

@@ -42,40 +42,32 @@ void* fill_bytes(void* d, int c, std::size_t n) noexcept {
 }  // namespace
 }  // namespace greenshim::shim
 
-// Jumped through by memset's stub below; written once, by our constructor.
+using greenshim::shim::kPage;
+using greenshim::shim::MemsetFn;
+
+// The names memset's stub below uses: plain C symbols, hidden.
 extern "C" {
-__attribute__((visibility("hidden"))) greenshim::shim::MemsetFn greenshim_real_memset = greenshim::shim::fill_bytes;
-}
-
-namespace greenshim::shim {
-namespace {
-
-void* real_memset(void* d, int c, std::size_t n) noexcept {
-    return __atomic_load_n(&greenshim_real_memset, __ATOMIC_RELAXED)(d, c, n);
-}
-
-}  // namespace
+// libc's memset, jumped through; written once, by our constructor.
+__attribute__((visibility("hidden"))) MemsetFn greenshim_real_memset = greenshim::shim::fill_bytes;
 
 // memset's slow path: a zero-fill of at least kDiscardMin bytes.
-extern "C" __attribute__((visibility("hidden"), used)) void* greenshim_memset_zero_large(void* d, std::size_t n) noexcept {
+__attribute__((visibility("hidden"), used)) void* greenshim_memset_zero_large(void* d, std::size_t n) noexcept {
+    MemsetFn real = __atomic_load_n(&greenshim_real_memset, __ATOMIC_RELAXED);
     auto b = reinterpret_cast<std::uintptr_t>(d);
     std::uintptr_t pb = (b + kPage - 1) & ~(kPage - 1);
     std::uintptr_t pe = (b + n) & ~(kPage - 1);
-    if (pe <= pb || !discard_own_stack_pages(reinterpret_cast<void*>(pb), reinterpret_cast<void*>(pe)))
-        return real_memset(d, 0, n);
-    real_memset(d, 0, pb - b);
-    real_memset(reinterpret_cast<void*>(pe), 0, b + n - pe);
+    if (pe <= pb || !greenshim::discard_own_stack_pages(reinterpret_cast<void*>(pb), reinterpret_cast<void*>(pe)))
+        return real(d, 0, n);
+    real(d, 0, pb - b);
+    real(reinterpret_cast<void*>(pe), 0, b + n - pe);
     return d;
 }
+}
 
-namespace {
-__attribute__((constructor(101))) void find_real_memset() noexcept {
+__attribute__((constructor(101))) static void find_real_memset() noexcept {
     if (void* f = dlsym(RTLD_NEXT, "memset"))
         __atomic_store_n(&greenshim_real_memset, reinterpret_cast<MemsetFn>(f), __ATOMIC_RELAXED);
 }
-
-}  // namespace
-}  // namespace greenshim::shim
 
 // memset itself, in assembly: GCC calls through the pointer instead of
 // jumping (memset is a builtin to it), which costs a return misprediction.
@@ -100,7 +92,6 @@ memset:
     .size memset, .-memset
 )");
 
-extern "C" void __chk_fail(void) __attribute__((noreturn));
 SHIM_EXPORT void* __memset_chk(void* d, int c, size_t n, size_t dlen) {
     if (dlen < n) __chk_fail();
     return ::memset(d, c, n);

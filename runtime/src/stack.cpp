@@ -145,10 +145,10 @@ bool discard_own_stack_pages(void* from, void* to) noexcept {
 #endif
     detail::ThreadState* t = detail::t_state;  // not ts(): never set anything up from here
     if (!t || !t->current) return false;
-    const Greenlet::Impl& im = detail::impl_of(*t->current);
-    if (!im.fiber_created || !im.stack.sp) return false;
-    char* top = static_cast<char*>(im.stack.sp);
-    char* bottom = top - im.stack.size;
+    // (null for main, and for a greenlet not started or dead)
+    char* bottom = static_cast<char*>(t->current->stack_bottom());
+    char* top = static_cast<char*>(t->current->stack_top());
+    if (!bottom) return false;
     char* b = static_cast<char*>(from);
     char* e = static_cast<char*>(to);
     if (b < bottom || e > top || b >= e) return false;
