@@ -81,6 +81,20 @@ private:
     std::size_t reused_ = 0;
 };
 
+// libstdc++'s per-thread "exceptions being handled" state, which must follow
+// each greenlet (a catch block that switches would otherwise see another
+// greenlet's exception on `throw;`). Layout of __cxa_eh_globals. A process
+// may hold two libstdc++s, each with its own (the preload's private copy and
+// the program's libstdc++.so, shim/cxxabi.cpp): a greenlet keeps both.
+struct EhGlobals {
+    void* caught = nullptr;
+    unsigned int uncaught = 0;
+};
+struct EhState {
+    EhGlobals ours;     // the libstdc++ this runtime was linked with
+    EhGlobals program;  // the process's (global scope's) when it is another one
+};
+
 // ThreadStateHead (thread_state.hpp): current, hub and main_token, read
 // inline by the shim.
 struct ThreadState : ThreadStateHead {
@@ -97,23 +111,16 @@ struct ThreadState : ThreadStateHead {
     // The OS thread's own thread-locals (its TCB), which every greenlet
     // without a block of its own runs with.
     ThreadTls* os_tls = nullptr;
+    // Where the OS thread's errno and libstdc++ exception globals are (ours,
+    // and the program's when it is another libstdc++, else null): what a
+    // greenlet without thread-locals of its own saves and restores at each
+    // switch, found once instead of by a call each time.
+    int* errno_at = nullptr;
+    EhGlobals* eh_ours = nullptr;
+    EhGlobals* eh_program = nullptr;
     // On a carrier (carrier.cpp) while it carries a greenlet: that greenlet's
     // hub. The carried greenlet's block points its t_state here meanwhile.
     Hub* carrying_for = nullptr;
-};
-
-// libstdc++'s per-thread "exceptions being handled" state, which must follow
-// each greenlet (a catch block that switches would otherwise see another
-// greenlet's exception on `throw;`). Layout of __cxa_eh_globals. A process
-// may hold two libstdc++s, each with its own (the preload's private copy and
-// the program's libstdc++.so, shim/cxxabi.cpp): a greenlet keeps both.
-struct EhGlobals {
-    void* caught = nullptr;
-    unsigned int uncaught = 0;
-};
-struct EhState {
-    EhGlobals ours;     // the libstdc++ this runtime was linked with
-    EhGlobals program;  // the process's (global scope's) when it is another one
 };
 
 // (t_state, t_internal: declared in thread_state.hpp.)

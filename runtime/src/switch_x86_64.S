@@ -26,11 +26,11 @@
  *   that starts in make_fcontext's trampoline. */
 #if defined(__x86_64__) && defined(__ELF__)
     .text
-    .globl  jump_fcontext
-    .hidden jump_fcontext
-    .type   jump_fcontext, @function
-    .align  16
-jump_fcontext:
+
+/* Both switches below: save this side's registers below its return address
+ * (rax := this context), then load the other side's (rsp := rdi, just above
+ * its return address). */
+.macro SAVE_THIS_SIDE
     leaq    -0x38(%rsp), %rsp
     stmxcsr (%rsp)
     fnstcw  0x4(%rsp)
@@ -41,6 +41,8 @@ jump_fcontext:
     movq    %rbx, 0x28(%rsp)
     movq    %rbp, 0x30(%rsp)
     movq    %rsp, %rax          /* this context: returned to the other side */
+.endm
+.macro LOAD_OTHER_SIDE
     movq    %rdi, %rsp          /* the other side's context */
     ldmxcsr (%rsp)
     fldcw   0x4(%rsp)
@@ -50,10 +52,40 @@ jump_fcontext:
     movq    0x20(%rsp), %r15
     movq    0x28(%rsp), %rbx
     movq    0x30(%rsp), %rbp
+.endm
+
+    .globl  jump_fcontext
+    .hidden jump_fcontext
+    .type   jump_fcontext, @function
+    .align  16
+jump_fcontext:
+    SAVE_THIS_SIDE
+    LOAD_OTHER_SIDE
     leaq    0x38(%rsp), %rsp    /* at its return address */
     movq    %rsi, %rdx          /* transfer_t {rax, rdx} */
     movq    %rax, %rdi          /* and as the trampoline's first argument */
     ret
     .size   jump_fcontext, .-jump_fcontext
+
+/* void* greenshim_jump_direct(void* to): the switch of Greenlet::switch_to's
+ * inline fast path (greenlet.hpp), called straight from the program's code.
+ * Same contract and layout as jump_fcontext above (data is always null),
+ * but it leaves by `jmp`, as Boost's does: the two sides of a switch_to
+ * ping-pong call it from different places of the program, so a `ret` would
+ * mispredict every time (the predictor's top entry is the switching side's
+ * call site), while the indirect jump's predictor learns the alternation.
+ * Exported: the program's inline code calls it. */
+    .globl  greenshim_jump_direct
+    .type   greenshim_jump_direct, @function
+    .align  16
+greenshim_jump_direct:
+    SAVE_THIS_SIDE
+    LOAD_OTHER_SIDE
+    movq    0x38(%rsp), %r8     /* its return address */
+    leaq    0x40(%rsp), %rsp
+    xorl    %edx, %edx          /* transfer_t {rax, rdx = no data} */
+    movq    %rax, %rdi
+    jmp     *%r8
+    .size   greenshim_jump_direct, .-greenshim_jump_direct
     .section .note.GNU-stack, "", %progbits
 #endif

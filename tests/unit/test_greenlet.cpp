@@ -538,6 +538,62 @@ TEST_CASE("a value can ping-pong between two greenlets many times") {
     ping.reset();
 }
 
+// switch_to has two paths (greenlet.hpp): an empty switch to a greenlet
+// suspended in a switch is made inline from the caller, anything else goes
+// through the runtime. Both save the same state and resume each other's
+// contexts; each greenlet keeps its errno and its exception being handled
+// whichever path left and whichever resumed it.
+TEST_CASE("errno and the exception being handled stay each greenlet's across inline and general switches") {
+    Greenlet& m = Greenlet::current();
+    std::shared_ptr<Greenlet> a, b;
+    std::vector<std::string> bad;
+    auto expect = [&](const char* who, int want, int round) {
+        if (errno != want) bad.push_back(std::string(who) + " round " + std::to_string(round) + " errno " +
+                                         std::to_string(errno));
+    };
+    a = Greenlet::create([&] {
+        errno = 11;
+        try {
+            throw std::runtime_error("A");
+        } catch (...) {
+            for (int i = 0; i < 6; ++i) {
+                if (i % 3 == 0) b->switch_to();           // inline (b suspended) or general (b fresh)
+                else if (i % 3 == 1) m.switch_to(i);      // a value: general
+                else m.switch_to();                       // inline
+                expect("a", 11, i);
+                errno = 11;
+                try {
+                    throw;
+                } catch (std::exception const& e) {
+                    if (std::string(e.what()) != "A") bad.push_back(std::string("a saw ") + e.what());
+                }
+            }
+        }
+    });
+    b = Greenlet::create([&] {
+        errno = 22;
+        for (int i = 0;; ++i) {
+            if (i % 2) m.switch_to();
+            else a->switch_to();
+            expect("b", 22, i);
+            errno = 22;
+            if (std::uncaught_exceptions() != 0 || std::current_exception()) bad.push_back("b sees an exception");
+        }
+    });
+    errno = 33;
+    for (int i = 0; !a->dead() && i < 100; ++i) {
+        if (i % 2) a->switch_to();
+        else b->switch_to();
+        expect("main", 33, i);
+        errno = 33;
+        if (std::current_exception()) bad.push_back("main sees an exception");
+    }
+    CHECK(a->dead());
+    CHECK(bad.empty());
+    for (auto& line : bad) MESSAGE(line);
+    b.reset();  // suspended in an inline switch_to: unwound from there
+}
+
 }  // TEST_SUITE
 
 // ---- Regressions: cases that once exposed runtime bugs ----

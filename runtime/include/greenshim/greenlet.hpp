@@ -17,12 +17,16 @@
 //    shared_ptr goes: destructors on its stack run (Boost.Context's
 //    forced_unwind), its stack returns to the pool, nothing leaks.
 //
-// Costs (measured by scripts/bench on this VM, bench/results.md): a switch is
-// a Boost.Context fcontext jump plus saving errno and the C++ exception state;
-// a switch_to round trip between two greenlets took 94 ns (a raw fiber resume
-// round trip: 8 ns; most of the difference is mispredicted returns after the
-// jump, see bench/analysis.md). Starting a greenlet takes a stack from a
-// per-thread pool (an mmap + mprotect only when the pool is empty).
+// Costs (measured on this 2-core VM, bench/results.md): a switch is a
+// Boost.Context-style context jump plus saving errno and the C++ exception
+// state. switch_to without a value, to a greenlet suspended in a switch, is
+// inlined into the caller (two calls into the runtime around the jump): a
+// round trip between two greenlets took 20.7 ns against 10.9 ns for a raw
+// Boost.Context fiber (bench_switch). A switch that carries a value or an
+// exception, starts a greenlet, or involves a greenlet with thread-locals of
+// its own goes through the runtime, three calls deep: ~63 ns, most of it
+// mispredicted returns (bench/analysis.md). Starting a greenlet takes a stack
+// from a per-thread pool (an mmap + mprotect only when the pool is empty).
 //
 // Sanitizers (README, "Sanitizers"): in a build with -fsanitize=address each
 // switch also tells ASan which stack it goes to (__sanitizer_start_switch_fiber
@@ -50,10 +54,20 @@
 
 #define GREENSHIM_API __attribute__((visibility("default")))
 
+#if defined(__x86_64__) && defined(__linux__)
+#define GREENSHIM_INLINE_SWITCH 1
+// (Not noexcept: a greenlet destroyed while suspended here is unwound from
+// this call, Boost.Context's forced_unwind.)
+extern "C" GREENSHIM_API void* greenshim_jump_direct(void* to);
+#else
+#define GREENSHIM_INLINE_SWITCH 0
+#endif
+
 namespace greenshim {
 
 class Hub;
 class WaitQueue;
+class Greenlet;
 
 // Thrown into a greenlet to end it quietly; escaping its function it counts as a
 // normal return (the parent receives an empty value).
@@ -76,6 +90,17 @@ namespace detail {
 struct ThreadState;
 struct WaitNode;
 struct Runtime;
+
+// switch_to's fast path, inlined into the caller so that the stack switch is
+// made from the caller's own frame (greenlet.cpp says why that matters).
+// switch_begin: if target can be resumed the plain way (it is suspended in a
+// switch, and neither side has thread-locals of its own, nor is a value
+// carried), does the leaving side's bookkeeping and returns target's saved
+// context; else nullptr, and nothing was done. greenshim_jump_direct: the
+// stack switch (x86-64). switch_end: the arriving side's bookkeeping; returns
+// what the switch that resumed us carries, or raises what it throws in.
+GREENSHIM_API __attribute__((noinline)) void* switch_begin(Greenlet& target) noexcept;
+GREENSHIM_API __attribute__((noinline)) std::any switch_end(void* from_context);
 }  // namespace detail
 
 class GREENSHIM_API Greenlet : public std::enable_shared_from_this<Greenlet> {
@@ -106,7 +131,16 @@ public:
 
     // Runs this greenlet; returns the value the next switch back to us carries.
     // Switching to a dead greenlet switches to its first live ancestor.
-    std::any switch_to(std::any value = {});
+    // Inline: a switch without a value to a greenlet suspended in a switch
+    // calls the stack switch from here (two calls around it), everything else
+    // goes through switch_general().
+    std::any switch_to(std::any value = {}) {
+#if GREENSHIM_INLINE_SWITCH
+        if (!value.has_value())
+            if (void* to = detail::switch_begin(*this)) return detail::switch_end(greenshim_jump_direct(to));
+#endif
+        return switch_general(std::move(value));
+    }
     // Switches to this greenlet and raises e at its suspension point (a fresh
     // greenlet dies at once: e is then raised in its parent, unless it is
     // GreenletExit).
@@ -195,6 +229,9 @@ public:
 private:
     friend struct detail::Runtime;
     friend class Hub;
+    friend void* detail::switch_begin(Greenlet&) noexcept;
+
+    std::any switch_general(std::any value);
 
     std::unique_ptr<Impl> impl_;
     std::shared_ptr<Greenlet> parent_;
