@@ -372,6 +372,7 @@ using detail::ts;
 
 WaitScope::WaitScope(WaitSite& site, std::intptr_t arg) noexcept {
     Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
+    impl_ = &im;
     saved_site_ = im.site;
     saved_arg_ = im.wait_arg;
     im.site = &site;
@@ -379,7 +380,7 @@ WaitScope::WaitScope(WaitSite& site, std::intptr_t arg) noexcept {
 }
 
 WaitScope::~WaitScope() {
-    Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
+    auto& im = *static_cast<Greenlet::Impl*>(impl_);
     im.site = saved_site_;
     im.wait_arg = saved_arg_;
 }

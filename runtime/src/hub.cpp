@@ -580,10 +580,11 @@ StayOnHub::~StayOnHub() { --static_cast<Greenlet::Impl*>(impl_)->pins; }
 
 InterruptScope::InterruptScope(InterruptMask accepts) noexcept {
     Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
+    impl_ = &im;
     saved_ = im.interrupt_mask;
     im.interrupt_mask = accepts;
 }
-InterruptScope::~InterruptScope() { detail::impl_of(detail::current_greenlet()).interrupt_mask = saved_; }
+InterruptScope::~InterruptScope() { static_cast<Greenlet::Impl*>(impl_)->interrupt_mask = saved_; }
 
 bool Hub::interrupt(Greenlet& g) {
     if (g.state() != GreenletState::parked) return false;

@@ -594,6 +594,31 @@ TEST_CASE("errno and the exception being handled stay each greenlet's across inl
     b.reset();  // suspended in an inline switch_to: unwound from there
 }
 
+TEST_CASE("a greenlet suspended in an inline switch_to receives values and exceptions from the general path") {
+    Greenlet& m = Greenlet::current();
+    std::string caught;
+    std::any got;
+    auto g = Greenlet::create([&] {
+        try {
+            m.switch_to();  // inline: main waits in a general switch (g was fresh)
+        } catch (std::runtime_error const& e) {
+            caught = e.what();
+        }
+        got = m.switch_to();  // inline again
+        m.switch_to();
+    });
+    g->switch_to();
+    CHECK(g->state() == GreenletState::suspended);
+    g->throw_in(std::make_exception_ptr(std::runtime_error("zap")));
+    CHECK(caught == "zap");
+    g->switch_to(std::string("seven"));
+    REQUIRE(got.type() == typeid(std::string));
+    CHECK(std::any_cast<std::string>(got) == "seven");
+    CHECK_FALSE(g->dead());
+    g->switch_to();  // its function returns: main comes back from an empty inline switch
+    CHECK(g->dead());
+}
+
 }  // TEST_SUITE
 
 // ---- Regressions: cases that once exposed runtime bugs ----

@@ -52,6 +52,7 @@ public:
     WaitScope& operator=(const WaitScope&) = delete;
 
 private:
+    void* impl_;  // the greenlet's (its Impl): the destructor runs on the same greenlet
     WaitSite* saved_site_;
     std::intptr_t saved_arg_;
 };

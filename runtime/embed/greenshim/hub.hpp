@@ -73,6 +73,7 @@ public:
     InterruptScope& operator=(const InterruptScope&) = delete;
 
 private:
+    void* impl_;  // the greenlet's (its Impl): the destructor runs on the same greenlet
     InterruptMask saved_;
 };
 

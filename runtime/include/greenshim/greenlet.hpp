@@ -134,7 +134,7 @@ public:
     // Inline: a switch without a value to a greenlet suspended in a switch
     // calls the stack switch from here (two calls around it), everything else
     // goes through switch_general().
-    std::any switch_to(std::any value = {}) {
+    __attribute__((always_inline)) std::any switch_to(std::any value = {}) {
 #if GREENSHIM_INLINE_SWITCH
         if (!value.has_value())
             if (void* to = detail::switch_begin(*this)) return detail::switch_end(greenshim_jump_direct(to));
