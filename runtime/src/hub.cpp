@@ -243,17 +243,47 @@ void Hub::push_ready(Greenlet& g) {
     assert(g.state() == GreenletState::ready && im.next_ready == nullptr && ready_tail_ != &g &&
            "a greenlet is queued once, when it becomes ready");
     im.next_ready = nullptr;
-    if (ready_tail_) detail::impl_of(*ready_tail_).next_ready = &g; else ready_head_ = &g;
+    if (ready_tail_) {
+        Greenlet::Impl& prev = detail::impl_of(*ready_tail_);
+        prev.next_ready = &g;
+        prev.next_impl = &im;
+        prev.next_sp = *reinterpret_cast<void* const*>(&im.ctx);  // (Boost's fiber is its fcontext_t)
+        prev.next_tls = im.tls;
+    } else {
+        ready_head_ = &g;
+    }
     ready_tail_ = &g;
     ++ready_count_;
 }
 
+namespace {
+// What a greenlet touches first when the hub resumes it, fetched into the
+// cache while the one before it runs: with thousands of connections each
+// greenlet's Impl, the top of its stack (the frames it returns through) and
+// its thread-locals have left the cache since it last ran, and the misses
+// were a tenth of the hub's CPU at 10,000 connections (jump_fcontext and
+// pop_ready). A prefetch never faults: a stale hint is harmless. (Always
+// inlined: GCC's IPA takes a function that only prefetches for one without
+// side effects, and drops the call.)
+[[gnu::always_inline]] inline void prefetch_lines(const void* p, int lines) noexcept {
+    for (int i = 0; i < lines; ++i) __builtin_prefetch(static_cast<const char*>(p) + 64 * i);
+}
+[[gnu::always_inline]] inline void prefetch_next(const Greenlet* g, const Greenlet::Impl& before) noexcept {
+    prefetch_lines(g, 2);
+    if (before.next_impl) prefetch_lines(before.next_impl, 5);
+    if (before.next_sp) prefetch_lines(before.next_sp, 16);  // ~1 KiB of frames above the switch
+    if (before.next_tls) prefetch_lines(static_cast<const char*>(before.next_tls) - 128, 3);
+}
+}  // namespace
+
 Greenlet* Hub::pop_ready() {
     Greenlet* g = ready_head_;
     if (!g) return nullptr;
-    ready_head_ = detail::impl_of(*g).next_ready;
-    if (!ready_head_) ready_tail_ = nullptr;
-    detail::impl_of(*g).next_ready = nullptr;
+    Greenlet::Impl& im = detail::impl_of(*g);
+    ready_head_ = im.next_ready;
+    if (ready_head_) prefetch_next(ready_head_, im);
+    else ready_tail_ = nullptr;
+    im.next_ready = nullptr;
     --ready_count_;
     return g;
 }

@@ -289,6 +289,13 @@ struct Greenlet::Impl {
     // Hub bookkeeping.
     Hub* hub = nullptr;
     Greenlet* next_ready = nullptr;
+    // Where the greenlet queued after this one keeps what it touches first
+    // when it runs (its Impl, its saved stack context, its thread-locals),
+    // noted by push_ready for pop_ready's prefetch. Hints only: a stale one
+    // (the queue changed behind them) costs a useless prefetch.
+    const void* next_impl = nullptr;
+    const void* next_sp = nullptr;
+    const void* next_tls = nullptr;
     Wake wake = Wake::none;
     bool loop_wakeable = false;   // the loop itself could wake it (fd or timer)
     // Ready in its hub's queue, suspended where a carrier may resume it (in a
