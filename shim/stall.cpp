@@ -355,9 +355,11 @@ void tick(ucontext_t* uc) noexcept {
     if ((computed || at_syscall(pc)) && hub->hand_off_running()) {  // on a carrier now: it goes on there
         arrived_on_carrier();
         land(uc);
-    } else if (hub->preempt_running()) {  // back here once it is run again: by the hub, or a carrier
+    } else if (hub->preempt_running()) {  // back here once it is run again: by the hub, a carrier or another hub
         if (Hub::carried_from()) {
             arrived_on_carrier();
+            land(uc);
+        } else if (greenshim::detail::existing_hub() != hub) {  // given to another hub (Hub::share_preempted)
             land(uc);
         }
     }

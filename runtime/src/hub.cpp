@@ -322,6 +322,12 @@ void Hub::run() {
         // some (as an idle Go P steals half of a busy one's run queue).
         if (__builtin_expect(g_idle_pollers.load(std::memory_order_relaxed) != 0, 0) && ready_count_ >= 2)
             share_ready();
+        // Threads that compute: a preempted one goes to a hub with a shorter
+        // queue (as Go puts a preempted goroutine on the global run queue),
+        // so that they take turns on every hub, not only on the one they
+        // were started on.
+        load_hint_.store(ready_count_, std::memory_order_relaxed);
+        if (__builtin_expect(carriable_ready_ != 0, 0) && ready_count_ >= 2) share_preempted();
         if (__builtin_expect(when_back_.load(std::memory_order_relaxed) != nullptr, 0)) {
             if (auto fn = when_back_.exchange(nullptr, std::memory_order_relaxed)) fn(*this);
         }
@@ -969,6 +975,50 @@ void Hub::share_ready() noexcept {
         im.movable = false;  // (given once: it runs before it may move again)
         detail::post_woken(*to, *g);
     }
+}
+
+// One thread that was preempted (Impl::carriable: suspended in the tick's
+// handler, where a carrier may resume it too, so nothing of this hub's is
+// on its stack) to the hub whose queue was shortest at its last pass, if
+// that is at least 2 shorter than this one's (no back and forth). The tick's
+// handler fixes its signal frame for the OS thread it returns on (stall.cpp).
+void Hub::share_preempted() noexcept {
+    if (!worker_ && this != process_hub()) return;  // (as share_ready)
+    unsigned n = spawn_hubs_less_one();
+    Hub* to = nullptr;
+    std::size_t least = ready_count_;
+    for (unsigned i = 0; i <= n; ++i) {
+        Hub* h = hub_at(i, n);
+        if (!h || h == this) continue;
+        std::size_t l = h->idle_polling_.load(std::memory_order_relaxed) ? 0 : h->load_hint_.load(std::memory_order_relaxed);
+        if (l < least) {
+            least = l;
+            to = h;
+        }
+    }
+    if (!to || least + 2 > ready_count_) return;
+    Greenlet* prev = nullptr;
+    Greenlet* g = ready_head_;
+    while (g && !detail::impl_of(*g).carriable) {
+        prev = g;
+        g = detail::impl_of(*g).next_ready;
+    }
+    if (!g) return;
+    Greenlet::Impl& im = detail::impl_of(*g);
+    if (im.pins || g->is_main() || im.is_hub) return;
+    if (prev) detail::impl_of(*prev).next_ready = im.next_ready; else ready_head_ = im.next_ready;
+    if (ready_tail_ == g) ready_tail_ = prev;
+    im.next_ready = nullptr;
+    --ready_count_;
+    --carriable_ready_;
+    im.carriable = false;  // (the taker counts it as its own when it preempts it)
+    Runtime::live_unlink(*g, false);
+    if (im.homed) {
+        im.homed = false;
+        homed_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    im.moving = true;
+    detail::post_woken(*to, *g);
 }
 
 void Hub::notify_signal_all() noexcept {

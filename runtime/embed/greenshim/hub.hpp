@@ -550,6 +550,7 @@ private:
     void push_ready(Greenlet& g);
     void take_woken(Greenlet& g) noexcept;  // async.cpp: a wake another thread posted
     void share_ready() noexcept;            // gives ready greenlets to an idle hub (Hub::run)
+    void share_preempted() noexcept;        // gives a preempted thread to a less loaded hub (Hub::run)
     Greenlet* pop_ready();
     Greenlet& next_after_park() noexcept;
     void dispatch_hand_off() noexcept;
@@ -596,6 +597,9 @@ private:
     // preempt_running / call_when_back: written in signal handlers of this
     // hub's thread, read by the hub (atomics for the signal fence).
     std::atomic<bool> idle_polling_{false};
+    // ready_count_ as of this hub's last pass, for other hubs to compare
+    // (share_preempted); 0 while it sleeps in its poll.
+    std::atomic<std::size_t> load_hint_{0};
     std::atomic<void (*)(Hub&)> when_back_{nullptr};
     std::atomic<std::uint64_t> preemptions_{0};
     // hand_off_running: the greenlet and its carrier, for the hub to give it
