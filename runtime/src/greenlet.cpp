@@ -294,6 +294,7 @@ void Runtime::after_resume(ctx::fiber&& f) noexcept {
     ThreadState& t = *t_state;
     Greenlet* from = t.from;
     t.from = nullptr;
+    end_switch(t);
     // errno and libstdc++'s exception state are thread-locals: a greenlet
     // with its own block keeps its own (what runs here to free the dead must
     // not change its errno); the ones that share the OS thread's take theirs
@@ -372,6 +373,7 @@ void Runtime::ensure_fiber(Greenlet& target) {
 
 void Runtime::jump(Greenlet& target) {
     ThreadState& t = ts();
+    begin_switch(t);
     Greenlet* self = t.current;
     if (!self->impl_->tls) save_shared_locals(t, *self->impl_);  // (else its block keeps them: after_resume)
     t.from = self;
@@ -416,6 +418,7 @@ ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err)
     t.xfer_value = std::move(result);
     t.xfer_error = std::move(err);
     g.impl_->saved_errno = errno;
+    begin_switch(t);
     t.from = &g;
     t.current = &next;
     ensure_fiber(next);  // a fresh parent starts now, as greenlet does
@@ -437,10 +440,16 @@ void Runtime::unwind(Greenlet& g) noexcept {
 #endif
     // Its destructors run on its stack with its thread-locals, and we come
     // back with ours.
+    // Meanwhile the program's destructors run on its stack while the state
+    // says we run: no preemption (ThreadState::switching).
+    ThreadState* t = t_state;
+    bool was = t && t->switching;
+    if (t) begin_switch(*t);
     ThreadTls* back = ThreadTls::current();
     if (g.impl_->tls) ThreadTls::switch_to(g.impl_->tls);
     { ctx::fiber doomed = std::move(g.impl_->ctx); }
     if (ThreadTls::current() != back) ThreadTls::switch_to(back);
+    if (t && !was) end_switch(*t);
 #if GREENSHIM_ASAN
     asan_finish(fake_stack);
 #endif
@@ -613,6 +622,7 @@ void* switch_begin(Greenlet& target) noexcept {
     Greenlet::Impl& si = *self->impl_;
     Greenlet::Impl& ti = *target.impl_;
     if (si.tls || ti.tls) return nullptr;  // a thread pointer to switch (enter_tls)
+    begin_switch(*t);  // (the jump and the arrival run in the program's code)
     save_shared_locals(*t, si);
     Runtime::set_state(*self, GreenletState::suspended);
     t->from = self;
@@ -636,6 +646,7 @@ std::any switch_end(void* from_context) {
         std::memcpy(static_cast<void*>(&impl_of(*std::exchange(t.from, nullptr)).ctx), &from_context,
                     sizeof from_context);
         restore_shared_locals(t, impl_of(*t.current));  // (we left by switch_begin: no block of our own)
+        end_switch(t);
         return {};
     }
     ctx::fiber from;  // an empty fiber, then given the context we were resumed from

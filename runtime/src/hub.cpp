@@ -418,7 +418,7 @@ void Hub::poll_idle(int flags) {
 
 bool Hub::can_preempt() const noexcept {
     detail::ThreadState* t = detail::t_state;
-    if (!t || t->hub != this) return false;
+    if (!t || t->hub != this || t->switching) return false;  // (a switch under way: ThreadState::switching)
     Greenlet* g = t->current;
     return g && g != hub_greenlet_.get() && g->state() == GreenletState::running;
 }

@@ -99,6 +99,14 @@ struct EhState {
 // inline by the shim.
 struct ThreadState : ThreadStateHead {
     Greenlet* from = nullptr;  // who switched to the greenlet now resuming
+    // A switch is under way: from the leaving side's first change of
+    // current/from to the arriving side's bookkeeping (after_resume,
+    // switch_end), the state says one greenlet while another's stack runs,
+    // and parts of that run in the program's code (switch_to's inline
+    // path). A signal handler must not take the thread back meanwhile
+    // (Hub::can_preempt). Written with signal fences: only this OS thread's
+    // handlers read it.
+    bool switching = false;
     std::shared_ptr<Greenlet> main;
     std::any xfer_value;             // value carried by the switch in progress
     std::exception_ptr xfer_error;   // exception carried by it
@@ -122,6 +130,16 @@ struct ThreadState : ThreadStateHead {
     // hub. The carried greenlet's block points its t_state here meanwhile.
     Hub* carrying_for = nullptr;
 };
+
+// ThreadState::switching, set and cleared around a switch.
+inline void begin_switch(ThreadState& t) noexcept {
+    t.switching = true;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+inline void end_switch(ThreadState& t) noexcept {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    t.switching = false;
+}
 
 // (t_state, t_internal: declared in thread_state.hpp.)
 }  // namespace detail

@@ -2,9 +2,11 @@
 #include <algorithm>
 #include <any>
 #include <cerrno>
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "helpers.hpp"
@@ -592,6 +594,51 @@ TEST_CASE("errno and the exception being handled stay each greenlet's across inl
     CHECK(bad.empty());
     for (auto& line : bad) MESSAGE(line);
     b.reset();  // suspended in an inline switch_to: unwound from there
+}
+
+// Under the preload the stall tick (shim/stall.cpp) preempts a greenlet that
+// runs GREENSHIM_HANDOFF ms without its hub switching, and a ping-pong of
+// switch_to never passes through the hub. Part of an inline switch runs in
+// the program's code with the thread state mid-way (switch_begin has set the
+// target current, switch_end has not yet taken the context we came from): a
+// preemption there saved one greenlet's stack as another's, and the program
+// crashed later (bench_switch under greenrun, 2 runs in 15 with a 1 ms
+// hand-off). tests/unit/meson.build runs this one preloaded with a 1 ms
+// hand-off too; unpatched it is a plain ping-pong.
+TEST_CASE("an inline switch_to ping-pong for a second survives the stall tick") {
+    std::thread([] {}).join();  // (preloaded: the first thread starts the tick)
+    Greenlet& m = Greenlet::current();
+    long a_count = 0, b_count = 0;
+    bool stop = false;
+    std::shared_ptr<Greenlet> a, b;
+    b = Greenlet::create([&] {
+        errno = 2;
+        while (!stop) {
+            ++b_count;
+            a->switch_to();
+            if (errno != 2) b_count = -1000000000;
+        }
+        m.switch_to();
+    });
+    a = Greenlet::create([&] {
+        errno = 1;
+        b->switch_to();  // starts b
+        auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        for (long i = 1;; ++i) {
+            ++a_count;
+            b->switch_to();
+            if (errno != 1) a_count = -1000000000;
+            if ((i & 4095) == 0 && std::chrono::steady_clock::now() >= until) break;
+        }
+        stop = true;
+        b->switch_to();  // b leaves its loop and switches to main
+    });
+    a->switch_to();
+    CHECK(a_count > 0);
+    CHECK((b_count == a_count + 1 || b_count == a_count));
+    MESSAGE("round trips: " << a_count);
+    b.reset();
+    a.reset();
 }
 
 TEST_CASE("a greenlet suspended in an inline switch_to receives values and exceptions from the general path") {
