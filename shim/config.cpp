@@ -314,8 +314,8 @@ constexpr Setting kSettings[] = {
      "`auto` or a number of hubs, 1 to 1024: the greenlet threads `pthread_create` makes run on this many OS "
      "threads, each a hub with its own event loop (the main thread's and `N`-1 workers, started at the first "
      "`pthread_create`), so I/O-bound threads use several cores; a new thread goes to the first hub to come "
-     "free (a hub out of work takes those a busy one made; one that woke from a lock or condition-variable wait "
-     "may be given to an idle hub, and a preempted one that computes to a less busy hub). `auto`: the CPUs "
+     "free (a hub out of work takes those a busy one made; one that woke from a lock, condition-variable, sleep, "
+     "one-fd or helper-pool wait may be given to an idle hub, and a preempted one that computes to a less busy hub). `auto`: the CPUs "
      "the process may run on. `greenrun -j N` is the same. README, \"Several hubs\"",
      "`1`"},
     {"GREENSHIM_TRACE",

@@ -74,7 +74,11 @@ struct Hub::Async {
         }
         for (PoolJob* j : finished) {
             j->done = true;
-            hub->schedule(*j->waiter, Wake::event);
+            --hub->pool_waiters_;
+            // Its waiter, woken by this, returns from run_blocking at once:
+            // once ready, nothing of this hub's is on its stack (no timer, no
+            // fd), so it may be given to an idle hub (share_ready).
+            if (hub->wake_parked(*j->waiter, Wake::event)) detail::impl_of(*j->waiter).movable = true;
         }
         for (Greenlet* g : back) hub->came_back(*g);
         if (a->signal_pending.exchange(0)) {

@@ -73,6 +73,7 @@ struct Registry {
     Hub* staged_from = nullptr;
 };
 Registry* g_registry = nullptr;
+Registry* g_parents_registry = nullptr;  // (carriers_after_fork_child)
 std::atomic<unsigned> g_busy{0};        // carriers reserved or carrying (a hint read without the lock)
 std::atomic<bool> g_staged_hint{false};  // staged != nullptr
 
@@ -227,9 +228,9 @@ void carriers_after_fork_child() noexcept {
     r->max = g_registry->max;
     r->hooks = g_registry->hooks;
     // The old one is the parent's copy (its lock may be held, its carriers'
-    // condition variables mid-use): left as it is, and still pointed to.
-    static Registry* volatile parents;  // (volatile: a store nothing reads is kept)
-    parents = g_registry;
+    // condition variables mid-use): left as it is, and still pointed to (not
+    // a leak to a leak checker).
+    g_parents_registry = g_registry;
     g_registry = r;
     g_busy.store(0, std::memory_order_relaxed);
     g_staged_hint.store(false, std::memory_order_relaxed);
@@ -285,25 +286,12 @@ void Hub::hand_off_ready() noexcept {
         // Staged only while this thread keeps others to run: the last one
         // runs here rather than wait for a carrier.
         if (!now && (detail::carrier_staged() || ready_count_ < 2)) return;
-        Greenlet* prev = nullptr;
-        Greenlet* g = ready_head_;
-        while (g && !detail::impl_of(*g).carriable) {
-            prev = g;
-            g = detail::impl_of(*g).next_ready;
-        }
-        if (!g) {  // (cannot be: counted)
-            carriable_ready_ = 0;
-            return;
-        }
+        Greenlet* prev;
+        Greenlet* g = first_carriable(prev);
+        if (!g) return;
         void* c = now ? detail::carrier_reserve() : nullptr;
         if (!c && !detail::carrier_stage(g, this)) return;
-        Greenlet::Impl& im = detail::impl_of(*g);
-        if (prev) detail::impl_of(*prev).next_ready = im.next_ready; else ready_head_ = im.next_ready;
-        if (ready_tail_ == g) ready_tail_ = prev;
-        im.next_ready = nullptr;
-        --ready_count_;
-        --carriable_ready_;
-        im.carriable = false;
+        unlink_carriable(*g, prev);
         Runtime::set_state(*g, GreenletState::running);
         ++away_;
         detail::bump(hand_offs_);

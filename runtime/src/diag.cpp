@@ -568,8 +568,6 @@ greenshim_unwind_fcontext:
     .cfi_endproc
     .size greenshim_unwind_fcontext, .-greenshim_unwind_fcontext
 )");
-// Boost's fiber is its fcontext_t and nothing else.
-static_assert(sizeof(boost::context::fiber) == sizeof(void*));
 #endif
 
 namespace detail {
@@ -644,7 +642,7 @@ void write_running_backtrace(const Sink& s, const void* uctx) noexcept {
 void write_suspended_backtrace(const Sink& s, Greenlet& g) noexcept {
 #if GREENSHIM_UNWIND_FCONTEXT
     Greenlet::Impl& im = impl_of(g);
-    const void* fctx = *reinterpret_cast<void* const*>(&im.ctx);
+    const void* fctx = fcontext_of(im.ctx);
     Walk w;
     w.skip = 1;  // greenshim_unwind_fcontext
     auto at = reinterpret_cast<std::uintptr_t>(fctx);

@@ -83,8 +83,8 @@ void sleep(double seconds) {
         return;
     }
     Deadline d = deadline_after(seconds);
-    while (monotonic_ns() < d) {
-        if (hub.sleep_until(d) == Wake::deadlock) throw LoopExit{};
+    while (monotonic_ns() < d) {  // (the hub looked up each time: the sleeper may come back on another)
+        if (detail::current_hub().sleep_until(d) == Wake::deadlock) throw LoopExit{};
     }
 }
 

@@ -574,6 +574,16 @@ void Greenlet::run_thread_exit() noexcept {
     if (detail::ThreadTls* b = detail::impl_of(*t->current).tls) b->exit_duties();
 }
 
+namespace detail {
+// What the switch that resumed us carried: its value, or its exception raised.
+std::any receive(ThreadState& t) {
+    std::any back = std::move(t.xfer_value);
+    t.xfer_value.reset();
+    if (std::exception_ptr e = std::exchange(t.xfer_error, nullptr)) std::rethrow_exception(e);
+    return back;
+}
+}  // namespace detail
+
 namespace {
 // The common switch: carries a value or an exception to target and returns what
 // comes back to us.
@@ -589,10 +599,7 @@ std::any switch_with(Greenlet& self, Greenlet& target, std::any value, std::exce
     t.xfer_error = std::move(err);
     Runtime::set_state(self, GreenletState::suspended);
     Runtime::jump(target);
-    std::any back = std::move(t.xfer_value);
-    t.xfer_value.reset();
-    if (std::exception_ptr e = std::exchange(t.xfer_error, nullptr)) std::rethrow_exception(e);
-    return back;
+    return receive(t);
 }
 }  // namespace
 
@@ -628,12 +635,9 @@ void* switch_begin(Greenlet& target) noexcept {
     t->from = self;
     t->current = &target;
     Runtime::set_state(target, GreenletState::running);
-    // Boost's fiber is its fcontext_t and nothing else: take it out, as
-    // fiber::resume() does.
-    static_assert(sizeof(ctx::fiber) == sizeof(void*));
-    void* to = nullptr;
-    std::memcpy(&to, &ti.ctx, sizeof to);
-    std::memset(static_cast<void*>(&ti.ctx), 0, sizeof to);
+    // Taken out of its fiber, as fiber::resume() does.
+    void* to = fcontext_of(ti.ctx);
+    set_fcontext(ti.ctx, nullptr);
     return to;
 #endif
 }
@@ -643,19 +647,15 @@ std::any switch_end(void* from_context) {
     if (__builtin_expect(from_context && !t.release_later && !t.xfer_value.has_value() && !t.xfer_error, 1)) {
         // Runtime::after_resume's common case: the one who switched to us is
         // alive (its context is its fiber again), nothing to free or carry.
-        std::memcpy(static_cast<void*>(&impl_of(*std::exchange(t.from, nullptr)).ctx), &from_context,
-                    sizeof from_context);
+        set_fcontext(impl_of(*std::exchange(t.from, nullptr)).ctx, from_context);
         restore_shared_locals(t, impl_of(*t.current));  // (we left by switch_begin: no block of our own)
         end_switch(t);
         return {};
     }
     ctx::fiber from;  // an empty fiber, then given the context we were resumed from
-    std::memcpy(static_cast<void*>(&from), &from_context, sizeof from_context);
+    set_fcontext(from, from_context);
     Runtime::after_resume(std::move(from));
-    std::any back = std::move(t.xfer_value);
-    t.xfer_value.reset();
-    if (std::exception_ptr e = std::exchange(t.xfer_error, nullptr)) std::rethrow_exception(e);
-    return back;
+    return receive(t);
 }
 }  // namespace detail
 

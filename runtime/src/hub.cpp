@@ -247,7 +247,7 @@ void Hub::push_ready(Greenlet& g) {
         Greenlet::Impl& prev = detail::impl_of(*ready_tail_);
         prev.next_ready = &g;
         prev.next_impl = &im;
-        prev.next_sp = *reinterpret_cast<void* const*>(&im.ctx);  // (Boost's fiber is its fcontext_t)
+        prev.next_sp = detail::fcontext_of(im.ctx);
         prev.next_tls = im.tls;
     } else {
         ready_head_ = &g;
@@ -493,9 +493,10 @@ void Hub::nothing_to_do() {
     std::terminate();  // no handler, or it returned: nothing can go on
 }
 
-Wake Hub::park(Deadline deadline) { return park_releasing(deadline, nullptr); }
+// (Not movable: a caller of park() may keep this hub's state on its stack.)
+Wake Hub::park(Deadline deadline) { return park_releasing(deadline, nullptr, false); }
 
-Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held) {
+Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held, bool movable) {
     Greenlet& self = detail::current_greenlet();
     if (&self == hub_greenlet_.get()) {
         if (held) held->unlock();
@@ -526,11 +527,11 @@ Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held) {
     }
     bool wakeable = timed || im.loop_wakeable;
     if (wakeable) ++loop_waiters_;
-    // A WaitQueue wait, with at most a timer in this loop (no fd): what
-    // follows the switch below (and its callers) touches nothing of this
-    // hub's but the timer and loop_waiters_, which share_ready undoes if it
-    // gives it away.
-    im.movable = held && !im.loop_wakeable;
+    // What follows the switch below (and its callers) touches nothing of this
+    // hub's but the timer, loop_waiters_ and fd_node, which share_ready
+    // undoes if it gives it away. (A wait on several fds is not: their
+    // nodes stay in this hub's watchers until it unwatches them.)
+    im.movable = movable && (!im.loop_wakeable || im.fd_node);
     im.parked_timed = timed;
     Runtime::set_state(self, GreenletState::parked);
     // From here a waker on another hub may claim it: its wake is posted to
@@ -641,7 +642,7 @@ void Hub::yield() {
     Runtime::set_state(self, GreenletState::running);
 }
 
-Wake Hub::sleep_until(Deadline deadline) { return park(deadline); }
+Wake Hub::sleep_until(Deadline deadline) { return park_releasing(deadline, nullptr, true); }
 
 void Hub::fd_watch(WaitNode& n) {
     if (n.fd < 0) return;
@@ -678,6 +679,19 @@ void Hub::fd_unwatch(WaitNode& n) {
     assert(n.fd >= 0 && std::size_t(n.fd) < fds_cap_ && fds_[n.fd] && "a linked fd node has its fd's watcher");
     FdWatcher* w = fds_[n.fd];
     NodeList::unlink(w->head, w->tail, n);
+}
+
+// A watcher left with nobody waiting stays armed (fd_unwatch), so that the
+// next wait on its fd costs no epoll_ctl. When the thread that waited on it
+// leaves for another hub, it may close the fd there, and libev re-adds every
+// armed watcher's fd when it recreates its epoll set (after a stale event),
+// asserting on a closed one (EBADF). So give_away stops the watcher of the
+// thread's last one-fd wait here if nobody waits on it (no syscall: libev
+// leaves the fd in the epoll set until its next event).
+void Hub::fd_stop_if_idle(int fd) noexcept {
+    if (fd < 0 || std::size_t(fd) >= fds_cap_ || !fds_[fd]) return;
+    FdWatcher* w = fds_[fd];
+    if (!w->head && ev_is_active(&w->io)) ev_io_stop(loop_, &w->io);
 }
 
 void Hub::fd_closed(int fd) { fd_closed(fd, false); }
@@ -747,6 +761,8 @@ Wake Hub::wait_fd(int fd, int events, Deadline deadline) {
     node.fd = fd;
     node.events = short(events);
     // Unlinked whatever happens, including unwinding of a destroyed greenlet.
+    // (If share_ready gave it away, it unlinked the node: `hub`, the old
+    // hub, is then not touched.)
     struct Unwatch {
         Hub* hub;
         WaitNode* node;
@@ -754,11 +770,14 @@ Wake Hub::wait_fd(int fd, int events, Deadline deadline) {
         ~Unwatch() {
             hub->fd_unwatch(*node);
             im->loop_wakeable = false;
+            im->fd_node = nullptr;
         }
     } guard{this, &node, &im};
     fd_watch(node);
     im.loop_wakeable = true;
-    return park(deadline);
+    im.fd_node = &node;
+    im.last_fd = fd;
+    return park_releasing(deadline, nullptr, true);
 }
 
 std::shared_ptr<Greenlet> Hub::spawn(Greenlet::Fn fn, std::string name, std::size_t stack_size) {
@@ -937,8 +956,9 @@ unsigned Hub::take_spawned(unsigned max, bool at_least_one) {
 // in its poll. Only a greenlet that has its own thread-locals (its
 // __thread variables, errno and thread pointer go with it; one sharing the
 // OS thread's would find another thread's there) and was woken from a
-// WaitQueue wait (Impl::movable: nothing of this hub's on its stack but a
-// deadline's timer, stopped here, and loop_waiters_, counted down here). Both stay in
+// WaitQueue wait, a sleep or a one-fd wait (Impl::movable: nothing of this
+// hub's on its stack but a deadline's timer, stopped here, loop_waiters_,
+// counted down here, and the fd's node, unlinked here). Both stay in
 // their order; the taker runs them in the order given. On this hub's thread:
 // only it touches its queue.
 void Hub::set_share_check(ShareCheck check) noexcept { g_share_check.store(check); }
@@ -961,20 +981,54 @@ void Hub::share_ready() noexcept {
             push_ready(*g);
             continue;
         }
-        if (im.parked_timed) {  // (its park's part in this loop, which its own code would undo here)
-            ev_timer_stop(loop_, &im.timer);
-            --loop_waiters_;
-        }
+        // (Its park's part in this loop, which its own code would undo here.)
+        if (im.parked_timed) ev_timer_stop(loop_, &im.timer);
+        if (im.parked_timed || im.loop_wakeable) --loop_waiters_;
+        if (im.fd_node) fd_unwatch(*im.fd_node);  // (give_away stops its watcher if left with nobody)
         im.moved = true;
-        Runtime::live_unlink(*g, false);
-        if (im.homed) {
-            im.homed = false;
-            homed_.fetch_sub(1, std::memory_order_relaxed);
-        }
-        im.moving = true;
         im.movable = false;  // (given once: it runs before it may move again)
-        detail::post_woken(*to, *g);
+        give_away(*g, *to);
     }
+}
+
+// g, out of this hub's run queue, to hub `to`'s (which makes it its own in
+// take_woken). On this hub's thread.
+void Hub::give_away(Greenlet& g, Hub& to) noexcept {
+    Greenlet::Impl& im = detail::impl_of(g);
+    fd_stop_if_idle(std::exchange(im.last_fd, -1));
+    Runtime::live_unlink(g, false);
+    if (im.homed) {
+        im.homed = false;
+        homed_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    im.moving = true;
+    detail::post_woken(to, g);
+}
+
+// The first carriable greenlet of the run queue, and in prev the one queued
+// before it (for unlink_ready); nullptr if there is none. Walks the queue:
+// called only while carriable_ready_ counts one.
+Greenlet* Hub::first_carriable(Greenlet*& prev) noexcept {
+    prev = nullptr;
+    Greenlet* g = ready_head_;
+    while (g && !detail::impl_of(*g).carriable) {
+        prev = g;
+        g = detail::impl_of(*g).next_ready;
+    }
+    if (!g) carriable_ready_ = 0;  // (cannot be: counted)
+    return g;
+}
+
+// g (carriable, queued after prev) out of the run queue: no longer counted
+// as ready nor as carriable.
+void Hub::unlink_carriable(Greenlet& g, Greenlet* prev) noexcept {
+    Greenlet::Impl& im = detail::impl_of(g);
+    if (prev) detail::impl_of(*prev).next_ready = im.next_ready; else ready_head_ = im.next_ready;
+    if (ready_tail_ == &g) ready_tail_ = prev;
+    im.next_ready = nullptr;
+    --ready_count_;
+    --carriable_ready_;
+    im.carriable = false;
 }
 
 // One thread that was preempted (Impl::carriable: suspended in the tick's
@@ -997,28 +1051,13 @@ void Hub::share_preempted() noexcept {
         }
     }
     if (!to || least + 2 > ready_count_) return;
-    Greenlet* prev = nullptr;
-    Greenlet* g = ready_head_;
-    while (g && !detail::impl_of(*g).carriable) {
-        prev = g;
-        g = detail::impl_of(*g).next_ready;
-    }
+    Greenlet* prev;
+    Greenlet* g = first_carriable(prev);
     if (!g) return;
     Greenlet::Impl& im = detail::impl_of(*g);
     if (im.pins || g->is_main() || im.is_hub) return;
-    if (prev) detail::impl_of(*prev).next_ready = im.next_ready; else ready_head_ = im.next_ready;
-    if (ready_tail_ == g) ready_tail_ = prev;
-    im.next_ready = nullptr;
-    --ready_count_;
-    --carriable_ready_;
-    im.carriable = false;  // (the taker counts it as its own when it preempts it)
-    Runtime::live_unlink(*g, false);
-    if (im.homed) {
-        im.homed = false;
-        homed_.fetch_sub(1, std::memory_order_relaxed);
-    }
-    im.moving = true;
-    detail::post_woken(*to, *g);
+    unlink_carriable(*g, prev);  // (the taker counts it as carriable when it preempts it)
+    give_away(*g, *to);
 }
 
 void Hub::notify_signal_all() noexcept {
@@ -1178,7 +1217,7 @@ Wake WaitQueue::wait(Guard& held, Deadline deadline) {
             held->unlock();
         }
     } guard{this, &node, &held};
-    return hub.park_releasing(deadline, &held);
+    return hub.park_releasing(deadline, &held, true);
 }
 
 Greenlet* WaitQueue::wake_one() {

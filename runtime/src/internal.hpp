@@ -9,6 +9,7 @@
 #include <boost/context/fiber.hpp>
 #include <boost/context/stack_context.hpp>
 #include <cerrno>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <new>
@@ -234,6 +235,20 @@ struct Runtime {
 // A greenlet's runtime-internal state (fiber, hub links, diagnostics).
 inline Greenlet::Impl& impl_of(const Greenlet& g) noexcept { return Runtime::impl(g); }
 
+// Boost's fiber is its fcontext_t (the saved stack pointer) and nothing else:
+// the inline switch (switch_begin/switch_end), the run queue's prefetch and
+// the dump of a suspended greenlet read or set it as such. Null: running, or
+// never started.
+static_assert(sizeof(boost::context::fiber) == sizeof(void*), "Boost's fiber is one fcontext_t");
+inline void* fcontext_of(const boost::context::fiber& f) noexcept {
+    void* p;
+    std::memcpy(&p, static_cast<const void*>(&f), sizeof p);
+    return p;
+}
+inline void set_fcontext(boost::context::fiber& f, void* p) noexcept {
+    std::memcpy(static_cast<void*>(&f), &p, sizeof p);
+}
+
 // A call handed to the helper pool (pool.cpp) by a parked greenlet. It lives
 // in that greenlet's frame, and so do the buffers fn reads and writes (a
 // read's destination, getaddrinfo's result): the frame must not end while a
@@ -321,11 +336,14 @@ struct Greenlet::Impl {
     // come_back(true)); counted in the hub's carriable_ready_.
     bool carriable = false;
     bool homed = false;            // counted in its hub's homed_ (make_home) until it ends
-    // Parked in a WaitQueue wait, with no fd its hub's loop watches for it
-    // (park_releasing): from its park on, what runs on its stack holds
-    // nothing of its hub's but its deadline's timer, so once woken it may be
-    // given to an idle hub (Hub::share_ready). Cleared as soon as it runs.
+    // Parked in a wait that may end on another hub (park_releasing: a
+    // WaitQueue wait, a sleep, a one-fd wait): from its park on, what runs on
+    // its stack holds nothing of its hub's but its deadline's timer, the
+    // hub's waiter count and fd_node, so once woken it may be given to an
+    // idle hub (Hub::share_ready), which undoes those. Cleared as soon as it runs.
     bool movable = false;
+    int last_fd = -1;              // its last one-fd wait's fd, on its hub (Hub::give_away)
+    detail::WaitNode* fd_node = nullptr;  // a one-fd wait's node, in its hub's watcher of the fd (Hub::wait_fd)
     bool parked_timed = false;     // its last park had a deadline (a timer in its hub's loop)
     bool moved = false;            // given away since its park: its park leaves its old hub alone
     bool moving = false;           // given away, on its way to the taker (take_woken)

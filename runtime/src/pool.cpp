@@ -111,9 +111,11 @@ Wake Hub::run_blocking(std::function<void()> fn) {
     }
     j.submitted = true;
     pool_submit(&j);
-    ++pool_waiters_;
-    while (!j.done) park(kForever);  // fn uses our stack: wait for it whatever wakes us
-    --pool_waiters_;
+    ++pool_waiters_;  // (counted down by the hub that sets j.done: on_async)
+    // fn uses our stack: wait for it whatever wakes us. The wake that says
+    // it is done may move us to another hub (share_ready): after it, only
+    // the stack is touched, `this` no more.
+    while (!j.done) park(kForever);
     return Wake::event;
 }
 

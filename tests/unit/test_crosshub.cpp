@@ -1,11 +1,14 @@
 // Waits across hubs: a greenlet of one OS thread's hub parks on a WaitQueue
 // and a greenlet of another's wakes it (runtime/src/hub.cpp, async.cpp), and
 // deadlock detection that counts every hub (diag.cpp's idle book).
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
+#include <condition_variable>
 #include <thread>
 #include <vector>
 
@@ -475,6 +478,182 @@ TEST_CASE("share_ready: a greenlet given away from a timed wait leaves no timer 
         // count left behind would keep it polling until the alarm).
         WaitQueue nobody;
         return nobody.wait(kForever) == Wake::deadlock ? 0 : 8;
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("share_ready: threads woken together from one-fd waits move to an idle hub and wait on their fds there") {
+    if (Greenlet::own_thread_locals_unsupported()) return;  // (said by the test above)
+    int rc = in_child([] {
+        Hub& here = Hub::current();
+        Hub& worker = start_worker();
+        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
+        std::uint64_t steals_before = runtime_stats().steals;
+        constexpr int kN = 8, kRounds = 3;
+        int pipes[kN][2];
+        for (auto& p : pipes)
+            if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return 1;
+        Flag done;
+        std::atomic<int> parked{0}, ran{0}, on_worker{0}, bad{0};
+        std::vector<std::shared_ptr<Greenlet>> gs;
+        for (int i = 0; i < kN; ++i) {
+            gs.push_back(here.make_greenlet([&, i](std::any) -> std::any {
+                t_mine = 1000 + i;
+                for (int round = 0; round < kRounds; ++round) {
+                    char c = 0;
+                    ssize_t r;
+                    while ((r = read(pipes[i][0], &c, 1)) < 0 && errno == EAGAIN) {
+                        if (round == 0) parked.fetch_add(1);  // (then parks at once: `here` is one OS thread)
+                        errno = 3000 + i;
+                        if (Hub::current().wait_fd(pipes[i][0], kReadable, deadline_after(10)) != Wake::event) bad.fetch_add(1);
+                        if (errno != 3000 + i) bad.fetch_add(1);  // (its errno went with it)
+                        if (round == 0 && Hub::existing() == &worker) on_worker.fetch_add(1);  // (given by the first share)
+                    }
+                    if (r != 1 || c != char('a' + round)) bad.fetch_add(1);
+                }
+                if (t_mine != 1000 + i) bad.fetch_add(1);
+                if (ran.fetch_add(1) + 1 == kN) done.raise();
+                return {};
+            }));
+            if (!gs.back()->set_own_thread_locals()) return 2;
+            here.start(*gs.back());
+        }
+        // All parked on their pipes: the count is exact once seen, as every
+        // one of them runs on this OS thread until it parks.
+        for (int tries = 0; parked.load() < kN; ++tries) {
+            if (tries > 10000) return 3;
+            WaitQueue nap;
+            nap.wait(deadline_after(0.001));
+        }
+        // One byte each, written before this greenlet parks: `here` finds all
+        // eight fds ready in one poll, and the worker asleep in its own.
+        for (auto& p : pipes)
+            if (write(p[1], "a", 1) != 1) return 4;
+        // The next rounds' bytes come while they run or wait again, on
+        // whichever hub: a mover's wait on its fd is the new hub's to see
+        // (its old hub's watcher, left with nobody, wakes nobody).
+        for (char c : {'b', 'c'}) {
+            WaitQueue nap;
+            nap.wait(deadline_after(0.02));
+            for (auto& p : pipes)
+                if (write(p[1], &c, 1) != 1) return 5;
+        }
+        if (!done.wait(10)) return 6;
+        if (bad.load() != 0) return 7;
+        if (on_worker.load() == 0 || on_worker.load() > kN / 2) return 8;
+        if (runtime_stats().steals - steals_before < std::uint64_t(on_worker.load())) return 9;  // (more: they may move back)
+        for (auto& p : pipes) {
+            here.fd_closed(p[0]);
+            close(p[0]);
+            close(p[1]);
+        }
+        // No waiter count or watcher left that could still wake anyone.
+        WaitQueue nobody;
+        return nobody.wait(kForever) == Wake::deadlock ? 0 : 10;
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("share_ready: sleepers woken together move to an idle hub, leaving no timer behind") {
+    if (Greenlet::own_thread_locals_unsupported()) return;  // (said by the test above)
+    int rc = in_child([] {
+        Hub& here = Hub::current();
+        Hub& worker = start_worker();
+        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
+        constexpr int kN = 8;
+        Deadline together = deadline_after(0.1);
+        Flag done;
+        std::atomic<int> ran{0}, on_worker{0}, bad{0};
+        std::vector<std::shared_ptr<Greenlet>> gs;
+        for (int i = 0; i < kN; ++i) {
+            gs.push_back(here.make_greenlet([&, i](std::any) -> std::any {
+                errno = 4000 + i;
+                if (Hub::current().sleep_until(together) != Wake::timeout) bad.fetch_add(1);
+                if (errno != 4000 + i || monotonic_ns() < together) bad.fetch_add(1);
+                bool moved = Hub::existing() == &worker;
+                // A second sleep on the hub it is on now (its old hub keeps no timer of it).
+                Deadline again = deadline_after(0.05);
+                if (Hub::current().sleep_until(again) != Wake::timeout || monotonic_ns() < again) bad.fetch_add(1);
+                if (moved) on_worker.fetch_add(1);
+                if (ran.fetch_add(1) + 1 == kN) done.raise();
+                return {};
+            }));
+            if (!gs.back()->set_own_thread_locals()) return 1;
+            here.start(*gs.back());
+        }
+        if (!done.wait(10)) return 2;
+        if (bad.load() != 0) return 3;
+        if (on_worker.load() == 0) return 4;
+        WaitQueue nobody;
+        return nobody.wait(kForever) == Wake::deadlock ? 0 : 5;
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("share_ready: threads whose helper-pool calls end together move to an idle hub") {
+    if (Greenlet::own_thread_locals_unsupported()) return;  // (said by the test above)
+    int rc = in_child([] {
+        Hub& here = Hub::current();
+        Hub& worker = start_worker();
+        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
+        constexpr int kN = 8;
+        std::mutex mu;
+        std::condition_variable cv;
+        bool go = false;
+        int in_call = 0, returned = 0;
+        Flag done;
+        std::atomic<int> ran{0}, on_worker{0}, bad{0};
+        std::vector<std::shared_ptr<Greenlet>> gs;
+        for (int i = 0; i < kN; ++i) {
+            gs.push_back(here.make_greenlet([&, i](std::any) -> std::any {
+                errno = 5000 + i;
+                int got = 0;
+                // A call on a helper thread that waits until all eight are in theirs.
+                if (Hub::current().run_blocking([&] {
+                        std::unique_lock<std::mutex> lk(mu);
+                        ++in_call;
+                        cv.notify_all();
+                        cv.wait(lk, [&] { return go; });
+                        got = i + 1;  // (on our stack: the call writes the waiter's frame)
+                        ++returned;
+                        cv.notify_all();
+                    }) != Wake::event)
+                    bad.fetch_add(1);
+                if (got != i + 1 || errno != 5000 + i) bad.fetch_add(1);
+                if (Hub::existing() == &worker) on_worker.fetch_add(1);
+                // A second call from the hub it is on now.
+                int again = 0;
+                Hub::current().run_blocking([&] { again = 7; });
+                if (again != 7) bad.fetch_add(1);
+                if (ran.fetch_add(1) + 1 == kN) done.raise();
+                return {};
+            }));
+            if (!gs.back()->set_own_thread_locals()) return 1;
+            here.start(*gs.back());
+        }
+        for (int tries = 0;; ++tries) {  // (parks: the greenlets submit their calls meanwhile)
+            {
+                std::lock_guard<std::mutex> lk(mu);
+                if (in_call == kN) break;
+            }
+            if (tries > 10000) return 2;
+            WaitQueue nap;
+            nap.wait(deadline_after(0.001));
+        }
+        {
+            // Their ends, all posted while this hub's thread is held here:
+            // its next poll finds them together.
+            std::unique_lock<std::mutex> lk(mu);
+            go = true;
+            cv.notify_all();
+            cv.wait(lk, [&] { return returned == kN; });
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // (from a call's return to its post: a few instructions)
+        if (!done.wait(10)) return 3;
+        if (bad.load() != 0) return 4;
+        if (on_worker.load() == 0) return 5;
+        WaitQueue nobody;
+        return nobody.wait(kForever) == Wake::deadlock ? 0 : 6;  // (no helper-call count left behind)
     });
     CHECK(rc == 0);
 }

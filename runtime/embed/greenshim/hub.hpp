@@ -296,6 +296,9 @@ public:
     // sleep(0): lets every other ready greenlet run once, then continues.
     void yield();
     // Sleeps until the deadline (Wake::timeout) unless interrupted.
+    // sleep_until, wait_fd, run_blocking and WaitQueue::wait may return on
+    // another hub (a greenlet with its own thread-locals, with several hubs:
+    // start_anywhere): after them, look the hub up again.
     Wake sleep_until(Deadline deadline);
 
     // Parks until fd is ready for `events`, the deadline passes or the fd is
@@ -379,8 +382,14 @@ public:
     // sees another hub asleep in its poll: that one is given the back half
     // of the ready ones that have their own thread-locals and were woken
     // from a WaitQueue wait (a lock, a condition variable, a join, timed or
-    // not; share_ready) — any other wait may hold its hub's state on its
-    // stack (an fd's watcher, a helper-pool call). Cost: a lock, a push, a load per hub and maybe an eventfd
+    // not), a sleep_until, a wait_fd or a run_blocking call (share_ready); a
+    // wait on several fds (wait_fds) or a bare park() holds its hub's state on
+    // its stack, and stays.
+    // So a thread that waits may come back from the wait on another hub: the
+    // caller must not keep a Hub& across one (look again: Hub::current()).
+    // A thread that computes and is preempted (the shim's stall tick) goes to
+    // a hub with a queue shorter by 2 (share_preempted).
+    // Cost: a lock, a push, a load per hub and maybe an eventfd
     // write; a load per pass for each hub while the queue is empty. With no
     // worker running, start() on the caller's hub.
     static void start_anywhere(Greenlet& g, void (*adopt)(Greenlet&) = nullptr);
@@ -543,7 +552,11 @@ private:
     void stop_async() noexcept;
 
     // park(), releasing `held` (if any) once the greenlet is marked parked.
-    Wake park_releasing(Deadline deadline, WaitQueue::Guard* held);
+    // movable: once woken, it may be given to another hub (share_ready):
+    // after the switch, the caller and what called it touch nothing of this
+    // hub's but what share_ready undoes (the deadline's timer, the waiter
+    // count, a one-fd wait's node: Impl::fd_node).
+    Wake park_releasing(Deadline deadline, WaitQueue::Guard* held, bool movable);
     // schedule(): true if it claimed g (g was parked).
     static bool wake_parked(Greenlet& g, Wake why);
     static void deliver(Greenlet& g, Wake why);  // g claimed: into its hub's run queue
@@ -551,6 +564,10 @@ private:
     void take_woken(Greenlet& g) noexcept;  // async.cpp: a wake another thread posted
     void share_ready() noexcept;            // gives ready greenlets to an idle hub (Hub::run)
     void share_preempted() noexcept;        // gives a preempted thread to a less loaded hub (Hub::run)
+    void give_away(Greenlet& g, Hub& to) noexcept;  // g, out of this run queue, to `to`'s
+    void fd_stop_if_idle(int fd) noexcept;           // give_away: its last fd's watcher, if nobody waits on it
+    Greenlet* first_carriable(Greenlet*& prev) noexcept;
+    void unlink_carriable(Greenlet& g, Greenlet* prev) noexcept;
     Greenlet* pop_ready();
     Greenlet& next_after_park() noexcept;
     void dispatch_hand_off() noexcept;
