@@ -206,6 +206,7 @@ Hub::Hub() {
     main_ = t.main.get();
     state_ = &t;
     tid_ = int(::syscall(SYS_gettid));
+    window_at_ = monotonic_ns();
     loop_ = ev_loop_new(unsigned(EVBACKEND_EPOLL) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
     if (!loop_) loop_ = ev_loop_new(unsigned(EVFLAG_AUTO) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
     if (!loop_) throw std::runtime_error("greenshim: cannot create the event loop");
@@ -410,7 +411,10 @@ void Hub::poll_idle(int flags) {
     // load, sequentially consistent: one of them sees the other.)
     if (__builtin_expect(g_spawn_count.load(std::memory_order_seq_cst) != 0, 0) && (worker_ || this == process_hub()))
         flags = EVRUN_NOWAIT;
+    bool may_sleep = !(flags & EVRUN_NOWAIT);
+    std::int64_t t0 = may_sleep ? monotonic_ns() : 0;
     ev_run(loop_, flags);
+    if (may_sleep) idle_ns_ += monotonic_ns() - t0;  // (two clock reads, against an epoll_wait that may sleep: saturated())
     if (blocking) g_idle_pollers.fetch_sub(1, std::memory_order_relaxed);
     std::atomic_signal_fence(std::memory_order_seq_cst);
     idle_polling_.store(false, std::memory_order_relaxed);
@@ -974,10 +978,17 @@ void Hub::share_ready() noexcept {
     }
     if (!to) return;
     std::size_t k = ready_count_, keep = (k + 1) / 2;
+    int fd_gives = -1;  // (looked at once there is one: a clock read)
     for (std::size_t i = 0; i < k; ++i) {
         Greenlet* g = pop_ready();
         Greenlet::Impl& im = detail::impl_of(*g);
-        if (i < keep || !im.movable || im.pins || !im.tls || g->is_main() || im.carriable || im.is_hub) {
+        bool keep_it = i < keep || !im.movable || im.pins || !im.tls || g->is_main() || im.carriable || im.is_hub;
+        if (!keep_it && im.fd_node) {
+            if (fd_gives < 0) fd_gives = saturated(monotonic_ns()) ? int(kFdShareMax) : 0;
+            if (fd_gives == 0) keep_it = true;
+            else --fd_gives;
+        }
+        if (keep_it) {
             push_ready(*g);
             continue;
         }
@@ -1029,6 +1040,15 @@ void Hub::unlink_carriable(Greenlet& g, Greenlet* prev) noexcept {
     --ready_count_;
     --carriable_ready_;
     im.carriable = false;
+}
+
+bool Hub::saturated(std::int64_t now) noexcept {
+    if (now - window_at_ >= kBusyWindowNs) {  // (the first window: from the hub's making)
+        saturated_ = (idle_ns_ - window_idle_at_) * 4 < now - window_at_;
+        window_at_ = now;
+        window_idle_at_ = idle_ns_;
+    }
+    return saturated_;
 }
 
 // One thread that was preempted (Impl::carriable: suspended in the tick's

@@ -529,6 +529,10 @@ TEST_CASE("share_ready: threads woken together from one-fd waits move to an idle
         // eight fds ready in one poll, and the worker asleep in its own.
         for (auto& p : pipes)
             if (write(p[1], "a", 1) != 1) return 4;
+        // An fd waiter moves only off a saturated hub (Hub::saturated: less
+        // than a quarter of its last 10 ms or more in blocking polls): this
+        // OS thread, its hub's, is held 15 ms (the hub does not poll meanwhile).
+        std::this_thread::sleep_for(std::chrono::milliseconds(15));
         // The next rounds' bytes come while they run or wait again, on
         // whichever hub: a mover's wait on its fd is the new hub's to see
         // (its old hub's watcher, left with nobody, wakes nobody).

@@ -382,7 +382,10 @@ public:
     // sees another hub asleep in its poll: that one is given the back half
     // of the ready ones that have their own thread-locals and were woken
     // from a WaitQueue wait (a lock, a condition variable, a join, timed or
-    // not), a sleep_until, a wait_fd or a run_blocking call (share_ready); a
+    // not), a sleep_until, a wait_fd or a run_blocking call (share_ready:
+    // woken from a wait_fd, only while the giving hub spent less than a
+    // quarter of its last 10 ms in its poll, and 16 at a time: their fds'
+    // watchers move too); a
     // wait on several fds (wait_fds) or a bare park() holds its hub's state on
     // its stack, and stays.
     // So a thread that waits may come back from the wait on another hub: the
@@ -609,6 +612,19 @@ private:
     std::size_t pass_left_ = 0;  // greenlets the hub's current pass has still to run
     unsigned unpolled_passes_ = 0;
     std::int64_t unpolled_since_ = 0;  // the first clock read since the last poll (0: none yet)
+    // share_ready gives away threads woken from a wait on an fd only while
+    // this hub is saturated: it spent less than a quarter of its last window
+    // (kBusyWindowNs at least, from one look to the next) in blocking polls.
+    // That is a lasting imbalance, not the brief idle moments of two busy
+    // hubs: such a move costs an epoll_ctl or two on each hub. At most
+    // kFdShareMax a time.
+    static constexpr std::int64_t kBusyWindowNs = 10'000'000;
+    static constexpr unsigned kFdShareMax = 16;
+    bool saturated(std::int64_t now) noexcept;
+    std::int64_t idle_ns_ = 0;         // time spent in blocking polls (poll_idle)
+    std::int64_t window_at_ = 0;       // the window's start
+    std::int64_t window_idle_at_ = 0;  // idle_ns_ then
+    bool saturated_ = false;           // the last window's verdict
     Async* async_ = nullptr;
     void* embedder_data_ = nullptr;
     // preempt_running / call_when_back: written in signal handlers of this
