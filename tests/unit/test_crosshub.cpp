@@ -201,6 +201,20 @@ Hub& start_worker() {
     return *Hub::worker(before);
 }
 
+// start_worker(), once the worker sleeps in its poll (the hub share_ready gives to).
+Hub& start_idle_worker() {
+    Hub& worker = start_worker();
+    while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
+    return worker;
+}
+
+// True if the calling hub sees that nothing left could wake anyone (a waiter
+// count or timer left behind would keep it polling until the child's alarm).
+bool nothing_can_wake() {
+    WaitQueue nobody;
+    return nobody.wait(kForever) == Wake::deadlock;
+}
+
 // A flag under a queue's Guard, waited for with a deadline.
 struct Flag {
     WaitQueue q;
@@ -389,8 +403,7 @@ TEST_CASE("share_ready: an idle worker hub is given half the greenlets woken tog
     }
     int rc = in_child([] {
         Hub& here = Hub::current();  // (first: the process hub, one that shares)
-        Hub& worker = start_worker();
-        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)  // (asleep in its poll)
+        Hub& worker = start_idle_worker();
         std::uint64_t steals_before = runtime_stats().steals;
         constexpr int kN = 8;
         WaitQueue q;
@@ -432,8 +445,7 @@ TEST_CASE("share_ready: a greenlet given away from a timed wait leaves no timer 
     if (Greenlet::own_thread_locals_unsupported()) return;  // (said by the test above)
     int rc = in_child([] {
         Hub& here = Hub::current();
-        Hub& worker = start_worker();
-        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
+        Hub& worker = start_idle_worker();
         constexpr int kN = 8;
         WaitQueue first, second;
         bool go = false;
@@ -476,8 +488,7 @@ TEST_CASE("share_ready: a greenlet given away from a timed wait leaves no timer 
         if (on_worker.load() == 0) return 7;
         // Nothing left that could wake anyone: `here` must see it (a waiter
         // count left behind would keep it polling until the alarm).
-        WaitQueue nobody;
-        return nobody.wait(kForever) == Wake::deadlock ? 0 : 8;
+        return nothing_can_wake() ? 0 : 8;
     });
     CHECK(rc == 0);
 }
@@ -486,8 +497,7 @@ TEST_CASE("share_ready: threads woken together from one-fd waits move to an idle
     if (Greenlet::own_thread_locals_unsupported()) return;  // (said by the test above)
     int rc = in_child([] {
         Hub& here = Hub::current();
-        Hub& worker = start_worker();
-        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
+        Hub& worker = start_idle_worker();
         std::uint64_t steals_before = runtime_stats().steals;
         constexpr int kN = 8, kRounds = 3;
         int pipes[kN][2];
@@ -552,8 +562,7 @@ TEST_CASE("share_ready: threads woken together from one-fd waits move to an idle
             close(p[1]);
         }
         // No waiter count or watcher left that could still wake anyone.
-        WaitQueue nobody;
-        return nobody.wait(kForever) == Wake::deadlock ? 0 : 10;
+        return nothing_can_wake() ? 0 : 10;
     });
     CHECK(rc == 0);
 }
@@ -562,8 +571,7 @@ TEST_CASE("share_ready: sleepers woken together move to an idle hub, leaving no 
     if (Greenlet::own_thread_locals_unsupported()) return;  // (said by the test above)
     int rc = in_child([] {
         Hub& here = Hub::current();
-        Hub& worker = start_worker();
-        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
+        Hub& worker = start_idle_worker();
         constexpr int kN = 8;
         Deadline together = deadline_after(0.1);
         Flag done;
@@ -588,8 +596,7 @@ TEST_CASE("share_ready: sleepers woken together move to an idle hub, leaving no 
         if (!done.wait(10)) return 2;
         if (bad.load() != 0) return 3;
         if (on_worker.load() == 0) return 4;
-        WaitQueue nobody;
-        return nobody.wait(kForever) == Wake::deadlock ? 0 : 5;
+        return nothing_can_wake() ? 0 : 5;
     });
     CHECK(rc == 0);
 }
@@ -598,8 +605,7 @@ TEST_CASE("share_ready: threads whose helper-pool calls end together move to an 
     if (Greenlet::own_thread_locals_unsupported()) return;  // (said by the test above)
     int rc = in_child([] {
         Hub& here = Hub::current();
-        Hub& worker = start_worker();
-        while (!worker.idle_polling()) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a sleep: valgrind runs one thread at a time)
+        Hub& worker = start_idle_worker();
         constexpr int kN = 8;
         std::mutex mu;
         std::condition_variable cv;
@@ -656,8 +662,7 @@ TEST_CASE("share_ready: threads whose helper-pool calls end together move to an 
         if (!done.wait(10)) return 3;
         if (bad.load() != 0) return 4;
         if (on_worker.load() == 0) return 5;
-        WaitQueue nobody;
-        return nobody.wait(kForever) == Wake::deadlock ? 0 : 6;  // (no helper-call count left behind)
+        return nothing_can_wake() ? 0 : 6;  // (no helper-call count left behind)
     });
     CHECK(rc == 0);
 }
