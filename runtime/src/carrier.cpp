@@ -73,7 +73,7 @@ struct Registry {
     Hub* staged_from = nullptr;
 };
 Registry* g_registry = nullptr;
-Registry* g_parents_registry = nullptr;  // (carriers_after_fork_child)
+Registry* volatile g_parents_registry = nullptr;  // (carriers_after_fork_child; volatile: a store nothing reads is kept)
 std::atomic<unsigned> g_busy{0};        // carriers reserved or carrying (a hint read without the lock)
 std::atomic<bool> g_staged_hint{false};  // staged != nullptr
 
