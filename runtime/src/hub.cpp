@@ -1017,7 +1017,7 @@ void Hub::give_away(Greenlet& g, Hub& to) noexcept {
 }
 
 // The first carriable greenlet of the run queue, and in prev the one queued
-// before it (for unlink_ready); nullptr if there is none. Walks the queue:
+// before it (for unlink_carriable); nullptr if there is none. Walks the queue:
 // called only while carriable_ready_ counts one.
 Greenlet* Hub::first_carriable(Greenlet*& prev) noexcept {
     prev = nullptr;
