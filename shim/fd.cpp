@@ -103,7 +103,10 @@ FdState* fd_known(int fd) noexcept {
 }
 
 void fd_replacing(int newfd) noexcept {
-    if (Hub* hub = greenshim::detail::existing_hub()) hub->fd_closed(newfd);
+    // Telling other hubs takes locks and allocates: not from a signal handler.
+    bool tell = !in_signal_handler();
+    if (Hub* hub = greenshim::detail::existing_hub()) hub->fd_closed(newfd, tell);
+    else Hub::fd_closed_off_hub(newfd, tell);  // (a helper's or a foreign thread's close: the hubs that watch it hear)
 }
 
 void fd_forget(int fd) noexcept {

@@ -32,6 +32,7 @@ struct Hub::Async {
     detail::OsMutex mu;             // guards done and returned
     std::vector<PoolJob*> done;     // finished by pool threads, not yet seen
     std::vector<Greenlet*> returned;  // given back by carriers (carrier.cpp), not yet queued
+    std::vector<int> closed_fds;      // closed by other hubs' threads (post_closed_fd), not yet seen
     // Claimed ready by other threads (post_woken), not yet queued: a stack
     // linked through Impl::next_ready (free while a greenlet is in no run
     // queue), pushed with a compare-and-swap. No lock and no allocation: a
@@ -45,12 +46,16 @@ struct Hub::Async {
         Async* a = hub->async_;
         std::vector<PoolJob*> finished;
         std::vector<Greenlet*> back;
+        std::vector<int> closed;
         {
             InternalScope internal;
             std::lock_guard<detail::OsMutex> lk(a->mu);
             finished.swap(a->done);
             back.swap(a->returned);
+            closed.swap(a->closed_fds);
         }
+        // Before the loop's next pass, which may re-add every armed fd.
+        for (int fd : closed) hub->fd_closed_elsewhere(fd);
         if (Greenlet* stack = a->woken.exchange(nullptr, std::memory_order_acquire)) {
             // Not idle any more before the wakes stop counting as in flight:
             // another hub never sees both gone (idle_begin).
@@ -120,6 +125,17 @@ void post_woken(Hub& hub, Greenlet& g) {
     send(hub, a.watcher);
 }
 
+void post_closed_fd(Hub& hub, int fd) noexcept {
+    Hub::Async& a = Runtime::async(hub);
+    try {
+        std::lock_guard<detail::OsMutex> lk(a.mu);
+        a.closed_fds.push_back(fd);
+    } catch (...) {
+        return;  // (no memory: hub's watcher is found stale at its next wait on the number, fd_watch)
+    }
+    send(hub, a.watcher);
+}
+
 void set_process_hub(Hub* h) noexcept { g_process_hub.store(h); }
 
 // Makes hub look at its state again (an idle hub rechecks for a deadlock).
@@ -141,6 +157,7 @@ void async_after_fork_child(Hub::Async* a) noexcept {
     a->mu.reset();
     new (&a->done) std::vector<PoolJob*>();  // the old one may be mid-update: leak it
     new (&a->returned) std::vector<Greenlet*>();
+    new (&a->closed_fds) std::vector<int>();  // (a stale watcher is still found at its next wait: fd_watch)
     a->woken.store(nullptr);
     g_wakes_in_flight.store(0);
     a->signal_pending.store(0);

@@ -164,6 +164,7 @@ struct Diag {
     static Greenlet* running(Hub& h) noexcept { return h.running_.load(std::memory_order_relaxed); }
     static pthread_t thread(Hub& h) noexcept { return h.thread_; }
     static int tid(Hub& h) noexcept { return h.tid_; }
+    static std::uint32_t fd_bit(Hub& h) noexcept { return h.fd_bit_; }
     static ThreadState* state(Hub& h) noexcept { return h.state_; }
     static void count_park(Hub& h) noexcept { bump(h.parks_); }
     static void add(Hub& h, RuntimeStats& s) noexcept {
@@ -274,6 +275,13 @@ void hub_register(Hub* h) noexcept {
 }
 
 std::atomic<bool> g_several_hubs{false};
+
+void post_fd_closed(std::uint32_t hubs, int fd, Hub* except) noexcept {
+    InternalScope internal;
+    std::lock_guard<detail::OsMutex> lk(registry_mu());  // (a listed hub is not gone)
+    for (Hub* h = g_hubs; h; h = Diag::next(*h))
+        if (h != except && (Diag::fd_bit(*h) & hubs)) post_closed_fd(*h, fd);
+}
 
 bool idle_begin(Hub* h, bool always_mark) noexcept {
     InternalScope internal;

@@ -60,23 +60,33 @@ struct alignas(64) LockWord {
 };
 LockWord g_queue_locks[64];
 
-// An fd number's generation, bumped by every fd_closed() on any hub once
-// there are several: a hub's watcher made before its fd number was closed
-// (or reused) on another hub is stale, and that hub's epoll set may have
-// lost it with the file, so fd_watch makes it again. Chunks are installed
-// with a compare-and-swap and never freed. 0 for a number never closed.
+// Per fd number: the hubs that made a watcher of it since its last close
+// (each hub's fd_bit_, set always: a hub made later may close it), and,
+// once there are several hubs (or a close on a thread with none), its
+// generation, bumped by every close (fd_closed, fd_closed_off_hub). A hub's watcher
+// made before its number was closed (or reused) on another hub is stale:
+// that hub's epoll set may have lost it with the file, so fd_watch makes it
+// again; and the closer tells each hub in the mask at once (on_async stops
+// the watcher), since libev re-adds every armed watcher's fd when it makes
+// its epoll set again and asserts on a closed one (EBADF). Chunks are
+// installed with a compare-and-swap and never freed. Generation 0 for a
+// number never closed.
+struct FdNumber {
+    std::atomic<std::uint32_t> gen{0};
+    std::atomic<std::uint32_t> hubs{0};
+};
 constexpr std::size_t kGenChunkBits = 12, kGenChunks = 1024;  // 4M fds
-std::atomic<std::atomic<std::uint32_t>*> g_fd_gens[kGenChunks];
+std::atomic<FdNumber*> g_fd_numbers[kGenChunks];
 
-std::atomic<std::uint32_t>* fd_gen_slot(int fd, bool make) noexcept {
+FdNumber* fd_number(int fd, bool make) noexcept {
     std::size_t c = std::size_t(fd) >> kGenChunkBits;
     if (c >= kGenChunks) return nullptr;
-    std::atomic<std::uint32_t>* chunk = g_fd_gens[c].load(std::memory_order_acquire);
+    FdNumber* chunk = g_fd_numbers[c].load(std::memory_order_acquire);
     if (!chunk && make) {
         InternalScope internal;
-        auto* fresh = new (std::nothrow) std::atomic<std::uint32_t>[std::size_t(1) << kGenChunkBits]();
+        auto* fresh = new (std::nothrow) FdNumber[std::size_t(1) << kGenChunkBits]();
         if (!fresh) return nullptr;
-        if (g_fd_gens[c].compare_exchange_strong(chunk, fresh)) chunk = fresh;
+        if (g_fd_numbers[c].compare_exchange_strong(chunk, fresh)) chunk = fresh;
         else delete[] fresh;
     }
     return chunk ? &chunk[std::size_t(fd) & ((std::size_t(1) << kGenChunkBits) - 1)] : nullptr;
@@ -84,9 +94,11 @@ std::atomic<std::uint32_t>* fd_gen_slot(int fd, bool make) noexcept {
 
 std::uint32_t fd_generation(int fd) noexcept {
     if (!detail::g_several_hubs.load(std::memory_order_relaxed)) return 0;
-    std::atomic<std::uint32_t>* g = fd_gen_slot(fd, false);
-    return g ? g->load(std::memory_order_acquire) : 0;
+    FdNumber* n = fd_number(fd, false);
+    return n ? n->gen.load() : 0;
 }
+
+std::atomic<unsigned> g_hubs_made{0};
 }  // namespace
 
 // An fd's ev_io and the nodes of greenlets waiting on it. The watcher stays
@@ -207,6 +219,7 @@ Hub::Hub() {
     state_ = &t;
     tid_ = int(::syscall(SYS_gettid));
     window_at_ = monotonic_ns();
+    fd_bit_ = 1u << (g_hubs_made.fetch_add(1, std::memory_order_relaxed) % 32);  // (beyond 32, two hubs share one)
     loop_ = ev_loop_new(unsigned(EVBACKEND_EPOLL) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
     if (!loop_) loop_ = ev_loop_new(unsigned(EVFLAG_AUTO) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
     if (!loop_) throw std::runtime_error("greenshim: cannot create the event loop");
@@ -661,12 +674,15 @@ void Hub::fd_watch(WaitNode& n) {
         fds_cap_ = cap;
     }
     FdWatcher*& w = fds_[fd];
-    std::uint32_t gen = fd_generation(n.fd);
-    if (__builtin_expect(w && w->gen != gen, 0)) fd_closed(n.fd, /*here_only=*/true);  // closed on another hub
+    if (__builtin_expect(w && w->gen != fd_generation(n.fd), 0)) fd_drop(n.fd);  // closed elsewhere
     if (!w) {
+        // The bit first, then the generation (both sequentially consistent):
+        // a close on another hub either sees the bit and tells this hub, or
+        // bumped the generation this watcher is made with.
+        if (FdNumber* num = fd_number(n.fd, true)) num->hubs.fetch_or(fd_bit_);
         w = new FdWatcher;
         w->hub = this;
-        w->gen = gen;
+        w->gen = fd_generation(n.fd);
         ev_io_init(&w->io, FdWatcher::on_ready, n.fd, 0);
     }
     NodeList::push_back(w->head, w->tail, n);
@@ -698,15 +714,41 @@ void Hub::fd_stop_if_idle(int fd) noexcept {
     if (!w->head && ev_is_active(&w->io)) ev_io_stop(loop_, &w->io);
 }
 
-void Hub::fd_closed(int fd) { fd_closed(fd, false); }
+void Hub::fd_closed(int fd, bool tell_others) {
+    close_elsewhere(fd, this, tell_others);
+    fd_drop(fd);
+}
 
-void Hub::fd_closed(int fd, bool here_only) {
+void Hub::fd_closed_off_hub(int fd, bool tell_others) noexcept { close_elsewhere(fd, nullptr, tell_others); }
+
+// Other hubs' watchers of fd's number go stale (FdNumber): its generation
+// moves on, and the hubs that made one are told (fd_closed_elsewhere),
+// unless !tell (no lock, no allocation: a signal handler's close).
+void Hub::close_elsewhere(int fd, Hub* here, bool tell) noexcept {
     if (fd < 0) return;
-    if (!here_only && detail::g_several_hubs.load(std::memory_order_relaxed)) {
-        // Other hubs' watchers of this number go stale (fd_watch).
-        if (std::atomic<std::uint32_t>* g = fd_gen_slot(fd, true)) g->fetch_add(1, std::memory_order_acq_rel);
+    if (!detail::g_several_hubs.load(std::memory_order_relaxed)) {
+        // One hub: only a thread with none closes elsewhere. From its first
+        // such close, numbers' generations are kept as with several hubs.
+        if (here || g_hubs_made.load(std::memory_order_relaxed) == 0) return;
+        detail::g_several_hubs.store(true);
     }
-    if (std::size_t(fd) >= fds_cap_ || !fds_[fd]) return;
+    FdNumber* num = fd_number(fd, tell);
+    if (!num) return;
+    num->gen.fetch_add(1);
+    if (!tell) return;  // (the bits stay: a later close tells those hubs)
+    if (std::uint32_t hubs = num->hubs.exchange(0)) detail::post_fd_closed(hubs, fd, here);
+}
+
+// Told by another hub's close (on_async): this hub's watcher of the number,
+// if made before that close, goes now, its waiters woken as by fd_closed.
+void Hub::fd_closed_elsewhere(int fd) {
+    if (fd < 0 || std::size_t(fd) >= fds_cap_ || !fds_[fd]) return;
+    if (fds_[fd]->gen != fd_generation(fd)) fd_drop(fd);
+}
+
+// This hub's watcher of fd goes, its waiters woken with Wake::closed.
+void Hub::fd_drop(int fd) {
+    if (fd < 0 || std::size_t(fd) >= fds_cap_ || !fds_[fd]) return;
     FdWatcher* w = fds_[fd];
     fds_[fd] = nullptr;
     while (WaitNode* n = w->head) {

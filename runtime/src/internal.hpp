@@ -289,7 +289,12 @@ void idle_end(Hub* h) noexcept;
 void registry_after_fork_child(Hub* h) noexcept;
 extern std::atomic<long> g_wakes_in_flight;
 void poke(Hub& hub) noexcept;  // async.cpp
-// diag.cpp: a second hub was ever made (never cleared: fd generations, hub.cpp).
+// diag.cpp: fd was closed; each hub but `except` whose fd_bit_ is in hubs is
+// told (async.cpp's post_closed_fd).
+void post_fd_closed(std::uint32_t hubs, int fd, Hub* except) noexcept;
+void post_closed_fd(Hub& hub, int fd) noexcept;
+// diag.cpp: a second hub was ever made, or an fd was closed on a thread with
+// no hub (never cleared: fd numbers' generations are kept, hub.cpp).
 extern std::atomic<bool> g_several_hubs;
 void set_process_hub(Hub* h) noexcept;  // async.cpp: a fork's child, whichever hub forked
 // carrier.cpp: a carrier gives a greenlet back to its hub (any thread).

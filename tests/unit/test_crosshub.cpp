@@ -321,6 +321,90 @@ TEST_CASE("an fd number closed on one hub and reused is watched afresh by anothe
     CHECK(rc == 0);
 }
 
+// A worker hub's watcher of a pipe stays armed after its wait (hub.cpp);
+// close_it closes the pipe's number on another thread. Then the worker's
+// libev makes its epoll set again, re-adding every armed watcher's fd and
+// asserting on a closed one (EBADF: the process aborts), unless the worker
+// was told of the close first. 0 if the worker went on; the child's status.
+int closed_elsewhere_then_rebuilt(void (*close_it)(int fd)) {
+    return in_child([close_it] {
+        Hub& worker = start_worker();
+        int p[2];
+        if (pipe(p) != 0) return 1;
+        Flag armed, closed, done;
+        int step = 0;
+        auto g = worker.make_greenlet([&](std::any) -> std::any {
+            Hub& here = *Hub::existing();
+            if (here.wait_fd(p[0], kReadable, deadline_after(0.01)) != Wake::timeout) return {};
+            step = 1;
+            int q[2];
+            if (pipe(q) != 0) return {};
+            armed.raise();
+            if (!closed.wait(5)) return {};
+            step = 2;
+            // An event libev cannot place: q[0] closed while a copy of it
+            // (numbered away from p[0]'s, which is free now) keeps the pipe
+            // in the epoll set. libev's DEL of the closed number fails, and it
+            // makes its epoll set again on its next pass.
+            if (here.wait_fd(q[0], kReadable, deadline_after(0.01)) != Wake::timeout) return {};
+            int copy = fcntl(q[0], F_DUPFD_CLOEXEC, 100);
+            if (copy < 0) return {};
+            here.fd_closed(q[0]);  // (as the shim does before close())
+            close(q[0]);
+            if (write(q[1], "x", 1) != 1) return {};
+            for (int i = 0; i < 3; ++i) here.sleep_until(deadline_after(0.005));  // (passes of its loop)
+            step = 3;
+            done.raise();
+            return {};
+        });
+        worker.start(*g);
+        if (!armed.wait(5)) return 2;
+        close_it(p[0]);
+        closed.raise();
+        if (!done.wait(5)) return 10 + step;
+        return 0;
+    });
+}
+
+TEST_CASE("an fd closed on one hub has another hub's idle watcher of it stopped before that hub rebuilds its epoll set") {
+    CHECK(closed_elsewhere_then_rebuilt([](int fd) {
+              Hub::current().fd_closed(fd);  // as the shim does before close()
+              close(fd);
+          }) == 0);
+}
+
+TEST_CASE("an fd closed on a thread with no hub has a hub's idle watcher of it stopped before it rebuilds its epoll set") {
+    CHECK(closed_elsewhere_then_rebuilt([](int fd) {
+              Hub::current();  // (two hubs: the number's hubs are tracked)
+              std::thread([fd] {
+                  Hub::fd_closed_off_hub(fd);  // as the shim does on a thread with no hub
+                  close(fd);
+              }).join();
+          }) == 0);
+}
+
+TEST_CASE("with one hub, an fd closed on a thread with no hub has the hub's idle watcher of it stopped before it rebuilds") {
+    int rc = in_child([] {
+        Hub& here = Hub::current();
+        int p[2], q[2];
+        if (pipe(p) != 0 || pipe(q) != 0) return 1;
+        if (here.wait_fd(p[0], kReadable, deadline_after(0.01)) != Wake::timeout) return 2;  // (stays armed)
+        std::thread([fd = p[0]] {
+            Hub::fd_closed_off_hub(fd);  // as the shim does on a thread with no hub
+            close(fd);
+        }).join();
+        // The event libev cannot place, as in closed_elsewhere_then_rebuilt.
+        if (here.wait_fd(q[0], kReadable, deadline_after(0.01)) != Wake::timeout) return 3;
+        if (fcntl(q[0], F_DUPFD_CLOEXEC, 100) < 0) return 4;
+        here.fd_closed(q[0]);
+        close(q[0]);
+        if (write(q[1], "x", 1) != 1) return 5;
+        for (int i = 0; i < 3; ++i) here.sleep_until(deadline_after(0.005));
+        return 0;
+    });
+    CHECK(rc == 0);
+}
+
 TEST_CASE("start_anywhere: an idle worker hub takes new greenlets made on a busy hub (a steal)") {
     int rc = in_child([] {
         Hub& worker = start_worker();

@@ -307,8 +307,15 @@ public:
     // poll()-like: parks until any fd is ready; fills revents.
     Wake wait_fds(FdWait* fds, std::size_t n, Deadline deadline = kForever);
     // Must be called before an fd is closed: waiters wake with Wake::closed and
-    // its watcher is dropped, so a reused fd number starts clean.
-    void fd_closed(int fd);
+    // its watcher is dropped, so a reused fd number starts clean. With several
+    // hubs, the others that made a watcher of the number are told too (a
+    // mutex, an allocation and, if one sleeps in its poll, an eventfd write
+    // each), unless !tell_others (in a signal handler): they then find their
+    // watcher stale only when they next wait on the number.
+    void fd_closed(int fd, bool tell_others = true);
+    // The same from a thread with no hub (a helper, a thread the runtime did
+    // not make): the hubs that made a watcher of the number are told.
+    static void fd_closed_off_hub(int fd, bool tell_others = true) noexcept;
 
     // Runs fn on a pool of helper OS threads and parks the current greenlet
     // until it has run (gevent's threadpool). For libc calls that would block
@@ -580,7 +587,9 @@ private:
     void nothing_to_do();
     void fd_watch(detail::WaitNode& n);
     void fd_unwatch(detail::WaitNode& n);
-    void fd_closed(int fd, bool here_only);
+    void fd_drop(int fd);
+    static void close_elsewhere(int fd, Hub* here, bool tell) noexcept;
+    void fd_closed_elsewhere(int fd);  // async.cpp: another hub's close of fd
     friend class WaitQueue;
     friend struct detail::Runtime;
     friend struct FdWatcher;
@@ -646,6 +655,7 @@ private:
     void poll_idle(int flags);
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;
+    std::uint32_t fd_bit_;       // this hub's bit in an fd number's mask of hubs (hub.cpp's FdNumber)
     bool worker_ = false;  // run_worker's hub
     void worker_idle();    // nothing_to_do for a worker
     // Takes up to max greenlets from the spawn queue (start_anywhere) into
