@@ -44,6 +44,7 @@ void track_child(pid_t pid) {
 template <class Exec>
 int around_exec(Exec&& exec) {
     if (config().enabled) fd_release_for_exec();  // includes fds dup2'd since fork
+    OsMaskOfThread mask;  // the new image keeps the calling thread's mask
     return exec();
 }
 
@@ -169,6 +170,7 @@ SHIM_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file
     SHIM_ENTER;
     release_for_spawn(fa);
     Env env;
+    OsMaskOfThread mask;  // the child's, unless attr sets one
     int r = REAL(posix_spawn)(pid, path, fa, attr, argv, env_for_exec(envp, env));
     if (r == 0 && pid) track_child(*pid);
     return r;
@@ -178,6 +180,7 @@ SHIM_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_fil
     SHIM_ENTER;
     release_for_spawn(fa);
     Env env;
+    OsMaskOfThread mask;  // the child's, unless attr sets one
     int r = REAL(posix_spawnp)(pid, file, fa, attr, argv, env_for_exec(envp, env));
     if (r == 0 && pid) track_child(*pid);
     return r;
@@ -193,6 +196,7 @@ SHIM_EXPORT pid_t fork(void) {
     pid_t r = REAL(fork)();
     if (r == 0) {
         as_os_thread.after_fork_child();
+        fork_child_takes_os_mask();
         if (Hub* hub = greenshim::detail::existing_hub()) hub->after_fork_child();
         threads_after_fork_child();
         sync_after_fork_child();
@@ -229,6 +233,7 @@ GREENSHIM_AS_OS_THREAD(int, setgroups, (size_t n, const gid_t* list), (n, list))
 SHIM_EXPORT FILE* popen(const char* command, const char* mode) {
     SHIM_ENTER;
     if (config().enabled) fd_release_inheritable();
+    OsMaskOfThread mask;  // the shell's
     return REAL(popen)(command, mode);
 }
 

@@ -646,9 +646,26 @@ int mask_op(int how, const sigset_t* set, sigset_t* old, bool process) {
     }
     sigdelset(&t->sigmask, SIGKILL);
     sigdelset(&t->sigmask, SIGSTOP);
+    if (t->owns_os_mask) REAL(pthread_sigmask)(SIG_SETMASK, &t->sigmask, nullptr);
     return 0;
 }
 }  // namespace
+
+OsMaskOfThread::OsMaskOfThread() noexcept {
+    GThread* t = config().enabled ? gthread_current() : nullptr;
+    if (!t || t->owns_os_mask) return;  // (the OS thread's mask is its already)
+    set_ = REAL(pthread_sigmask)(SIG_SETMASK, &t->sigmask, &old_) == 0;
+}
+OsMaskOfThread::~OsMaskOfThread() {
+    if (set_) REAL(pthread_sigmask)(SIG_SETMASK, &old_, nullptr);
+}
+
+void greenshim::shim::fork_child_takes_os_mask() noexcept {
+    GThread* t = config().enabled ? gthread_current() : nullptr;
+    if (!t) return;
+    REAL(pthread_sigmask)(SIG_SETMASK, &t->sigmask, nullptr);
+    t->owns_os_mask = true;
+}
 
 SHIM_EXPORT int pthread_sigmask(int how, const sigset_t* set, sigset_t* old) { SHIM_ENTER; return mask_op(how, set, old, false); }
 SHIM_EXPORT int sigprocmask(int how, const sigset_t* set, sigset_t* old) { SHIM_ENTER; return mask_op(how, set, old, true); }

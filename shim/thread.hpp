@@ -35,6 +35,7 @@ struct GThread {
     bool stack_from_attr = false;  // its stack size is the pthread_attr_t's, not GREENSHIM_STACK_SIZE's
     char name[16] = {};
     sigset_t sigmask;  // its own view; the OS thread's mask is the main greenlet's
+    bool owns_os_mask = false;  // it forked, in the child: the OS thread's mask is its (mask_op sets both)
     WaitQueue joiners;
     Tsd tsd;
     // pthread_exit (thread.cpp): a forced unwind, as glibc's, that ends in
@@ -54,5 +55,28 @@ GThread* gthread_of(pthread_t t) noexcept;
 GThread* gthread_current() noexcept;
 // fork() child bookkeeping: only the calling greenlet survives.
 void threads_after_fork_child() noexcept;
+
+// A new process starts with the signal mask of the thread that made it: the
+// child of fork, exec's image, and the child of posix_spawn, popen and system
+// (unless the spawn's attributes set one). A greenlet thread's mask is its
+// own view (GThread::sigmask), while the OS thread's is the main greenlet's,
+// or a worker hub's, which blocks the program's signals (start_workers).
+// This makes the calling thread's mask the OS thread's for the life of the
+// object, around such a call; the call must not park (nothing else may run
+// on the OS thread meanwhile). signal.cpp.
+class OsMaskOfThread {
+public:
+    OsMaskOfThread() noexcept;
+    ~OsMaskOfThread();
+    OsMaskOfThread(const OsMaskOfThread&) = delete;
+    OsMaskOfThread& operator=(const OsMaskOfThread&) = delete;
+
+private:
+    bool set_ = false;
+    sigset_t old_;
+};
+// In fork's child, the thread that forked is the only one left: its mask
+// becomes the OS thread's, and stays so (signal.cpp).
+void fork_child_takes_os_mask() noexcept;
 
 }  // namespace greenshim::shim
