@@ -8,8 +8,13 @@
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
 
 #include "shim.hpp"
 
@@ -233,4 +238,95 @@ void fd_release_for_exec() noexcept {
     });
 }
 
+}  // namespace greenshim::shim
+
+// ---- the hubs' own fds (shim.hpp) ----
+namespace greenshim::shim {
+namespace {
+constexpr int kMaxLoopFds = 256;  // two a hub
+struct LoopFd {
+    std::atomic<int> fd_plus1{0};       // 0: a free slot
+    std::atomic<const void*> thread{};  // the OS thread whose hub made it (t_loop_fd_owner's address)
+};
+LoopFd g_loop_fds[kMaxLoopFds];
+std::atomic<int> g_loop_fd_slots{0};      // slots ever used: the scans stop there
+std::atomic<int> g_loop_fd_min{INT_MAX};  // none below: the program's low numbers are a quick no
+thread_local char t_loop_fd_owner;        // its address names this OS thread (a fork's child keeps it)
+
+int loop_fd_base() noexcept {
+    struct rlimit rl;
+    long top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? long(rl.rlim_cur) : 4096;
+    if (top > 4096) top = 4096;
+    return top - 64 > 3 ? int(top - 64) : 3;
+}
+}  // namespace
+
+int loop_fd_made(int fd) noexcept {
+    if (fd < 0) return fd;
+    int high = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, loop_fd_base());
+    if (high >= 0) {
+        REAL(close)(fd);
+        fd = high;
+    }  // (else: where it is, guarded all the same)
+    fd_forget(fd);
+    for (int i = 0; i < kMaxLoopFds; ++i) {
+        int free_slot = 0;
+        if (!g_loop_fds[i].fd_plus1.compare_exchange_strong(free_slot, fd + 1)) continue;
+        g_loop_fds[i].thread.store(&t_loop_fd_owner);
+        int used = g_loop_fd_slots.load();
+        while (used < i + 1 && !g_loop_fd_slots.compare_exchange_weak(used, i + 1)) {
+        }
+        int low = g_loop_fd_min.load();
+        while (fd < low && !g_loop_fd_min.compare_exchange_weak(low, fd)) {
+        }
+        break;
+    }
+    return fd;
+}
+
+bool is_loop_fd(int fd) noexcept {
+    if (fd < g_loop_fd_min.load(std::memory_order_relaxed)) return false;
+    int n = g_loop_fd_slots.load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i)
+        if (g_loop_fds[i].fd_plus1.load(std::memory_order_relaxed) == fd + 1) return true;
+    return false;
+}
+
+void loop_fd_closing(int fd) noexcept {
+    int n = g_loop_fd_slots.load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i) {
+        int want = fd + 1;
+        if (g_loop_fds[i].fd_plus1.compare_exchange_strong(want, 0)) return;
+    }
+}
+
+void loop_fds_after_fork_child() noexcept {
+    int n = g_loop_fd_slots.load();
+    for (int i = 0; i < n; ++i) {
+        int fd = g_loop_fds[i].fd_plus1.load() - 1;
+        if (fd < 0 || g_loop_fds[i].thread.load() == &t_loop_fd_owner) continue;  // (its hub remakes its own: Hub::run_loop)
+        g_loop_fds[i].fd_plus1.store(0);
+        REAL(close)(fd);
+    }
+}
+
+int close_range_sparing_loop_fds(unsigned first, unsigned last, int flags) noexcept {
+    // The hubs' fds in [first, last], in order (a few: two a hub).
+    int spared[kMaxLoopFds];
+    int k = 0;
+    int n = g_loop_fd_slots.load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i) {
+        int fd = g_loop_fds[i].fd_plus1.load() - 1;
+        if (fd >= 0 && unsigned(fd) >= first && unsigned(fd) <= last) spared[k++] = fd;
+    }
+    std::sort(spared, spared + k);
+    unsigned from = first;
+    for (int j = 0; j < k; ++j) {
+        if (unsigned(spared[j]) > from)
+            if (int r = REAL(close_range)(from, unsigned(spared[j]) - 1, flags); r != 0) return r;
+        from = unsigned(spared[j]) + 1;
+        if (from == 0) return 0;  // (wrapped past the top)
+    }
+    return from <= last ? REAL(close_range)(from, last, flags) : 0;
+}
 }  // namespace greenshim::shim

@@ -172,6 +172,14 @@ SHIM_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { SHIM_ENTE
 
 SHIM_EXPORT int close(int fd) {
     SHIM_ENTER;
+    if (__builtin_expect(is_loop_fd(fd), 0)) {
+        if (!greenshim::detail::making_loop_fds()) {  // a hub's own: not open, as far as the program knows
+            errno = EBADF;
+            return -1;
+        }
+        loop_fd_closing(fd);
+        return REAL(close)(fd);
+    }
     fd_closing(fd);
     return REAL(close)(fd);
 }
@@ -187,19 +195,23 @@ namespace {
 void copied(int oldfd, int newfd);
 }
 
-// close_range/closefrom close fds without close(): forget them all.
+// close_range/closefrom close fds without close(): forget them all, and
+// leave the hubs' own open (is_loop_fd).
 SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
     SHIM_ENTER;
+    if (first > last) return REAL(close_range)(first, last, flags);  // (EINVAL, the kernel's)
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
         unsigned int end = last > unsigned(fd_table_size()) ? unsigned(fd_table_size()) : last;
-        for (unsigned int fd = first; fd <= end && fd < unsigned(fd_table_size()); ++fd) fd_closing(int(fd));
+        for (unsigned int fd = first; fd <= end && fd < unsigned(fd_table_size()); ++fd)
+            if (!is_loop_fd(int(fd))) fd_closing(int(fd));
     }
-    return REAL(close_range)(first, last, flags);
+    return close_range_sparing_loop_fds(first, last, flags);
 }
 SHIM_EXPORT void closefrom(int lowfd) {
     SHIM_ENTER;
-    for (int fd = lowfd < 0 ? 0 : lowfd; fd < fd_table_size(); ++fd) fd_closing(fd);
-    REAL(closefrom)(lowfd);
+    for (int fd = lowfd < 0 ? 0 : lowfd; fd < fd_table_size(); ++fd)
+        if (!is_loop_fd(fd)) fd_closing(fd);
+    if (close_range_sparing_loop_fds(unsigned(lowfd < 0 ? 0 : lowfd), ~0U, 0) != 0) REAL(closefrom)(lowfd);  // (no close_range: libc's way)
 }
 
 SHIM_EXPORT int dup(int fd) {
@@ -219,8 +231,15 @@ void copied(int oldfd, int newfd) {
 }
 }  // namespace
 
+// dup2/dup3 onto a hub's own fd: EBUSY (Linux's answer for a number that
+// is being opened meanwhile), rather than the hub's loop lost.
 SHIM_EXPORT int dup2(int oldfd, int newfd) {
     SHIM_ENTER;
+    if (greenshim::detail::making_loop_fds()) return REAL(dup2)(oldfd, newfd);  // (libev's, after a fork: its eventfd remade in place)
+    if (oldfd != newfd && is_loop_fd(newfd)) {
+        errno = EBUSY;
+        return -1;
+    }
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup2)(oldfd, newfd);
     if (r >= 0 && oldfd != newfd) copied(oldfd, newfd);
@@ -229,6 +248,11 @@ SHIM_EXPORT int dup2(int oldfd, int newfd) {
 
 SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
     SHIM_ENTER;
+    if (greenshim::detail::making_loop_fds()) return REAL(dup3)(oldfd, newfd, flags);  // (libev's, after a fork: its eventfd remade in place)
+    if (oldfd != newfd && is_loop_fd(newfd)) {
+        errno = EBUSY;
+        return -1;
+    }
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup3)(oldfd, newfd, flags);
     if (r >= 0) copied(oldfd, newfd);
@@ -323,6 +347,7 @@ SHIM_EXPORT int pipe2(int fds[2], int flags) {
 
 SHIM_EXPORT int eventfd(unsigned int initval, int flags) {
     SHIM_ENTER;
+    if (greenshim::detail::making_loop_fds()) return loop_fd_made(REAL(eventfd)(initval, flags));  // (libev's)
     if (!may_park()) return REAL(eventfd)(initval, flags);
     return OwnedFds::make(flags, EFD_NONBLOCK, {false, false}, [&](int fl) { return REAL(eventfd)(initval, fl); });
 }

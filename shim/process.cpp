@@ -197,6 +197,7 @@ SHIM_EXPORT pid_t fork(void) {
     if (r == 0) {
         as_os_thread.after_fork_child();
         fork_child_takes_os_mask();
+        loop_fds_after_fork_child();
         if (Hub* hub = greenshim::detail::existing_hub()) hub->after_fork_child();
         threads_after_fork_child();
         sync_after_fork_child();

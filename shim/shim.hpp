@@ -114,7 +114,8 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(recvmmsg) X(send) X(sendto) X(sendmsg) X(sendmmsg) X(sendfile) X(shutdown)              \
     X(setsockopt) X(getsockopt)                                                               \
     X(sleep) X(usleep) X(nanosleep) X(clock_nanosleep)                                        \
-    X(poll) X(ppoll) X(select) X(pselect) X(epoll_wait) X(epoll_pwait)                        \
+    X(poll) X(ppoll) X(select) X(pselect) X(epoll_wait) X(epoll_pwait) X(epoll_create)        \
+    X(epoll_create1)                                                                          \
     X(execve) X(execv) X(execvp) X(execvpe) X(fexecve) X(posix_spawn) X(posix_spawnp) X(fork)     \
     X(setuid) X(setgid) X(seteuid) X(setegid) X(setreuid) X(setregid) X(setresuid) X(setresgid) \
     X(setgroups)                                                                              \
@@ -468,6 +469,22 @@ int fd_table_size() noexcept;
 void fd_forget(int fd) noexcept;
 void fd_closing(int fd) noexcept;
 void fd_replacing(int newfd) noexcept;
+
+// The hubs' own fds: each hub's epoll fd and eventfd, made by libev while the
+// runtime says so (greenshim::detail::making_loop_fds()). loop_fd_made moves
+// a new one up, out of the numbers a program expects to get (the lowest free
+// ones): to the first free number from min(RLIMIT_NOFILE, 4096) - 64 up, as
+// valgrind keeps its own near the top. A program cannot close one: close()
+// fails with EBADF, as for a number that is not open, close_range and
+// closefrom leave them, dup2/dup3 onto one fails with EBUSY. Only the
+// runtime closes them (loop_fd_closing). In a fork's child, the other hubs'
+// (their OS threads did not come along) are closed (loop_fds_after_fork_child).
+int loop_fd_made(int fd) noexcept;
+bool is_loop_fd(int fd) noexcept;
+void loop_fd_closing(int fd) noexcept;
+void loop_fds_after_fork_child() noexcept;
+// close_range(first, last, flags), leaving the hubs' own fds open.
+int close_range_sparing_loop_fds(unsigned first, unsigned last, int flags) noexcept;
 // newfd now refers to oldfd's open file description.
 void fd_copy(int oldfd, int newfd) noexcept;
 // The program changed O_NONBLOCK through fd: every fd of the same

@@ -168,6 +168,7 @@ void Hub::start_async() {
     InternalScope internal;
     async_ = new Async;
     ev_async_init(&async_->watcher, Async::on_async);
+    detail::LoopFdsScope making;  // (libev's eventfd)
     ev_async_start(loop_, &async_->watcher);
     Hub* none = nullptr;
     g_process_hub.compare_exchange_strong(none, this);

@@ -35,6 +35,8 @@ thread_local ThreadState* t_state GREENSHIM_TLS = nullptr;
 thread_local int t_internal GREENSHIM_TLS = 0;
 // The main greenlet's owner id: only its address is used.
 thread_local char t_main_token GREENSHIM_TLS;
+// LoopFdsScopes open on this OS thread (making_loop_fds).
+thread_local int t_loop_fds GREENSHIM_TLS = 0;
 
 namespace {
 // The exceptions being handled, saved and restored with each switch of a

@@ -220,8 +220,11 @@ Hub::Hub() {
     tid_ = int(::syscall(SYS_gettid));
     window_at_ = monotonic_ns();
     fd_bit_ = 1u << (g_hubs_made.fetch_add(1, std::memory_order_relaxed) % 32);  // (beyond 32, two hubs share one)
-    loop_ = ev_loop_new(unsigned(EVBACKEND_EPOLL) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
-    if (!loop_) loop_ = ev_loop_new(unsigned(EVFLAG_AUTO) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
+    {
+        detail::LoopFdsScope making;
+        loop_ = ev_loop_new(unsigned(EVBACKEND_EPOLL) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
+        if (!loop_) loop_ = ev_loop_new(unsigned(EVFLAG_AUTO) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
+    }
     if (!loop_) throw std::runtime_error("greenshim: cannot create the event loop");
     ev_set_userdata(loop_, this);
     hub_greenlet_ = Runtime::make([this](std::any) -> std::any { run(); return {}; }, "hub", 256 * 1024,
@@ -244,6 +247,7 @@ Hub::~Hub() {
     delete[] fds_;
     fds_ = nullptr;
     fds_cap_ = 0;
+    detail::LoopFdsScope closing;
     ev_loop_destroy(loop_);  // closes the epoll fd: close() may reach us again
 }
 
@@ -367,14 +371,14 @@ void Hub::run() {
         // could go idle, so the queue never strands a thread.)
         if (ready_count_ == 0 && __builtin_expect(spawn_pending(), 0) && take_spawned(kMaxSpawnBatch, true) != 0) continue;
         if (ready_count_ == 0 && loop_waiters_ == 0 && pool_waiters_ == 0 && away_ == 0) {
-            ev_run(loop_, EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
+            run_loop(EVRUN_NOWAIT);  // deliver what is already pending (a signal, say)
             if (ready_count_ == 0) nothing_to_do();
             continue;
         }
         bool idle = ready_count_ == 0;
         if (idle || yielded_ || poll_now_ || poll_due()) {
             if (idle) poll_idle(EVRUN_ONCE);
-            else ev_run(loop_, EVRUN_NOWAIT);
+            else run_loop(EVRUN_NOWAIT);
             unpolled_passes_ = 0;
             unpolled_since_ = 0;
             poll_now_ = false;
@@ -426,7 +430,7 @@ void Hub::poll_idle(int flags) {
         flags = EVRUN_NOWAIT;
     bool may_sleep = !(flags & EVRUN_NOWAIT);
     std::int64_t t0 = may_sleep ? monotonic_ns() : 0;
-    ev_run(loop_, flags);
+    run_loop(flags);
     if (may_sleep) idle_ns_ += monotonic_ns() - t0;  // (two clock reads, against an epoll_wait that may sleep: saturated())
     if (blocking) g_idle_pollers.fetch_sub(1, std::memory_order_relaxed);
     std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -1144,6 +1148,13 @@ void Hub::worker_idle() {
     detail::idle_end(this);
 }
 
+// One ev_run. The first after a fork remakes the loop's epoll fd and eventfd
+// in the child (ev_loop_fork): the runtime's own fds (LoopFdsScope).
+void Hub::run_loop(int flags) {
+    detail::LoopFdsScope remaking(std::exchange(remake_loop_fds_, false));
+    ev_run(loop_, flags);
+}
+
 void Hub::after_fork_child() {
     // As POSIX keeps only the thread that called fork, the child keeps only
     // the greenlet that did: the others stay where they are, never to run
@@ -1199,6 +1210,7 @@ void Hub::after_fork_child() {
     // A Guard another OS thread held at the fork is nobody's in the child.
     for (auto& l : g_queue_locks) l.word.store(0, std::memory_order_relaxed);
     ev_loop_fork(loop_);
+    remake_loop_fds_ = true;  // (done by the next ev_run: run_loop)
 }
 
 // ---- WaitQueue ----

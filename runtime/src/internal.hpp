@@ -30,6 +30,20 @@ namespace detail {
 
 // A parked greenlet's entry in a WaitQueue or an fd watcher's waiter list.
 // Lives on the parked greenlet's stack for the duration of the wait.
+// While one is open, the runtime makes or closes its loop's own fds
+// (making_loop_fds, thread_state.hpp); `on` false: a no-op.
+struct LoopFdsScope {
+    explicit LoopFdsScope(bool on = true) noexcept : on_(on) {
+        if (on_) ++t_loop_fds;
+    }
+    ~LoopFdsScope() {
+        if (on_) --t_loop_fds;
+    }
+    LoopFdsScope(const LoopFdsScope&) = delete;
+    LoopFdsScope& operator=(const LoopFdsScope&) = delete;
+    bool on_;
+};
+
 struct WaitNode {
     Greenlet* g = nullptr;
     WaitNode* prev = nullptr;

@@ -30,6 +30,7 @@ struct ThreadState;
 extern thread_local ThreadState* t_state __attribute__((tls_model("initial-exec")));
 extern thread_local int t_internal __attribute__((tls_model("initial-exec")));
 extern thread_local char t_main_token __attribute__((tls_model("initial-exec")));
+extern thread_local int t_loop_fds __attribute__((tls_model("initial-exec")));
 
 inline ThreadStateHead* state_head() noexcept { return reinterpret_cast<ThreadStateHead*>(t_state); }
 
@@ -56,6 +57,11 @@ inline Hub& current_hub() {
 }
 // runtime_internal().
 inline bool internal() noexcept { return t_internal != 0; }
+// True while the runtime makes or closes its event loop's own fds (a hub's
+// epoll fd and eventfd: libev's epoll_create1, eventfd and close). An
+// interposer may then place them away from the program's numbers and keep
+// the program from closing them (the shim: fd.cpp, "the hubs' own fds").
+inline bool making_loop_fds() noexcept { return t_loop_fds != 0; }
 
 }  // namespace detail
 }  // namespace greenshim
