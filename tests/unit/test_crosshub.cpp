@@ -321,6 +321,22 @@ TEST_CASE("an fd number closed on one hub and reused is watched afresh by anothe
     CHECK(rc == 0);
 }
 
+// Makes the calling greenlet's hub (`here`) rebuild its epoll set, through
+// an event libev cannot place: pipe q's read end closed while a copy of it
+// (numbered from 100 up, away from any number freed just before) keeps the
+// pipe in the epoll set; libev's DEL of the closed number fails, and it
+// makes its epoll set again on its next pass, re-adding every armed
+// watcher's fd. False if a step failed.
+bool rebuild_epoll_set(Hub& here, int q[2]) {
+    if (here.wait_fd(q[0], kReadable, deadline_after(0.01)) != Wake::timeout) return false;
+    if (fcntl(q[0], F_DUPFD_CLOEXEC, 100) < 0) return false;
+    here.fd_closed(q[0]);  // (as the shim does before close())
+    close(q[0]);
+    if (write(q[1], "x", 1) != 1) return false;
+    for (int i = 0; i < 3; ++i) here.sleep_until(deadline_after(0.005));  // (passes of its loop)
+    return true;
+}
+
 // A worker hub's watcher of a pipe stays armed after its wait (hub.cpp);
 // close_it closes the pipe's number on another thread. Then the worker's
 // libev makes its epoll set again, re-adding every armed watcher's fd and
@@ -342,17 +358,7 @@ int closed_elsewhere_then_rebuilt(void (*close_it)(int fd)) {
             armed.raise();
             if (!closed.wait(5)) return {};
             step = 2;
-            // An event libev cannot place: q[0] closed while a copy of it
-            // (numbered away from p[0]'s, which is free now) keeps the pipe
-            // in the epoll set. libev's DEL of the closed number fails, and it
-            // makes its epoll set again on its next pass.
-            if (here.wait_fd(q[0], kReadable, deadline_after(0.01)) != Wake::timeout) return {};
-            int copy = fcntl(q[0], F_DUPFD_CLOEXEC, 100);
-            if (copy < 0) return {};
-            here.fd_closed(q[0]);  // (as the shim does before close())
-            close(q[0]);
-            if (write(q[1], "x", 1) != 1) return {};
-            for (int i = 0; i < 3; ++i) here.sleep_until(deadline_after(0.005));  // (passes of its loop)
+            if (!rebuild_epoll_set(here, q)) return {};
             step = 3;
             done.raise();
             return {};
@@ -393,14 +399,7 @@ TEST_CASE("with one hub, an fd closed on a thread with no hub has the hub's idle
             Hub::fd_closed_off_hub(fd);  // as the shim does on a thread with no hub
             close(fd);
         }).join();
-        // The event libev cannot place, as in closed_elsewhere_then_rebuilt.
-        if (here.wait_fd(q[0], kReadable, deadline_after(0.01)) != Wake::timeout) return 3;
-        if (fcntl(q[0], F_DUPFD_CLOEXEC, 100) < 0) return 4;
-        here.fd_closed(q[0]);
-        close(q[0]);
-        if (write(q[1], "x", 1) != 1) return 5;
-        for (int i = 0; i < 3; ++i) here.sleep_until(deadline_after(0.005));
-        return 0;
+        return rebuild_epoll_set(here, q) ? 0 : 3;
     });
     CHECK(rc == 0);
 }
