@@ -193,12 +193,10 @@ SHIM_EXPORT int fclose(FILE* f) {
 
 namespace {
 void copied(int oldfd, int newfd);
-}
 
 // close_range/closefrom close fds without close(): forget them all, and
 // leave the hubs' own open (is_loop_fd).
-SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
-    SHIM_ENTER;
+int close_fds(unsigned int first, unsigned int last, int flags) noexcept {
     if (first > last) return REAL(close_range)(first, last, flags);  // (EINVAL, the kernel's)
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
         unsigned int end = last > unsigned(fd_table_size()) ? unsigned(fd_table_size()) : last;
@@ -207,11 +205,15 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
     }
     return close_range_sparing_loop_fds(first, last, flags);
 }
+}  // namespace
+
+SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+    SHIM_ENTER;
+    return close_fds(first, last, flags);
+}
 SHIM_EXPORT void closefrom(int lowfd) {
     SHIM_ENTER;
-    for (int fd = lowfd < 0 ? 0 : lowfd; fd < fd_table_size(); ++fd)
-        if (!is_loop_fd(fd)) fd_closing(fd);
-    if (close_range_sparing_loop_fds(unsigned(lowfd < 0 ? 0 : lowfd), ~0U, 0) != 0) REAL(closefrom)(lowfd);  // (no close_range: libc's way)
+    if (close_fds(unsigned(lowfd < 0 ? 0 : lowfd), ~0U, 0) != 0) REAL(closefrom)(lowfd);  // (no close_range: libc's way)
 }
 
 SHIM_EXPORT int dup(int fd) {
@@ -222,6 +224,14 @@ SHIM_EXPORT int dup(int fd) {
 }
 
 namespace {
+// dup2/dup3 onto a hub's own fd: EBUSY (Linux's answer for a number that
+// is being opened meanwhile), rather than the hub's loop lost.
+bool onto_loop_fd(int oldfd, int newfd) noexcept {
+    if (oldfd == newfd || !is_loop_fd(newfd)) return false;
+    errno = EBUSY;
+    return true;
+}
+
 // stdin, stdout and stderr are read and written by stdio through libc's
 // internal calls, which never reach us: a description put there must block
 // as the program believes (fd_release), or printf would meet EAGAIN.
@@ -231,15 +241,10 @@ void copied(int oldfd, int newfd) {
 }
 }  // namespace
 
-// dup2/dup3 onto a hub's own fd: EBUSY (Linux's answer for a number that
-// is being opened meanwhile), rather than the hub's loop lost.
 SHIM_EXPORT int dup2(int oldfd, int newfd) {
     SHIM_ENTER;
     if (greenshim::detail::making_loop_fds()) return REAL(dup2)(oldfd, newfd);  // (libev's, after a fork: its eventfd remade in place)
-    if (oldfd != newfd && is_loop_fd(newfd)) {
-        errno = EBUSY;
-        return -1;
-    }
+    if (onto_loop_fd(oldfd, newfd)) return -1;
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup2)(oldfd, newfd);
     if (r >= 0 && oldfd != newfd) copied(oldfd, newfd);
@@ -249,10 +254,7 @@ SHIM_EXPORT int dup2(int oldfd, int newfd) {
 SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
     SHIM_ENTER;
     if (greenshim::detail::making_loop_fds()) return REAL(dup3)(oldfd, newfd, flags);  // (libev's, after a fork: its eventfd remade in place)
-    if (oldfd != newfd && is_loop_fd(newfd)) {
-        errno = EBUSY;
-        return -1;
-    }
+    if (onto_loop_fd(oldfd, newfd)) return -1;
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup3)(oldfd, newfd, flags);
     if (r >= 0) copied(oldfd, newfd);
