@@ -243,17 +243,17 @@ void fd_release_for_exec() noexcept {
 // ---- the hubs' own fds (shim.hpp) ----
 namespace greenshim::shim {
 namespace {
-constexpr int kMaxLoopFds = 256;  // two a hub
-struct LoopFd {
+constexpr int kMaxOwnFds = 256;  // two a hub, one a waitpid's child
+struct OwnFdSlot {
     std::atomic<int> fd_plus1{0};       // 0: a free slot
-    std::atomic<const void*> thread{};  // the OS thread whose hub made it (t_loop_fd_owner's address)
+    std::atomic<const void*> thread{};  // a hub's: its OS thread (t_own_fd_thread's address); a pidfd's: none
 };
-LoopFd g_loop_fds[kMaxLoopFds];
-std::atomic<int> g_loop_fd_slots{0};      // slots ever used: the scans stop there
-std::atomic<int> g_loop_fd_min{INT_MAX};  // none below: the program's low numbers are a quick no
-thread_local char t_loop_fd_owner;        // its address names this OS thread (a fork's child keeps it)
+OwnFdSlot g_own_fds[kMaxOwnFds];
+std::atomic<int> g_own_fd_slots{0};      // slots ever used: the scans stop there
+std::atomic<int> g_own_fd_min{INT_MAX};  // none below: the program's low numbers are a quick no
+thread_local char t_own_fd_thread;        // its address names this OS thread (a fork's child keeps it)
 
-int loop_fd_base() noexcept {
+int own_fd_base() noexcept {
     struct rlimit rl;
     long top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? long(rl.rlim_cur) : 4096;
     if (top > 4096) top = 4096;
@@ -261,62 +261,63 @@ int loop_fd_base() noexcept {
 }
 }  // namespace
 
-int loop_fd_made(int fd) noexcept {
+int own_fd_made(int fd, OwnFd what) noexcept {
     if (fd < 0) return fd;
-    int high = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, loop_fd_base());
+    int high = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, own_fd_base());
     if (high >= 0) {
         REAL(close)(fd);
         fd = high;
     }  // (else: where it is, guarded all the same)
     fd_forget(fd);
-    for (int i = 0; i < kMaxLoopFds; ++i) {
+    for (int i = 0; i < kMaxOwnFds; ++i) {
         int free_slot = 0;
-        if (!g_loop_fds[i].fd_plus1.compare_exchange_strong(free_slot, fd + 1)) continue;
-        g_loop_fds[i].thread.store(&t_loop_fd_owner);
-        int used = g_loop_fd_slots.load();
-        while (used < i + 1 && !g_loop_fd_slots.compare_exchange_weak(used, i + 1)) {
+        if (!g_own_fds[i].fd_plus1.compare_exchange_strong(free_slot, fd + 1)) continue;
+        g_own_fds[i].thread.store(what == OwnFd::loop ? &t_own_fd_thread : nullptr);
+        int used = g_own_fd_slots.load();
+        while (used < i + 1 && !g_own_fd_slots.compare_exchange_weak(used, i + 1)) {
         }
-        int low = g_loop_fd_min.load();
-        while (fd < low && !g_loop_fd_min.compare_exchange_weak(low, fd)) {
+        int low = g_own_fd_min.load();
+        while (fd < low && !g_own_fd_min.compare_exchange_weak(low, fd)) {
         }
         break;
     }
     return fd;
 }
 
-bool is_loop_fd(int fd) noexcept {
-    if (fd < g_loop_fd_min.load(std::memory_order_relaxed)) return false;
-    int n = g_loop_fd_slots.load(std::memory_order_acquire);
+bool is_own_fd(int fd) noexcept {
+    if (fd < g_own_fd_min.load(std::memory_order_relaxed)) return false;
+    int n = g_own_fd_slots.load(std::memory_order_acquire);
     for (int i = 0; i < n; ++i)
-        if (g_loop_fds[i].fd_plus1.load(std::memory_order_relaxed) == fd + 1) return true;
+        if (g_own_fds[i].fd_plus1.load(std::memory_order_relaxed) == fd + 1) return true;
     return false;
 }
 
-void loop_fd_closing(int fd) noexcept {
-    int n = g_loop_fd_slots.load(std::memory_order_acquire);
+void own_fd_closing(int fd) noexcept {
+    int n = g_own_fd_slots.load(std::memory_order_acquire);
     for (int i = 0; i < n; ++i) {
         int want = fd + 1;
-        if (g_loop_fds[i].fd_plus1.compare_exchange_strong(want, 0)) return;
+        if (g_own_fds[i].fd_plus1.compare_exchange_strong(want, 0)) return;
     }
 }
 
-void loop_fds_after_fork_child() noexcept {
-    int n = g_loop_fd_slots.load();
+void own_fds_after_fork_child() noexcept {
+    int n = g_own_fd_slots.load();
     for (int i = 0; i < n; ++i) {
-        int fd = g_loop_fds[i].fd_plus1.load() - 1;
-        if (fd < 0 || g_loop_fds[i].thread.load() == &t_loop_fd_owner) continue;  // (its hub remakes its own: Hub::run_loop)
-        g_loop_fds[i].fd_plus1.store(0);
+        int fd = g_own_fds[i].fd_plus1.load() - 1;
+        if (fd < 0 || g_own_fds[i].thread.load() == &t_own_fd_thread) continue;  // (its hub remakes its own: Hub::run_loop)
+        // (another hub's, or a waitpid's: the forking thread waits in none)
+        g_own_fds[i].fd_plus1.store(0);
         REAL(close)(fd);
     }
 }
 
-int close_range_sparing_loop_fds(unsigned first, unsigned last, int flags) noexcept {
-    // The hubs' fds in [first, last], in order (a few: two a hub).
-    int spared[kMaxLoopFds];
+int close_range_sparing_own_fds(unsigned first, unsigned last, int flags) noexcept {
+    // The shim's fds in [first, last], in order (a few: two a hub, one a waited-for child).
+    int spared[kMaxOwnFds];
     int k = 0;
-    int n = g_loop_fd_slots.load(std::memory_order_acquire);
+    int n = g_own_fd_slots.load(std::memory_order_acquire);
     for (int i = 0; i < n; ++i) {
-        int fd = g_loop_fds[i].fd_plus1.load() - 1;
+        int fd = g_own_fds[i].fd_plus1.load() - 1;
         if (fd >= 0 && unsigned(fd) >= first && unsigned(fd) <= last) spared[k++] = fd;
     }
     std::sort(spared, spared + k);

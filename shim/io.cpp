@@ -172,12 +172,12 @@ SHIM_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { SHIM_ENTE
 
 SHIM_EXPORT int close(int fd) {
     SHIM_ENTER;
-    if (__builtin_expect(is_loop_fd(fd), 0)) {
-        if (!greenshim::detail::making_loop_fds()) {  // a hub's own: not open, as far as the program knows
+    if (__builtin_expect(is_own_fd(fd), 0)) {
+        if (!greenshim::detail::making_loop_fds()) {  // the shim's: not open, as far as the program knows
             errno = EBADF;
             return -1;
         }
-        loop_fd_closing(fd);
+        own_fd_closing(fd);
         return REAL(close)(fd);
     }
     fd_closing(fd);
@@ -195,15 +195,15 @@ namespace {
 void copied(int oldfd, int newfd);
 
 // close_range/closefrom close fds without close(): forget them all, and
-// leave the hubs' own open (is_loop_fd).
+// leave the shim's own open (is_own_fd).
 int close_fds(unsigned int first, unsigned int last, int flags) noexcept {
     if (first > last) return REAL(close_range)(first, last, flags);  // (EINVAL, the kernel's)
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
         unsigned int end = last > unsigned(fd_table_size()) ? unsigned(fd_table_size()) : last;
         for (unsigned int fd = first; fd <= end && fd < unsigned(fd_table_size()); ++fd)
-            if (!is_loop_fd(int(fd))) fd_closing(int(fd));
+            if (!is_own_fd(int(fd))) fd_closing(int(fd));
     }
-    return close_range_sparing_loop_fds(first, last, flags);
+    return close_range_sparing_own_fds(first, last, flags);
 }
 }  // namespace
 
@@ -224,10 +224,11 @@ SHIM_EXPORT int dup(int fd) {
 }
 
 namespace {
-// dup2/dup3 onto a hub's own fd: EBUSY (Linux's answer for a number that
-// is being opened meanwhile), rather than the hub's loop lost.
-bool onto_loop_fd(int oldfd, int newfd) noexcept {
-    if (oldfd == newfd || !is_loop_fd(newfd)) return false;
+// dup2/dup3 onto one of the shim's own fds: EBUSY (Linux's answer for a
+// number that is being opened meanwhile), rather than a hub's loop or a
+// waitpid's pidfd lost.
+bool onto_own_fd(int oldfd, int newfd) noexcept {
+    if (oldfd == newfd || !is_own_fd(newfd)) return false;
     errno = EBUSY;
     return true;
 }
@@ -244,7 +245,7 @@ void copied(int oldfd, int newfd) {
 SHIM_EXPORT int dup2(int oldfd, int newfd) {
     SHIM_ENTER;
     if (greenshim::detail::making_loop_fds()) return REAL(dup2)(oldfd, newfd);  // (libev's, after a fork: its eventfd remade in place)
-    if (onto_loop_fd(oldfd, newfd)) return -1;
+    if (onto_own_fd(oldfd, newfd)) return -1;
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup2)(oldfd, newfd);
     if (r >= 0 && oldfd != newfd) copied(oldfd, newfd);
@@ -254,7 +255,7 @@ SHIM_EXPORT int dup2(int oldfd, int newfd) {
 SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
     SHIM_ENTER;
     if (greenshim::detail::making_loop_fds()) return REAL(dup3)(oldfd, newfd, flags);  // (libev's, after a fork: its eventfd remade in place)
-    if (onto_loop_fd(oldfd, newfd)) return -1;
+    if (onto_own_fd(oldfd, newfd)) return -1;
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup3)(oldfd, newfd, flags);
     if (r >= 0) copied(oldfd, newfd);
@@ -349,7 +350,7 @@ SHIM_EXPORT int pipe2(int fds[2], int flags) {
 
 SHIM_EXPORT int eventfd(unsigned int initval, int flags) {
     SHIM_ENTER;
-    if (greenshim::detail::making_loop_fds()) return loop_fd_made(REAL(eventfd)(initval, flags));  // (libev's)
+    if (greenshim::detail::making_loop_fds()) return own_fd_made(REAL(eventfd)(initval, flags), OwnFd::loop);  // (libev's)
     if (!may_park()) return REAL(eventfd)(initval, flags);
     return OwnedFds::make(flags, EFD_NONBLOCK, {false, false}, [&](int fl) { return REAL(eventfd)(initval, fl); });
 }

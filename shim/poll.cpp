@@ -245,14 +245,14 @@ SHIM_EXPORT int __ppoll_chk(struct pollfd* fds, nfds_t n, const struct timespec*
 }
 
 // A hub's epoll fd (libev's, while the runtime makes its loop) is placed
-// out of the program's way (loop_fd_made); the program's own pass through.
+// out of the program's way (own_fd_made); the program's own pass through.
 SHIM_EXPORT int epoll_create1(int flags) {
     SHIM_ENTER;
     int fd = REAL(epoll_create1)(flags);
-    return greenshim::detail::making_loop_fds() ? loop_fd_made(fd) : fd;
+    return greenshim::detail::making_loop_fds() ? own_fd_made(fd, OwnFd::loop) : fd;
 }
 SHIM_EXPORT int epoll_create(int size) {
     SHIM_ENTER;
     int fd = REAL(epoll_create)(size);
-    return greenshim::detail::making_loop_fds() ? loop_fd_made(fd) : fd;
+    return greenshim::detail::making_loop_fds() ? own_fd_made(fd, OwnFd::loop) : fd;
 }

@@ -197,7 +197,7 @@ SHIM_EXPORT pid_t fork(void) {
     if (r == 0) {
         as_os_thread.after_fork_child();
         fork_child_takes_os_mask();
-        loop_fds_after_fork_child();
+        own_fds_after_fork_child();
         if (Hub* hub = greenshim::detail::existing_hub()) hub->after_fork_child();
         threads_after_fork_child();
         sync_after_fork_child();
@@ -263,17 +263,25 @@ namespace {
 
 bool is_exit_only(int options) { return !(options & (WUNTRACED | WCONTINUED | WSTOPPED)); }
 
+// A pidfd of child pid for a wait, among the shim's own fds (own_fd_made):
+// not at the lowest free number, which is the program's next open's (and a
+// fork child of another thread would inherit it). -1 if pid is not a child.
+int child_pidfd(pid_t pid) noexcept {
+    int fd = int(::syscall(SYS_pidfd_open, pid, 0));
+    return fd < 0 ? -1 : own_fd_made(fd, OwnFd::child_wait);
+}
+
 // 0 to ask again, -1 with errno EINTR.
 int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
     std::vector<FdWait> waits;
     if (is_exit_only(options)) {
         if (pid > 0) {
-            waits.push_back({int(::syscall(SYS_pidfd_open, pid, 0)), kReadable, 0});
+            waits.push_back({child_pidfd(pid), kReadable, 0});
         } else {
             ChildrenLock held(g_children_lock);
             std::size_t kept = 0;
             for (std::size_t i = 0; i < g_nchildren; ++i) {
-                int fd = int(::syscall(SYS_pidfd_open, g_children[i], 0));
+                int fd = child_pidfd(g_children[i]);
                 if (fd < 0) continue;  // reaped (or never ours): forget it
                 g_children[kept++] = g_children[i];
                 waits.push_back({fd, kReadable, 0});
@@ -293,7 +301,8 @@ int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
     int r = park_as(waiting, pid, Interruptible::unless_restart, EndsBy::other_thread,
                     [&](Hub& hub) { return hub.wait_fds(waits.data(), waits.size(), d); });
     for (FdWait& fw : waits) {
-        fd_closing(fw.fd);
+        fd_closing(fw.fd);  // (its watcher goes)
+        own_fd_closing(fw.fd);
         REAL(close)(fw.fd);
     }
     if (r == -EINTR || r == -ENOMEM) {

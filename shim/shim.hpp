@@ -470,21 +470,29 @@ void fd_forget(int fd) noexcept;
 void fd_closing(int fd) noexcept;
 void fd_replacing(int newfd) noexcept;
 
-// The hubs' own fds: each hub's epoll fd and eventfd, made by libev while the
-// runtime says so (greenshim::detail::making_loop_fds()). loop_fd_made moves
-// a new one up, out of the numbers a program expects to get (the lowest free
-// ones): to the first free number from min(RLIMIT_NOFILE, 4096) - 64 up, as
-// valgrind keeps its own near the top. A program cannot close one: close()
-// fails with EBADF, as for a number that is not open, close_range and
-// closefrom leave them, dup2/dup3 onto one fails with EBUSY. Only the
-// runtime closes them (loop_fd_closing). In a fork's child, the other hubs'
-// (their OS threads did not come along) are closed (loop_fds_after_fork_child).
-int loop_fd_made(int fd) noexcept;
-bool is_loop_fd(int fd) noexcept;
-void loop_fd_closing(int fd) noexcept;
-void loop_fds_after_fork_child() noexcept;
-// close_range(first, last, flags), leaving the hubs' own fds open.
-int close_range_sparing_loop_fds(unsigned first, unsigned last, int flags) noexcept;
+// The shim's own fds, kept out of the program's way: each hub's epoll fd
+// and eventfd (made by libev while the runtime says so:
+// greenshim::detail::making_loop_fds()) and the pidfds a waitpid parks on.
+// own_fd_made moves a new one up, out of the numbers a program expects to
+// get (the lowest free ones): to the first free number from
+// min(RLIMIT_NOFILE, 4096) - 64 up, as valgrind keeps its own near the top.
+// A program cannot close one: close() fails with EBADF, as for a number that
+// is not open, close_range and closefrom leave them, dup2/dup3 onto one fails
+// with EBUSY. Only the shim closes them (own_fd_closing, then the real
+// close). In a fork's child, those the child's one thread does not use are
+// closed (own_fds_after_fork_child): the other hubs' (their OS threads did
+// not come along) and every pidfd (the forking thread is not in a waitpid).
+// Up to 256 are guarded at once; one made beyond that is moved up all the same.
+enum class OwnFd : std::uint8_t {
+    loop,      // a hub's: stays with its OS thread over a fork
+    child_wait // a waitpid's pidfd: the waiting thread's, gone in a fork's child
+};
+int own_fd_made(int fd, OwnFd what) noexcept;
+bool is_own_fd(int fd) noexcept;
+void own_fd_closing(int fd) noexcept;
+void own_fds_after_fork_child() noexcept;
+// close_range(first, last, flags), leaving the shim's own fds open.
+int close_range_sparing_own_fds(unsigned first, unsigned last, int flags) noexcept;
 // newfd now refers to oldfd's open file description.
 void fd_copy(int oldfd, int newfd) noexcept;
 // The program changed O_NONBLOCK through fd: every fd of the same

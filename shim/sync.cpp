@@ -1466,8 +1466,8 @@ SHIM_EXPORT __attribute__((no_sanitize("address"))) long syscall(long number, ..
         !from_allocator(__builtin_return_address(0)))
         return do_futex(reinterpret_cast<std::uint32_t*>(a1), int(a2), std::uint32_t(a3),
                         reinterpret_cast<const struct timespec*>(a4), std::uint32_t(a6));
-    // A raw close or close_range leaves the hubs' own fds too (is_loop_fd).
-    if (number == SYS_close && is_loop_fd(int(a1))) return close(int(a1));
+    // A raw close or close_range leaves the shim's own fds too (is_own_fd).
+    if (number == SYS_close && is_own_fd(int(a1))) return close(int(a1));
     if (number == SYS_close_range) return close_range(unsigned(a1), unsigned(a2), int(a3));
     return REAL(syscall)(number, a1, a2, a3, a4, a5, a6);
 }

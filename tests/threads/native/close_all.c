@@ -1,5 +1,5 @@
-/* The shim's own fds (each hub's epoll fd and eventfd) stay out of the
- * program's way. The lowest free numbers stay the program's (a test suite
+/* The shim's own fds (each hub's epoll fd and eventfd, the pidfd a waitpid
+ * parks on) stay out of the program's way. The lowest free numbers stay the program's (a test suite
  * allocates two consecutive fds; a daemon expects its first open to be 3),
  * and a program that closes every fd from 3 up (a daemon's clean-up:
  * close_range, closefrom, a loop of close) keeps working threads: before,
@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 static int pipe_fds[2];
 
@@ -33,6 +34,64 @@ static int threads_still_wait_and_wake(void) {
 
 static void *nothing(void *arg) { return arg; }
 
+/* How many pidfds this process holds (under greenrun, a waitpid parks on one). */
+static int pidfds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+    while (d && (e = readdir(d))) {
+        char path[300], link[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, link, sizeof link - 1);
+        if (len > 0) {
+            link[len] = 0;
+            n += strcmp(link, "anon_inode:[pidfd]") == 0;
+        }
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+static void *wait_for_child(void *arg) {
+    pid_t pid = *(pid_t *)arg;
+    int status = 0;
+    return (void *)(intptr_t)(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 7);
+}
+
+/* A thread waits in waitpid for a child that exits (status 7) when its pipe
+ * closes; meanwhile the program's fd numbers and forks are its own, and
+ * close_range(3, ~0) (which closes the pipe) leaves the wait working. */
+static void while_a_thread_waits_for_a_child(void) {
+    int p[2];
+    if (pipe(p) != 0) return;
+    pid_t child = fork();
+    if (child == 0) {
+        char c;
+        close(p[1]);
+        while (read(p[0], &c, 1) > 0) {
+        }
+        _exit(7);
+    }
+    close(p[0]);
+    int lowest = dup(0);
+    close(lowest);
+    pthread_t waiter = start(wait_for_child, &child);
+    /* Under greenrun, until the wait holds its pidfd (bounded): the checks below see it in progress. */
+    for (int i = 0; i < 2000 && under_shim() && pidfds() == 0; ++i) usleep(1000);
+    int a = dup(0);
+    say("close_all: while a thread waits in waitpid, the lowest free fd is the same", a == lowest);
+    close(a);
+    pid_t forked = fork();
+    if (forked == 0) _exit(pidfds() == 0 ? 0 : 1);
+    int status = -1;
+    say("close_all: a child forked meanwhile inherits no fd of that wait",
+        waitpid(forked, &status, 0) == forked && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close_range(3, ~0U, 0);
+    void *got = NULL;
+    pthread_join(waiter, &got);
+    say("close_all: after close_range(3, ~0), the thread in waitpid sees its child exit (status 7)", got != NULL);
+}
+
 int main(void) {
     int lowest = dup(0);  /* the lowest free number before any thread */
     close(lowest);
@@ -43,6 +102,7 @@ int main(void) {
     close(a);
     close(b);
     say("close_all: threads wait and wake", threads_still_wait_and_wake());
+    while_a_thread_waits_for_a_child();
 
     close_range(3, ~0U, 0);
     say("close_all: after close_range(3, ~0), threads wait and wake", threads_still_wait_and_wake());
