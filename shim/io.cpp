@@ -173,7 +173,7 @@ SHIM_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { SHIM_ENTE
 SHIM_EXPORT int close(int fd) {
     SHIM_ENTER;
     if (__builtin_expect(is_own_fd(fd), 0)) {
-        if (!greenshim::detail::making_loop_fds()) {  // the shim's: not open, as far as the program knows
+        if (!hub_making_own_fds()) {  // the shim's: not open, as far as the program knows
             errno = EBADF;
             return -1;
         }
@@ -244,7 +244,7 @@ void copied(int oldfd, int newfd) {
 
 SHIM_EXPORT int dup2(int oldfd, int newfd) {
     SHIM_ENTER;
-    if (greenshim::detail::making_loop_fds()) return REAL(dup2)(oldfd, newfd);  // (libev's, after a fork: its eventfd remade in place)
+    if (hub_making_own_fds()) return REAL(dup2)(oldfd, newfd);  // (libev's, after a fork: its eventfd remade in place)
     if (onto_own_fd(oldfd, newfd)) return -1;
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup2)(oldfd, newfd);
@@ -254,7 +254,7 @@ SHIM_EXPORT int dup2(int oldfd, int newfd) {
 
 SHIM_EXPORT int dup3(int oldfd, int newfd, int flags) {
     SHIM_ENTER;
-    if (greenshim::detail::making_loop_fds()) return REAL(dup3)(oldfd, newfd, flags);  // (libev's, after a fork: its eventfd remade in place)
+    if (hub_making_own_fds()) return REAL(dup3)(oldfd, newfd, flags);  // (libev's, after a fork: its eventfd remade in place)
     if (onto_own_fd(oldfd, newfd)) return -1;
     if (oldfd != newfd) fd_replacing(newfd);
     int r = REAL(dup3)(oldfd, newfd, flags);
@@ -350,7 +350,7 @@ SHIM_EXPORT int pipe2(int fds[2], int flags) {
 
 SHIM_EXPORT int eventfd(unsigned int initval, int flags) {
     SHIM_ENTER;
-    if (greenshim::detail::making_loop_fds()) return own_fd_made(REAL(eventfd)(initval, flags), OwnFd::loop);  // (libev's)
+    if (hub_making_own_fds()) return own_fd_made(REAL(eventfd)(initval, flags), OwnFd::loop);  // (libev's)
     if (!may_park()) return REAL(eventfd)(initval, flags);
     return OwnedFds::make(flags, EFD_NONBLOCK, {false, false}, [&](int fl) { return REAL(eventfd)(initval, fl); });
 }

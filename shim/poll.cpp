@@ -249,10 +249,10 @@ SHIM_EXPORT int __ppoll_chk(struct pollfd* fds, nfds_t n, const struct timespec*
 SHIM_EXPORT int epoll_create1(int flags) {
     SHIM_ENTER;
     int fd = REAL(epoll_create1)(flags);
-    return greenshim::detail::making_loop_fds() ? own_fd_made(fd, OwnFd::loop) : fd;
+    return hub_making_own_fds() ? own_fd_made(fd, OwnFd::loop) : fd;
 }
 SHIM_EXPORT int epoll_create(int size) {
     SHIM_ENTER;
     int fd = REAL(epoll_create)(size);
-    return greenshim::detail::making_loop_fds() ? own_fd_made(fd, OwnFd::loop) : fd;
+    return hub_making_own_fds() ? own_fd_made(fd, OwnFd::loop) : fd;
 }

@@ -488,6 +488,10 @@ enum class OwnFd : std::uint8_t {
     child_wait // a waitpid's pidfd: the waiting thread's, gone in a fork's child
 };
 int own_fd_made(int fd, OwnFd what) noexcept;
+// True while this OS thread's hub makes or closes its loop's own fds (inside
+// libev: greenshim::detail::making_loop_fds()), unless a signal handler runs
+// meanwhile: its calls are the program's.
+inline bool hub_making_own_fds() noexcept { return greenshim::detail::making_loop_fds() && !in_signal_handler(); }
 bool is_own_fd(int fd) noexcept;
 void own_fd_closing(int fd) noexcept;
 void own_fds_after_fork_child() noexcept;

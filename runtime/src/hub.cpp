@@ -1148,10 +1148,15 @@ void Hub::worker_idle() {
     detail::idle_end(this);
 }
 
-// One ev_run. The first after a fork remakes the loop's epoll fd and eventfd
-// in the child (ev_loop_fork): the runtime's own fds (LoopFdsScope).
+// One ev_run, all of it the loop's to make and close fds in (LoopFdsScope):
+// the first after a fork remakes the epoll fd and eventfd (ev_loop_fork),
+// and any pass may remake the epoll set (libev closes its epoll fd and makes
+// another when an event comes for an fd it cannot place, such as a number
+// closed while a dup kept its file open). Nothing else opens or closes an fd
+// in there: the loop's callbacks only schedule greenlets (a signal handler
+// that runs meanwhile is told apart by the interposer: in_signal_handler).
 void Hub::run_loop(int flags) {
-    detail::LoopFdsScope remaking(std::exchange(remake_loop_fds_, false));
+    detail::LoopFdsScope loop_fds;
     ev_run(loop_, flags);
 }
 
@@ -1209,8 +1214,7 @@ void Hub::after_fork_child() {
     detail::set_process_hub(this);
     // A Guard another OS thread held at the fork is nobody's in the child.
     for (auto& l : g_queue_locks) l.word.store(0, std::memory_order_relaxed);
-    ev_loop_fork(loop_);
-    remake_loop_fds_ = true;  // (done by the next ev_run: run_loop)
+    ev_loop_fork(loop_);  // (the next ev_run remakes the loop's fds: run_loop)
 }
 
 // ---- WaitQueue ----

@@ -653,8 +653,7 @@ private:
     std::size_t carriable_ready_ = 0;  // queued greenlets a carrier may resume (Impl::carriable)
     std::atomic<std::uint64_t> hand_offs_{0};
     void poll_idle(int flags);
-    void run_loop(int flags);            // ev_run (remaking the loop's fds after a fork)
-    bool remake_loop_fds_ = false;       // after_fork_child: the next ev_run remakes them
+    void run_loop(int flags);            // ev_run, the loop's fds its own to remake (LoopFdsScope)
     FdWatcher** fds_ = nullptr;  // indexed by fd, grown on demand
     std::size_t fds_cap_ = 0;
     std::uint32_t fd_bit_;       // this hub's bit in an fd number's mask of hubs (hub.cpp's FdNumber)

@@ -1,5 +1,6 @@
-/* The shim's own fds (each hub's epoll fd and eventfd, the pidfd a waitpid
- * parks on) stay out of the program's way. The lowest free numbers stay the program's (a test suite
+/* The shim's own fds (each hub's epoll fd and eventfd, also when libev
+ * remakes its epoll set, and the pidfd a waitpid parks on) stay out of the
+ * program's way. The lowest free numbers stay the program's (a test suite
  * allocates two consecutive fds; a daemon expects its first open to be 3),
  * and a program that closes every fd from 3 up (a daemon's clean-up:
  * close_range, closefrom, a loop of close) keeps working threads: before,
@@ -33,6 +34,30 @@ static int threads_still_wait_and_wake(void) {
 }
 
 static void *nothing(void *arg) { return arg; }
+
+/* Makes an event loop remake its epoll set, if the program has one: a
+ * thread waits on a pipe and is woken (its wait's watcher may stay armed),
+ * then the pipe's read end is closed while a dup keeps its file open, and
+ * the pipe made readable. libev then meets an event for a number it no
+ * longer watches, closes its epoll fd and makes another (a 20 ms sleep lets
+ * it poll). Returns whether the pipe still works through the dup. */
+static int remake_the_loops_epoll_set(void) {
+    if (pipe(pipe_fds) != 0) return 0;
+    pthread_t t = start(reader, NULL);
+    usleep(20000);  /* (it waits in read meanwhile) */
+    int ok = write(pipe_fds[1], "x", 1) == 1;
+    void *got = NULL;
+    pthread_join(t, &got);
+    int kept = dup(pipe_fds[0]);
+    close(pipe_fds[0]);
+    ok &= write(pipe_fds[1], "y", 1) == 1;
+    usleep(20000);
+    char c = 0;
+    ok &= got != NULL && read(kept, &c, 1) == 1 && c == 'y';
+    close(kept);
+    close(pipe_fds[1]);
+    return ok;
+}
 
 /* How many pidfds this process holds (under greenrun, a waitpid parks on one). */
 static int pidfds(void) {
@@ -103,6 +128,12 @@ int main(void) {
     close(b);
     say("close_all: threads wait and wake", threads_still_wait_and_wake());
     while_a_thread_waits_for_a_child();
+    lowest = dup(0);
+    close(lowest);
+    say("close_all: a pipe read through a dup after its first number was closed", remake_the_loops_epoll_set());
+    a = dup(0);
+    say("close_all: after the event loop remade its epoll set, the lowest free fd is the same", a == lowest);
+    close(a);
 
     close_range(3, ~0U, 0);
     say("close_all: after close_range(3, ~0), threads wait and wake", threads_still_wait_and_wake());
