@@ -256,3 +256,17 @@ SHIM_EXPORT int epoll_create(int size) {
     int fd = REAL(epoll_create)(size);
     return hub_making_own_fds() ? own_fd_made(fd, OwnFd::loop) : fd;
 }
+
+// libev's own epoll_ctl (a hub's, inside its loop): EBADF for the fd means it
+// was closed where the shim could not see it (a raw system call, an io_uring
+// close) or on another hub while this one remade its epoll set, which re-adds
+// every armed watcher's fd. libev asserts on EBADF; on ENOENT it drops the
+// fd's watchers with an error event (fd_kill), which wakes their waiters to
+// retry and meet EBADF themselves, as without the shim. The program's own
+// calls pass untouched.
+SHIM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event* event) {
+    SHIM_ENTER;
+    int r = REAL(epoll_ctl)(epfd, op, fd, event);
+    if (r != 0 && errno == EBADF && hub_making_own_fds() && is_own_fd(epfd)) errno = ENOENT;
+    return r;
+}

@@ -115,7 +115,7 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(setsockopt) X(getsockopt)                                                               \
     X(sleep) X(usleep) X(nanosleep) X(clock_nanosleep)                                        \
     X(poll) X(ppoll) X(select) X(pselect) X(epoll_wait) X(epoll_pwait) X(epoll_create)        \
-    X(epoll_create1)                                                                          \
+    X(epoll_create1) X(epoll_ctl)                                                             \
     X(execve) X(execv) X(execvp) X(execvpe) X(fexecve) X(posix_spawn) X(posix_spawnp) X(fork)     \
     X(setuid) X(setgid) X(seteuid) X(setegid) X(setreuid) X(setregid) X(setresuid) X(setresgid) \
     X(setgroups)                                                                              \

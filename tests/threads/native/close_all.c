@@ -12,50 +12,74 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-static int pipe_fds[2];
-
 static void *reader(void *arg) {
-    (void)arg;
+    int fd = *(int *)arg;
     char c = 0;
-    return (void *)(intptr_t)(read(pipe_fds[0], &c, 1) == 1 && c == 'x');
+    return (void *)(intptr_t)(read(fd, &c, 1) == 1 && c == 'x');
 }
 
-/* A thread that blocks in read until main writes 20 ms later: 1 if it got the byte. */
-static int threads_still_wait_and_wake(void) {
-    if (pipe(pipe_fds) != 0) return 0;
-    pthread_t t = start(reader, NULL);
+/* A thread blocks in read on p[0] until main writes to p[1] 20 ms later
+ * (the wait's watcher may stay armed after): 1 if it got the byte. */
+static int wait_and_wake(int p[2]) {
+    pthread_t t = start(reader, &p[0]);
     usleep(20000);
-    int ok = write(pipe_fds[1], "x", 1) == 1;
+    int ok = write(p[1], "x", 1) == 1;
     void *got = NULL;
     pthread_join(t, &got);
-    close(pipe_fds[0]);
-    close(pipe_fds[1]);
     return ok && got != NULL;
+}
+
+static int threads_still_wait_and_wake(void) {
+    int p[2];
+    if (pipe(p) != 0) return 0;
+    int ok = wait_and_wake(p);
+    close(p[0]);
+    close(p[1]);
+    return ok;
 }
 
 static void *nothing(void *arg) { return arg; }
 
 /* Makes an event loop remake its epoll set, if the program has one: a
- * thread waits on a pipe and is woken (its wait's watcher may stay armed),
- * then the pipe's read end is closed while a dup keeps its file open, and
- * the pipe made readable. libev then meets an event for a number it no
+ * thread waits on pipe p and is woken, then p's read end is closed while a
+ * dup (numbered from 100, not at a lower free number) keeps its file open,
+ * and the pipe made readable. libev then meets an event for a number it no
  * longer watches, closes its epoll fd and makes another (a 20 ms sleep lets
- * it poll). Returns whether the pipe still works through the dup. */
-static int remake_the_loops_epoll_set(void) {
-    if (pipe(pipe_fds) != 0) return 0;
-    pthread_t t = start(reader, NULL);
-    usleep(20000);  /* (it waits in read meanwhile) */
-    int ok = write(pipe_fds[1], "x", 1) == 1;
-    void *got = NULL;
-    pthread_join(t, &got);
-    int kept = dup(pipe_fds[0]);
-    close(pipe_fds[0]);
-    ok &= write(pipe_fds[1], "y", 1) == 1;
+ * it poll). Returns whether the pipe still works through the dup; closes p. */
+static int remake_the_loops_epoll_set(int p[2]) {
+    int ok = wait_and_wake(p);
+    int kept = fcntl(p[0], F_DUPFD_CLOEXEC, 100);
+    close(p[0]);
+    ok &= write(p[1], "y", 1) == 1;
     usleep(20000);
     char c = 0;
-    ok &= got != NULL && read(kept, &c, 1) == 1 && c == 'y';
+    ok &= kept >= 0 && read(kept, &c, 1) == 1 && c == 'y';
     close(kept);
-    close(pipe_fds[1]);
+    close(p[1]);
+    return ok;
+}
+
+/* close() as a library's inline system call makes it: behind the shim's back. */
+static void raw_close(int fd) {
+#if defined(__x86_64__)
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "0"((long)SYS_close), "D"((long)fd) : "rcx", "r11", "memory");
+    (void)r;
+#else
+    syscall(SYS_close, fd);
+#endif
+}
+
+/* A pipe whose wait's watcher may stay armed is closed behind the shim's
+ * back, then the epoll set remade: libev re-adds every armed watcher's fd,
+ * the closed one among them. Returns whether that went through. */
+static int closed_unseen_then_remade(void) {
+    int a[2], b[2];
+    if (pipe(a) != 0 || pipe(b) != 0) return 0;
+    int ok = wait_and_wake(a);
+    raw_close(a[0]);
+    ok &= remake_the_loops_epoll_set(b);
+    close(a[1]);
     return ok;
 }
 
@@ -130,10 +154,14 @@ int main(void) {
     while_a_thread_waits_for_a_child();
     lowest = dup(0);
     close(lowest);
-    say("close_all: a pipe read through a dup after its first number was closed", remake_the_loops_epoll_set());
+    int p[2];
+    say("close_all: a pipe read through a dup after its first number was closed",
+        pipe(p) == 0 && remake_the_loops_epoll_set(p));
     a = dup(0);
     say("close_all: after the event loop remade its epoll set, the lowest free fd is the same", a == lowest);
     close(a);
+    say("close_all: after an fd closed by a raw system call and an epoll set remade, threads wait and wake",
+        closed_unseen_then_remade() && threads_still_wait_and_wake());
 
     close_range(3, ~0U, 0);
     say("close_all: after close_range(3, ~0), threads wait and wake", threads_still_wait_and_wake());
