@@ -1021,7 +1021,17 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
 // glibc's, waited on by polling (see "objects glibc keeps"). Layout inside
 // sem_t (32 bytes):
 //   0  unsigned  value (atomic: sem_post may run in a signal handler)
+//   4  unsigned  grants (atomic): units handed to woken waiters
 //   8  WaitQueue waiters
+// A sem_post that finds a waiter hands its unit to the longest one (FIFO,
+// as mutex_unlock hands the lock over): the unit becomes a grant, which only
+// a woken waiter takes, never a caller that did not wait. Otherwise a
+// thread that posts and waits again at once takes its unit back before the
+// woken one runs, and since a greenlet gives way only inside a call (where
+// such a thread holds the semaphore), the waiter never gets it. (CPython's
+// locks are semaphores: a daemon thread writing to stderr in a loop kept
+// the main thread's write out for good; test_io's shutdown tests.) A post
+// from a signal handler only adds to the value.
 //   24 unsigned  magic
 // The kernel's rules for EINTR, measured here on glibc 2.36: sem_wait is
 // interrupted by a handler without SA_RESTART and restarted after one with
@@ -1031,7 +1041,7 @@ namespace {
 constexpr unsigned kSemMagic = 0x67736d31;  // "gsm1"
 struct Sem {
     unsigned value;
-    unsigned spare;
+    unsigned grants;
     WaitQueue waiters;
     unsigned magic;
 };
@@ -1039,12 +1049,14 @@ static_assert(sizeof(Sem) <= sizeof(sem_t));
 Sem* as_sem(sem_t* s) { return reinterpret_cast<Sem*>(s); }
 bool real_sem(sem_t* s) { return as_sem(s)->magic != kSemMagic; }
 
-bool sem_take(Sem* s) {
-    unsigned v = __atomic_load_n(&s->value, __ATOMIC_ACQUIRE);
+// Takes one from a counter (value or grants) if it is positive.
+bool take_one(unsigned* counter) {
+    unsigned v = __atomic_load_n(counter, __ATOMIC_ACQUIRE);
     while (v > 0)
-        if (__atomic_compare_exchange_n(&s->value, &v, v - 1, true, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return true;
+        if (__atomic_compare_exchange_n(counter, &v, v - 1, true, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return true;
     return false;
 }
+bool sem_take(Sem* s) { return take_one(&s->value); }
 
 Interruptible sem_interruptible(Deadline deadline) {
     return deadline == kForever ? Interruptible::unless_restart : Interruptible::always;
@@ -1066,6 +1078,10 @@ int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
             if (sem_take(s)) return 0;
             w = wait_in(s->waiters, held, g_sem, s, deadline, sem_interruptible(deadline));
         }
+        // Woken by a post: its grant. (Another waiter woken otherwise, by a
+        // handler's post, may take it first: the count stays right, and the
+        // one whose grant it was finds the handler's unit or waits again.)
+        if (w == 0 && take_one(&s->grants)) return 0;
         if (sem_take(s)) return 0;
         if (w == -ETIMEDOUT || w == -EINTR) {
             errno = -w;
@@ -1143,15 +1159,28 @@ SHIM_EXPORT int sem_post(sem_t* s) {
         return r;
     }
     Sem* x = as_sem(s);
-    unsigned v = __atomic_load_n(&x->value, __ATOMIC_RELAXED);
-    do {
-        if (v >= SEM_VALUE_MAX) {
-            errno = EOVERFLOW;
-            return -1;
-        }
-    } while (!__atomic_compare_exchange_n(&x->value, &v, v + 1, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
-    if (!may_park()) sem_posted_from_handler();
-    else x->waiters.notify_one();
+    if (!may_park()) {  // (a signal handler: the queue may not be touched here)
+        unsigned v = __atomic_load_n(&x->value, __ATOMIC_RELAXED);
+        do {
+            if (v + __atomic_load_n(&x->grants, __ATOMIC_RELAXED) >= SEM_VALUE_MAX) {
+                errno = EOVERFLOW;
+                return -1;
+            }
+        } while (!__atomic_compare_exchange_n(&x->value, &v, v + 1, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+        sem_posted_from_handler();
+        return 0;
+    }
+    WaitQueue::Guard held(x->waiters);
+    if (__atomic_load_n(&x->value, __ATOMIC_RELAXED) + __atomic_load_n(&x->grants, __ATOMIC_RELAXED) >=
+        SEM_VALUE_MAX) {
+        errno = EOVERFLOW;
+        return -1;
+    }
+    // The grant before the wake: the woken waiter may run on another hub at
+    // once. Nobody woken (no waiter, or each one's deadline fired): the unit
+    // goes to the value, unless a waiter woken otherwise took it meanwhile.
+    __atomic_add_fetch(&x->grants, 1, __ATOMIC_RELEASE);
+    if (!x->waiters.wake_one(held) && take_one(&x->grants)) __atomic_add_fetch(&x->value, 1, __ATOMIC_RELEASE);
     return 0;
 }
 SHIM_EXPORT int sem_wait(sem_t* s) { SHIM_ENTER; return sem_wait_any(s, kForever, false); }
@@ -1177,7 +1206,10 @@ SHIM_EXPORT int sem_clockwait(sem_t* s, clockid_t clock, const struct timespec* 
 SHIM_EXPORT int sem_getvalue(sem_t* s, int* value) {
     SHIM_ENTER;
     if (real_sem(s)) return REAL(sem_getvalue)(s, value);
-    *value = int(__atomic_load_n(&as_sem(s)->value, __ATOMIC_ACQUIRE));
+    // (A unit handed to a waiter that has not run yet still counts, as in
+    // glibc, where the waiter takes it from the value when it runs.)
+    *value = int(__atomic_load_n(&as_sem(s)->value, __ATOMIC_ACQUIRE) +
+                 __atomic_load_n(&as_sem(s)->grants, __ATOMIC_ACQUIRE));
     return 0;
 }
 
