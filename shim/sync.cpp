@@ -30,6 +30,7 @@
 #include <atomic>
 #include <cstring>
 #include <unordered_map>
+#include <utility>
 
 #include "shim.hpp"
 #include "thread.hpp"
@@ -1341,9 +1342,20 @@ SHIM_EXPORT int pthread_once(pthread_once_t* once, void (*init)(void)) {
 namespace {
 // An address's waiters, and how many greenlets use the entry (waiting, or on
 // their way in or out): it is dropped when none does.
+//
+// A lock built on a futex (Rust's std::sync::Mutex, a C library's own) is
+// released before its waiter is woken, so its holder may take it again
+// before the woken waiter runs: with OS threads the waiter soon gets in
+// anyway, between two of the holder's turns, but a greenlet gives way only
+// inside a call, and a holder that loops makes them all holding the lock:
+// the waiter would never get in. So a waiter that comes back to wait on the
+// word it was just woken from (it lost that race) marks the word starving,
+// and the next wake of it gives way to the woken (futex_wake), as Go's
+// sync.Mutex hands itself over once a waiter has starved.
 struct FutexEntry {
     WaitQueue waiters;
     unsigned users = 0;
+    bool starving = false;  // a waiter lost a race for it since its last wake
 };
 // The table, under its own spin lock: never one of the Guards' words, since
 // a waiter takes its queue's Guard while it holds this (the order is always
@@ -1355,6 +1367,9 @@ SpinLock g_futex_lock;
 // allocator that waits on a futex of its own through syscall() (gperftools'
 // spin locks do) must not come back for the lock; its call goes to the kernel.
 thread_local bool t_futex_table_held __attribute__((tls_model("initial-exec"))) = false;
+// The word this thread's last futex wait was woken from (nullptr if it ended
+// otherwise): a wait on it again means the waiter lost the race (FutexEntry).
+thread_local const void* t_futex_woken_from __attribute__((tls_model("initial-exec"))) = nullptr;
 
 struct FutexTableLock {
     FutexTableLock() noexcept {
@@ -1395,24 +1410,32 @@ long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline,
         Deadline poll = deadline_after_ns(5000000);
         if (poll < d) d = poll;
     }
+    bool lost_race = std::exchange(t_futex_woken_from, nullptr) == addr;
     FutexEntry* e;
     {
         FutexTableLock table;
         e = futex_enter(addr, val);
+        if (e && lost_race) e->starving = true;
     }
     if (!e) {
         errno = EAGAIN;
         return -1;
     }
     int w;
+    bool parked = false;
     {
         WaitQueue::Guard held(e->waiters);
         // Looked at again under the Guard (a wake takes it): a change made
         // between the table's lock and here is seen.
-        if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) != val) w = 0;
-        else w = wait_in(e->waiters, held, g_futex_wait, addr, d, Interruptible::unless_restart);
+        if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) != val) {
+            w = 0;
+        } else {
+            w = wait_in(e->waiters, held, g_futex_wait, addr, d, Interruptible::unless_restart);
+            parked = true;
+        }
     }
     futex_leave(addr, *e);
+    if (parked && w == 0) t_futex_woken_from = addr;
     if (w == -ETIMEDOUT && monotonic_ns() < deadline) return 0;  // the recheck: a spurious wakeup
     if (w == -ETIMEDOUT || w == -EINTR) {
         errno = -w;
@@ -1422,13 +1445,21 @@ long futex_wait(const std::uint32_t* addr, std::uint32_t val, Deadline deadline,
 }
 
 long futex_wake(const std::uint32_t* addr, int n) {
-    FutexTableLock table;
-    if (!g_futex) return 0;
-    auto it = g_futex->find(addr);
-    if (it == g_futex->end()) return 0;
     long woken = 0;
-    WaitQueue::Guard held(it->second.waiters);
-    while (woken < n && it->second.waiters.wake_one(held)) ++woken;
+    bool give_way = false;
+    {
+        FutexTableLock table;
+        if (!g_futex) return 0;
+        auto it = g_futex->find(addr);
+        if (it == g_futex->end()) return 0;
+        FutexEntry& e = it->second;
+        WaitQueue::Guard held(e.waiters);
+        while (woken < n && e.waiters.wake_one(held)) ++woken;
+        give_way = woken > 0 && std::exchange(e.starving, false);
+    }
+    // The woken run before this thread goes on (and takes the lock again).
+    Hub* hub;
+    if (give_way && may_park(hub) && hub) coop_give_way(*hub);
     return woken;
 }
 

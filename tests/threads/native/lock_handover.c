@@ -1,0 +1,104 @@
+/* A lock goes to the thread that waits for it, even when its holder releases
+ * it and takes it again at once in a loop. Under greenrun a greenlet gives
+ * way only inside a call, and this holder makes its calls with the lock
+ * held: if a release let it take the lock back before the woken waiter ran,
+ * the waiter would never get in. Two kinds of lock the shim does not own:
+ *  - a semaphore (CPython's locks are semaphores: a daemon thread that writes
+ *    to stderr in a loop kept the main thread's write out for good; test_io's
+ *    shutdown tests);
+ *  - a futex word, locked and unlocked in user space as Rust's
+ *    std::sync::Mutex does (0 free, 1 locked, 2 locked with waiters; the
+ *    unlock releases the word, then wakes one waiter). */
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <semaphore.h>
+#include <sys/syscall.h>
+
+static sem_t sem;
+static void sem_lock(void) {
+    while (sem_wait(&sem) != 0 && errno == EINTR) {
+    }
+}
+static void sem_unlock(void) { sem_post(&sem); }
+
+static int word;
+static void futex_lock(void) {
+    int c = 0;
+    if (__atomic_compare_exchange_n(&word, &c, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+    if (c != 2) c = __atomic_exchange_n(&word, 2, __ATOMIC_ACQUIRE);
+    while (c != 0) {
+        syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+        c = __atomic_exchange_n(&word, 2, __ATOMIC_ACQUIRE);
+    }
+}
+static void futex_unlock(void) {
+    if (__atomic_exchange_n(&word, 0, __ATOMIC_RELEASE) == 2)
+        syscall(SYS_futex, &word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+struct lock_kind {
+    const char *name;
+    void (*lock)(void);
+    void (*unlock)(void);
+};
+static const struct lock_kind *kind;
+static int devnull = -1;
+static int stop, got_in;
+static long rounds;
+
+static void *holder(void *arg) {
+    (void)arg;
+    while (!__atomic_load_n(&stop, __ATOMIC_SEQ_CST)) {
+        kind->lock();
+        for (int i = 0; i < 4; ++i) (void)!write(devnull, ".", 1); /* (calls made holding it) */
+        ++rounds;
+        kind->unlock();
+    }
+    return NULL;
+}
+
+static void *waiter(void *arg) {
+    (void)arg;
+    kind->lock();
+    __atomic_store_n(&got_in, 1, __ATOMIC_SEQ_CST);
+    kind->unlock();
+    return NULL;
+}
+
+/* The holder loops; a second thread waits for the lock, for up to 10 s. */
+static int waiter_gets_in(const struct lock_kind *k) {
+    kind = k;
+    stop = got_in = 0;
+    rounds = 0;
+    pthread_t h = start(holder, NULL);
+    usleep(20000); /* (the holder loops meanwhile) */
+    pthread_t w = start(waiter, NULL);
+    double t0 = now_ms();
+    while (!__atomic_load_n(&got_in, __ATOMIC_SEQ_CST) && now_ms() - t0 < 10000) usleep(1000);
+    double waited = now_ms() - t0;
+    int ok = __atomic_load_n(&got_in, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&stop, 1, __ATOMIC_SEQ_CST);
+    pthread_join(h, NULL);
+    pthread_join(w, NULL);
+    fprintf(stderr, "lock_handover: %s: waited %.1f ms; the holder went round %ld times\n", k->name, waited, rounds);
+    return ok;
+}
+
+int main(void) {
+    devnull = open("/dev/null", O_WRONLY);
+    sem_init(&sem, 0, 1);
+    static const struct lock_kind sem_kind = {"semaphore", sem_lock, sem_unlock};
+    static const struct lock_kind futex_kind = {"futex word", futex_lock, futex_unlock};
+    say("lock_handover: a thread waiting for a semaphore that another takes and gives back in a loop gets it",
+        waiter_gets_in(&sem_kind));
+    int v = -1;
+    sem_getvalue(&sem, &v);
+    say("lock_handover: the semaphore's value is 1 at the end", v == 1);
+    say("lock_handover: a thread waiting for a futex lock that another takes and gives back in a loop gets it",
+        waiter_gets_in(&futex_kind));
+    say("lock_handover: the futex word is free at the end", __atomic_load_n(&word, __ATOMIC_SEQ_CST) == 0);
+    return all_ok ? 0 : 1;
+}
