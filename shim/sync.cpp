@@ -792,13 +792,21 @@ SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, cl
 //   0  int       readers holding it
 //   4  int       writers waiting (new readers queue behind them)
 //   8  void*     writer holding it (its owner id)
+//   16 uint8     starving: a woken waiter found it taken again
 //   32 WaitQueue waiters (readers and writers; each rechecks when woken)
+// An unlock wakes every waiter to look again, and a writer that unlocks and
+// relocks in a loop, giving way only inside calls made holding it (a
+// greenlet's only turns), would take it back each time before they ran. So
+// a woken waiter that finds it taken again marks it starving, and the next
+// unlock that wakes waiters gives way to them (pthread_rwlock_unlock), as
+// the futex words' waiters get (FutexEntry).
 namespace {
 struct RwLock {
     int readers;
     int writers_waiting;
     const void* writer;
-    char pad[12];
+    unsigned char starving;
+    char pad[11];
     int shared;
     WaitQueue waiters;
 };
@@ -819,6 +827,7 @@ void lock_rw_guard(WaitQueue::Guard& held) {
 int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
     WaitQueue::Guard held(l->waiters, WaitQueue::Guard::deferred);
     lock_rw_guard(held);
+    bool woken = false;
     for (;;) {
         if (!l->writer && l->writers_waiting == 0) {
             ++l->readers;
@@ -826,9 +835,11 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
         }
         if (try_only) return EBUSY;  // (glibc's trylock just finds it busy, even for its writer)
         if (l->writer == self()) return EDEADLK;
+        if (woken) l->starving = 1;
         int w = wait_in(l->waiters, held, g_rdlock, l, deadline);
         held.lock();
         if (w == -ETIMEDOUT) return ETIMEDOUT;
+        woken = w == 0;
     }
 }
 
@@ -856,6 +867,7 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
             l->waiters.notify_all(held);  // readers held back for us may go now
             return ETIMEDOUT;
         }
+        if (w == 0) l->starving = 1;
     }
 }
 // glibc's (process-shared): tried, and polled while busy. glibc records
@@ -1012,7 +1024,10 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
     } else {
         return EPERM;
     }
-    x->waiters.notify_all(held);
+    bool give_way = x->waiters.notify_all(held) > 0 && std::exchange(x->starving, 0);
+    held.unlock();
+    Hub* hub;
+    if (give_way && may_park(hub) && hub) coop_give_way(*hub);  // (the woken look first)
     return 0;
 }
 

@@ -2,13 +2,14 @@
  * it and takes it again at once in a loop. Under greenrun a greenlet gives
  * way only inside a call, and this holder makes its calls with the lock
  * held: if a release let it take the lock back before the woken waiter ran,
- * the waiter would never get in. Two kinds of lock the shim does not own:
+ * the waiter would never get in. Locks the shim cannot simply hand over:
  *  - a semaphore (CPython's locks are semaphores: a daemon thread that writes
  *    to stderr in a loop kept the main thread's write out for good; test_io's
  *    shutdown tests);
  *  - a futex word, locked and unlocked in user space as Rust's
  *    std::sync::Mutex does (0 free, 1 locked, 2 locked with waiters; the
- *    unlock releases the word, then wakes one waiter). */
+ *    unlock releases the word, then wakes one waiter);
+ *  - an rwlock held for writing, awaited by a writer and by a reader. */
 #include "common.h"
 
 #include <errno.h>
@@ -39,10 +40,16 @@ static void futex_unlock(void) {
         syscall(SYS_futex, &word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+static pthread_rwlock_t rw = PTHREAD_RWLOCK_INITIALIZER;
+static void rw_write_lock(void) { pthread_rwlock_wrlock(&rw); }
+static void rw_read_lock(void) { pthread_rwlock_rdlock(&rw); }
+static void rw_unlock(void) { pthread_rwlock_unlock(&rw); }
+
 struct lock_kind {
     const char *name;
     void (*lock)(void);
     void (*unlock)(void);
+    void (*waiter_lock)(void); /* (NULL: lock) */
 };
 static const struct lock_kind *kind;
 static int devnull = -1;
@@ -62,7 +69,7 @@ static void *holder(void *arg) {
 
 static void *waiter(void *arg) {
     (void)arg;
-    kind->lock();
+    (kind->waiter_lock ? kind->waiter_lock : kind->lock)();
     __atomic_store_n(&got_in, 1, __ATOMIC_SEQ_CST);
     kind->unlock();
     return NULL;
@@ -90,8 +97,10 @@ static int waiter_gets_in(const struct lock_kind *k) {
 int main(void) {
     devnull = open("/dev/null", O_WRONLY);
     sem_init(&sem, 0, 1);
-    static const struct lock_kind sem_kind = {"semaphore", sem_lock, sem_unlock};
-    static const struct lock_kind futex_kind = {"futex word", futex_lock, futex_unlock};
+    static const struct lock_kind sem_kind = {"semaphore", sem_lock, sem_unlock, NULL};
+    static const struct lock_kind futex_kind = {"futex word", futex_lock, futex_unlock, NULL};
+    static const struct lock_kind rw_writers = {"rwlock, a writer waits", rw_write_lock, rw_unlock, NULL};
+    static const struct lock_kind rw_reader = {"rwlock, a reader waits", rw_write_lock, rw_unlock, rw_read_lock};
     say("lock_handover: a thread waiting for a semaphore that another takes and gives back in a loop gets it",
         waiter_gets_in(&sem_kind));
     int v = -1;
@@ -100,5 +109,10 @@ int main(void) {
     say("lock_handover: a thread waiting for a futex lock that another takes and gives back in a loop gets it",
         waiter_gets_in(&futex_kind));
     say("lock_handover: the futex word is free at the end", __atomic_load_n(&word, __ATOMIC_SEQ_CST) == 0);
+    say("lock_handover: a writer waiting for an rwlock that another writer takes and gives back in a loop gets it",
+        waiter_gets_in(&rw_writers));
+    say("lock_handover: a reader waiting for an rwlock that a writer takes and gives back in a loop gets it",
+        waiter_gets_in(&rw_reader));
+    say("lock_handover: the rwlock is free at the end", pthread_rwlock_trywrlock(&rw) == 0 && pthread_rwlock_unlock(&rw) == 0);
     return all_ok ? 0 : 1;
 }
