@@ -1301,17 +1301,30 @@ SHIM_EXPORT int pthread_spin_trylock(pthread_spinlock_t* l) {
     int expected = 0;
     return __atomic_compare_exchange_n(l, &expected, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED) ? 0 : EBUSY;
 }
+// A spinner yields its turn between tries. Its holder, if it unlocks and
+// relocks in a loop giving way only inside calls made holding the lock,
+// would find it taken at every turn: so while any greenlet spins, an unlock
+// gives way too (the spin lock is one word: no room to say which spins).
+namespace {
+std::atomic<int> g_spinners{0};
+}
 SHIM_EXPORT int pthread_spin_lock(pthread_spinlock_t* l) {
     SHIM_ENTER;
+    if (pthread_spin_trylock(l) == 0) return 0;
+    bool parks = may_park();
+    if (parks) g_spinners.fetch_add(1, std::memory_order_relaxed);
     while (pthread_spin_trylock(l) != 0) {
-        if (may_park()) greenshim::detail::current_hub().yield();
+        if (parks) greenshim::detail::current_hub().yield();
         else __builtin_ia32_pause();
     }
+    if (parks) g_spinners.fetch_sub(1, std::memory_order_relaxed);
     return 0;
 }
 SHIM_EXPORT int pthread_spin_unlock(pthread_spinlock_t* l) {
     SHIM_ENTER;
     __atomic_store_n(l, 0, __ATOMIC_RELEASE);
+    Hub* hub;
+    if (g_spinners.load(std::memory_order_relaxed) != 0 && may_park(hub) && hub) coop_give_way(*hub);
     return 0;
 }
 

@@ -9,7 +9,8 @@
  *  - a futex word, locked and unlocked in user space as Rust's
  *    std::sync::Mutex does (0 free, 1 locked, 2 locked with waiters; the
  *    unlock releases the word, then wakes one waiter);
- *  - an rwlock held for writing, awaited by a writer and by a reader. */
+ *  - an rwlock held for writing, awaited by a writer and by a reader;
+ *  - a spin lock. */
 #include "common.h"
 
 #include <errno.h>
@@ -44,6 +45,10 @@ static pthread_rwlock_t rw = PTHREAD_RWLOCK_INITIALIZER;
 static void rw_write_lock(void) { pthread_rwlock_wrlock(&rw); }
 static void rw_read_lock(void) { pthread_rwlock_rdlock(&rw); }
 static void rw_unlock(void) { pthread_rwlock_unlock(&rw); }
+
+static pthread_spinlock_t spin;
+static void spin_lock(void) { pthread_spin_lock(&spin); }
+static void spin_unlock(void) { pthread_spin_unlock(&spin); }
 
 struct lock_kind {
     const char *name;
@@ -100,6 +105,7 @@ int main(void) {
     static const struct lock_kind sem_kind = {"semaphore", sem_lock, sem_unlock, NULL};
     static const struct lock_kind futex_kind = {"futex word", futex_lock, futex_unlock, NULL};
     static const struct lock_kind rw_writers = {"rwlock, a writer waits", rw_write_lock, rw_unlock, NULL};
+    static const struct lock_kind spin_kind = {"spin lock", spin_lock, spin_unlock, NULL};
     static const struct lock_kind rw_reader = {"rwlock, a reader waits", rw_write_lock, rw_unlock, rw_read_lock};
     say("lock_handover: a thread waiting for a semaphore that another takes and gives back in a loop gets it",
         waiter_gets_in(&sem_kind));
@@ -114,5 +120,8 @@ int main(void) {
     say("lock_handover: a reader waiting for an rwlock that a writer takes and gives back in a loop gets it",
         waiter_gets_in(&rw_reader));
     say("lock_handover: the rwlock is free at the end", pthread_rwlock_trywrlock(&rw) == 0 && pthread_rwlock_unlock(&rw) == 0);
+    pthread_spin_init(&spin, PTHREAD_PROCESS_PRIVATE);
+    say("lock_handover: a thread spinning for a spin lock that another takes and gives back in a loop gets it",
+        waiter_gets_in(&spin_kind));
     return all_ok ? 0 : 1;
 }
