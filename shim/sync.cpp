@@ -77,6 +77,15 @@ int wait_in(WaitQueue& q, WaitQueue::Guard& held, WaitSite& site, const void* ob
 // reach the runtime's per-thread set-up, the hub or malloc.
 const void* self() noexcept { return greenshim::detail::current_owner_id(); }
 
+// After an unlock that woke a waiter who had already lost the lock to this
+// thread once (a starving waiter: an rwlock's, a futex word's, a spinner):
+// this thread gives way, so the woken look before it can take the lock
+// again. (On one hub they run first; on another hub they run meanwhile.)
+void give_way_to_woken() noexcept {
+    Hub* hub;
+    if (may_park(hub) && hub) coop_give_way(*hub);
+}
+
 // ---- objects glibc keeps ----
 //
 // Process-shared semaphores (sem_open, sem_init with pshared), mutexes,
@@ -1026,8 +1035,7 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
     }
     bool give_way = x->waiters.notify_all(held) > 0 && std::exchange(x->starving, 0);
     held.unlock();
-    Hub* hub;
-    if (give_way && may_park(hub) && hub) coop_give_way(*hub);  // (the woken look first)
+    if (give_way) give_way_to_woken();
     return 0;
 }
 
@@ -1323,8 +1331,7 @@ SHIM_EXPORT int pthread_spin_lock(pthread_spinlock_t* l) {
 SHIM_EXPORT int pthread_spin_unlock(pthread_spinlock_t* l) {
     SHIM_ENTER;
     __atomic_store_n(l, 0, __ATOMIC_RELEASE);
-    Hub* hub;
-    if (g_spinners.load(std::memory_order_relaxed) != 0 && may_park(hub) && hub) coop_give_way(*hub);
+    if (g_spinners.load(std::memory_order_relaxed) != 0) give_way_to_woken();
     return 0;
 }
 
@@ -1485,9 +1492,7 @@ long futex_wake(const std::uint32_t* addr, int n) {
         while (woken < n && e.waiters.wake_one(held)) ++woken;
         give_way = woken > 0 && std::exchange(e.starving, false);
     }
-    // The woken run before this thread goes on (and takes the lock again).
-    Hub* hub;
-    if (give_way && may_park(hub) && hub) coop_give_way(*hub);
+    if (give_way) give_way_to_woken();
     return woken;
 }
 
