@@ -78,12 +78,17 @@ int wait_in(WaitQueue& q, WaitQueue::Guard& held, WaitSite& site, const void* ob
 const void* self() noexcept { return greenshim::detail::current_owner_id(); }
 
 // After an unlock that woke a waiter who had already lost the lock to this
-// thread once (a starving waiter: an rwlock's, a futex word's, a spinner):
-// this thread gives way, so the woken look before it can take the lock
-// again. (On one hub they run first; on another hub they run meanwhile.)
-void give_way_to_woken() noexcept {
+// thread once (a starving waiter: an rwlock's, a futex word's), or that
+// found a try refused since the lock was last taken by one (a thread that
+// tries in a loop: a mutex's, a semaphore's, an rwlock's, a spin lock's):
+// this thread gives way, so the woken or the trier look before it can take
+// the lock again. (On one hub they run first; on another hub they run
+// meanwhile.) Never inside an allocator (caller: the unlock's return
+// address), which may hold another of its locks, spun for where it is
+// waited on (mutex_spin_until).
+void give_way_to_woken(const void* caller = nullptr) noexcept {
     Hub* hub;
-    if (may_park(hub) && hub) coop_give_way(*hub);
+    if (may_park(hub) && hub && !(caller && from_allocator(caller))) coop_give_way(*hub);
 }
 
 // ---- objects glibc keeps ----
@@ -269,7 +274,7 @@ struct Mutex {
     unsigned count;
     const void* owner;
     int kind;
-    int spare;
+    int tried;  // a trylock found it taken, and no try or handover took it since (see mutex_unlock)
     WaitQueue waiters;
 };
 static_assert(sizeof(Mutex) <= sizeof(pthread_mutex_t));
@@ -328,6 +333,7 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
         m->locked = 1;
         m->owner = me;
         m->count = 1;
+        if (try_only) m->tried = 0;
         return 0;
     }
     bool relock = m->owner == me;
@@ -343,7 +349,10 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
         default: break;  // a normal mutex relocked by its owner deadlocks, as in glibc
         }
     }
-    if (try_only) return EBUSY;
+    if (try_only) {
+        if (!relock) m->tried = 1;
+        return EBUSY;
+    }
     if (malformed_time) return EINVAL;
     if (!relock && (!may_park() || from_allocator(caller))) return mutex_spin_until(m, held, me, deadline);
     for (;;) {
@@ -360,7 +369,9 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
     }
 }
 
-int mutex_unlock(Mutex* m) {
+// caller: the unlock's return address (give_way_to_woken), or null where
+// this thread parks next anyway (a condition variable's wait).
+int mutex_unlock(Mutex* m, const void* caller) {
     WaitQueue::Guard held(m->waiters);
     int type = m->kind & kKindMask;
     if (type == PTHREAD_MUTEX_RECURSIVE || type == PTHREAD_MUTEX_ERRORCHECK) {
@@ -373,11 +384,19 @@ int mutex_unlock(Mutex* m) {
     if (Greenlet* next = m->waiters.wake_one(held)) {
         m->owner = next->owner_id();
         m->count = 1;
+        m->tried = 0;
         return 0;
     }
     m->locked = 0;
     m->owner = nullptr;
     m->count = 0;
+    // A thread that tries in a loop (trylock, then sched_yield or a sleep)
+    // never waits, so nothing is handed to it, and a holder that relocks at
+    // once would find it free every time: while a try is unanswered the
+    // unlock gives way, so that the trier, once runnable, tries first.
+    bool give_way = m->tried && caller;
+    held.unlock();
+    if (give_way) give_way_to_woken(caller);
     return 0;
 }
 
@@ -614,7 +633,7 @@ SHIM_EXPORT int pthread_mutex_unlock(pthread_mutex_t* m) {
         if (!may_park()) return REAL(pthread_mutex_unlock)(m);
         return shared_mutex_unlock(m);
     }
-    return mutex_unlock(as_mutex(m));
+    return mutex_unlock(as_mutex(m), __builtin_return_address(0));
 }
 
 SHIM_EXPORT int pthread_mutex_consistent(pthread_mutex_t* m) { SHIM_ENTER; return REAL(pthread_mutex_consistent)(m); }
@@ -676,7 +695,7 @@ int release_for_wait(pthread_mutex_t* m, unsigned* depth) {
     if ((type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE) && mx->owner != self()) return EPERM;
     *depth = mx->count;
     mx->count = 1;
-    return mutex_unlock(mx);
+    return mutex_unlock(mx, nullptr);
 }
 int take_back(pthread_mutex_t* m, unsigned depth) {
     int r = any_mutex_lock(m);  // glibc's robust mutex: EOWNERDEAD, which the wait returns
@@ -801,15 +820,19 @@ SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, cl
 //   0  int       readers holding it
 //   4  int       writers waiting (new readers queue behind them)
 //   8  void*     writer holding it (its owner id)
-//   16 uint8     starving: a woken waiter found it taken again
+//   16 uint8     starving: kWokenLost, a woken waiter found it taken again;
+//                 kTried, a try found it taken and no try has taken it since
 //   32 WaitQueue waiters (readers and writers; each rechecks when woken)
 // An unlock wakes every waiter to look again, and a writer that unlocks and
 // relocks in a loop, giving way only inside calls made holding it (a
 // greenlet's only turns), would take it back each time before they ran. So
 // a woken waiter that finds it taken again marks it starving, and the next
 // unlock that wakes waiters gives way to them (pthread_rwlock_unlock), as
-// the futex words' waiters get (FutexEntry).
+// the futex words' waiters get (FutexEntry). A thread that tries in a loop
+// never waits, so while a try is unanswered every unlock gives way
+// (mutex_unlock says more).
 namespace {
+constexpr unsigned char kWokenLost = 1, kTried = 2;
 struct RwLock {
     int readers;
     int writers_waiting;
@@ -840,11 +863,15 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
     for (;;) {
         if (!l->writer && l->writers_waiting == 0) {
             ++l->readers;
+            if (try_only) l->starving &= ~kTried;
             return 0;
         }
-        if (try_only) return EBUSY;  // (glibc's trylock just finds it busy, even for its writer)
+        if (try_only) {  // (glibc's trylock just finds it busy, even for its writer)
+            if (l->writer != self()) l->starving |= kTried;
+            return EBUSY;
+        }
         if (l->writer == self()) return EDEADLK;
-        if (woken) l->starving = 1;
+        if (woken) l->starving |= kWokenLost;
         int w = wait_in(l->waiters, held, g_rdlock, l, deadline);
         held.lock();
         if (w == -ETIMEDOUT) return ETIMEDOUT;
@@ -858,9 +885,13 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
     lock_rw_guard(held);
     if (!l->writer && l->readers == 0) {
         l->writer = me;
+        if (try_only) l->starving &= ~kTried;
         return 0;
     }
-    if (try_only) return EBUSY;
+    if (try_only) {
+        if (l->writer != me) l->starving |= kTried;
+        return EBUSY;
+    }
     if (l->writer == me) return EDEADLK;
     ++l->writers_waiting;
     for (;;) {
@@ -876,7 +907,7 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
             l->waiters.notify_all(held);  // readers held back for us may go now
             return ETIMEDOUT;
         }
-        if (w == 0) l->starving = 1;
+        if (w == 0) l->starving |= kWokenLost;
     }
 }
 // glibc's (process-shared): tried, and polled while busy. glibc records
@@ -1033,7 +1064,9 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
     } else {
         return EPERM;
     }
-    bool give_way = x->waiters.notify_all(held) > 0 && std::exchange(x->starving, 0);
+    bool woke = x->waiters.notify_all(held) > 0;
+    bool give_way = (woke && (x->starving & kWokenLost)) || (x->starving & kTried);
+    if (woke) x->starving &= ~kWokenLost;
     held.unlock();
     if (give_way) give_way_to_woken();
     return 0;
@@ -1057,6 +1090,10 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
 // the main thread's write out for good; test_io's shutdown tests.) A post
 // from a signal handler only adds to the value.
 //   24 unsigned  magic
+//   28 unsigned  tried: a sem_trywait found it at zero; until a try takes a
+//      unit or a post grants one, a post that wakes nobody gives way (a
+//      thread that retries in a loop never waits, so nothing is granted to
+//      it; mutex_unlock says more)
 // The kernel's rules for EINTR, measured here on glibc 2.36: sem_wait is
 // interrupted by a handler without SA_RESTART and restarted after one with
 // it; sem_timedwait and sem_clockwait (a futex wait with a deadline, which
@@ -1068,6 +1105,7 @@ struct Sem {
     unsigned grants;
     WaitQueue waiters;
     unsigned magic;
+    unsigned tried;  // (atomic) a sem_trywait found no unit, and none was taken by a try or granted since
 };
 static_assert(sizeof(Sem) <= sizeof(sem_t));
 Sem* as_sem(sem_t* s) { return reinterpret_cast<Sem*>(s); }
@@ -1087,9 +1125,17 @@ Interruptible sem_interruptible(Deadline deadline) {
 }
 
 int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
+    if (try_only) {
+        bool took = sem_take(s);
+        if (__atomic_load_n(&s->tried, __ATOMIC_RELAXED) != unsigned(!took))
+            __atomic_store_n(&s->tried, unsigned(!took), __ATOMIC_RELAXED);
+        if (took) return 0;
+        errno = EAGAIN;
+        return -1;
+    }
     for (;;) {
         if (sem_take(s)) return 0;
-        if (try_only || !may_park()) {
+        if (!may_park()) {
             errno = EAGAIN;
             return -1;
         }
@@ -1204,7 +1250,14 @@ SHIM_EXPORT int sem_post(sem_t* s) {
     // once. Nobody woken (no waiter, or each one's deadline fired): the unit
     // goes to the value, unless a waiter woken otherwise took it meanwhile.
     __atomic_add_fetch(&x->grants, 1, __ATOMIC_RELEASE);
-    if (!x->waiters.wake_one(held) && take_one(&x->grants)) __atomic_add_fetch(&x->value, 1, __ATOMIC_RELEASE);
+    if (x->waiters.wake_one(held)) {
+        __atomic_store_n(&x->tried, 0u, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (take_one(&x->grants)) __atomic_add_fetch(&x->value, 1, __ATOMIC_RELEASE);
+    bool give_way = __atomic_load_n(&x->tried, __ATOMIC_RELAXED) != 0;
+    held.unlock();
+    if (give_way) give_way_to_woken();
     return 0;
 }
 SHIM_EXPORT int sem_wait(sem_t* s) { SHIM_ENTER; return sem_wait_any(s, kForever, false); }
@@ -1304,34 +1357,31 @@ SHIM_EXPORT int pthread_spin_init(pthread_spinlock_t* l, int) {
     return 0;
 }
 SHIM_EXPORT int pthread_spin_destroy(pthread_spinlock_t*) { SHIM_ENTER; return 0; }
+// The word: 0 free, 1 held, 2 held and a try found it taken. A spinner (or
+// a thread that tries in a loop) yields its turn between tries; its holder,
+// if it unlocks and relocks in a loop giving way only inside calls made
+// holding the lock, would find it free at every turn of its own: so an
+// unlock that finds a try was refused gives way.
 SHIM_EXPORT int pthread_spin_trylock(pthread_spinlock_t* l) {
     SHIM_ENTER;
     int expected = 0;
-    return __atomic_compare_exchange_n(l, &expected, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED) ? 0 : EBUSY;
-}
-// A spinner yields its turn between tries. Its holder, if it unlocks and
-// relocks in a loop giving way only inside calls made holding the lock,
-// would find it taken at every turn: so while any greenlet spins, an unlock
-// gives way too (the spin lock is one word: no room to say which spins).
-namespace {
-std::atomic<int> g_spinners{0};
+    if (__atomic_compare_exchange_n(l, &expected, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return 0;
+    if (expected == 1) __atomic_compare_exchange_n(l, &expected, 2, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return EBUSY;
 }
 SHIM_EXPORT int pthread_spin_lock(pthread_spinlock_t* l) {
     SHIM_ENTER;
     if (pthread_spin_trylock(l) == 0) return 0;
     bool parks = may_park();
-    if (parks) g_spinners.fetch_add(1, std::memory_order_relaxed);
     while (pthread_spin_trylock(l) != 0) {
         if (parks) greenshim::detail::current_hub().yield();
         else __builtin_ia32_pause();
     }
-    if (parks) g_spinners.fetch_sub(1, std::memory_order_relaxed);
     return 0;
 }
 SHIM_EXPORT int pthread_spin_unlock(pthread_spinlock_t* l) {
     SHIM_ENTER;
-    __atomic_store_n(l, 0, __ATOMIC_RELEASE);
-    if (g_spinners.load(std::memory_order_relaxed) != 0) give_way_to_woken();
+    if (__atomic_exchange_n(l, 0, __ATOMIC_RELEASE) == 2) give_way_to_woken(__builtin_return_address(0));
     return 0;
 }
 

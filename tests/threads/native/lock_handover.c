@@ -10,7 +10,10 @@
  *    std::sync::Mutex does (0 free, 1 locked, 2 locked with waiters; the
  *    unlock releases the word, then wakes one waiter);
  *  - an rwlock held for writing, awaited by a writer and by a reader;
- *  - a spin lock. */
+ *  - a spin lock.
+ * And a thread that never waits but tries in a loop (trylock, then
+ * sched_yield or a short sleep), which nothing can be handed to: a mutex, a
+ * semaphore, an rwlock and a spin lock. */
 #include "common.h"
 
 #include <errno.h>
@@ -49,6 +52,30 @@ static void rw_unlock(void) { pthread_rwlock_unlock(&rw); }
 static pthread_spinlock_t spin;
 static void spin_lock(void) { pthread_spin_lock(&spin); }
 static void spin_unlock(void) { pthread_spin_unlock(&spin); }
+
+static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+static void mutex_lock(void) { pthread_mutex_lock(&mutex); }
+static void mutex_unlock(void) { pthread_mutex_unlock(&mutex); }
+
+/* Tries until one succeeds, yielding or sleeping 200 us in between. */
+static void mutex_try_yield(void) {
+    while (pthread_mutex_trylock(&mutex) != 0) sched_yield();
+}
+static void mutex_try_sleep(void) {
+    while (pthread_mutex_trylock(&mutex) != 0) usleep(200);
+}
+static void sem_try_yield(void) {
+    while (sem_trywait(&sem) != 0) sched_yield();
+}
+static void rw_try_write_yield(void) {
+    while (pthread_rwlock_trywrlock(&rw) != 0) sched_yield();
+}
+static void rw_try_read_yield(void) {
+    while (pthread_rwlock_tryrdlock(&rw) != 0) sched_yield();
+}
+static void spin_try_yield(void) {
+    while (pthread_spin_trylock(&spin) != 0) sched_yield();
+}
 
 struct lock_kind {
     const char *name;
@@ -123,5 +150,24 @@ int main(void) {
     pthread_spin_init(&spin, PTHREAD_PROCESS_PRIVATE);
     say("lock_handover: a thread spinning for a spin lock that another takes and gives back in a loop gets it",
         waiter_gets_in(&spin_kind));
+
+    static const struct lock_kind mutex_try = {"mutex, trylock and sched_yield", mutex_lock, mutex_unlock, mutex_try_yield};
+    static const struct lock_kind mutex_sleep = {"mutex, trylock and usleep", mutex_lock, mutex_unlock, mutex_try_sleep};
+    static const struct lock_kind sem_try = {"semaphore, sem_trywait and sched_yield", sem_lock, sem_unlock, sem_try_yield};
+    static const struct lock_kind rw_try_w = {"rwlock, trywrlock and sched_yield", rw_write_lock, rw_unlock, rw_try_write_yield};
+    static const struct lock_kind rw_try_r = {"rwlock, tryrdlock and sched_yield", rw_write_lock, rw_unlock, rw_try_read_yield};
+    static const struct lock_kind spin_try = {"spin lock, trylock and sched_yield", spin_lock, spin_unlock, spin_try_yield};
+    say("lock_handover: a thread that tries for a mutex in a loop, yielding between tries, while another takes and gives it back in a loop gets it",
+        waiter_gets_in(&mutex_try));
+    say("lock_handover: the same with a 200 us sleep between tries", waiter_gets_in(&mutex_sleep));
+    say("lock_handover: the mutex is free at the end", pthread_mutex_trylock(&mutex) == 0 && pthread_mutex_unlock(&mutex) == 0);
+    say("lock_handover: the same with sem_trywait on a semaphore", waiter_gets_in(&sem_try));
+    v = -1;
+    sem_getvalue(&sem, &v);
+    say("lock_handover: the semaphore's value is 1 at the end, again", v == 1);
+    say("lock_handover: the same with trywrlock on an rwlock", waiter_gets_in(&rw_try_w));
+    say("lock_handover: the same with tryrdlock on an rwlock", waiter_gets_in(&rw_try_r));
+    say("lock_handover: the same with pthread_spin_trylock on a spin lock", waiter_gets_in(&spin_try));
+    say("lock_handover: the spin lock is free at the end", pthread_spin_trylock(&spin) == 0 && pthread_spin_unlock(&spin) == 0);
     return all_ok ? 0 : 1;
 }
