@@ -585,8 +585,16 @@ int park_as(Interruptible mode, EndsBy ends, const char* what, Wait&& wait) noex
 }
 template <class Wait>
 int park_as(WaitSite& site, std::intptr_t arg, Interruptible mode, EndsBy ends, Wait&& wait) noexcept {
-    WaitScope scope(site, arg);
-    return park_as(mode, ends, site.call, static_cast<Wait&&>(wait));
+    // (The site stays set through wake_result: a deadlock report shows this
+    // greenlet waiting in it.)
+    ParkScope scope(site, arg, InterruptMask(mode));
+    Wake w;
+    try {
+        w = wait(greenshim::detail::current_hub());
+    } catch (...) {
+        return -ENOMEM;
+    }
+    return wake_result(w, site.call, ends);
 }
 
 // Parks the current greenlet until fd is ready for events (kReadable /

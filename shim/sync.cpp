@@ -321,21 +321,9 @@ int mutex_spin_until(Mutex* m, WaitQueue::Guard& held, const void* me, Deadline 
     }
 }
 
-// malformed_time: the caller's time is invalid. As in glibc, that is EINVAL
-// only when the call would have to wait: a free mutex is taken (and a
-// recursive one relocked) without looking at the time.
-// caller: the lock call's return address (from_allocator: spin, never park).
-int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_time = false,
-                     const void* caller = nullptr) {
-    const void* me = self();
-    WaitQueue::Guard held(m->waiters);
-    if (!m->locked) {
-        m->locked = 1;
-        m->owner = me;
-        m->count = 1;
-        if (try_only) m->tried = 0;
-        return 0;
-    }
+// mutex_lock_until found m taken (held: its Guard, held).
+__attribute__((noinline)) int mutex_lock_busy(Mutex* m, WaitQueue::Guard& held, const void* me, Deadline deadline,
+                                              bool try_only, bool malformed_time, const void* caller) {
     bool relock = m->owner == me;
     if (relock) {
         switch (m->kind & kKindMask) {
@@ -369,10 +357,42 @@ int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_
     }
 }
 
+// malformed_time: the caller's time is invalid. As in glibc, that is EINVAL
+// only when the call would have to wait: a free mutex is taken (and a
+// recursive one relocked) without looking at the time.
+// caller: the lock call's return address (from_allocator: spin, never park).
+// The free case inline (every uncontended lock), the rest out of line.
+inline int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool malformed_time = false,
+                            const void* caller = nullptr) {
+    const void* me = self();
+    WaitQueue::Guard held(m->waiters);
+    if (__builtin_expect(!m->locked, 1)) {
+        m->locked = 1;
+        m->owner = me;
+        m->count = 1;
+        if (try_only) m->tried = 0;
+        return 0;
+    }
+    return mutex_lock_busy(m, held, me, deadline, try_only, malformed_time, caller);
+}
+
 // caller: the unlock's return address (give_way_to_woken), or null where
 // this thread parks next anyway (a condition variable's wait).
-int mutex_unlock(Mutex* m, const void* caller) {
+int mutex_unlock_slow(Mutex* m, WaitQueue::Guard& held, const void* caller);
+inline int mutex_unlock(Mutex* m, const void* caller) {
     WaitQueue::Guard held(m->waiters);
+    // The common case inline: a normal mutex nobody waits for or tried.
+    if (__builtin_expect((m->kind & kKindMask) != PTHREAD_MUTEX_RECURSIVE &&
+                             (m->kind & kKindMask) != PTHREAD_MUTEX_ERRORCHECK && m->waiters.empty() && !m->tried,
+                         1)) {
+        m->locked = 0;
+        m->owner = nullptr;
+        m->count = 0;
+        return 0;
+    }
+    return mutex_unlock_slow(m, held, caller);
+}
+__attribute__((noinline)) int mutex_unlock_slow(Mutex* m, WaitQueue::Guard& held, const void* caller) {
     int type = m->kind & kKindMask;
     if (type == PTHREAD_MUTEX_RECURSIVE || type == PTHREAD_MUTEX_ERRORCHECK) {
         if (!m->locked || m->owner != self()) return EPERM;

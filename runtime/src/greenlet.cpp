@@ -247,6 +247,7 @@ ThreadState& init_thread_state() {
     t->eh_ours = reinterpret_cast<EhGlobals*>(abi::__cxa_get_globals());
     t->eh_program = g_program_eh ? g_program_eh() : nullptr;
     t->main_token = &t_main_token;
+    t->current_owner = t->main_token;
     impl->owner_token = &t_main_token;
     t_state = t;
     greenshim_libc_setspecific(exit_key, block);
@@ -380,6 +381,7 @@ void Runtime::jump(Greenlet& target) {
     if (!self->impl_->tls) save_shared_locals(t, *self->impl_);  // (else its block keeps them: after_resume)
     t.from = self;
     t.current = &target;
+    t.current_owner = owner_id_on(t, target);
     target.state_.store(GreenletState::running, std::memory_order_relaxed);
     Greenlet::Impl& ti = *target.impl_;
     if (__builtin_expect(!ti.fiber_created, 0)) ensure_fiber(target);
@@ -423,6 +425,7 @@ ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err)
     begin_switch(t);
     t.from = &g;
     t.current = &next;
+    t.current_owner = owner_id_on(t, next);
     ensure_fiber(next);  // a fresh parent starts now, as greenlet does
     next.state_.store(GreenletState::running, std::memory_order_relaxed);
 #if GREENSHIM_ASAN
@@ -636,6 +639,7 @@ void* switch_begin(Greenlet& target) noexcept {
     Runtime::set_state(*self, GreenletState::suspended);
     t->from = self;
     t->current = &target;
+    t->current_owner = owner_id_on(*t, target);
     Runtime::set_state(target, GreenletState::running);
     // Taken out of its fiber, as fiber::resume() does.
     void* to = fcontext_of(ti.ctx);

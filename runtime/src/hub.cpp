@@ -52,13 +52,12 @@ const char* to_string(Wake w) noexcept {
     return "?";
 }
 
+namespace detail {
+QueueLockWord g_queue_locks[kQueueLocks];
+}
+using detail::g_queue_locks;
+
 namespace {
-// The spin locks WaitQueue::Guard takes, one cache line each, picked by the
-// queue's address.
-struct alignas(64) LockWord {
-    std::atomic<int> word{0};
-};
-LockWord g_queue_locks[64];
 
 // Per fd number: the hubs that made a watcher of it since its last close
 // (each hub's fd_bit_, set always: a hub made later may close it), and,
@@ -1222,11 +1221,6 @@ void Hub::after_fork_child() {
 WaitQueue::~WaitQueue() {
     // Waiters of a queue that goes away would sleep forever: wake them.
     notify_all();
-}
-
-std::atomic<int>* WaitQueue::detail_lock_word(const void* q) noexcept {
-    auto a = reinterpret_cast<std::uintptr_t>(q);
-    return &g_queue_locks[(a >> 4 ^ a >> 10) & 63].word;
 }
 
 namespace {

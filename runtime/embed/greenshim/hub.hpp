@@ -77,6 +77,25 @@ private:
     InterruptMask saved_;
 };
 
+struct WaitSite;
+// WaitScope (diag.hpp) and InterruptScope in one, for a single park: the
+// site, its argument and the mask set with one look-up of the current
+// greenlet, and put back with none (each park of the shim makes both).
+// Cost: a call, a thread-local load and six stores each way; nests.
+class GREENSHIM_API ParkScope {
+public:
+    ParkScope(WaitSite& site, std::intptr_t arg, InterruptMask accepts) noexcept;
+    ~ParkScope();
+    ParkScope(const ParkScope&) = delete;
+    ParkScope& operator=(const ParkScope&) = delete;
+
+private:
+    void* impl_;  // the greenlet's (its Impl): the destructor runs on the same greenlet
+    WaitSite* saved_site_;
+    std::intptr_t saved_arg_;
+    InterruptMask saved_mask_;
+};
+
 // Keeps the current greenlet on its hub for the life of the object: a hub
 // does not give it to another (Hub::share_ready) even if it parks in a
 // WaitQueue wait meanwhile. For an embedder's per-OS-thread state that the
@@ -132,7 +151,17 @@ public:
 };
 GREENSHIM_API bool runtime_internal() noexcept;
 
-namespace detail { struct Diag; struct ThreadState; }
+namespace detail {
+struct Diag;
+struct ThreadState;
+// The spin locks WaitQueue::Guard takes, one cache line each, picked by the
+// queue's address (WaitQueue::detail_lock_word).
+struct alignas(64) QueueLockWord {
+    std::atomic<int> word{0};
+};
+inline constexpr std::size_t kQueueLocks = 64;
+extern GREENSHIM_API QueueLockWord g_queue_locks[kQueueLocks];
+}  // namespace detail
 
 struct FdWait {
     int fd;
@@ -245,7 +274,12 @@ public:
 
 private:
     friend class Hub;
-    static std::atomic<int>* detail_lock_word(const void* q) noexcept;
+    // (Inline: a Guard is taken several times in every lock, unlock and
+    // wait, and the call cost ~1 ns each.)
+    static std::atomic<int>* detail_lock_word(const void* q) noexcept {
+        auto a = reinterpret_cast<std::uintptr_t>(q);
+        return &detail::g_queue_locks[(a >> 4 ^ a >> 10) & (detail::kQueueLocks - 1)].word;
+    }
     detail::WaitNode* head_ = nullptr;
     detail::WaitNode* tail_ = nullptr;
 };
