@@ -365,6 +365,7 @@ void Hub::run() {
             if (__builtin_expect(hand_off_g_ != nullptr, 0)) dispatch_hand_off();
             if (poll_now_) break;  // (a park found the poll due: poll before the rest)
         }
+        pass_left_ = 0;  // (a pass cut short: what is left waits for the next)
         // Never idle while the spawn queue holds work (a thread the pass just
         // made): take it first. (Its maker's hub always comes here before it
         // could go idle, so the queue never strands a thread.)
@@ -574,25 +575,36 @@ Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held, bool movable
     return im.wake;
 }
 
-// Where a greenlet that parks goes. When exactly one other greenlet is
-// ready and the loop may wait, straight to it: the hub would run that one
-// next anyway (its pass has nothing else), so a hand-off between two threads
-// (one wakes the other, then waits) costs one switch instead of two, and
-// nothing else changes order. Otherwise to the hub, which keeps its passes:
-// letting every park jump to the queue's head instead reordered long queues
-// against their passes (CPython's ThreadingHTTPServer at 500 connections:
-// p99 0.65-0.87 s against 0.05-0.41 s).
+// Where a greenlet that parks goes: straight to the greenlet the hub would
+// run next anyway, so that only the switch through the hub goes (one switch
+// a hand-off instead of two; with own thread-locals one `wrfsbase` less).
+// That is the head of the queue while the hub's pass has some left to run
+// (the pass runs what was ready when it began, in order), or the only one
+// ready between passes (a hand-off between two threads). Otherwise to the
+// hub, which ends its pass (spawns, sharing, the loop's poll when due) and
+// begins the next. (Jumping to the head whatever the pass said, tried
+// first, ran what the pass woke before the loop was polled: CPython's
+// ThreadingHTTPServer at 500 connections, p99 0.65-0.87 s against 0.05-0.41 s.)
 Greenlet& Hub::next_after_park() noexcept {
     Greenlet* next = hub_greenlet_.get();
-    if (ready_count_ == 1 && !yielded_ && !poll_now_) {
+    Greenlet* head = nullptr;
+    if (yielded_ || poll_now_ || hand_off_g_) {
+        // the hub's: it polls, or hands off, before it runs anyone else
+    } else if (pass_left_ > 0) {
+        // The rest of the pass, in its order. (No clock read: the hub reads
+        // none within a pass either. Polling in the middle of a long pass,
+        // every kPollCheckSwitches, cut each pass of 1,000 echo connections
+        // into short ones and cost more than the switch it saved.)
+        if ((head = pop_ready())) --pass_left_;
+    } else if (ready_count_ == 1) {
         // (A direct switch is ~0.1 us: the clock is read every
         // kPollCheckSwitches of them, not every kPollCheckPasses.)
         if (++unpolled_switches_ % kPollCheckSwitches == 0 && poll_clock_due()) poll_now_ = true;  // (the hub polls first)
-        else if (Greenlet* only = pop_ready()) {
-            if (pass_left_ > 0) --pass_left_;  // it was the pass's to run
-            next = only;
-            detail::bump(turn_);  // the hub's turn in all but name (the monitor sees progress)
-        }
+        else head = pop_ready();
+    }
+    if (head) {
+        next = head;
+        detail::bump(turn_);  // the hub's turn in all but name (the monitor sees progress)
     }
     running_.store(next, std::memory_order_relaxed);
     return *next;
