@@ -77,6 +77,32 @@ int wait_in(WaitQueue& q, WaitQueue::Guard& held, WaitSite& site, const void* ob
 // reach the runtime's per-thread set-up, the hub or malloc.
 const void* self() noexcept { return greenshim::detail::current_owner_id(); }
 
+// Who a refused try was (the mark a lock keeps, see mutex_unlock): 32 bits of
+// its owner id, never 0. (Two threads that share them only cost a give-way.)
+std::uint32_t trier_mark(const void* id) noexcept {
+    auto a = reinterpret_cast<std::uintptr_t>(id);
+    std::uint32_t m = std::uint32_t(a >> 3) ^ std::uint32_t(a >> 35);
+    return m ? m : 1;
+}
+// A post or unlock: whether a try refused since is another thread's. The
+// poster's own mark is answered here: a thread that tries a lock it holds
+// (CPython's Condition._is_owned() on a plain Lock: acquire(False), which
+// fails, in every wait and notify) has nobody to give way to. (Giving way
+// there sent CPython's accepting thread to the back of a queue of 500 at
+// each Thread.start: ThreadingHTTPServer's p99 went from ~40 ms to ~700.)
+bool refused_other(std::uint32_t& tried) {
+    std::uint32_t t = __atomic_load_n(&tried, __ATOMIC_RELAXED);
+    if (__builtin_expect(t == 0, 1)) return false;
+    if (t != trier_mark(self())) return true;
+    __atomic_compare_exchange_n(&tried, &t, 0u, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return false;
+}
+
+// Took the lock: a mark of its own is answered (anyone else's stays).
+void answered(std::uint32_t& mark, const void* me) noexcept {
+    if (__builtin_expect(mark != 0, 0) && mark == trier_mark(me)) mark = 0;
+}
+
 // After an unlock that woke a waiter who had already lost the lock to this
 // thread once (a starving waiter: an rwlock's, a futex word's), or that
 // found a try refused since the lock was last taken by one (a thread that
@@ -274,7 +300,7 @@ struct Mutex {
     unsigned count;
     const void* owner;
     int kind;
-    int tried;  // a trylock found it taken, and no try or handover took it since (see mutex_unlock)
+    std::uint32_t tried;  // trier_mark of a thread whose trylock found it taken, until that thread takes it (mutex_unlock)
     WaitQueue waiters;
 };
 static_assert(sizeof(Mutex) <= sizeof(pthread_mutex_t));
@@ -338,7 +364,7 @@ __attribute__((noinline)) int mutex_lock_busy(Mutex* m, WaitQueue::Guard& held, 
         }
     }
     if (try_only) {
-        if (!relock) m->tried = 1;
+        if (!relock) m->tried = trier_mark(me);
         return EBUSY;
     }
     if (malformed_time) return EINVAL;
@@ -346,11 +372,15 @@ __attribute__((noinline)) int mutex_lock_busy(Mutex* m, WaitQueue::Guard& held, 
     for (;;) {
         int w = wait_in(m->waiters, held, g_mutex, m, deadline);
         held.lock();
-        if (!relock && m->owner == me) return 0;  // handed over by unlock
-        if (!m->locked) {                         // woken without a handover (queue torn down)
+        if (!relock && m->owner == me) {  // handed over by unlock
+            answered(m->tried, me);
+            return 0;
+        }
+        if (!m->locked) {  // woken without a handover (queue torn down)
             m->locked = 1;
             m->owner = me;
             m->count = 1;
+            answered(m->tried, me);
             return 0;
         }
         if (w == -ETIMEDOUT) return ETIMEDOUT;
@@ -370,7 +400,7 @@ inline int mutex_lock_until(Mutex* m, Deadline deadline, bool try_only, bool mal
         m->locked = 1;
         m->owner = me;
         m->count = 1;
-        if (try_only) m->tried = 0;
+        answered(m->tried, me);
         return 0;
     }
     return mutex_lock_busy(m, held, me, deadline, try_only, malformed_time, caller);
@@ -404,7 +434,7 @@ __attribute__((noinline)) int mutex_unlock_slow(Mutex* m, WaitQueue::Guard& held
     if (Greenlet* next = m->waiters.wake_one(held)) {
         m->owner = next->owner_id();
         m->count = 1;
-        m->tried = 0;
+        answered(m->tried, m->owner);
         return 0;
     }
     m->locked = 0;
@@ -412,8 +442,15 @@ __attribute__((noinline)) int mutex_unlock_slow(Mutex* m, WaitQueue::Guard& held
     m->count = 0;
     // A thread that tries in a loop (trylock, then sched_yield or a sleep)
     // never waits, so nothing is handed to it, and a holder that relocks at
-    // once would find it free every time: while a try is unanswered the
-    // unlock gives way, so that the trier, once runnable, tries first.
+    // once would find it free every time: while a try is unanswered (the
+    // thread refused has not taken it since, by any call) the unlock gives
+    // way, so that the trier, once runnable, tries first. (Answered by the
+    // trier only: a holder's relock must not clear it, or a trier that sleeps
+    // between tries would find it taken at every wake. Cleared by any take
+    // before, the mark of a CPython lock, which tries once before it waits,
+    // stayed on the locks the waiter then took without parking, and their
+    // every release gave way: ThreadingHTTPServer's p99 at 500 connections
+    // went from 32-49 ms to 510-710.)
     bool give_way = m->tried && caller;
     held.unlock();
     if (give_way) give_way_to_woken(caller);
@@ -840,8 +877,9 @@ SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, cl
 //   0  int       readers holding it
 //   4  int       writers waiting (new readers queue behind them)
 //   8  void*     writer holding it (its owner id)
-//   16 uint8     starving: kWokenLost, a woken waiter found it taken again;
-//                 kTried, a try found it taken and no try has taken it since
+//   16 uint8     starving: a woken waiter found it taken again
+//   20 uint32    tried_by: trier_mark of a thread whose try found it taken,
+//                 until that thread takes it (mutex_unlock says more)
 //   32 WaitQueue waiters (readers and writers; each rechecks when woken)
 // An unlock wakes every waiter to look again, and a writer that unlocks and
 // relocks in a loop, giving way only inside calls made holding it (a
@@ -852,13 +890,14 @@ SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, cl
 // never waits, so while a try is unanswered every unlock gives way
 // (mutex_unlock says more).
 namespace {
-constexpr unsigned char kWokenLost = 1, kTried = 2;
 struct RwLock {
     int readers;
     int writers_waiting;
     const void* writer;
     unsigned char starving;
-    char pad[11];
+    char pad[3];
+    std::uint32_t tried_by;
+    char pad2[4];
     int shared;
     WaitQueue waiters;
 };
@@ -883,15 +922,15 @@ int rd_lock(RwLock* l, Deadline deadline, bool try_only) {
     for (;;) {
         if (!l->writer && l->writers_waiting == 0) {
             ++l->readers;
-            if (try_only) l->starving &= ~kTried;
+            answered(l->tried_by, self());
             return 0;
         }
         if (try_only) {  // (glibc's trylock just finds it busy, even for its writer)
-            if (l->writer != self()) l->starving |= kTried;
+            if (l->writer != self()) l->tried_by = trier_mark(self());
             return EBUSY;
         }
         if (l->writer == self()) return EDEADLK;
-        if (woken) l->starving |= kWokenLost;
+        if (woken) l->starving = 1;
         int w = wait_in(l->waiters, held, g_rdlock, l, deadline);
         held.lock();
         if (w == -ETIMEDOUT) return ETIMEDOUT;
@@ -905,11 +944,11 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
     lock_rw_guard(held);
     if (!l->writer && l->readers == 0) {
         l->writer = me;
-        if (try_only) l->starving &= ~kTried;
+        answered(l->tried_by, me);
         return 0;
     }
     if (try_only) {
-        if (l->writer != me) l->starving |= kTried;
+        if (l->writer != me) l->tried_by = trier_mark(me);
         return EBUSY;
     }
     if (l->writer == me) return EDEADLK;
@@ -920,6 +959,7 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
         if (!l->writer && l->readers == 0) {
             --l->writers_waiting;
             l->writer = me;
+            answered(l->tried_by, me);
             return 0;
         }
         if (w == -ETIMEDOUT) {
@@ -927,7 +967,7 @@ int wr_lock(RwLock* l, Deadline deadline, bool try_only) {
             l->waiters.notify_all(held);  // readers held back for us may go now
             return ETIMEDOUT;
         }
-        if (w == 0) l->starving |= kWokenLost;
+        if (w == 0) l->starving = 1;
     }
 }
 // glibc's (process-shared): tried, and polled while busy. glibc records
@@ -1085,8 +1125,7 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
         return EPERM;
     }
     bool woke = x->waiters.notify_all(held) > 0;
-    bool give_way = (woke && (x->starving & kWokenLost)) || (x->starving & kTried);
-    if (woke) x->starving &= ~kWokenLost;
+    bool give_way = (woke && std::exchange(x->starving, 0)) | refused_other(x->tried_by);
     held.unlock();
     if (give_way) give_way_to_woken();
     return 0;
@@ -1110,10 +1149,10 @@ SHIM_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t* l) {
 // the main thread's write out for good; test_io's shutdown tests.) A post
 // from a signal handler only adds to the value.
 //   24 unsigned  magic
-//   28 unsigned  tried: a sem_trywait found it at zero; until a try takes a
-//      unit or a post grants one, a post that wakes nobody gives way (a
-//      thread that retries in a loop never waits, so nothing is granted to
-//      it; mutex_unlock says more)
+//   28 unsigned  tried: trier_mark of a thread whose sem_trywait found it
+//      at zero; until that thread takes a unit (any call), a post that
+//      wakes nobody gives way (a thread that retries in a loop never waits,
+//      so nothing is granted to it; mutex_unlock says more)
 // The kernel's rules for EINTR, measured here on glibc 2.36: sem_wait is
 // interrupted by a handler without SA_RESTART and restarted after one with
 // it; sem_timedwait and sem_clockwait (a futex wait with a deadline, which
@@ -1125,7 +1164,7 @@ struct Sem {
     unsigned grants;
     WaitQueue waiters;
     unsigned magic;
-    unsigned tried;  // (atomic) a sem_trywait found no unit, and none was taken by a try or granted since
+    std::uint32_t tried;  // (atomic) trier_mark of a thread whose sem_trywait found none, until it takes one
 };
 static_assert(sizeof(Sem) <= sizeof(sem_t));
 Sem* as_sem(sem_t* s) { return reinterpret_cast<Sem*>(s); }
@@ -1144,17 +1183,23 @@ Interruptible sem_interruptible(Deadline deadline) {
     return deadline == kForever ? Interruptible::unless_restart : Interruptible::always;
 }
 
+// Took a unit: a mark of this thread's own is answered.
+int sem_took(Sem* s) {
+    std::uint32_t t = __atomic_load_n(&s->tried, __ATOMIC_RELAXED);
+    if (__builtin_expect(t != 0, 0) && t == trier_mark(self()))
+        __atomic_compare_exchange_n(&s->tried, &t, 0u, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return 0;
+}
+
 int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
     if (try_only) {
-        bool took = sem_take(s);
-        if (__atomic_load_n(&s->tried, __ATOMIC_RELAXED) != unsigned(!took))
-            __atomic_store_n(&s->tried, unsigned(!took), __ATOMIC_RELAXED);
-        if (took) return 0;
+        if (sem_take(s)) return sem_took(s);
+        __atomic_store_n(&s->tried, trier_mark(self()), __ATOMIC_RELAXED);
         errno = EAGAIN;
         return -1;
     }
     for (;;) {
-        if (sem_take(s)) return 0;
+        if (sem_take(s)) return sem_took(s);
         if (!may_park()) {
             errno = EAGAIN;
             return -1;
@@ -1165,14 +1210,14 @@ int sem_wait_until(Sem* s, Deadline deadline, bool try_only) {
             // Looked at again under the Guard: a post made on another OS
             // thread after the look above wakes the queue under it.
             WaitQueue::Guard held(s->waiters);
-            if (sem_take(s)) return 0;
+            if (sem_take(s)) return sem_took(s);
             w = wait_in(s->waiters, held, g_sem, s, deadline, sem_interruptible(deadline));
         }
         // Woken by a post: its grant. (Another waiter woken otherwise, by a
         // handler's post, may take it first: the count stays right, and the
         // one whose grant it was finds the handler's unit or waits again.)
-        if (w == 0 && take_one(&s->grants)) return 0;
-        if (sem_take(s)) return 0;
+        if (w == 0 && take_one(&s->grants)) return sem_took(s);
+        if (sem_take(s)) return sem_took(s);
         if (w == -ETIMEDOUT || w == -EINTR) {
             errno = -w;
             return -1;
@@ -1270,12 +1315,9 @@ SHIM_EXPORT int sem_post(sem_t* s) {
     // once. Nobody woken (no waiter, or each one's deadline fired): the unit
     // goes to the value, unless a waiter woken otherwise took it meanwhile.
     __atomic_add_fetch(&x->grants, 1, __ATOMIC_RELEASE);
-    if (x->waiters.wake_one(held)) {
-        __atomic_store_n(&x->tried, 0u, __ATOMIC_RELAXED);
-        return 0;
-    }
+    if (x->waiters.wake_one(held)) return 0;
     if (take_one(&x->grants)) __atomic_add_fetch(&x->value, 1, __ATOMIC_RELEASE);
-    bool give_way = __atomic_load_n(&x->tried, __ATOMIC_RELAXED) != 0;
+    bool give_way = refused_other(x->tried);
     held.unlock();
     if (give_way) give_way_to_woken();
     return 0;
