@@ -84,6 +84,14 @@ std::uint32_t trier_mark(const void* id) noexcept {
     std::uint32_t m = std::uint32_t(a >> 3) ^ std::uint32_t(a >> 35);
     return m ? m : 1;
 }
+// Took the lock: a mark of its own is answered (anyone else's stays).
+// Atomic, for a semaphore's, which is read and written without its Guard.
+void answered(std::uint32_t& mark, const void* me) noexcept {
+    std::uint32_t t = __atomic_load_n(&mark, __ATOMIC_RELAXED);
+    if (__builtin_expect(t != 0, 0) && t == trier_mark(me))
+        __atomic_compare_exchange_n(&mark, &t, 0u, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
 // A post or unlock: whether a try refused since is another thread's. The
 // poster's own mark is answered here: a thread that tries a lock it holds
 // (CPython's Condition._is_owned() on a plain Lock: acquire(False), which
@@ -91,21 +99,14 @@ std::uint32_t trier_mark(const void* id) noexcept {
 // there sent CPython's accepting thread to the back of a queue of 500 at
 // each Thread.start: ThreadingHTTPServer's p99 went from ~40 ms to ~700.)
 bool refused_other(std::uint32_t& tried) {
-    std::uint32_t t = __atomic_load_n(&tried, __ATOMIC_RELAXED);
-    if (__builtin_expect(t == 0, 1)) return false;
-    if (t != trier_mark(self())) return true;
-    __atomic_compare_exchange_n(&tried, &t, 0u, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-    return false;
-}
-
-// Took the lock: a mark of its own is answered (anyone else's stays).
-void answered(std::uint32_t& mark, const void* me) noexcept {
-    if (__builtin_expect(mark != 0, 0) && mark == trier_mark(me)) mark = 0;
+    if (__builtin_expect(__atomic_load_n(&tried, __ATOMIC_RELAXED) == 0, 1)) return false;
+    answered(tried, self());
+    return __atomic_load_n(&tried, __ATOMIC_RELAXED) != 0;
 }
 
 // After an unlock that woke a waiter who had already lost the lock to this
 // thread once (a starving waiter: an rwlock's, a futex word's), or that
-// found a try refused since the lock was last taken by one (a thread that
+// found another thread's try refused and not yet answered (a thread that
 // tries in a loop: a mutex's, a semaphore's, an rwlock's, a spin lock's):
 // this thread gives way, so the woken or the trier look before it can take
 // the lock again. (On one hub they run first; on another hub they run
@@ -1185,9 +1186,7 @@ Interruptible sem_interruptible(Deadline deadline) {
 
 // Took a unit: a mark of this thread's own is answered.
 int sem_took(Sem* s) {
-    std::uint32_t t = __atomic_load_n(&s->tried, __ATOMIC_RELAXED);
-    if (__builtin_expect(t != 0, 0) && t == trier_mark(self()))
-        __atomic_compare_exchange_n(&s->tried, &t, 0u, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    answered(s->tried, self());
     return 0;
 }
 

@@ -52,12 +52,16 @@ const char* to_string(Wake w) noexcept {
     return "?";
 }
 
-namespace detail {
-QueueLockWord g_queue_locks[kQueueLocks];
-}
-using detail::g_queue_locks;
-
 namespace {
+// The spin locks WaitQueue::Guard takes, one cache line each, picked by the
+// queue's address. (Not a global the header could name: the runtime's
+// library and the shim each carry one, and a program linking the first with
+// the second preloaded would have two, which ASan reports as an ODR
+// violation.)
+struct alignas(64) LockWord {
+    std::atomic<int> word{0};
+};
+LockWord g_queue_locks[64];
 
 // Per fd number: the hubs that made a watcher of it since its last close
 // (each hub's fd_bit_, set always: a hub made later may close it), and,
@@ -1233,6 +1237,11 @@ void Hub::after_fork_child() {
 WaitQueue::~WaitQueue() {
     // Waiters of a queue that goes away would sleep forever: wake them.
     notify_all();
+}
+
+std::atomic<int>* WaitQueue::detail_lock_word(const void* q) noexcept {
+    auto a = reinterpret_cast<std::uintptr_t>(q);
+    return &g_queue_locks[(a >> 4 ^ a >> 10) & 63].word;
 }
 
 namespace {

@@ -151,17 +151,7 @@ public:
 };
 GREENSHIM_API bool runtime_internal() noexcept;
 
-namespace detail {
-struct Diag;
-struct ThreadState;
-// The spin locks WaitQueue::Guard takes, one cache line each, picked by the
-// queue's address (WaitQueue::detail_lock_word).
-struct alignas(64) QueueLockWord {
-    std::atomic<int> word{0};
-};
-inline constexpr std::size_t kQueueLocks = 64;
-extern GREENSHIM_API QueueLockWord g_queue_locks[kQueueLocks];
-}  // namespace detail
+namespace detail { struct Diag; struct ThreadState; }
 
 struct FdWait {
     int fd;
@@ -274,12 +264,7 @@ public:
 
 private:
     friend class Hub;
-    // (Inline: a Guard is taken several times in every lock, unlock and
-    // wait, and the call cost ~1 ns each.)
-    static std::atomic<int>* detail_lock_word(const void* q) noexcept {
-        auto a = reinterpret_cast<std::uintptr_t>(q);
-        return &detail::g_queue_locks[(a >> 4 ^ a >> 10) & (detail::kQueueLocks - 1)].word;
-    }
+    static std::atomic<int>* detail_lock_word(const void* q) noexcept;
     detail::WaitNode* head_ = nullptr;
     detail::WaitNode* tail_ = nullptr;
 };
