@@ -50,6 +50,14 @@ bool answered_in_place(const char* node, const char* service) noexcept {
     }
     return true;
 }
+// The same for getnameinfo: the host asked for as a number (or not at all)
+// and the service as a number (or not at all). A server that logs each
+// client's address (a PostgreSQL backend) makes one per connection.
+bool named_in_place(const char* host, socklen_t hostlen, const char* serv, socklen_t servlen, int flags) noexcept {
+    bool host_numeric = !host || hostlen == 0 || (flags & NI_NUMERICHOST);
+    bool serv_numeric = !serv || servlen == 0 || (flags & NI_NUMERICSERV);
+    return host_numeric && serv_numeric;
+}
 }  // namespace
 
 SHIM_EXPORT int getaddrinfo(const char* node, const char* service, const struct addrinfo* hints,
@@ -62,7 +70,8 @@ SHIM_EXPORT int getaddrinfo(const char* node, const char* service, const struct 
 SHIM_EXPORT int getnameinfo(const struct sockaddr* sa, socklen_t salen, char* host, socklen_t hostlen, char* serv,
                             socklen_t servlen, int flags) {
     SHIM_ENTER;
-    if (!may_park()) return REAL(getnameinfo)(sa, salen, host, hostlen, serv, servlen, flags);
+    if (!may_park() || named_in_place(host, hostlen, serv, servlen, flags))
+        return REAL(getnameinfo)(sa, salen, host, hostlen, serv, servlen, flags);
     return offload([&] { return REAL(getnameinfo)(sa, salen, host, hostlen, serv, servlen, flags); });
 }
 

@@ -1170,8 +1170,23 @@ void Hub::worker_idle() {
 // closed while a dup kept its file open). Nothing else opens or closes an fd
 // in there: the loop's callbacks only schedule greenlets (a signal handler
 // that runs meanwhile is told apart by the interposer: in_signal_handler).
+//
+// The first after a fork never blocks. The child inherits libev's wake-up
+// flags as the parent left them: an async_pending set by one of the parent's
+// helper threads (its eventfd written, not yet read) makes every
+// ev_async_send in the child return at once, trusting that the handler will
+// run. libev's fork pass queues that handler, but only runs it after the
+// pass's poll, which a pending event does not shorten: a wake sent meanwhile
+// by a helper thread, another hub or a signal handler slept up to libev's
+// 59.7 s (a PostgreSQL backend's first lookup; tests/threads fork-wake).
+// Without blocking, the handler runs and clears the flags; the hub's loop
+// comes back here for the poll it wanted.
 void Hub::run_loop(int flags) {
     detail::LoopFdsScope loop_fds;
+    if (__builtin_expect(forked_, 0)) {
+        forked_ = false;
+        flags = EVRUN_NOWAIT;
+    }
     ev_run(loop_, flags);
 }
 
@@ -1230,6 +1245,7 @@ void Hub::after_fork_child() {
     // A Guard another OS thread held at the fork is nobody's in the child.
     for (auto& l : g_queue_locks) l.word.store(0, std::memory_order_relaxed);
     ev_loop_fork(loop_);  // (the next ev_run remakes the loop's fds: run_loop)
+    forked_ = true;
 }
 
 // ---- WaitQueue ----

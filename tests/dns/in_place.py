@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""getaddrinfo of an address literal with a numeric port is answered in place,
-not on the helper pool (shim/dns.cpp, answered_in_place); a name still goes
-to the pool.
+"""getaddrinfo of an address literal with a numeric port, and getnameinfo
+asked for a numeric host and service, are answered in place, not on the
+helper pool (shim/dns.cpp, answered_in_place, named_in_place); a name still
+goes to the pool.
 
 usage: in_place.py GREENRUN
 Runs /usr/bin/python3.11 under greenrun --stats: 100 literal lookups (IPv4
-and IPv6, the port as a number and as a string) then one of "localhost";
+and IPv6, the port as a number and as a string), 100 numeric reverse ones,
+then one of "localhost";
 the stats must count exactly one call run on the helper pool, and the
 literal lookups must return what glibc returns for them unpatched."""
 import re
@@ -18,6 +20,8 @@ seen = set()
 for _ in range(50):
     seen.add(repr(socket.getaddrinfo('127.0.0.1', 80, type=socket.SOCK_STREAM)))
     seen.add(repr(socket.getaddrinfo('::1', '8080', type=socket.SOCK_STREAM)))
+    seen.add(repr(socket.getnameinfo(('127.0.0.1', 5432), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)))
+    seen.add(repr(socket.getnameinfo(('::1', 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)))
 print(len(seen), sorted(seen))
 socket.getaddrinfo('localhost', 80)
 """

@@ -637,6 +637,7 @@ private:
     bool poll_due() noexcept;
     bool yielded_ = false;  // a greenlet yielded in this pass: poll after it
     bool poll_now_ = false;  // a park found the poll due (next_after_park): poll before the rest
+    bool forked_ = false;    // a fork child whose loop has not run since (run_loop)
     std::size_t pass_left_ = 0;  // greenlets the hub's current pass has still to run
     unsigned unpolled_passes_ = 0;
     std::int64_t unpolled_since_ = 0;  // the first clock read since the last poll (0: none yet)
