@@ -312,9 +312,11 @@ void idle_end(Hub* h) noexcept {
 
 std::atomic<int> g_own_threads{0};
 
-bool foreign_threads_alive() noexcept {
+bool others_could_wake() noexcept {
     InternalScope internal;  // (the reads below go straight to libc)
     char buf[1024];
+    std::lock_guard<detail::OsMutex> lk(registry_mu());
+    if (g_idle_hubs + 1 < g_hub_count || g_wakes_in_flight.load() != 0) return true;
     int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;
     ssize_t n = ::read(fd, buf, sizeof buf - 1);
@@ -326,12 +328,7 @@ bool foreign_threads_alive() noexcept {
     for (int field = 2; p && field < 20; ++field) p = std::strchr(p + 1, ' ');
     if (!p) return false;
     long threads = std::strtol(p + 1, nullptr, 10);
-    long known;
-    {
-        std::lock_guard<detail::OsMutex> lk(registry_mu());
-        known = long(g_hub_count);
-    }
-    return threads > known + g_own_threads.load();
+    return threads > long(g_hub_count) + g_own_threads.load();
 }
 
 // In a fork's child only the forking thread's hub is left (the others'

@@ -190,11 +190,17 @@ struct OwnThread {
     OwnThread(const OwnThread&) = delete;
     OwnThread& operator=(const OwnThread&) = delete;
 };
-// Whether the process has an OS thread that is neither a hub's nor one of
+// Whether anything outside the calling hub, which idle_begin found the last
+// one awake, could still wake one of its greenlets: another hub that is not
+// idle or a wake on its way (a hub registered, or a wake posted, since
+// idle_begin looked), or an OS thread that is neither a hub's nor one of
 // the runtime's own (an allocator's background thread made with libc's
-// pthread_create, one made before the runtime was loaded): one that may
-// still wake a parked greenlet (diag.cpp; reads /proc/self/stat).
-bool foreign_threads_alive() noexcept;
+// pthread_create, one made before the runtime was loaded). Looked at in
+// one hold of the registry's lock, which hub_register takes: a thread that
+// made its first hub between two separate looks was once neither an idle
+// hub nor a foreign thread, and a deadlock was reported with it running
+// (diag.cpp; reads /proc/self/stat).
+bool others_could_wake() noexcept;
 // How long an idle helper thread waits for work before it ends.
 inline constexpr int kHelperIdleSeconds = 2;
 inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
