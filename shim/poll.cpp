@@ -70,6 +70,7 @@ int wait_loop(Deadline deadline, Try&& try_now, Build&& build, Block&& block) {
 
 int do_poll(struct pollfd* fds, nfds_t n, Deadline deadline, const sigset_t* mask) {
     static const struct timespec zero = {0, 0};
+    WaitMask waiting(mask);
     return wait_loop(
         deadline, [&] { return mask ? REAL(ppoll)(fds, n, &zero, mask) : REAL(poll)(fds, n, 0); },
         [&](std::vector<FdWait>& w) {
@@ -117,6 +118,7 @@ int do_select(int n, fd_set* r, fd_set* w, fd_set* e, Deadline deadline, const s
     };
     copy(false);
     int bits = int(words * NFDBITS) < n ? int(words * NFDBITS) : n;
+    WaitMask waiting(mask);
     int res = wait_loop(
         deadline,
         [&] {
@@ -148,6 +150,7 @@ int do_select(int n, fd_set* r, fd_set* w, fd_set* e, Deadline deadline, const s
 }
 
 int do_epoll_wait(int epfd, struct epoll_event* ev, int max, Deadline deadline, const sigset_t* mask) {
+    WaitMask waiting(mask);
     return wait_loop(
         deadline, [&] { return mask ? REAL(epoll_pwait)(epfd, ev, max, 0, mask) : REAL(epoll_wait)(epfd, ev, max, 0); },
         [&](std::vector<FdWait>& w) { w.push_back({epfd, kReadable, 0}); },

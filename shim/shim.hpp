@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <optional>
 
 #include "greenshim/diag.hpp"
 #include "config.hpp"
@@ -221,6 +222,27 @@ struct SignalMark {
 };
 SignalMark signal_mark() noexcept;
 bool interrupted_since(const SignalMark& mark, Interruptible mode) noexcept;
+// For a call that waits with a signal mask of its own (sigsuspend, pselect,
+// ppoll, epoll_pwait), as the kernel keeps it for the whole wait: mask is
+// the calling thread's for the life of the object (nullptr: unchanged), and
+// a park meanwhile ends with EINTR if a handler ran since the object was
+// made, including one the new mask let through as it changed (SignalsSince:
+// a signal already pending when the call came). Before, the mask was only
+// the quick first look's, and make -j waited on in pselect with SIGCHLD
+// blocked; nginx's master slept on in sigsuspend after its SIGCHLD handler
+// had run. signal.cpp.
+class WaitMask {
+public:
+    explicit WaitMask(const sigset_t* mask) noexcept;
+    ~WaitMask();
+    WaitMask(const WaitMask&) = delete;
+    WaitMask& operator=(const WaitMask&) = delete;
+
+private:
+    std::optional<SignalsSince> since_;  // (made before the mask changes)
+    sigset_t old_;
+    bool set_ = false;
+};
 // Async-signal-safe: has the hub call sync_after_handlers() (and the signal
 // callback) at its next turn. For a sem_post made in a signal handler.
 void wake_hub_from_handler() noexcept;

@@ -557,15 +557,13 @@ SHIM_EXPORT int pause(void) {
     }
 }
 
+// (A signal pending under the old mask that the new one lets through runs
+// its handler as the mask changes: pause then returns EINTR at once.)
 SHIM_EXPORT int sigsuspend(const sigset_t* mask) {
     SHIM_ENTER;
     if (!may_park()) return REAL(sigsuspend)(mask);
-    sigset_t old;
-    if (pthread_sigmask(SIG_SETMASK, mask, &old) != 0) return -1;
-    // A signal the new mask let through may already have run its handler.
-    int r = pause();
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    return r;
+    WaitMask waiting(mask);
+    return pause();
 }
 
 // sigwaitinfo/sigtimedwait/sigwait: the signals are blocked; a signalfd shows
@@ -650,6 +648,15 @@ int mask_op(int how, const sigset_t* set, sigset_t* old, bool process) {
     return 0;
 }
 }  // namespace
+
+WaitMask::WaitMask(const sigset_t* mask) noexcept {
+    if (!mask) return;
+    since_.emplace();
+    set_ = mask_op(SIG_SETMASK, mask, &old_, false) == 0;
+}
+WaitMask::~WaitMask() {
+    if (set_) mask_op(SIG_SETMASK, &old_, nullptr, false);
+}
 
 OsMaskOfThread::OsMaskOfThread() noexcept {
     GThread* t = config().enabled ? gthread_current() : nullptr;

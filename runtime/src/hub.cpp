@@ -537,6 +537,12 @@ Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held, bool movable
     im.hub = this;
     im.wake = Wake::none;
     im.signal_generation = g_signal_generation.load(std::memory_order_relaxed);
+    if (__builtin_expect(im.signals_since != 0, 0) && im.signal_generation >= im.signals_since &&
+        im.interrupt_mask != 0) {  // (SignalsSince: a handler ran before the park could see it)
+        if (held) held->unlock();
+        if (park_ref) im.keepalive.reset();
+        return Wake::interrupted;
+    }
     bool timed = deadline != kForever;
     if (timed) {
         std::int64_t left = deadline - monotonic_ns();
@@ -653,6 +659,14 @@ StayOnHub::StayOnHub() noexcept : impl_(&detail::impl_of(detail::current_greenle
     ++static_cast<Greenlet::Impl*>(impl_)->pins;
 }
 StayOnHub::~StayOnHub() { --static_cast<Greenlet::Impl*>(impl_)->pins; }
+
+SignalsSince::SignalsSince() noexcept {
+    Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
+    impl_ = &im;
+    saved_ = im.signals_since;
+    im.signals_since = g_signal_generation.load() + 1;
+}
+SignalsSince::~SignalsSince() { static_cast<Greenlet::Impl*>(impl_)->signals_since = saved_; }
 
 InterruptScope::InterruptScope(InterruptMask accepts) noexcept {
     Greenlet::Impl& im = detail::impl_of(detail::current_greenlet());
@@ -1147,6 +1161,7 @@ void Hub::share_preempted() noexcept {
 void Hub::notify_signal_all() noexcept {
     Hub* p = process_hub();
     if (p) p->notify_signal();
+    else g_signal_generation.fetch_add(1);  // (counted all the same: SignalsSince, before the first hub)
     unsigned n = g_worker_count.load(std::memory_order_acquire);
     for (unsigned i = 0; i < n && i < kMaxWorkers; ++i)
         if (Hub* w = g_workers[i].load(std::memory_order_acquire); w && w != p) w->notify_signal();

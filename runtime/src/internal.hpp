@@ -375,6 +375,7 @@ struct Greenlet::Impl {
     unsigned pins = 0;             // StayOnHub objects alive on its stack
     InterruptMask interrupt_mask = 0;     // which interrupts end its wait (InterruptScope)
     std::uint64_t signal_generation = 0;  // signals notified when it parked
+    std::uint64_t signals_since = 0;      // SignalsSince: the count at its making, plus 1 (0: none)
     Deadline deadline = kForever;
     ev_timer timer;
     // Keeps a spawned or parked greenlet alive until it dies; released by the

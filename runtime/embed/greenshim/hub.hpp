@@ -77,6 +77,27 @@ private:
     InterruptMask saved_;
 };
 
+// For the life of the object, a park of the current greenlet that accepts an
+// interrupt (a nonzero InterruptMask) ends at once, with Wake::interrupted,
+// if a signal was notified (Hub::notify_signal) since the object was made.
+// For a call that sets a signal mask of its own and waits until a handler
+// runs (sigsuspend, pselect, ppoll, epoll_pwait): the handler of a signal
+// the new mask lets through may run as the mask changes, before the park,
+// which would otherwise take it for an earlier one and sleep on. Any
+// signal counts, whatever its kind: for waits that every handler ends.
+// Cost: an atomic load and two stores; a compare in each park it covers.
+class GREENSHIM_API SignalsSince {
+public:
+    SignalsSince() noexcept;
+    ~SignalsSince();
+    SignalsSince(const SignalsSince&) = delete;
+    SignalsSince& operator=(const SignalsSince&) = delete;
+
+private:
+    void* impl_;  // the greenlet's (its Impl): the destructor runs on the same greenlet
+    std::uint64_t saved_;
+};
+
 struct WaitSite;
 // WaitScope (diag.hpp) and InterruptScope in one, for a single park: the
 // site, its argument and the mask set with one look-up of the current
