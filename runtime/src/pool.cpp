@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <condition_variable>
@@ -38,14 +39,29 @@ struct Pool {
     static constexpr unsigned kMaxThreads = 128;
 };
 
-// Under g_pool->mu.
+// Under the pool's mu.
 void count_helpers(int delta) {
     auto& c = detail::g_counters;
     std::uint64_t n = c.helpers.load(std::memory_order_relaxed) + std::uint64_t(std::int64_t(delta));
     c.helpers.store(n, std::memory_order_relaxed);
     if (n > c.peak_helpers.load(std::memory_order_relaxed)) c.peak_helpers.store(n, std::memory_order_relaxed);
 }
-Pool* g_pool = nullptr;
+std::atomic<Pool*> g_pool{nullptr};
+
+// The pool, made by whichever hub asks first (two may at once: one keeps its
+// own). Not a function-local static: the guard of one, taken by a thread of
+// the parent's just as another thread forked, stayed taken in the child,
+// whose first pool call then waited for it forever (a process-shared
+// barrier's wait in a fork child under two hubs: tests/threads
+// shared-sync-patched, about 1 run in 10).
+Pool& pool() {
+    Pool* p = g_pool.load(std::memory_order_acquire);
+    if (__builtin_expect(p != nullptr, 1)) return *p;
+    auto* made = new Pool;
+    if (g_pool.compare_exchange_strong(p, made, std::memory_order_acq_rel)) return *made;
+    delete made;
+    return *p;
+}
 
 void* pool_main(void*) {
     t_internal = 1;  // for life: every libc call here goes straight to libc
@@ -53,21 +69,21 @@ void* pool_main(void*) {
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, nullptr);  // signals are for the program's thread
+    Pool& pl = pool();
     for (;;) {
         PoolJob* j;
         {
-            std::unique_lock<detail::OsMutex> lk(g_pool->mu);
-            ++g_pool->idle;
-            bool work = g_pool->cv.wait_for_seconds(lk, detail::kHelperIdleSeconds,
-                                                    [] { return !g_pool->queue.empty(); });
-            --g_pool->idle;
+            std::unique_lock<detail::OsMutex> lk(pl.mu);
+            ++pl.idle;
+            bool work = pl.cv.wait_for_seconds(lk, detail::kHelperIdleSeconds, [&pl] { return !pl.queue.empty(); });
+            --pl.idle;
             if (!work) {
-                --g_pool->threads;
+                --pl.threads;
                 count_helpers(-1);
                 return nullptr;
             }
-            j = g_pool->queue.front();
-            g_pool->queue.pop_front();
+            j = pl.queue.front();
+            pl.queue.pop_front();
             detail::bump(detail::g_counters.helper_jobs);
         }
         j->fn();
@@ -78,27 +94,23 @@ void* pool_main(void*) {
 
 void pool_submit(PoolJob* j) {
     InternalScope internal;
-    if (!g_pool) {
-        // Made once, whichever hub asks first (two may at once).
-        static Pool* const first = new Pool;
-        if (!g_pool) g_pool = first;
-    }
-    std::unique_lock<detail::OsMutex> lk(g_pool->mu);
-    g_pool->queue.push_back(j);
-    if (g_pool->queue.size() > g_pool->idle && g_pool->threads < Pool::kMaxThreads) {
+    Pool& pl = pool();
+    std::unique_lock<detail::OsMutex> lk(pl.mu);
+    pl.queue.push_back(j);
+    if (pl.queue.size() > pl.idle && pl.threads < Pool::kMaxThreads) {
         pthread_t t;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&attr, 256 * 1024);
         if (pthread_create(&t, &attr, pool_main, nullptr) == 0) {
-            ++g_pool->threads;
+            ++pl.threads;
             count_helpers(+1);
         }
         pthread_attr_destroy(&attr);
     }
     lk.unlock();
-    g_pool->cv.notify_one();
+    pl.cv.notify_one();
 }
 
 }  // namespace
@@ -129,7 +141,8 @@ void PoolJob::in_flight_abandoned() noexcept {
 
 void pool_after_fork_child() noexcept {
     // The pool's threads did not come along; their lock may have.
-    if (g_pool) g_pool = new (std::nothrow) Pool;  // the old one is the parent's copy: leave it
+    if (g_pool.load(std::memory_order_relaxed))  // the old one is the parent's copy: leave it
+        g_pool.store(new (std::nothrow) Pool, std::memory_order_relaxed);  // (none: made at the first call)
     g_counters.helpers.store(0, std::memory_order_relaxed);
 }
 }  // namespace detail
