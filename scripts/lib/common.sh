@@ -16,6 +16,7 @@ GREENSHIM_PACKAGES=(
   libjemalloc2 libjemalloc-dev libtcmalloc-minimal4 libgoogle-perftools4 libmimalloc2.0
   redis-server redis-tools
   sysbench  # tests/threads tls-sysbench-mutex: a __thread counter per thread
+  make  # tests/integration make_jobs: make -j2's jobserver waits in pselect
   liburing-dev libaio-dev  # tests/threads/native: waits in liburing and libaio
 )
 
