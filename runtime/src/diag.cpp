@@ -285,10 +285,16 @@ void post_fd_closed(std::uint32_t hubs, int fd, Hub* except) noexcept {
         if (h != except && (Diag::fd_bit(*h) & hubs)) post_closed_fd(*h, fd);
 }
 
+namespace {
+// Whether the calling hub, not marked idle, is the last one awake and no
+// wake is on its way. Under registry_mu.
+bool last_awake() noexcept { return g_idle_hubs + 1 >= g_hub_count && g_wakes_in_flight.load() == 0; }
+}  // namespace
+
 bool idle_begin(Hub* h, bool always_mark) noexcept {
     InternalScope internal;
     std::lock_guard<detail::OsMutex> lk(registry_mu());
-    bool last = g_idle_hubs + 1 >= g_hub_count && g_wakes_in_flight.load() == 0;
+    bool last = last_awake();
     if (last && !always_mark) return false;
     if (!Diag::idle(*h)) {
         Diag::idle(*h) = true;
@@ -316,7 +322,7 @@ bool others_could_wake() noexcept {
     InternalScope internal;  // (the reads below go straight to libc)
     char buf[1024];
     std::lock_guard<detail::OsMutex> lk(registry_mu());
-    if (g_idle_hubs + 1 < g_hub_count || g_wakes_in_flight.load() != 0) return true;
+    if (!last_awake()) return true;
     int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;
     ssize_t n = ::read(fd, buf, sizeof buf - 1);
