@@ -49,8 +49,11 @@ short wait_events(short ev) noexcept {
 // restarted after a handler (Interruptible::always). With no fd and no
 // deadline only a signal can end the call: when nothing else can run either,
 // block() makes the real call, which sleeps in the kernel until one comes.
+// mask: the call's own signal mask (pselect, ppoll, epoll_pwait), in force
+// for the whole wait (WaitMask); nullptr: the thread's.
 template <class Try, class Build, class Block>
-int wait_loop(Deadline deadline, Try&& try_now, Build&& build, Block&& block) {
+int wait_loop(Deadline deadline, const sigset_t* mask, Try&& try_now, Build&& build, Block&& block) {
+    WaitMask waiting(mask);
     std::vector<FdWait> waits;
     for (;;) {
         int r = unless_tick_eintr(try_now);
@@ -70,9 +73,8 @@ int wait_loop(Deadline deadline, Try&& try_now, Build&& build, Block&& block) {
 
 int do_poll(struct pollfd* fds, nfds_t n, Deadline deadline, const sigset_t* mask) {
     static const struct timespec zero = {0, 0};
-    WaitMask waiting(mask);
     return wait_loop(
-        deadline, [&] { return mask ? REAL(ppoll)(fds, n, &zero, mask) : REAL(poll)(fds, n, 0); },
+        deadline, mask, [&] { return mask ? REAL(ppoll)(fds, n, &zero, mask) : REAL(poll)(fds, n, 0); },
         [&](std::vector<FdWait>& w) {
             for (nfds_t i = 0; i < n; ++i) {
                 short ev = wait_events(fds[i].events);
@@ -118,9 +120,8 @@ int do_select(int n, fd_set* r, fd_set* w, fd_set* e, Deadline deadline, const s
     };
     copy(false);
     int bits = int(words * NFDBITS) < n ? int(words * NFDBITS) : n;
-    WaitMask waiting(mask);
     int res = wait_loop(
-        deadline,
+        deadline, mask,
         [&] {
             copy(true);
             struct timespec zero = {0, 0};
@@ -150,9 +151,8 @@ int do_select(int n, fd_set* r, fd_set* w, fd_set* e, Deadline deadline, const s
 }
 
 int do_epoll_wait(int epfd, struct epoll_event* ev, int max, Deadline deadline, const sigset_t* mask) {
-    WaitMask waiting(mask);
     return wait_loop(
-        deadline, [&] { return mask ? REAL(epoll_pwait)(epfd, ev, max, 0, mask) : REAL(epoll_wait)(epfd, ev, max, 0); },
+        deadline, mask, [&] { return mask ? REAL(epoll_pwait)(epfd, ev, max, 0, mask) : REAL(epoll_wait)(epfd, ev, max, 0); },
         [&](std::vector<FdWait>& w) { w.push_back({epfd, kReadable, 0}); },
         [&] { return mask ? REAL(epoll_pwait)(epfd, ev, max, -1, mask) : REAL(epoll_wait)(epfd, ev, max, -1); });
 }
