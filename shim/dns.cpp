@@ -62,54 +62,54 @@ bool named_in_place(const char* host, socklen_t hostlen, const char* serv, sockl
 
 SHIM_EXPORT int getaddrinfo(const char* node, const char* service, const struct addrinfo* hints,
                             struct addrinfo** res) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park() || answered_in_place(node, service)) return REAL(getaddrinfo)(node, service, hints, res);
     return offload([&] { return REAL(getaddrinfo)(node, service, hints, res); });
 }
 
 SHIM_EXPORT int getnameinfo(const struct sockaddr* sa, socklen_t salen, char* host, socklen_t hostlen, char* serv,
                             socklen_t servlen, int flags) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park() || named_in_place(host, hostlen, serv, servlen, flags))
         return REAL(getnameinfo)(sa, salen, host, hostlen, serv, servlen, flags);
     return offload([&] { return REAL(getnameinfo)(sa, salen, host, hostlen, serv, servlen, flags); });
 }
 
 SHIM_EXPORT struct hostent* gethostbyname(const char* name) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(gethostbyname)(name);
     return offload([&] { return REAL(gethostbyname)(name); });
 }
 
 SHIM_EXPORT struct hostent* gethostbyname2(const char* name, int af) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(gethostbyname2)(name, af);
     return offload([&] { return REAL(gethostbyname2)(name, af); });
 }
 
 SHIM_EXPORT struct hostent* gethostbyaddr(const void* addr, socklen_t len, int type) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(gethostbyaddr)(addr, len, type);
     return offload([&] { return REAL(gethostbyaddr)(addr, len, type); });
 }
 
 SHIM_EXPORT int gethostbyname_r(const char* name, struct hostent* ret, char* buf, size_t buflen,
                                 struct hostent** result, int* h_errnop) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(gethostbyname_r)(name, ret, buf, buflen, result, h_errnop);
     return offload([&] { return REAL(gethostbyname_r)(name, ret, buf, buflen, result, h_errnop); });
 }
 
 SHIM_EXPORT int gethostbyname2_r(const char* name, int af, struct hostent* ret, char* buf, size_t buflen,
                                  struct hostent** result, int* h_errnop) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(gethostbyname2_r)(name, af, ret, buf, buflen, result, h_errnop);
     return offload([&] { return REAL(gethostbyname2_r)(name, af, ret, buf, buflen, result, h_errnop); });
 }
 
 SHIM_EXPORT int gethostbyaddr_r(const void* addr, socklen_t len, int type, struct hostent* ret, char* buf,
                                 size_t buflen, struct hostent** result, int* h_errnop) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(gethostbyaddr_r)(addr, len, type, ret, buf, buflen, result, h_errnop);
     return offload([&] { return REAL(gethostbyaddr_r)(addr, len, type, ret, buf, buflen, result, h_errnop); });
 }

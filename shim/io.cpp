@@ -165,13 +165,12 @@ int do_fcntl(int fd, int cmd, void* arg) {
 
 }  // namespace
 
-SHIM_EXPORT ssize_t read(int fd, void* buf, size_t n) { SHIM_ENTER; return do_read(fd, buf, n); }
-SHIM_EXPORT ssize_t write(int fd, const void* buf, size_t n) { SHIM_ENTER; return do_write(fd, buf, n); }
-SHIM_EXPORT ssize_t readv(int fd, const struct iovec* iov, int cnt) { SHIM_ENTER; return do_readv(fd, iov, cnt); }
-SHIM_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { SHIM_ENTER; return do_writev(fd, iov, cnt); }
+SHIM_EXPORT ssize_t read(int fd, void* buf, size_t n) { SHIM_CANCEL_POINT; return do_read(fd, buf, n); }
+SHIM_EXPORT ssize_t write(int fd, const void* buf, size_t n) { SHIM_CANCEL_POINT; return do_write(fd, buf, n); }
+SHIM_EXPORT ssize_t readv(int fd, const struct iovec* iov, int cnt) { SHIM_CANCEL_POINT; return do_readv(fd, iov, cnt); }
+SHIM_EXPORT ssize_t writev(int fd, const struct iovec* iov, int cnt) { SHIM_CANCEL_POINT; return do_writev(fd, iov, cnt); }
 
-SHIM_EXPORT int close(int fd) {
-    SHIM_ENTER;
+int greenshim::shim::close_fd(int fd) noexcept {
     if (__builtin_expect(is_own_fd(fd), 0)) {
         if (!hub_making_own_fds()) {  // the shim's: not open, as far as the program knows
             errno = EBADF;
@@ -182,6 +181,11 @@ SHIM_EXPORT int close(int fd) {
     }
     fd_closing(fd);
     return REAL(close)(fd);
+}
+
+SHIM_EXPORT int close(int fd) {
+    SHIM_CANCEL_POINT;
+    return close_fd(fd);
 }
 
 SHIM_EXPORT int fclose(FILE* f) {
@@ -271,26 +275,26 @@ SHIM_EXPORT FILE* fdopen(int fd, const char* mode) {
 }
 
 // glibc's eventfd_read/eventfd_write call read/write internally.
-SHIM_EXPORT int eventfd_read(int fd, eventfd_t* value) { SHIM_ENTER; return read(fd, value, sizeof *value) == sizeof *value ? 0 : -1; }
+SHIM_EXPORT int eventfd_read(int fd, eventfd_t* value) { SHIM_CANCEL_POINT; return read(fd, value, sizeof *value) == sizeof *value ? 0 : -1; }
 SHIM_EXPORT int eventfd_write(int fd, eventfd_t value) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return write(fd, &value, sizeof value) == sizeof value ? 0 : -1;
 }
 
 // _FORTIFY_SOURCE builds (most distribution packages) call these checked
 // variants instead; the check is glibc's, the call ours.
 SHIM_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (n > buflen) __chk_fail();
     return read(fd, buf, n);
 }
 SHIM_EXPORT ssize_t __pread_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (n > buflen) __chk_fail();
     return pread(fd, buf, n, off);
 }
 SHIM_EXPORT ssize_t __pread64_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (n > buflen) __chk_fail();
     return pread(fd, buf, n, off);
 }
@@ -373,7 +377,7 @@ mode_t mode_arg(int flags, va_list ap) { return (flags & (O_CREAT | O_TMPFILE)) 
 }  // namespace
 
 SHIM_EXPORT int open(const char* path, int flags, ...) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     va_list ap;
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
@@ -382,7 +386,7 @@ SHIM_EXPORT int open(const char* path, int flags, ...) {
 }
 
 SHIM_EXPORT int open64(const char* path, int flags, ...) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     va_list ap;
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
@@ -391,7 +395,7 @@ SHIM_EXPORT int open64(const char* path, int flags, ...) {
 }
 
 SHIM_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     va_list ap;
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
@@ -400,7 +404,7 @@ SHIM_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
 }
 
 SHIM_EXPORT int openat64(int dirfd, const char* path, int flags, ...) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     va_list ap;
     va_start(ap, flags);
     mode_t mode = mode_arg(flags, ap);
@@ -410,25 +414,25 @@ SHIM_EXPORT int openat64(int dirfd, const char* path, int flags, ...) {
 
 // Positioned I/O and syncs: only regular files, so only the file pool applies.
 SHIM_EXPORT ssize_t pread(int fd, void* buf, size_t n, off_t off) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return file_call(fd, [&] { return REAL(pread)(fd, buf, n, off); });
 }
-SHIM_EXPORT ssize_t pread64(int fd, void* buf, size_t n, off_t off) { SHIM_ENTER; return pread(fd, buf, n, off); }
+SHIM_EXPORT ssize_t pread64(int fd, void* buf, size_t n, off_t off) { SHIM_CANCEL_POINT; return pread(fd, buf, n, off); }
 SHIM_EXPORT ssize_t pwrite(int fd, const void* buf, size_t n, off_t off) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return file_call(fd, [&] { return REAL(pwrite)(fd, buf, n, off); });
 }
-SHIM_EXPORT ssize_t pwrite64(int fd, const void* buf, size_t n, off_t off) { SHIM_ENTER; return pwrite(fd, buf, n, off); }
+SHIM_EXPORT ssize_t pwrite64(int fd, const void* buf, size_t n, off_t off) { SHIM_CANCEL_POINT; return pwrite(fd, buf, n, off); }
 SHIM_EXPORT ssize_t preadv(int fd, const struct iovec* iov, int cnt, off_t off) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return file_call(fd, [&] { return REAL(preadv)(fd, iov, cnt, off); });
 }
 SHIM_EXPORT ssize_t pwritev(int fd, const struct iovec* iov, int cnt, off_t off) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return file_call(fd, [&] { return REAL(pwritev)(fd, iov, cnt, off); });
 }
-SHIM_EXPORT int fsync(int fd) { SHIM_ENTER; return file_call(fd, [&] { return REAL(fsync)(fd); }); }
-SHIM_EXPORT int fdatasync(int fd) { SHIM_ENTER; return file_call(fd, [&] { return REAL(fdatasync)(fd); }); }
+SHIM_EXPORT int fsync(int fd) { SHIM_CANCEL_POINT; return file_call(fd, [&] { return REAL(fsync)(fd); }); }
+SHIM_EXPORT int fdatasync(int fd) { SHIM_CANCEL_POINT; return file_call(fd, [&] { return REAL(fdatasync)(fd); }); }
 
 SHIM_EXPORT int flock(int fd, int op) {
     SHIM_ENTER;
@@ -439,9 +443,9 @@ SHIM_EXPORT int flock(int fd, int op) {
 
 // lockf(F_LOCK) waits inside libc (an internal fcntl): the same loop over F_TLOCK.
 SHIM_EXPORT int lockf(int fd, int cmd, off_t len) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     auto real = REAL(lockf);
     if (!may_park() || cmd != F_LOCK) return real(fd, cmd, len);
     return lock_wait([&] { return real(fd, F_TLOCK, len); });
 }
-SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { SHIM_ENTER; return lockf(fd, cmd, len); }
+SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { SHIM_CANCEL_POINT; return lockf(fd, cmd, len); }

@@ -60,7 +60,7 @@ int wait_loop(Deadline deadline, const sigset_t* mask, Try&& try_now, Build&& bu
         if (r != 0) return r;
         waits.clear();
         build(waits);
-        int p = park_as(g_poll, -1, Interruptible::always, EndsBy::signal_only,
+        int p = park_as(g_poll, -1, cancellable(Interruptible::always), EndsBy::signal_only,
                         [&](Hub& hub) { return hub.wait_fds(waits.data(), waits.size(), deadline); });
         if (p == -ETIMEDOUT) return try_now();  // time is up: one last look, as the kernel would
         if (p == -EDEADLK) return block();
@@ -167,7 +167,7 @@ void remaining(Deadline deadline, struct timeval* tv) noexcept {
 }  // namespace
 
 SHIM_EXPORT int poll(struct pollfd* fds, nfds_t n, int timeout) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     Hub* hub;
     if (!may_park(hub)) return REAL(poll)(fds, n, timeout);
     coop_tick(hub);
@@ -176,7 +176,7 @@ SHIM_EXPORT int poll(struct pollfd* fds, nfds_t n, int timeout) {
 }
 
 SHIM_EXPORT int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     Hub* hub;
     if (!may_park(hub)) return REAL(ppoll)(fds, n, ts, mask);
     coop_tick(hub);
@@ -189,7 +189,7 @@ SHIM_EXPORT int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, c
 }
 
 SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* tv) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     Hub* hub;
     if (!may_park(hub)) return REAL(select)(n, r, w, e, tv);
     coop_tick(hub);
@@ -205,7 +205,7 @@ SHIM_EXPORT int select(int n, fd_set* r, fd_set* w, fd_set* e, struct timeval* t
 }
 
 SHIM_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const struct timespec* ts, const sigset_t* mask) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     Hub* hub;
     if (!may_park(hub)) return REAL(pselect)(n, r, w, e, ts, mask);
     coop_tick(hub);
@@ -218,7 +218,7 @@ SHIM_EXPORT int pselect(int n, fd_set* r, fd_set* w, fd_set* e, const struct tim
 }
 
 SHIM_EXPORT int epoll_wait(int epfd, struct epoll_event* ev, int max, int timeout) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     Hub* hub;
     if (!may_park(hub)) return REAL(epoll_wait)(epfd, ev, max, timeout);
     coop_tick(hub);
@@ -227,7 +227,7 @@ SHIM_EXPORT int epoll_wait(int epfd, struct epoll_event* ev, int max, int timeou
 }
 
 SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event* ev, int max, int timeout, const sigset_t* mask) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     Hub* hub;
     if (!may_park(hub)) return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
     coop_tick(hub);
@@ -236,13 +236,13 @@ SHIM_EXPORT int epoll_pwait(int epfd, struct epoll_event* ev, int max, int timeo
 }
 
 SHIM_EXPORT int __poll_chk(struct pollfd* fds, nfds_t n, int timeout, size_t fdslen) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (fdslen / sizeof(*fds) < n) __chk_fail();
     return poll(fds, n, timeout);
 }
 SHIM_EXPORT int __ppoll_chk(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask,
                             size_t fdslen) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (fdslen / sizeof(*fds) < n) __chk_fail();
     return ppoll(fds, n, ts, mask);
 }

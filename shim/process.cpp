@@ -272,7 +272,7 @@ int child_pidfd(pid_t pid) noexcept {
 }
 
 // 0 to ask again, -1 with errno EINTR.
-int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
+int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns, Interruptible mode) {
     std::vector<FdWait> waits;
     if (is_exit_only(options)) {
         if (pid > 0) {
@@ -298,7 +298,7 @@ int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
     std::int64_t cap = waits.empty() ? 20000000 : 1000000000;
     backoff_ns = backoff_ns * 2 > cap ? cap : backoff_ns * 2;
     static WaitSite waiting{"waitpid", "process", WaitSite::Arg::pid};
-    int r = park_as(waiting, pid, Interruptible::unless_restart, EndsBy::other_thread,
+    int r = park_as(waiting, pid, mode, EndsBy::other_thread,
                     [&](Hub& hub) { return hub.wait_fds(waits.data(), waits.size(), d); });
     for (FdWait& fw : waits) {
         fd_closing(fw.fd);  // (its watcher goes)
@@ -312,36 +312,38 @@ int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns) {
     return 0;  // a child may have changed state (or the backoff timer ran out): ask again
 }
 
+// cancellation_point: waitpid, wait and waitid are; wait3 and wait4 are not.
 template <class Try>
-auto wait_child(pid_t pid, int options, Try&& try_now) -> decltype(try_now()) {
+auto wait_child(pid_t pid, int options, Try&& try_now, bool cancellation_point = true) -> decltype(try_now()) {
+    Interruptible mode = cancellation_point ? cancellable(Interruptible::unless_restart) : Interruptible::unless_restart;
     std::int64_t backoff = 1000000;
     for (;;) {
         auto r = try_now();
         if (r != 0) return r;  // a child changed state, or an error (ECHILD, EINVAL)
-        if (park_for_child(pid, options, backoff) < 0) return -1;
+        if (park_for_child(pid, options, backoff, mode) < 0) return -1;
     }
 }
 
 }  // namespace
 
 SHIM_EXPORT pid_t waitpid(pid_t pid, int* status, int options) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park() || (options & WNOHANG)) return REAL(waitpid)(pid, status, options);
     return wait_child(pid, options, [&] { return REAL(waitpid)(pid, status, options | WNOHANG); });
 }
 
-SHIM_EXPORT pid_t wait(int* status) { SHIM_ENTER; return waitpid(-1, status, 0); }
+SHIM_EXPORT pid_t wait(int* status) { SHIM_CANCEL_POINT; return waitpid(-1, status, 0); }
 
 SHIM_EXPORT pid_t wait4(pid_t pid, int* status, int options, struct rusage* ru) {
     SHIM_ENTER;
     if (!may_park() || (options & WNOHANG)) return REAL(wait4)(pid, status, options, ru);
-    return wait_child(pid, options, [&] { return REAL(wait4)(pid, status, options | WNOHANG, ru); });
+    return wait_child(pid, options, [&] { return REAL(wait4)(pid, status, options | WNOHANG, ru); }, false);
 }
 
 SHIM_EXPORT pid_t wait3(int* status, int options, struct rusage* ru) { SHIM_ENTER; return wait4(-1, status, options, ru); }
 
 SHIM_EXPORT int waitid(idtype_t type, id_t id, siginfo_t* info, int options) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park() || (options & WNOHANG)) return REAL(waitid)(type, id, info, options);
     pid_t pid = type == P_PID ? pid_t(id) : -1;
     int opts = (options & WEXITED) && !(options & (WSTOPPED | WCONTINUED)) ? 0 : WUNTRACED;
@@ -361,7 +363,7 @@ SHIM_EXPORT int waitid(idtype_t type, id_t id, siginfo_t* info, int options) {
 // thread; this one spawns it with posix_spawn and waits like waitpid.
 // (The parent does not ignore SIGINT/SIGQUIT meanwhile: other greenlets run.)
 SHIM_EXPORT int system(const char* command) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(system)(command);
     if (!command) return 1;  // a shell is there
     posix_spawnattr_t attr;

@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 
@@ -80,11 +81,20 @@ namespace greenshim::shim {
 // handler without SA_RESTART, one with it; signal.cpp's on_signals).
 inline constexpr InterruptMask kByHandler = 1;
 inline constexpr InterruptMask kByRestartingHandler = 2;
+// A pthread_cancel of the thread (thread.cpp), in the wait of a cancellation
+// point (POSIX's list: read, accept, sleep, poll, sem_wait, pthread_join,
+// pthread_cond_wait, ...). Never of a lock, a barrier or a futex.
+inline constexpr InterruptMask kByCancel = 4;
 enum class Interruptible : InterruptMask {
-    no = 0,                            // never (lock waits, joins)
+    no = 0,                            // never (lock waits; joins and condition waits: cancellable(no))
     unless_restart = kByHandler,       // EINTR unless the handler has SA_RESTART (read, accept, sem_wait...)
     always = kByHandler | kByRestartingHandler,  // EINTR whatever the flags (sleeps, poll, select, epoll_wait)
 };
+// The same mode in a cancellation point's wait: a cancellation ends it too.
+constexpr Interruptible cancellable(Interruptible mode) noexcept {
+    return Interruptible(InterruptMask(mode) | kByCancel);
+}
+constexpr bool by_handler(Interruptible mode) noexcept { return (InterruptMask(mode) & kByHandler) != 0; }
 
 // The exit status of a process the shim ends because of a deadlock (every
 // greenlet waits for another; nothing outside could wake any of them).
@@ -124,7 +134,7 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(pthread_clockjoin_np) X(pthread_detach) X(pthread_self) X(pthread_exit) X(sched_yield)  \
     X(pthread_setname_np) X(pthread_getname_np) X(pthread_getattr_np) X(pthread_getschedparam) \
     X(pthread_setschedparam) X(pthread_setschedprio) X(pthread_getaffinity_np)                \
-    X(pthread_setaffinity_np) X(pthread_getcpuclockid) X(pthread_kill) X(pthread_cancel)      \
+    X(pthread_setaffinity_np) X(pthread_getcpuclockid) X(pthread_kill) X(pthread_cancel) X(pthread_setcancelstate) X(pthread_setcanceltype) X(pthread_testcancel) \
     X(__pthread_register_cancel) X(__pthread_unregister_cancel) X(__pthread_register_cancel_defer) \
     X(__pthread_unregister_cancel_restore) X(__pthread_unwind_next)                          \
     X(pthread_mutex_init) X(pthread_mutex_destroy) X(pthread_mutex_lock) X(pthread_mutex_trylock) \
@@ -345,6 +355,9 @@ struct ShimCall {
 };
 // The first statement of every exported interposer.
 #define SHIM_ENTER ::greenshim::shim::ShimCall shim_call_
+// The first statement of an interposer that is a cancellation point (see
+// CancelPoint): declared after the ShimCall, so that it acts first.
+#define SHIM_CANCEL_POINT SHIM_ENTER; ::greenshim::shim::CancelPoint cancel_point_
 // The program's own code called from the shim's (a thread's start routine):
 // the depth is 0 meanwhile.
 struct ProgramCode {
@@ -565,6 +578,52 @@ inline auto file_call(int fd, Call&& call) -> decltype(call()) {
     return r;
 }
 
+// ---- cancellation (thread.cpp) ----
+//
+// pthread_cancel of a greenlet thread is deferred, as glibc's default: it
+// acts at a cancellation point, the exported calls that begin with
+// SHIM_CANCEL_POINT. At the call's start if one is pending; during its wait
+// (a wait of a cancellable() mode ends with EINTR, the call unwinds out of
+// it, and the call ends the thread instead of returning); and in
+// pthread_testcancel. A call that did not have to wait returns its result,
+// as glibc's does when the syscall completes. The thread then ends as
+// pthread_exit(PTHREAD_CANCELED) ends it: cleanup handlers, C++ frames'
+// cleanups, thread-specific data destructors.
+//
+// Set by the first pthread_cancel of a greenlet thread: until then a
+// cancellation point costs one load and a branch at its start and end.
+extern std::atomic<bool> g_cancels_sent;
+// A park of mode ended with Wake::interrupted: if a cancellation of the
+// calling thread did it, the call's CancelPoint ends the thread.
+void note_cancel_wake(Interruptible mode) noexcept;
+// close() without its cancellation point: for a close made inside another
+// interposer (io.cpp).
+int close_fd(int fd) noexcept;
+// Whether a wait of the current call was ended by a cancellation (a wait
+// that loops over spurious wakes ends the call instead).
+bool cancel_woke() noexcept;
+
+struct GThread;
+class CancelPoint {
+public:
+    CancelPoint() {
+        if (__builtin_expect(g_cancels_sent.load(std::memory_order_relaxed), 0)) begin();
+    }
+    // Acts (unwinds the thread) if the call's wait was ended by a cancellation.
+    // (A cancellation sent while the call waited, the process's first, finds
+    // no thread_ here: end() looks it up.)
+    ~CancelPoint() noexcept(false) {
+        if (__builtin_expect(g_cancels_sent.load(std::memory_order_relaxed), 0)) end();
+    }
+    CancelPoint(const CancelPoint&) = delete;
+    CancelPoint& operator=(const CancelPoint&) = delete;
+
+private:
+    void begin();
+    void end();
+    GThread* thread_ = nullptr;
+};
+
 // ---- the one wait (wait.cpp) ----
 //
 // Every park an interposer makes goes through park_as(), and its outcome
@@ -603,6 +662,7 @@ int park_as(Interruptible mode, EndsBy ends, const char* what, Wait&& wait) noex
     } catch (...) {
         return -ENOMEM;
     }
+    if (__builtin_expect(w == Wake::interrupted && g_cancels_sent.load(std::memory_order_relaxed), 0)) note_cancel_wake(mode);
     return wake_result(w, what, ends);
 }
 template <class Wait>
@@ -616,6 +676,7 @@ int park_as(WaitSite& site, std::intptr_t arg, Interruptible mode, EndsBy ends, 
     } catch (...) {
         return -ENOMEM;
     }
+    if (__builtin_expect(w == Wake::interrupted && g_cancels_sent.load(std::memory_order_relaxed), 0)) note_cancel_wake(mode);
     return wake_result(w, site.call, ends);
 }
 

@@ -414,12 +414,12 @@ bool handlers_ran_since(const SignalMark& mark) noexcept {
 }
 
 bool interrupted_since(const SignalMark& mark, Interruptible mode) noexcept {
-    if (mode == Interruptible::no) return false;
+    if (!by_handler(mode)) return false;
     // Signals interrupt the main greenlet (another only once main is gone).
     Hub* hub = greenshim::detail::existing_hub();
     if (!hub || !(greenshim::detail::current_greenlet().is_main() || hub->main().dead())) return false;
     if (g_runs_norestart.load() != mark.norestart) return true;
-    return mode == Interruptible::always && g_runs_restart.load() != mark.restart;
+    return (InterruptMask(mode) & kByRestartingHandler) != 0 && g_runs_restart.load() != mark.restart;
 }
 
 void wake_hub_from_handler() noexcept {
@@ -543,11 +543,11 @@ SHIM_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
 // does, and the others run meanwhile. Once nothing else can run, the thread
 // sleeps in the kernel, as unpatched.
 SHIM_EXPORT int pause(void) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(pause)();
     static WaitSite waiting{"pause/sigsuspend", "signal"};
     for (;;) {
-        int r = park_as(waiting, -1, Interruptible::always, EndsBy::signal_only,
+        int r = park_as(waiting, -1, cancellable(Interruptible::always), EndsBy::signal_only,
                         [](Hub& hub) { return hub.park(kForever); });
         if (r == -EDEADLK) return REAL(pause)();
         if (r == -EINTR || r == -ENOMEM) {
@@ -560,7 +560,7 @@ SHIM_EXPORT int pause(void) {
 // (A signal pending under the old mask that the new one lets through runs
 // its handler as the mask changes: pause then returns EINTR at once.)
 SHIM_EXPORT int sigsuspend(const sigset_t* mask) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(sigsuspend)(mask);
     WaitMask waiting(mask);
     return pause();
@@ -569,7 +569,7 @@ SHIM_EXPORT int sigsuspend(const sigset_t* mask) {
 // sigwaitinfo/sigtimedwait/sigwait: the signals are blocked; a signalfd shows
 // when one is pending without blocking the thread.
 SHIM_EXPORT int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct timespec* timeout) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     // (a timeout pointer the kernel cannot read goes to the kernel: EFAULT)
     if (!may_park() || (timeout && (!kernel_reads(timeout) || (timeout->tv_sec == 0 && timeout->tv_nsec == 0))))
         return REAL(sigtimedwait)(set, info, timeout);
@@ -585,7 +585,7 @@ SHIM_EXPORT int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct 
     for (;;) {
         r = REAL(sigtimedwait)(set, info, &zero);
         if (r >= 0 || errno != EAGAIN) break;
-        InterruptScope interruptible{InterruptMask(Interruptible::always)};
+        InterruptScope interruptible{InterruptMask(cancellable(Interruptible::always))};
         if (park_until_ready(fd, kReadable, d) < 0) {
             r = -1;
             break;  // EAGAIN on timeout, as sigtimedwait says; EINTR
@@ -598,10 +598,10 @@ SHIM_EXPORT int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct 
     return r;
 }
 
-SHIM_EXPORT int sigwaitinfo(const sigset_t* set, siginfo_t* info) { SHIM_ENTER; return sigtimedwait(set, info, nullptr); }
+SHIM_EXPORT int sigwaitinfo(const sigset_t* set, siginfo_t* info) { SHIM_CANCEL_POINT; return sigtimedwait(set, info, nullptr); }
 
 SHIM_EXPORT int sigwait(const sigset_t* set, int* sig) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     siginfo_t info;
     int r;
     do r = sigtimedwait(set, &info, nullptr);

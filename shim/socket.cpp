@@ -159,33 +159,33 @@ SHIM_EXPORT int socketpair(int domain, int type, int protocol, int sv[2]) {
                                [&](int t) { return REAL(socketpair)(domain, t, protocol, sv); });
 }
 
-SHIM_EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* alen) { SHIM_ENTER; return do_accept(fd, addr, alen, 0); }
+SHIM_EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* alen) { SHIM_CANCEL_POINT; return do_accept(fd, addr, alen, 0); }
 SHIM_EXPORT int accept4(int fd, struct sockaddr* addr, socklen_t* alen, int flags) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return do_accept(fd, addr, alen, flags);
 }
-SHIM_EXPORT int connect(int fd, const struct sockaddr* addr, socklen_t alen) { SHIM_ENTER; return do_connect(fd, addr, alen); }
+SHIM_EXPORT int connect(int fd, const struct sockaddr* addr, socklen_t alen) { SHIM_CANCEL_POINT; return do_connect(fd, addr, alen); }
 
 SHIM_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return do_recvfrom(fd, buf, n, flags, nullptr, nullptr);
 }
 SHIM_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, struct sockaddr* addr, socklen_t* alen) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return do_recvfrom(fd, buf, n, flags, addr, alen);
 }
 SHIM_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return do_sendto(fd, buf, n, flags, nullptr, 0);
 }
 SHIM_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const struct sockaddr* addr,
                            socklen_t alen) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     return do_sendto(fd, buf, n, flags, addr, alen);
 }
 
 SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(recvmsg)(fd, msg, flags);
     Deadline d = recv_deadline(f);
@@ -256,7 +256,7 @@ void release_passed_fds(const struct msghdr* msg) {
 }  // namespace
 
 SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (config().enabled && msg && msg->msg_controllen) release_passed_fds(msg);
     IoFd f = io_fd(fd);
     // (no msghdr: EFAULT at once)
@@ -295,7 +295,7 @@ int recvmmsg_until(const IoFd& f, struct mmsghdr* vec, unsigned vlen, int flags,
 }  // namespace
 
 SHIM_EXPORT int recvmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int flags, struct timespec* timeout) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(recvmmsg)(fd, vec, vlen, flags, timeout);
     if (!timeout) return recvmmsg_until(f, vec, vlen, flags, kForever);
@@ -318,7 +318,7 @@ SHIM_EXPORT int recvmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int fla
 }
 
 SHIM_EXPORT int sendmmsg(int fd, struct mmsghdr* vec, unsigned int vlen, int flags) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     IoFd f = io_fd(fd);
     if (f.mode == IoMode::pass || (flags & MSG_DONTWAIT)) return REAL(sendmmsg)(fd, vec, vlen, flags);
     unsigned sent = 0;
@@ -363,13 +363,13 @@ SHIM_EXPORT int setsockopt(int fd, int level, int optname, const void* val, sock
 SHIM_EXPORT int shutdown(int fd, int how) { SHIM_ENTER; return REAL(shutdown)(fd, how); }
 
 SHIM_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (n > buflen) __chk_fail();
     return recv(fd, buf, n, flags);
 }
 SHIM_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, struct sockaddr* addr,
                                    socklen_t* alen) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (n > buflen) __chk_fail();
     return recvfrom(fd, buf, n, flags, addr, alen);
 }

@@ -29,43 +29,43 @@ void wait_readable(FILE* f) {
 }  // namespace
 
 SHIM_EXPORT char* fgets(char* s, int n, FILE* f) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     wait_readable(f);
     return REAL(fgets)(s, n, f);
 }
 SHIM_EXPORT int fgetc(FILE* f) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     wait_readable(f);
     return REAL(fgetc)(f);
 }
 SHIM_EXPORT int getc(FILE* f) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     wait_readable(f);
     return REAL(getc)(f);
 }
 SHIM_EXPORT int getchar(void) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     wait_readable(stdin);
     return REAL(getchar)();
 }
 SHIM_EXPORT size_t fread(void* p, size_t size, size_t n, FILE* f) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     wait_readable(f);
     return REAL(fread)(p, size, n, f);
 }
 SHIM_EXPORT ssize_t getdelim(char** line, size_t* n, int delim, FILE* f) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     wait_readable(f);
     return REAL(getdelim)(line, n, delim, f);
 }
 SHIM_EXPORT ssize_t getline(char** line, size_t* n, FILE* f) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     wait_readable(f);
     return REAL(getline)(line, n, f);
 }
 extern "C" char* __fgets_chk(char* s, size_t size, int n, FILE* f);
 SHIM_EXPORT char* __fgets_chk(char* s, size_t size, int n, FILE* f) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     static decltype(&::__fgets_chk) real_fgets_chk = nullptr;
     auto real = real_fn(real_fgets_chk, "__fgets_chk");
     wait_readable(f);

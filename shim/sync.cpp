@@ -768,7 +768,7 @@ unsigned cond_signals(Cond* c) { return __atomic_load_n(&c->signals, __ATOMIC_AC
 int cond_park(Cond* c, unsigned seen, Deadline deadline) {
     WaitQueue::Guard held(c->waiters);
     if (c->signals != seen) return 0;
-    return wait_in(c->waiters, held, g_cond, c, deadline);
+    return wait_in(c->waiters, held, g_cond, c, deadline, cancellable(Interruptible::no));
 }
 
 void cond_signal(Cond* c, bool all) {
@@ -788,7 +788,7 @@ int cond_wait_until(pthread_cond_t* c, pthread_mutex_t* m, Deadline deadline) {
         // seen within kCondPollNs, as a wakeup no signal caused.
         SharedUse use(c, SharedKind::cond);
         Deadline poll = deadline_after_ns(kCondPollNs);
-        w = wait_in(use.s.waiters, g_cond, c, poll < deadline ? poll : deadline);
+        w = wait_in(use.s.waiters, g_cond, c, poll < deadline ? poll : deadline, cancellable(Interruptible::no));
         if (w == -ETIMEDOUT && monotonic_ns() < deadline) w = 0;
     } else {
         w = cond_park(as_cond(c), seen, deadline);
@@ -847,13 +847,13 @@ SHIM_EXPORT int pthread_cond_broadcast(pthread_cond_t* c) {
 }
 
 SHIM_EXPORT int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(pthread_cond_wait)(c, m);
     return cond_wait_until(c, m, kForever);
 }
 
 SHIM_EXPORT int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* abstime) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(pthread_cond_timedwait)(c, m, abstime);
     if (bad_time(abstime)) return EINVAL;
     clockid_t clock = CLOCK_REALTIME;
@@ -864,7 +864,7 @@ SHIM_EXPORT int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, co
 
 SHIM_EXPORT int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, clockid_t clock,
                                        const struct timespec* abstime) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(pthread_cond_clockwait)(c, m, clock, abstime);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     if (bad_time(abstime)) return EINVAL;
@@ -1181,7 +1181,7 @@ bool take_one(unsigned* counter) {
 bool sem_take(Sem* s) { return take_one(&s->value); }
 
 Interruptible sem_interruptible(Deadline deadline) {
-    return deadline == kForever ? Interruptible::unless_restart : Interruptible::always;
+    return cancellable(deadline == kForever ? Interruptible::unless_restart : Interruptible::always);
 }
 
 // Took a unit: a mark of this thread's own is answered.
@@ -1321,10 +1321,10 @@ SHIM_EXPORT int sem_post(sem_t* s) {
     if (give_way) give_way_to_woken();
     return 0;
 }
-SHIM_EXPORT int sem_wait(sem_t* s) { SHIM_ENTER; return sem_wait_any(s, kForever, false); }
+SHIM_EXPORT int sem_wait(sem_t* s) { SHIM_CANCEL_POINT; return sem_wait_any(s, kForever, false); }
 SHIM_EXPORT int sem_trywait(sem_t* s) { SHIM_ENTER; return sem_wait_any(s, kForever, true); }
 SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (real_sem(s) && !may_park()) return REAL(sem_timedwait)(s, t);
     if (bad_time(t)) {  // glibc checks the time even when it need not wait
         errno = EINVAL;
@@ -1333,7 +1333,7 @@ SHIM_EXPORT int sem_timedwait(sem_t* s, const struct timespec* t) {
     return sem_wait_any(s, deadline_at(CLOCK_REALTIME, t), false);
 }
 SHIM_EXPORT int sem_clockwait(sem_t* s, clockid_t clock, const struct timespec* t) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (real_sem(s) && !may_park()) return REAL(sem_clockwait)(s, clock, t);
     if ((clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) || bad_time(t)) {
         errno = EINVAL;
@@ -1674,7 +1674,7 @@ SHIM_EXPORT __attribute__((no_sanitize("address"))) long syscall(long number, ..
         return do_futex(reinterpret_cast<std::uint32_t*>(a1), int(a2), std::uint32_t(a3),
                         reinterpret_cast<const struct timespec*>(a4), std::uint32_t(a6));
     // A raw close or close_range leaves the shim's own fds too (is_own_fd).
-    if (number == SYS_close && is_own_fd(int(a1))) return close(int(a1));
+    if (number == SYS_close && is_own_fd(int(a1))) return close_fd(int(a1));  // (not a cancellation point)
     if (number == SYS_close_range) return close_range(unsigned(a1), unsigned(a2), int(a3));
     return REAL(syscall)(number, a1, a2, a3, a4, a5, a6);
 }

@@ -310,12 +310,12 @@ int join_until(pthread_t th, void** ret, Deadline deadline, bool try_only, bool 
         t->joining = true;
         static WaitSite waiting{"pthread_join", "join"};
         while (!t->finished) {
-            int r = park_as(waiting, -1, Interruptible::no, EndsBy::other_thread,
+            int r = park_as(waiting, -1, cancellable(Interruptible::no), EndsBy::other_thread,
                             [&](Hub&) { return t->joiners.wait(held, deadline); });
             held.lock();
-            if (r == -ETIMEDOUT && !t->finished) {
-                t->joining = false;
-                return ETIMEDOUT;
+            if ((r == -ETIMEDOUT || (r == -EINTR && cancel_woke())) && !t->finished) {
+                t->joining = false;  // (a cancellation: the thread stays joinable, as glibc's)
+                return r == -EINTR ? EINTR : ETIMEDOUT;
             }
         }
     }
@@ -346,7 +346,7 @@ int join_os_thread(pthread_t th, Join&& join) {
 }  // namespace
 
 SHIM_EXPORT int pthread_join(pthread_t th, void** ret) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     int r = join_until(th, ret, kForever, false);
     return r >= 0 ? r : join_os_thread(th, [&] { return REAL(pthread_join)(th, ret); });
 }
@@ -358,14 +358,14 @@ SHIM_EXPORT int pthread_tryjoin_np(pthread_t th, void** ret) {
 }
 
 SHIM_EXPORT int pthread_timedjoin_np(pthread_t th, void** ret, const struct timespec* abstime) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!gthread_of(th)) return join_os_thread(th, [&] { return REAL(pthread_timedjoin_np)(th, ret, abstime); });
     bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
     return join_until(th, ret, malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime), false, malformed);
 }
 
 SHIM_EXPORT int pthread_clockjoin_np(pthread_t th, void** ret, clockid_t clock, const struct timespec* abstime) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!gthread_of(th)) return join_os_thread(th, [&] { return REAL(pthread_clockjoin_np)(th, ret, clock, abstime); });
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
     bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
@@ -439,6 +439,7 @@ void exit_not_rethrown(_Unwind_Reason_Code, _Unwind_Exception*) {
 }
 
 [[noreturn]] void unwind_thread(GThread& t) {
+    t.exiting = true;
 #if defined(__SANITIZE_ADDRESS__)
     // The frames the unwind leaves behind (this one, pthread_exit's) keep
     // their redzones poisoned; the cleanups run below them. ASan does this
@@ -652,10 +653,102 @@ SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
     return r;
 }
 
+// ---- cancellation (shim.hpp) ----
+
+namespace greenshim::shim {
+
+std::atomic<bool> g_cancels_sent{false};
+
+namespace {
+// Whether a cancellation of t is due now: asked for, enabled, not already acting.
+bool cancel_due(const GThread* t) noexcept {
+    return t->cancel_requested.load(std::memory_order_acquire) && !t->cancel_disabled && !t->exiting;
+}
+
+// The waits of t's cancellation points end (EINTR) while a cancellation is due.
+void arm_cancel(GThread* t) noexcept {
+    if (t->greenlet) Hub::interrupt_for_good(*t->greenlet, cancel_due(t) ? kByCancel : 0);
+}
+
+// Ends the calling thread as pthread_exit(PTHREAD_CANCELED) does.
+[[noreturn]] void act_on_cancel(GThread* t) {
+    t->cancel_disabled = true;  // (as glibc: the cleanup handlers run with cancellation disabled)
+    arm_cancel(t);
+    t->exit_value = PTHREAD_CANCELED;
+    unwind_thread(*t);
+}
+}  // namespace
+
+void note_cancel_wake(Interruptible mode) noexcept {
+    if (!(InterruptMask(mode) & kByCancel)) return;
+    if (GThread* t = gthread_current(); t && cancel_due(t)) t->cancel_woke = true;
+}
+
+bool cancel_woke() noexcept {
+    GThread* t = gthread_current();
+    return t && t->cancel_woke;
+}
+
+// Only where the thread may park: not in the runtime's own work, a signal
+// handler or the hub (a point inside one of those goes on to libc's call).
+void CancelPoint::begin() {
+    if (!may_park()) return;
+    GThread* t = gthread_current();
+    if (!t || t->exiting) return;
+    if (cancel_due(t)) act_on_cancel(t);
+    t->cancel_woke = false;
+    thread_ = t;
+}
+
+void CancelPoint::end() {
+    if (!thread_ && !may_park()) return;
+    GThread* t = thread_ ? thread_ : gthread_current();
+    if (t && t->cancel_woke && cancel_due(t)) act_on_cancel(t);
+}
+
+}  // namespace greenshim::shim
+
+// Deferred, as glibc's default: the thread acts on it at its next
+// cancellation point (CancelPoint), or now if it is waiting in one.
 SHIM_EXPORT int pthread_cancel(pthread_t th) {
     SHIM_ENTER;
     GThread* t = gthread_of(th);
     if (!t) return REAL(pthread_cancel)(th);
-    // Cancellation of greenlet threads is not emulated (README): say so.
-    return ENOTSUP;
+    if (t->finished) return 0;  // (as glibc since 2.34: no error for a thread that has ended)
+    g_cancels_sent.store(true, std::memory_order_relaxed);
+    if (t->cancel_requested.exchange(true)) return 0;
+    if (t == gthread_current()) {
+        // Its own: at its next cancellation point (POSIX; glibc acts at once
+        // only for the asynchronous type, which is acted on as deferred here).
+        return 0;
+    }
+    if (!t->cancel_disabled) arm_cancel(t);
+    return 0;
+}
+
+SHIM_EXPORT int pthread_setcancelstate(int state, int* old) {
+    SHIM_ENTER;
+    GThread* t = gthread_current();
+    if (!t) return REAL(pthread_setcancelstate)(state, old);
+    if (state != PTHREAD_CANCEL_ENABLE && state != PTHREAD_CANCEL_DISABLE) return EINVAL;
+    if (old) *old = t->cancel_disabled ? PTHREAD_CANCEL_DISABLE : PTHREAD_CANCEL_ENABLE;
+    if (t->exiting) return 0;  // (acting already: it stays disabled)
+    t->cancel_disabled = state == PTHREAD_CANCEL_DISABLE;
+    if (t->cancel_requested.load()) arm_cancel(t);
+    return 0;
+}
+
+SHIM_EXPORT int pthread_setcanceltype(int type, int* old) {
+    SHIM_ENTER;
+    GThread* t = gthread_current();
+    if (!t) return REAL(pthread_setcanceltype)(type, old);
+    if (type != PTHREAD_CANCEL_DEFERRED && type != PTHREAD_CANCEL_ASYNCHRONOUS) return EINVAL;
+    if (old) *old = t->cancel_async ? PTHREAD_CANCEL_ASYNCHRONOUS : PTHREAD_CANCEL_DEFERRED;
+    t->cancel_async = type == PTHREAD_CANCEL_ASYNCHRONOUS;
+    return 0;
+}
+
+SHIM_EXPORT void pthread_testcancel(void) {
+    SHIM_CANCEL_POINT;
+    if (!gthread_current()) REAL(pthread_testcancel)();
 }

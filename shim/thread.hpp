@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unwind.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "greenshim/hub.hpp"
@@ -47,6 +48,13 @@ struct GThread {
     void* exit_jump[5] = {};
     std::uintptr_t exit_cfa = 0;
     __pthread_unwind_buf_t* cleanups = nullptr;
+    // Cancellation (thread.cpp): pthread_cancel sets cancel_requested (from
+    // any thread); the rest is the thread's own.
+    std::atomic<bool> cancel_requested{false};
+    std::atomic<bool> cancel_disabled{false};  // PTHREAD_CANCEL_DISABLE (read by pthread_cancel)
+    bool cancel_async = false;        // PTHREAD_CANCEL_ASYNCHRONOUS (acted on as deferred)
+    bool cancel_woke = false;         // a wait of its current call was ended by the cancellation
+    bool exiting = false;             // unwinding (pthread_exit or a cancellation): acts on none
 };
 
 // Ours, or nullptr for a real pthread_t.

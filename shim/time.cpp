@@ -28,7 +28,7 @@ WaitSite g_sleep{"sleep", "sleep"};
 
 int sleep_until(Deadline deadline, std::int64_t* left_ns) noexcept {
     for (;;) {
-        int r = park_as(g_sleep, -1, Interruptible::always, EndsBy::signal_only,
+        int r = park_as(g_sleep, -1, cancellable(Interruptible::always), EndsBy::signal_only,
                         [&](Hub& hub) { return hub.sleep_until(deadline); });
         if (r == -EDEADLK) {
             struct timespec forever = {std::numeric_limits<time_t>::max(), 999999999};
@@ -49,7 +49,7 @@ int sleep_until(Deadline deadline, std::int64_t* left_ns) noexcept {
 }  // namespace
 
 SHIM_EXPORT int nanosleep(const struct timespec* req, struct timespec* rem) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(nanosleep)(req, rem);
     if (!req || !kernel_reads(req)) {
         errno = EFAULT;
@@ -70,7 +70,7 @@ SHIM_EXPORT int nanosleep(const struct timespec* req, struct timespec* rem) {
 }
 
 SHIM_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec* req, struct timespec* rem) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(clock_nanosleep)(clock, flags, req, rem);
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC && clock != CLOCK_BOOTTIME && clock != CLOCK_TAI)
         return REAL(clock_nanosleep)(clock, flags, req, rem);  // CPU clocks, bad ids: the kernel's answer
@@ -90,14 +90,14 @@ SHIM_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
 }
 
 SHIM_EXPORT int usleep(useconds_t usec) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(usleep)(usec);
     struct timespec ts = {time_t(usec / 1000000), long(usec % 1000000) * 1000};
     return nanosleep(&ts, nullptr);
 }
 
 SHIM_EXPORT unsigned int sleep(unsigned int seconds) {
-    SHIM_ENTER;
+    SHIM_CANCEL_POINT;
     if (!may_park()) return REAL(sleep)(seconds);
     struct timespec ts = {time_t(seconds), 0}, rem = {0, 0};
     if (nanosleep(&ts, &rem) == 0) return 0;

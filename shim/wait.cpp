@@ -48,7 +48,7 @@ int park_until_ready(int fd, int events, Deadline deadline) noexcept {
     // first): every caller checks, and comes back if it was not ready.
     if (faults::active() && faults::spurious_wake(fd, events)) return 0;
     int r = park_as(site_for(fd, events), fd,
-                    deadline == kForever ? Interruptible::unless_restart : Interruptible::always,
+                    cancellable(deadline == kForever ? Interruptible::unless_restart : Interruptible::always),
                     EndsBy::other_thread, [&](Hub& hub) { return hub.wait_fd(fd, events, deadline); });
     if (r == 0) return 0;
     errno = r == -ETIMEDOUT ? EAGAIN : -r;

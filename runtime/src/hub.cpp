@@ -537,8 +537,9 @@ Wake Hub::park_releasing(Deadline deadline, WaitQueue::Guard* held, bool movable
     im.hub = this;
     im.wake = Wake::none;
     im.signal_generation = g_signal_generation.load(std::memory_order_relaxed);
-    if (__builtin_expect(im.signals_since != 0, 0) && im.signal_generation >= im.signals_since &&
-        im.interrupt_mask != 0) {  // (SignalsSince: a handler ran before the park could see it)
+    if (__builtin_expect((im.signals_since != 0 && im.signal_generation >= im.signals_since && im.interrupt_mask != 0) ||
+                             (im.kept_interrupts.load(std::memory_order_relaxed) & im.interrupt_mask) != 0,
+                         0)) {  // (SignalsSince: a handler ran before the park could see it; interrupt_for_good)
         if (held) held->unlock();
         if (park_ref) im.keepalive.reset();
         return Wake::interrupted;
@@ -680,6 +681,26 @@ bool Hub::interrupt(Greenlet& g) {
     if (g.state() != GreenletState::parked) return false;
     schedule(g, Wake::interrupted);
     return true;
+}
+
+void Hub::interrupt_for_good(Greenlet& g, InterruptMask kinds) {
+    Greenlet::Impl& im = detail::impl_of(g);
+    im.kept_interrupts.store(kinds, std::memory_order_seq_cst);
+    if (kinds == 0) return;
+    // One running (on another OS thread: not the caller) may be between its
+    // park's look at kept_interrupts and its parked state: it parks within
+    // nanoseconds, so look again for a while (about 20 us). The mask is the
+    // parked greenlet's own, set before its park: read only to decide
+    // whether to wake it.
+    for (int look = 0;; ++look) {
+        GreenletState s = g.state();
+        if (s == GreenletState::parked) {
+            if ((__atomic_load_n(&im.interrupt_mask, __ATOMIC_RELAXED) & kinds) != 0) wake_parked(g, Wake::interrupted);
+            return;
+        }
+        if (s != GreenletState::running || &g == &detail::current_greenlet() || look == 2000) return;
+        __builtin_ia32_pause();
+    }
 }
 
 void Hub::yield() {

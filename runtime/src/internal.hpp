@@ -376,6 +376,9 @@ struct Greenlet::Impl {
     InterruptMask interrupt_mask = 0;     // which interrupts end its wait (InterruptScope)
     std::uint64_t signal_generation = 0;  // signals notified when it parked
     std::uint64_t signals_since = 0;      // SignalsSince: the count at its making, plus 1 (0: none)
+    // Hub::interrupt_for_good: a park whose interrupt_mask has one of these
+    // bits ends at once. Written by any thread, read by its own at each park.
+    std::atomic<InterruptMask> kept_interrupts{0};
     Deadline deadline = kForever;
     ev_timer timer;
     // Keeps a spawned or parked greenlet alive until it dies; released by the

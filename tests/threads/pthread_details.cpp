@@ -311,6 +311,61 @@ TEST_CASE("pthread_exit is a forced unwind: catch (...) { throw; } and abi::__fo
     CHECK(std::uncaught_exceptions() == 0);
 }
 
+// pthread_cancel is the same forced unwind, begun in the cancellation point
+// the thread waits in (here a read of a pipe nobody writes to, several C++
+// frames deep): the frames' destructors run, catch (...) { throw; } sees it.
+namespace {
+int g_cancel_pipe[2];
+std::atomic<bool> g_cancel_ready{false};
+void read_deep(int depth) {
+    Counting level{depth == 0 ? "deepest" : "middle"};
+    if (depth > 0) return read_deep(depth - 1);
+    g_cancel_ready = true;
+    char c;
+    (void)!read(g_cancel_pipe[0], &c, 1);
+    g_after_exit_ran = true;
+}
+void* cancelled_thread(void*) {
+    Counting outer{"outer"};
+    try {
+        read_deep(1);
+    } catch (...) {
+        g_dtor_log.push_back("handler");
+        throw;
+    }
+    g_after_exit_ran = true;
+    return nullptr;
+}
+}  // namespace
+
+TEST_CASE("pthread_cancel of a thread waiting in read: a forced unwind through its C++ frames") {
+    g_dtor_log.clear();
+    g_after_exit_ran = false;
+    g_cancel_ready = false;
+    REQUIRE(pipe(g_cancel_pipe) == 0);
+    pthread_t t;
+    REQUIRE(pthread_create(&t, nullptr, cancelled_thread, nullptr) == 0);
+    while (!g_cancel_ready) sleep_ms(1);
+    sleep_ms(20);  // (in its read by now; were it not, the read would act as it begins)
+    CHECK(pthread_cancel(t) == 0);
+    void* r = nullptr;
+    CHECK(pthread_join(t, &r) == 0);
+    CHECK(r == PTHREAD_CANCELED);
+    CHECK_FALSE(g_after_exit_ran);
+    std::string got;
+    for (auto& e : g_dtor_log) got += e + " ";
+    CAPTURE(got);
+    // (the counts as in the test above: one more after each rethrow)
+    CHECK(g_dtor_log == std::vector<std::string>{"deepest=0", "middle=0", "handler", "outer=1"});
+    // nothing was consumed: a byte written now is there to read
+    char c = 0;
+    CHECK(write(g_cancel_pipe[1], "x", 1) == 1);
+    CHECK(read(g_cancel_pipe[0], &c, 1) == 1);
+    CHECK(c == 'x');
+    close(g_cancel_pipe[0]);
+    close(g_cancel_pipe[1]);
+}
+
 namespace {
 pthread_key_t g_key, g_key2;
 std::vector<long> g_tsd_freed;

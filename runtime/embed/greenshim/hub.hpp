@@ -332,6 +332,18 @@ public:
     // Wakes g with Wake::interrupted if it is parked (whatever its
     // InterruptMask: a cancellation, say); false if it was not parked.
     bool interrupt(Greenlet& g);
+    // Interrupts g for good with `kinds` (the embedder's bits; 0 takes it
+    // back): if g is parked in a wait whose InterruptMask has one of them,
+    // the wait ends with Wake::interrupted, as interrupt() ends it, and so
+    // does every later wait of g's that accepts one, at once, without
+    // parking. For a cancellation. Any thread. Cost: an atomic store and a
+    // look at g (for a g of another OS thread's hub that is not parked, up
+    // to ~20 us of looking again: it may be between its park's check and
+    // its parked state); every park pays a load and a test for it.
+    // Caveat: a wait begun on another hub just as that hub's OS thread was
+    // preempted by the kernel, inside those few instructions, for longer
+    // than the look, stays parked; the next one sees it.
+    static void interrupt_for_good(Greenlet& g, InterruptMask kinds);
 
     // sleep(0): lets every other ready greenlet run once, then continues.
     void yield();
