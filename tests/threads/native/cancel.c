@@ -9,6 +9,8 @@
  *  - a thread that has ended is no error;
  *  - 1,000 threads cancelled wherever they are (before they first ran, in
  *    a sleep, a read, a condition wait, computing between calls) all end.
+ * (fgets: glibc's stdio reads through its internal read, a cancellation
+ * point too; under greenrun the stdio interposer waits for the fd first.)
  * Each case waits until the thread has said it is about to wait; a short
  * sleep then gives it time to be in the wait (the outcome is the same if it
  * is not yet: it acts as the call begins). The same statements unpatched
@@ -35,6 +37,7 @@ static pthread_key_t key;
 
 static void count_cleanup(void *arg) { __atomic_add_fetch((int *)arg, 1, __ATOMIC_SEQ_CST); }
 static void close_fd(void *fd) { close((int)(long)fd); }
+static void close_file(void *f) { fclose((FILE *)f); }
 static void count_destructor(void *v) { (void)v; __atomic_add_fetch(&destructed, 1, __ATOMIC_SEQ_CST); }
 
 static void wait_ready(void) {
@@ -54,9 +57,9 @@ static int cancel_and_join(pthread_t t) {
 
 /* ---- each blocking call, one thread blocked in it ---- */
 
-enum { kRead, kRecv, kAccept, kSleep, kNanosleep, kPoll, kSelect, kEpoll, kSemWait, kSigwait, kWaitpid, kCalls };
+enum { kRead, kRecv, kAccept, kSleep, kNanosleep, kPoll, kSelect, kEpoll, kSemWait, kSigwait, kWaitpid, kFgets, kCalls };
 static const char *const names[kCalls] = {"read", "recv", "accept", "sleep", "nanosleep", "poll",
-                                          "select", "epoll_wait", "sem_wait", "sigwait", "waitpid"};
+                                          "select", "epoll_wait", "sem_wait", "sigwait", "waitpid", "fgets"};
 static int fds[2];   /* a pipe or socketpair: the thread waits on fds[0] */
 static int listener;
 static sem_t sem;
@@ -110,6 +113,14 @@ static void *blocker(void *arg) {
         break;
     }
     case kWaitpid: waitpid(child, NULL, 0); break;
+    case kFgets: {
+        char line[16];
+        FILE *f = fdopen(dup(fds[0]), "r");
+        pthread_cleanup_push(close_file, f);
+        (void)!fgets(line, sizeof line, f);  /* stdio reads through libc's internal read */
+        pthread_cleanup_pop(1);
+        break;
+    }
     }
     __atomic_store_n(&got_past, 1, __ATOMIC_SEQ_CST);
     pthread_cleanup_pop(0);
@@ -146,7 +157,7 @@ static void blocked_calls(void) {
         snprintf(what, sizeof what, "%s: the thread ended cancelled, its cleanup handler and key destructor run",
                  names[call]);
         say(what, ended && cleanups == 1 && destructed == 1 && !got_past);
-        if (call == kRead || call == kRecv) {
+        if (call == kRead || call == kRecv || call == kFgets) {
             /* what it waited for is still there for the next reader */
             char c = 0;
             int wrote = write(fds[1], "x", 1) == 1;
