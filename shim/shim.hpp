@@ -603,7 +603,7 @@ int close_fd(int fd) noexcept;
 // that loops over spurious wakes ends the call instead).
 bool cancel_woke() noexcept;
 
-struct GThread;
+struct Cancellation;
 class CancelPoint {
 public:
     CancelPoint() {
@@ -621,7 +621,7 @@ public:
 private:
     void begin();
     void end();
-    GThread* thread_ = nullptr;
+    Cancellation* thread_ = nullptr;
 };
 
 // ---- the one wait (wait.cpp) ----

@@ -439,7 +439,7 @@ void exit_not_rethrown(_Unwind_Reason_Code, _Unwind_Exception*) {
 }
 
 [[noreturn]] void unwind_thread(GThread& t) {
-    t.exiting = true;
+    t.cancel.exiting = true;
 #if defined(__SANITIZE_ADDRESS__)
     // The frames the unwind leaves behind (this one, pthread_exit's) keep
     // their redzones poisoned; the cleanups run below them. ASan does this
@@ -450,6 +450,21 @@ void exit_not_rethrown(_Unwind_Reason_Code, _Unwind_Exception*) {
     t.exit_unwind.exception_cleanup = exit_not_rethrown;
     _Unwind_ForcedUnwind(&t.exit_unwind, exit_stop, &t);
     jump_to(t.exit_jump);  // (only if the unwinder gave up)
+}
+
+// A hub's main greenlet (the program's main thread, or an OS thread of the
+// program's that waited) leaves by pthread_exit or a cancellation: the
+// process stays until the last thread ends (as with real threads), then
+// exits with status 0. Its stack is not unwound.
+[[noreturn]] void main_leaves() {
+    static WaitSite waiting{"pthread_exit of main (waiting for the other threads)", "join"};
+    WaitQueue::Guard held(g_all_done);
+    while (g_live_threads > 0) {
+        park_as(waiting, -1, Interruptible::no, EndsBy::other_thread, [&](Hub&) { return g_all_done.wait(held); });
+        held.lock();
+    }
+    held.unlock();
+    std::exit(0);
 }
 
 // A cleanup buffer's link to the one registered before it: glibc keeps it in
@@ -521,19 +536,8 @@ SHIM_EXPORT void pthread_exit(void* value) {
         unwind_thread(*t);
     }
     SHIM_ENTER;
-    if (may_park() && greenshim::detail::existing_hub() && &greenshim::detail::current_greenlet() == &greenshim::detail::existing_hub()->main()) {
-        // The main thread leaves, the process stays until the last thread ends
-        // (as with real threads), then exits with status 0.
-        static WaitSite waiting{"pthread_exit of main (waiting for the other threads)", "join"};
-        WaitQueue::Guard held(g_all_done);
-        while (g_live_threads > 0) {
-            park_as(waiting, -1, Interruptible::no, EndsBy::other_thread,
-                    [&](Hub&) { return g_all_done.wait(held); });
-            held.lock();
-        }
-        held.unlock();
-        std::exit(0);
-    }
+    if (may_park() && greenshim::detail::existing_hub() && &greenshim::detail::current_greenlet() == &greenshim::detail::existing_hub()->main())
+        main_leaves();
     REAL(pthread_exit)(value);
     __builtin_unreachable();
 }
@@ -654,56 +658,81 @@ SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
 }
 
 // ---- cancellation (shim.hpp) ----
+//
+// The threads that can be cancelled here: greenlet threads (their GThread),
+// and the OS thread of the process's first hub (the main thread, as a rule:
+// the hub's main greenlet). glibc cannot be left to cancel that one: its
+// SIGCANCEL handler would end whatever runs on the OS thread at libc's next
+// cancellation point, the hub included (abort: "exception not rethrown").
 
 namespace greenshim::shim {
 
 std::atomic<bool> g_cancels_sent{false};
 
 namespace {
-// Whether a cancellation of t is due now: asked for, enabled, not already acting.
-bool cancel_due(const GThread* t) noexcept {
-    return t->cancel_requested.load(std::memory_order_acquire) && !t->cancel_disabled && !t->exiting;
+Cancellation g_main_cancel;  // the process hub's main greenlet's
+
+// The process hub's main greenlet, if the caller is it.
+bool is_process_main() noexcept {
+    Hub* hub = greenshim::detail::existing_hub();
+    return hub && hub == Hub::process_hub() && &greenshim::detail::current_greenlet() == &hub->main();
 }
 
-// The waits of t's cancellation points end (EINTR) while a cancellation is due.
-void arm_cancel(GThread* t) noexcept {
-    if (t->greenlet) Hub::interrupt_for_good(*t->greenlet, cancel_due(t) ? kByCancel : 0);
+// The calling thread's state, or nullptr (a thread the shim does not cancel).
+Cancellation* current_cancellation() noexcept {
+    if (GThread* t = gthread_current()) return &t->cancel;
+    return is_process_main() ? &g_main_cancel : nullptr;
+}
+
+// Whether a cancellation is due now: asked for, enabled, not already acting.
+bool cancel_due(const Cancellation& c) noexcept {
+    return c.requested.load(std::memory_order_acquire) && !c.disabled && !c.exiting;
+}
+
+// The waits of g's cancellation points end (EINTR) while one is due.
+void arm_cancel(const Cancellation& c, Greenlet* g) noexcept {
+    if (g) Hub::interrupt_for_good(*g, cancel_due(c) ? kByCancel : 0);
 }
 
 // Ends the calling thread as pthread_exit(PTHREAD_CANCELED) does.
-[[noreturn]] void act_on_cancel(GThread* t) {
-    t->cancel_disabled = true;  // (as glibc: the cleanup handlers run with cancellation disabled)
-    arm_cancel(t);
-    t->exit_value = PTHREAD_CANCELED;
-    unwind_thread(*t);
+[[noreturn]] void act_on_cancel(Cancellation& c) {
+    c.disabled = true;  // (as glibc: the cleanup handlers run with cancellation disabled)
+    if (GThread* t = gthread_current()) {
+        arm_cancel(c, t->greenlet);
+        t->exit_value = PTHREAD_CANCELED;
+        unwind_thread(*t);
+    }
+    c.exiting = true;
+    arm_cancel(c, &greenshim::detail::current_greenlet());
+    main_leaves();
 }
 }  // namespace
 
 void note_cancel_wake(Interruptible mode) noexcept {
     if (!(InterruptMask(mode) & kByCancel)) return;
-    if (GThread* t = gthread_current(); t && cancel_due(t)) t->cancel_woke = true;
+    if (Cancellation* c = current_cancellation(); c && cancel_due(*c)) c->woke = true;
 }
 
 bool cancel_woke() noexcept {
-    GThread* t = gthread_current();
-    return t && t->cancel_woke;
+    Cancellation* c = current_cancellation();
+    return c && c->woke;
 }
 
 // Only where the thread may park: not in the runtime's own work, a signal
 // handler or the hub (a point inside one of those goes on to libc's call).
 void CancelPoint::begin() {
     if (!may_park()) return;
-    GThread* t = gthread_current();
-    if (!t || t->exiting) return;
-    if (cancel_due(t)) act_on_cancel(t);
-    t->cancel_woke = false;
-    thread_ = t;
+    Cancellation* c = current_cancellation();
+    if (!c || c->exiting) return;
+    if (cancel_due(*c)) act_on_cancel(*c);
+    c->woke = false;
+    thread_ = c;
 }
 
 void CancelPoint::end() {
     if (!thread_ && !may_park()) return;
-    GThread* t = thread_ ? thread_ : gthread_current();
-    if (t && t->cancel_woke && cancel_due(t)) act_on_cancel(t);
+    Cancellation* c = thread_ ? thread_ : current_cancellation();
+    if (c && c->woke && cancel_due(*c)) act_on_cancel(*c);
 }
 
 }  // namespace greenshim::shim
@@ -712,43 +741,50 @@ void CancelPoint::end() {
 // cancellation point (CancelPoint), or now if it is waiting in one.
 SHIM_EXPORT int pthread_cancel(pthread_t th) {
     SHIM_ENTER;
-    GThread* t = gthread_of(th);
-    if (!t) return REAL(pthread_cancel)(th);
-    if (t->finished) return 0;  // (as glibc since 2.34: no error for a thread that has ended)
-    g_cancels_sent.store(true, std::memory_order_relaxed);
-    if (t->cancel_requested.exchange(true)) return 0;
-    if (t == gthread_current()) {
-        // Its own: at its next cancellation point (POSIX; glibc acts at once
-        // only for the asynchronous type, which is acted on as deferred here).
-        return 0;
+    Cancellation* c;
+    Greenlet* g;
+    if (GThread* t = gthread_of(th)) {
+        if (t->finished) return 0;  // (as glibc since 2.34: no error for a thread that has ended)
+        c = &t->cancel;
+        g = t->greenlet;
+    } else if (Hub* main = Hub::process_hub(); main && pthread_equal(th, greenshim::hub_thread(*main)) && !main->main().dead()) {
+        c = &g_main_cancel;
+        g = &main->main();
+    } else {
+        return REAL(pthread_cancel)(th);
     }
-    if (!t->cancel_disabled) arm_cancel(t);
+    g_cancels_sent.store(true, std::memory_order_relaxed);
+    if (c->requested.exchange(true)) return 0;
+    // Its own: at its next cancellation point (POSIX; glibc acts at once
+    // only for the asynchronous type, which is acted on as deferred here).
+    if (c == current_cancellation()) return 0;
+    if (!c->disabled) arm_cancel(*c, g);
     return 0;
 }
 
 SHIM_EXPORT int pthread_setcancelstate(int state, int* old) {
     SHIM_ENTER;
-    GThread* t = gthread_current();
-    if (!t) return REAL(pthread_setcancelstate)(state, old);
+    Cancellation* c = current_cancellation();
+    if (!c) return REAL(pthread_setcancelstate)(state, old);
     if (state != PTHREAD_CANCEL_ENABLE && state != PTHREAD_CANCEL_DISABLE) return EINVAL;
-    if (old) *old = t->cancel_disabled ? PTHREAD_CANCEL_DISABLE : PTHREAD_CANCEL_ENABLE;
-    if (t->exiting) return 0;  // (acting already: it stays disabled)
-    t->cancel_disabled = state == PTHREAD_CANCEL_DISABLE;
-    if (t->cancel_requested.load()) arm_cancel(t);
+    if (old) *old = c->disabled ? PTHREAD_CANCEL_DISABLE : PTHREAD_CANCEL_ENABLE;
+    if (c->exiting) return 0;  // (acting already: it stays disabled)
+    c->disabled = state == PTHREAD_CANCEL_DISABLE;
+    if (c->requested.load()) arm_cancel(*c, &greenshim::detail::current_greenlet());
     return 0;
 }
 
 SHIM_EXPORT int pthread_setcanceltype(int type, int* old) {
     SHIM_ENTER;
-    GThread* t = gthread_current();
-    if (!t) return REAL(pthread_setcanceltype)(type, old);
+    Cancellation* c = current_cancellation();
+    if (!c) return REAL(pthread_setcanceltype)(type, old);
     if (type != PTHREAD_CANCEL_DEFERRED && type != PTHREAD_CANCEL_ASYNCHRONOUS) return EINVAL;
-    if (old) *old = t->cancel_async ? PTHREAD_CANCEL_ASYNCHRONOUS : PTHREAD_CANCEL_DEFERRED;
-    t->cancel_async = type == PTHREAD_CANCEL_ASYNCHRONOUS;
+    if (old) *old = c->async ? PTHREAD_CANCEL_ASYNCHRONOUS : PTHREAD_CANCEL_DEFERRED;
+    c->async = type == PTHREAD_CANCEL_ASYNCHRONOUS;
     return 0;
 }
 
 SHIM_EXPORT void pthread_testcancel(void) {
     SHIM_CANCEL_POINT;
-    if (!gthread_current()) REAL(pthread_testcancel)();
+    if (!current_cancellation()) REAL(pthread_testcancel)();
 }

@@ -24,6 +24,16 @@ struct Tsd {
     TsdEntry* rest = nullptr;  // keys from kTsdInline on, allocated on first use
 };
 
+// A thread's cancellation state (thread.cpp): pthread_cancel sets
+// `requested` from any thread; the rest is the thread's own.
+struct Cancellation {
+    std::atomic<bool> requested{false};
+    std::atomic<bool> disabled{false};  // PTHREAD_CANCEL_DISABLE (read by pthread_cancel)
+    bool async = false;                 // PTHREAD_CANCEL_ASYNCHRONOUS (acted on as deferred)
+    bool woke = false;                  // a wait of its current call was ended by the cancellation
+    bool exiting = false;               // leaving (pthread_exit or a cancellation): acts on none
+};
+
 struct GThread {
     std::uintptr_t magic = 0;  // address ^ constant: tells our pthread_t from glibc's
     void* (*start)(void*) = nullptr;
@@ -48,13 +58,7 @@ struct GThread {
     void* exit_jump[5] = {};
     std::uintptr_t exit_cfa = 0;
     __pthread_unwind_buf_t* cleanups = nullptr;
-    // Cancellation (thread.cpp): pthread_cancel sets cancel_requested (from
-    // any thread); the rest is the thread's own.
-    std::atomic<bool> cancel_requested{false};
-    std::atomic<bool> cancel_disabled{false};  // PTHREAD_CANCEL_DISABLE (read by pthread_cancel)
-    bool cancel_async = false;        // PTHREAD_CANCEL_ASYNCHRONOUS (acted on as deferred)
-    bool cancel_woke = false;         // a wait of its current call was ended by the cancellation
-    bool exiting = false;             // unwinding (pthread_exit or a cancellation): acts on none
+    Cancellation cancel;
 };
 
 // Ours, or nullptr for a real pthread_t.
