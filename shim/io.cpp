@@ -117,10 +117,14 @@ ssize_t do_writev(int fd, const struct iovec* iov, int cnt) {
 // signal interrupts, as for the blocking call).
 WaitSite g_file_lock{"flock/lockf/F_SETLKW (retrying)", "sync"};
 
+// cancellation_point: lockf is one; flock and fcntl are not (fcntl is for
+// F_SETLKW alone, which is left as not: a cancellation acts at the next point).
 template <class Try>
-int lock_wait(Try&& try_lock) {
+int lock_wait(Try&& try_lock, bool cancellation_point = false) {
     WaitScope what(g_file_lock);
-    return retry_with_backoff(kForever, try_lock, [](int e) { return e == EAGAIN || e == EACCES || e == EWOULDBLOCK; });
+    Backoff how = kSlowBackoff;
+    how.cancellation_point = cancellation_point;
+    return retry_with_backoff(kForever, try_lock, [](int e) { return e == EAGAIN || e == EACCES || e == EWOULDBLOCK; }, how);
 }
 
 // fcntl: the program sees its own O_NONBLOCK; an owned fd stays non-blocking
@@ -446,6 +450,6 @@ SHIM_EXPORT int lockf(int fd, int cmd, off_t len) {
     SHIM_CANCEL_POINT;
     auto real = REAL(lockf);
     if (!may_park() || cmd != F_LOCK) return real(fd, cmd, len);
-    return lock_wait([&] { return real(fd, F_TLOCK, len); });
+    return lock_wait([&] { return real(fd, F_TLOCK, len); }, true);
 }
 SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { SHIM_CANCEL_POINT; return lockf(fd, cmd, len); }

@@ -786,6 +786,9 @@ struct Backoff {
     // else unless the handler has SA_RESTART. false: never (mutex locks).
     bool interruptible = true;
     WaitQueue* queue = nullptr;
+    // The wait of a cancellation point (lockf, a unix connect, a
+    // process-shared sem_wait): a cancellation ends it too (EINTR).
+    bool cancellation_point = false;
 };
 // File locks, a full unix backlog: 1 ms backing off to 50 ms.
 inline constexpr Backoff kSlowBackoff{1000000, 50000000};
@@ -797,6 +800,7 @@ int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy, const Bac
     Interruptible mode = !how.interruptible ? Interruptible::no
                          : deadline == kForever ? Interruptible::unless_restart
                                                 : Interruptible::always;
+    if (how.cancellation_point) mode = cancellable(mode);
     // A handler that runs while the greenlet yields, or is ready to run after
     // a timer, interrupts the call too, as it would the blocked call.
     SignalMark mark = signal_mark();

@@ -106,8 +106,11 @@ int do_connect(int fd, const struct sockaddr* addr, socklen_t alen) {
     Deadline d = send_deadline(f);
     // A unix listener with a full backlog: a blocking connect waits for room
     // (until SO_SNDTIMEO, then EAGAIN), which no fd of ours reports.
-    if (r < 0 && errno == EAGAIN && is_unix(fd))
-        return retry_with_backoff(d, [&] { return connect_now(f, addr, alen); }, [](int e) { return e == EAGAIN; });
+    if (r < 0 && errno == EAGAIN && is_unix(fd)) {
+        Backoff how = kSlowBackoff;
+        how.cancellation_point = true;
+        return retry_with_backoff(d, [&] { return connect_now(f, addr, alen); }, [](int e) { return e == EAGAIN; }, how);
+    }
     while (r < 0 && (errno == EINPROGRESS || errno == EALREADY)) {
         // The kernel gives up a blocking connect after SO_SNDTIMEO with EINPROGRESS.
         if (park_until_ready(fd, kWritable, d) < 0) {

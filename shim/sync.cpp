@@ -239,6 +239,7 @@ template <class Try, class Busy>
 int shared_wait(Shared& s, Deadline deadline, bool interruptible, Try&& try_once, Busy&& busy) {
     Backoff how = kSharedBackoff;
     how.interruptible = interruptible;
+    how.cancellation_point = interruptible;  // (sem_wait's; a mutex's or rwlock's is neither)
     how.queue = &s.waiters;
     return retry_with_backoff(deadline, try_once, busy, how);
 }

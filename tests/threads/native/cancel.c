@@ -9,7 +9,8 @@
  *  - a thread that has ended is no error;
  *  - 1,000 threads cancelled wherever they are (before they first ran, in
  *    a sleep, a read, a condition wait, computing between calls) all end.
- * (fgets: glibc's stdio reads through its internal read, a cancellation
+ * (A process-shared semaphore is glibc's own under greenrun, its wait a
+ * poll on a timer. fgets: glibc's stdio reads through its internal read, a cancellation
  * point too; under greenrun the stdio interposer waits for the fd first.)
  * Each case waits until the thread has said it is about to wait; a short
  * sleep then gives it time to be in the wait (the outcome is the same if it
@@ -57,9 +58,11 @@ static int cancel_and_join(pthread_t t) {
 
 /* ---- each blocking call, one thread blocked in it ---- */
 
-enum { kRead, kRecv, kAccept, kSleep, kNanosleep, kPoll, kSelect, kEpoll, kSemWait, kSigwait, kWaitpid, kFgets, kCalls };
-static const char *const names[kCalls] = {"read", "recv", "accept", "sleep", "nanosleep", "poll",
-                                          "select", "epoll_wait", "sem_wait", "sigwait", "waitpid", "fgets"};
+enum { kRead, kRecv, kAccept, kSleep, kNanosleep, kPoll, kSelect, kEpoll, kSemWait, kSemShared, kSigwait, kWaitpid,
+       kFgets, kCalls };
+static const char *const names[kCalls] = {"read", "recv", "accept", "sleep", "nanosleep", "poll", "select",
+                                          "epoll_wait", "sem_wait", "sem_wait (process-shared)", "sigwait",
+                                          "waitpid", "fgets"};
 static int fds[2];   /* a pipe or socketpair: the thread waits on fds[0] */
 static int listener;
 static sem_t sem;
@@ -103,7 +106,8 @@ static void *blocker(void *arg) {
         pthread_cleanup_pop(1);
         break;
     }
-    case kSemWait: sem_wait(&sem); break;
+    case kSemWait:
+    case kSemShared: sem_wait(&sem); break;
     case kSigwait: {
         sigset_t s;
         sigemptyset(&s);
@@ -140,7 +144,7 @@ static void blocked_calls(void) {
             bind(listener, (struct sockaddr *)&a, sizeof a);
             listen(listener, 4);
         }
-        if (call == kSemWait) sem_init(&sem, 0, 0);
+        if (call == kSemWait || call == kSemShared) sem_init(&sem, call == kSemShared, 0);
         if (call == kWaitpid) {
             child = fork();
             if (child == 0) {
@@ -164,9 +168,10 @@ static void blocked_calls(void) {
             snprintf(what, sizeof what, "%s: a byte written after is still there to read", names[call]);
             say(what, wrote && read(fds[0], &c, 1) == 1 && c == 'x');
         }
-        if (call == kSemWait) {
+        if (call == kSemWait || call == kSemShared) {
             sem_post(&sem);
-            say("sem_wait: the unit posted after is still there to take", sem_trywait(&sem) == 0);
+            snprintf(what, sizeof what, "%s: the unit posted after is still there to take", names[call]);
+            say(what, sem_trywait(&sem) == 0);
             sem_destroy(&sem);
         }
         if (call == kWaitpid) {

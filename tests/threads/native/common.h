@@ -125,15 +125,22 @@ COMMON_FN void *ticker(void *arg) {
     return NULL;
 }
 
-/* Starts a fresh ticker; ticker_end stops it and says how often it ticked. */
+/* Starts a fresh ticker and returns once it has ticked (on a loaded machine
+ * a new OS thread may take milliseconds to first run: counted from here, the
+ * ticks say only whether it ran during the wait that follows); ticker_end
+ * stops it and says how often it ticked since. */
+static int ticker_first;
 COMMON_FN pthread_t ticker_begin(void) {
     __atomic_store_n(&ticker_stop, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&ticker_ticks, 0, __ATOMIC_SEQ_CST);
-    return start(ticker, NULL);
+    pthread_t t = start(ticker, NULL);
+    while (__atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST) == 0) usleep(200);
+    ticker_first = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST);
+    return t;
 }
 
 COMMON_FN int ticker_end(pthread_t t) {
-    int ticked = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST);
+    int ticked = __atomic_load_n(&ticker_ticks, __ATOMIC_SEQ_CST) - ticker_first;
     __atomic_store_n(&ticker_stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(t, NULL);
     return ticked;

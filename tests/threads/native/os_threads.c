@@ -7,6 +7,8 @@
  * futex and a join, and one of them streams checksummed bytes through a
  * socket pair that a greenlet thread echoes (each side waits on its own end,
  * on its own hub). Unpatched all six are OS threads: the same statements. */
+#include "common.h"  /* (first: it defines _GNU_SOURCE) */
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <linux/futex.h>
@@ -14,8 +16,6 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-
-#include "common.h"
 
 #define OS_THREADS 2
 #define GREEN_THREADS 4
