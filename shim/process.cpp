@@ -381,7 +381,7 @@ SHIM_EXPORT int system(const char* command) {
     if (err) return 127 << 8;  // as if the shell exited with 127
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) return -1;
+        if (errno != EINTR || cancel_woke()) return -1;  // (a cancellation: system acts as it returns)
     }
     return status;
 }

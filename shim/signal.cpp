@@ -605,7 +605,7 @@ SHIM_EXPORT int sigwait(const sigset_t* set, int* sig) {
     siginfo_t info;
     int r;
     do r = sigtimedwait(set, &info, nullptr);
-    while (r < 0 && errno == EINTR);  // sigwait never fails with EINTR
+    while (r < 0 && errno == EINTR && !cancel_woke());  // sigwait never fails with EINTR (a cancellation: ends here)
     if (r < 0) return errno;
     *sig = r;
     return 0;

@@ -718,10 +718,18 @@ bool cancel_woke() noexcept {
     return c && c->woke;
 }
 
-// Only where the thread may park: not in the runtime's own work, a signal
-// handler or the hub (a point inside one of those goes on to libc's call).
+// Only where the thread may park (not in the runtime's own work, a signal
+// handler or the hub: a point inside one of those goes on to libc's call),
+// and only in the outermost interposer: libev's eventfd write for a wake
+// sent to another hub is our write(), called inside pthread_mutex_unlock
+// (noexcept: nothing may unwind through it), and a nested point (usleep's
+// nanosleep, sigwait's sigtimedwait) leaves it to its caller, which acts as
+// it returns. The depth is the thread's own with its own thread-locals (the
+// default); shared, it is the OS thread's, and not looked at.
+bool outermost_point() noexcept { return t_shim_depth == 1 || config().thread_locals_shared; }
+
 void CancelPoint::begin() {
-    if (!may_park()) return;
+    if (!outermost_point() || !may_park()) return;
     Cancellation* c = current_cancellation();
     if (!c || c->exiting) return;
     if (cancel_due(*c)) act_on_cancel(*c);
@@ -730,7 +738,7 @@ void CancelPoint::begin() {
 }
 
 void CancelPoint::end() {
-    if (!thread_ && !may_park()) return;
+    if (!thread_ && (!outermost_point() || !may_park())) return;
     Cancellation* c = thread_ ? thread_ : current_cancellation();
     if (c && c->woke && cancel_due(*c)) act_on_cancel(*c);
 }
