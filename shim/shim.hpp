@@ -580,11 +580,12 @@ inline auto file_call(int fd, Call&& call) -> decltype(call()) {
 
 // ---- cancellation (thread.cpp) ----
 //
-// pthread_cancel of a greenlet thread is deferred, as glibc's default: it
-// acts at a cancellation point, the exported calls that begin with
-// SHIM_CANCEL_POINT. At the call's start if one is pending; during its wait
-// (a wait of a cancellable() mode ends with EINTR, the call unwinds out of
-// it, and the call ends the thread instead of returning); and in
+// pthread_cancel of a greenlet thread (or of the main thread) is deferred,
+// as glibc's default: it acts at a cancellation point, the exported calls
+// that begin with SHIM_CANCEL_POINT, when it is the outermost interposer.
+// At the call's start if one is pending; during its wait (a wait of a
+// cancellable() mode ends with EINTR, the call returns through its own code,
+// and its CancelPoint ends the thread instead of returning); and in
 // pthread_testcancel. A call that did not have to wait returns its result,
 // as glibc's does when the syscall completes. The thread then ends as
 // pthread_exit(PTHREAD_CANCELED) ends it: cleanup handlers, C++ frames'

@@ -330,7 +330,7 @@ public:
     // write (~1-5 us until it runs there).
     void schedule(Greenlet& g, Wake why = Wake::event);
     // Wakes g with Wake::interrupted if it is parked (whatever its
-    // InterruptMask: a cancellation, say); false if it was not parked.
+    // InterruptMask: the shim's pthread_kill); false if it was not parked.
     bool interrupt(Greenlet& g);
     // Interrupts g for good with `kinds` (the embedder's bits; 0 takes it
     // back): if g is parked in a wait whose InterruptMask has one of them,
