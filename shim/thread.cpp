@@ -725,8 +725,16 @@ bool cancel_woke() noexcept {
 // (noexcept: nothing may unwind through it), and a nested point (usleep's
 // nanosleep, sigwait's sigtimedwait) leaves it to its caller, which acts as
 // it returns. The depth is the thread's own with its own thread-locals (the
-// default); shared, it is the OS thread's, and not looked at.
-bool outermost_point() noexcept { return t_shim_depth == 1 || config().thread_locals_shared; }
+// default): main's too when every greenlet thread has its own. Shared
+// (GREENSHIM_THREAD_LOCALS=shared, a sanitizer build, a failed start-up
+// check), it is the OS thread's, and not looked at.
+bool outermost_point() noexcept {
+    if (t_shim_depth == 1) return true;
+    Greenlet& g = greenshim::detail::current_greenlet();
+    bool own_count = g.has_own_thread_locals() ||
+                     (g.is_main() && !config().thread_locals_shared && !Greenlet::own_thread_locals_unsupported());
+    return !own_count;
+}
 
 void CancelPoint::begin() {
     if (!outermost_point() || !may_park()) return;
