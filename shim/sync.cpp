@@ -66,6 +66,21 @@ int wait_in(WaitQueue& q, WaitSite& site, const void* object, Deadline deadline 
 // under it: returns with it released (the caller takes it again to look).
 int wait_in(WaitQueue& q, WaitQueue::Guard& held, WaitSite& site, const void* object, Deadline deadline = kForever,
             Interruptible mode = Interruptible::no) {
+    if (__builtin_expect(!greenshim::detail::existing_hub(), 0)) {
+        // The first wait of a thread the shim did not make (jemalloc's
+        // background thread in a condition wait) makes its hub, which
+        // allocates: malloc takes the allocator's lock, whose holder may be
+        // waiting for this Guard's spin lock (queues share 64 of them), so
+        // never with the Guard held. Made with it let go; the caller looks
+        // again, as after any wake. (If it cannot be made, park_as says so.)
+        held.unlock();
+        try {
+            greenshim::detail::current_hub();
+            return 0;
+        } catch (...) {
+        }
+        held.lock();
+    }
     return park_as(site, reinterpret_cast<std::intptr_t>(object), mode, EndsBy::other_thread,
                    [&](Hub&) { return q.wait(held, deadline); });
 }
