@@ -194,21 +194,63 @@ ctx::fiber asan_resume(ctx::fiber&& to, Greenlet::Impl& target, Greenlet::Impl& 
 }
 #endif
 
+// What a thread-locals block placed at the top of a stack mapping takes:
+// `reach`, the most it may take below the top (create_in), and `pages`, that
+// rounded up to whole pages (what the mapping grows by). Asked once: each
+// ThreadTls query goes through a call_once.
+struct BlockInMapping {
+    std::size_t reach, pages;
+};
+const BlockInMapping& block_in_mapping() noexcept {
+    static const BlockInMapping b = [] {
+        const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+        const std::size_t reach = ThreadTls::bytes_for_create_in();
+        return BlockInMapping{reach, (reach + 64 + page - 1) / page * page};  // (+64: the frames' alignment)
+    }();
+    return b;
+}
+
 struct PoolAllocator {
     Greenlet::Impl* impl;
     std::size_t size;
     void** asan_fake_stack;  // used only by an ASan build: see ensure_fiber
     ctx::stack_context allocate() {
-        impl->stack = ts().pool.allocate(size);
+        if (impl->mapping.size) {
+            // Below the thread-locals block in the mapping's top (its low end
+            // is at most bytes_for_create_in() under the top): the frames
+            // share the block's last page, as a thread's share its TCB's.
+            // The size asked for (what pthread_getattr_np reports); the
+            // mapping has up to a page more below it, before its guard page.
+            auto top = reinterpret_cast<std::uintptr_t>(impl->mapping.sp) - block_in_mapping().reach;
+            top &= ~std::uintptr_t(63);
+            impl->stack.sp = reinterpret_cast<void*>(top);
+            impl->stack.size = size;
+        } else {
+            impl->stack = ts().pool.allocate(size);
+        }
 #if GREENSHIM_ASAN
         impl->asan_stack = fiber_range(impl->stack);
         asan_leave(asan_fake_stack, impl->asan_stack);
 #endif
         return impl->stack;
     }
-    void deallocate(ctx::stack_context& sc) noexcept { ts().pool.deallocate(sc); }
+    void deallocate(ctx::stack_context& sc) noexcept {
+        // (The mapping outlives the fiber: its block goes after the switch
+        // off this stack, or with the greenlet; drop_thread_locals.)
+        if (!impl->mapping.size) ts().pool.deallocate(sc);
+    }
 };
 }  // namespace
+
+// Frees a greenlet's own thread-locals (not the running block) and the
+// stack mapping they live in, if they do: once no fiber runs on it.
+void drop_thread_locals(Greenlet::Impl& im) noexcept {
+    if (im.tls) ThreadTls::destroy(std::exchange(im.tls, nullptr));
+    if (im.mapping.size) {
+        StackPool::release(im.mapping);
+        im.mapping = {};
+    }
+}
 
 // Sets up the calling thread without the heap: the block is mmap'd, the
 // thread-exit clean-up is a libc key (whose value lives in libc's per-thread
@@ -309,7 +351,7 @@ void Runtime::after_resume(ctx::fiber&& f) noexcept {
         // Its stack is gone, and we run with our own thread-locals: its
         // block may go, and the object too.
         int own_errno = errno;
-        if (from->impl_->tls) ThreadTls::destroy(std::exchange(from->impl_->tls, nullptr));
+        drop_thread_locals(*from->impl_);
         std::shared_ptr<Greenlet> last = std::move(from->impl_->keepalive);
         last.reset();
         errno = own_errno;
@@ -362,7 +404,8 @@ void Runtime::ensure_fiber(Greenlet& target) {
                             }
                             return finish(*g, std::move(result), std::move(err));
                         });
-    if (ti.tls) ti.tls->set_stack(static_cast<char*>(ti.stack.sp) - ti.stack.size, ti.stack.size);
+    if (ti.tls && !ti.mapping.size)  // (one in the mapping has the whole mapping: set_own_thread_locals)
+        ti.tls->set_stack(static_cast<char*>(ti.stack.sp) - ti.stack.size, ti.stack.size);
 #if GREENSHIM_ASAN
     // The constructor went to the new stack and straight back (fiber_entry
     // saves its context there); the way there was announced in allocate().
@@ -507,7 +550,7 @@ Greenlet::~Greenlet() {
         }
         Runtime::unwind(*this);
     }
-    if (impl_->tls) detail::ThreadTls::destroy(std::exchange(impl_->tls, nullptr));  // never current here
+    detail::drop_thread_locals(*impl_);  // (never current here)
 }
 
 std::shared_ptr<Greenlet> Greenlet::create(Fn fn, std::string name, std::size_t stack_size) {
@@ -546,6 +589,30 @@ bool thread_locals_ready() noexcept {
 bool Greenlet::set_own_thread_locals() noexcept {
     // (a spawned greenlet is queued, "ready", but has not run: no fiber yet)
     if (impl_->fiber_created || is_main_ || impl_->tls || impl_->is_hub || !thread_locals_ready()) return false;
+    // As glibc places a thread's: at the top of its stack's mapping, which is
+    // that much larger (the program keeps the stack size it asked for). The
+    // block's ~4 KiB then share the pages the stack's first frames touch
+    // anyway, instead of a heap chunk of their own. A thread with no runtime
+    // state of its own (no pool) gets a heap block.
+    if (detail::ThreadState* t = detail::t_state) {
+        using detail::ThreadTls;
+        const std::size_t block = detail::block_in_mapping().pages;
+        boost::context::stack_context m;
+        try {
+            m = t->pool.allocate(stack_size_ + block);
+        } catch (...) {
+            return false;
+        }
+        ThreadTls* tls = ThreadTls::create_in(static_cast<char*>(m.sp) - block, block);
+        if (!tls) {
+            t->pool.deallocate(m);
+            return false;
+        }
+        tls->set_stack(static_cast<char*>(m.sp) - m.size, m.size);
+        impl_->tls = tls;
+        impl_->mapping = m;
+        return true;
+    }
     impl_->tls = detail::ThreadTls::create();
     return impl_->tls != nullptr;
 }

@@ -82,6 +82,9 @@ class StackPool {
 public:
     boost::context::stack_context allocate(std::size_t size);
     void deallocate(boost::context::stack_context& sc) noexcept;
+    // deallocate() into the calling thread's pool, or unmapped when the
+    // thread has no runtime state (a greenlet's last reference dropped there).
+    static void release(boost::context::stack_context& sc) noexcept;
     void drain() noexcept;
     StackPoolStats stats() const noexcept { return {mapped_, free_.size(), reused_}; }
 
@@ -334,6 +337,11 @@ struct Greenlet::Impl {
     boost::context::fiber ctx;               // this greenlet's suspended context
     boost::context::stack_context stack{};   // its stack once started
     detail::ThreadTls* tls = nullptr;        // its own thread-locals (set_own_thread_locals), or the OS thread's
+    // With tls placed in the top of its stack's mapping (as glibc places a
+    // thread's): that whole mapping, `stack` being the part below the block.
+    // Taken from the pool by set_own_thread_locals, given back with the block
+    // (drop_thread_locals), after the fiber that ran on it is gone. size 0: none.
+    boost::context::stack_context mapping{};
     const void* owner_token = nullptr;       // a main greenlet's owner id (its OS thread's main_token)
     bool fiber_created = false;
     int saved_errno = 0;

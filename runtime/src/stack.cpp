@@ -120,6 +120,12 @@ void StackPool::deallocate(boost::context::stack_context& sc) noexcept {
     --mapped_;
 }
 
+void StackPool::release(boost::context::stack_context& sc) noexcept {
+    if (ThreadState* t = t_state) return t->pool.deallocate(sc);
+    lsan_unscan(sc);
+    unmap(sc);
+}
+
 void StackPool::drain() noexcept {
     for (auto& sc : free_) {
         valgrind_deregister(sc);

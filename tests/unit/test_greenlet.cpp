@@ -857,6 +857,45 @@ TEST_CASE("greenlets share their OS thread's thread-locals unless given their ow
     CHECK_FALSE(own_a->set_own_thread_locals());  // dead
 }
 
+namespace {
+thread_local int t_initialised = 7;
+thread_local long t_zeroed[64];
+}  // namespace
+
+// As glibc places a thread's: the block (TCB and static TLS) at the top of the
+// greenlet's stack mapping, above its frames. A pooled stack comes back with
+// the last user's block in it: the next thread's variables must start afresh.
+TEST_CASE("own thread-locals sit at the top of the greenlet's stack, fresh in a reused stack") {
+    if (Greenlet::own_thread_locals_unsupported()) return;
+    const std::size_t reused_before = greenshim::stack_pool_stats().reused;
+    for (int round = 0; round < 3; ++round) {
+        int init_seen = -1, errno_seen = -1;
+        bool zeroed = false, tcb_above_frames = false;
+        auto g = Greenlet::create([&] {
+            init_seen = t_initialised;
+            zeroed = std::all_of(std::begin(t_zeroed), std::end(t_zeroed), [](long v) { return v == 0; });
+            errno_seen = errno;
+            char local = 0;
+            char* top = static_cast<char*>(Greenlet::current().stack_top());
+            char* tp;
+            __asm__ volatile("mov %%fs:0, %0" : "=r"(tp));
+            tcb_above_frames = &local < top && tp >= top && tp < top + 64 * 1024;
+            t_initialised = 99;  // dirt for the next user of this stack
+            std::fill(std::begin(t_zeroed), std::end(t_zeroed), 0x5a5a5a5aL);
+            errno = 55;
+        });
+        REQUIRE(g->set_own_thread_locals());
+        g->switch_to();
+        REQUIRE(g->dead());
+        CHECK(init_seen == 7);
+        CHECK(zeroed);
+        CHECK(errno_seen == 0);
+        CHECK(tcb_above_frames);
+    }
+    CHECK(t_initialised == 7);  // the OS thread's own, untouched
+    CHECK(greenshim::stack_pool_stats().reused >= reused_before + 2);  // rounds 2 and 3 took round 1's stack
+}
+
 TEST_CASE("a greenlet with its own thread-locals abandoned while suspended is unwound with them") {
     if (Greenlet::own_thread_locals_unsupported()) return;
     t_counter = 7;

@@ -183,8 +183,13 @@ public:
     // False if it cannot be done: started, a main or hub greenlet, out of
     // memory, or not supported here (own_thread_locals_unsupported() says
     // why: it relies on glibc 2.36's internals, checked at start-up, and is
-    // off under sanitizers). Costs (this VM): ~150 ns and ~4.6 KiB of heap
-    // per greenlet for a C program (more with more static TLS); +15 ns per
+    // off under sanitizers). The block sits at the top of the greenlet's
+    // stack mapping, as glibc places a thread's (the mapping grows by its
+    // size rounded to pages: the stack keeps its size), so it shares the page
+    // the first frames touch; only the DTV (~300 B) is heap. Its stack is
+    // taken from this OS thread's pool here, not at the first run. Costs
+    // (this VM): ~150 ns and ~4.2 KiB of that page per greenlet for a C
+    // program (more with more static TLS); +15 ns per
     // switch into or out of it (one wrfsbase; an arch_prctl system call,
     // ~200 ns, where the CPU or kernel does not allow wrfsbase, e.g. under
     // valgrind). May not: be moved to another OS thread; call setuid & co.
