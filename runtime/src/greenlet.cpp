@@ -194,20 +194,15 @@ ctx::fiber asan_resume(ctx::fiber&& to, Greenlet::Impl& target, Greenlet::Impl& 
 }
 #endif
 
-// What a thread-locals block placed at the top of a stack mapping takes:
-// `reach`, the most it may take below the top (create_in), and `pages`, that
-// rounded up to whole pages (what the mapping grows by). Asked once: each
-// ThreadTls query goes through a call_once.
-struct BlockInMapping {
-    std::size_t reach, pages;
-};
-const BlockInMapping& block_in_mapping() noexcept {
-    static const BlockInMapping b = [] {
+// The whole pages a thread-locals block placed at the top of a stack mapping
+// may take (ThreadTls::create_in's most), which the mapping grows by. Asked
+// once: each ThreadTls query goes through a call_once.
+std::size_t block_pages() noexcept {
+    static const std::size_t pages = [] {
         const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-        const std::size_t reach = ThreadTls::bytes_for_create_in();
-        return BlockInMapping{reach, (reach + 64 + page - 1) / page * page};  // (+64: the frames' alignment)
+        return (ThreadTls::bytes_for_create_in() + page - 1) / page * page;
     }();
-    return b;
+    return pages;
 }
 
 struct PoolAllocator {
@@ -216,15 +211,13 @@ struct PoolAllocator {
     void** asan_fake_stack;  // used only by an ASan build: see ensure_fiber
     ctx::stack_context allocate() {
         if (impl->mapping.size) {
-            // Below the thread-locals block in the mapping's top (its low end
-            // is at most bytes_for_create_in() under the top): the frames
-            // share the block's last page, as a thread's share its TCB's.
-            // The size asked for (what pthread_getattr_np reports); the
-            // mapping has up to a page more below it, before its guard page.
-            auto top = reinterpret_cast<std::uintptr_t>(impl->mapping.sp) - block_in_mapping().reach;
-            top &= ~std::uintptr_t(63);
-            impl->stack.sp = reinterpret_cast<void*>(top);
-            impl->stack.size = size;
+            // The pages below the thread-locals block's: the size asked for,
+            // right above the guard page (the overflow report finds it
+            // there). The block's lowest bytes, in its last page, are
+            // glibc's spare static TLS, untouched: the frames sharing that
+            // page would save nothing.
+            impl->stack.sp = static_cast<char*>(impl->mapping.sp) - block_pages();
+            impl->stack.size = impl->mapping.size - block_pages();
         } else {
             impl->stack = ts().pool.allocate(size);
         }
@@ -596,7 +589,7 @@ bool Greenlet::set_own_thread_locals() noexcept {
     // state of its own (no pool) gets a heap block.
     if (detail::ThreadState* t = detail::t_state) {
         using detail::ThreadTls;
-        const std::size_t block = detail::block_in_mapping().pages;
+        const std::size_t block = detail::block_pages();
         boost::context::stack_context m;
         try {
             m = t->pool.allocate(stack_size_ + block);

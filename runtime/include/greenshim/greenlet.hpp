@@ -185,11 +185,11 @@ public:
     // why: it relies on glibc 2.36's internals, checked at start-up, and is
     // off under sanitizers). The block sits at the top of the greenlet's
     // stack mapping, as glibc places a thread's (the mapping grows by its
-    // size rounded to pages: the stack keeps its size), so it shares the page
-    // the first frames touch; only the DTV (~300 B) is heap. Its stack is
-    // taken from this OS thread's pool here, not at the first run. Costs
-    // (this VM): ~150 ns and ~4.2 KiB of that page per greenlet for a C
-    // program (more with more static TLS); +15 ns per
+    // size rounded up to pages: the stack keeps its size); only the DTV
+    // (~300 B) is heap. Its stack is taken from this OS thread's pool here,
+    // not at the first run. Costs (this VM): ~150 ns and one page touched
+    // (the TCB and the static TLS of a C program: ~4.2 KiB, its lowest bytes
+    // glibc's spare, untouched) per greenlet; +15 ns per
     // switch into or out of it (one wrfsbase; an arch_prctl system call,
     // ~200 ns, where the CPU or kernel does not allow wrfsbase, e.g. under
     // valgrind). May not: be moved to another OS thread; call setuid & co.
