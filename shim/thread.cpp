@@ -16,6 +16,7 @@
 #endif
 
 #include <csetjmp>
+#include <utility>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -42,6 +43,7 @@ std::atomic<bool> g_workers_started{false};  // GREENSHIM_HUBS's workers (start_
 
 void free_thread(GThread* t) {
     t->magic = 0;
+    delete t->tsd;
     delete t;
 }
 }  // namespace
@@ -239,7 +241,14 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     int detach = PTHREAD_CREATE_JOINABLE;
     if (attr && pthread_attr_getdetachstate(attr, &detach) != 0) return EINVAL;
     GThread* t = new (std::nothrow) GThread;
-    if (!t) return EAGAIN;
+    // Key storage of its own, given back below if it gets a thread-locals
+    // block (which has it): made first, where nothing is yet to undo.
+    Tsd* tsd = t ? new (std::nothrow) Tsd : nullptr;
+    if (!tsd) {
+        delete t;
+        return EAGAIN;
+    }
+    t->tsd = tsd;
     t->magic = reinterpret_cast<std::uintptr_t>(t) ^ kMagic;
     t->start = start;
     t->arg = arg;
@@ -273,7 +282,10 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     // Its thread-locals block, made here where waiting is allowed (the
     // allocator's locks), then moved to the hub it was placed on (Hub::start).
     give_own_thread_locals(*g);
-    if (g->has_own_thread_locals()) stall_watch(greenshim::detail::current_hub());
+    if (g->has_own_thread_locals()) {
+        delete std::exchange(t->tsd, nullptr);
+        stall_watch(greenshim::detail::current_hub());
+    }
     t->greenlet = g.get();
     {
         WaitQueue::Guard held(g_all_done);

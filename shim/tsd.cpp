@@ -1,8 +1,10 @@
 // Thread-specific data per greenlet thread: pthread_key_create and friends.
 //
 // Keys are the shim's own (a generation counter per key makes a deleted and
-// re-created key read as empty). Greenlet threads keep their values in their
-// GThread; the main greenlet and real OS threads keep theirs per OS thread.
+// re-created key read as empty). Values live in a thread-local (t_os_tsd) of
+// the running thread: the main greenlet's and real OS threads', and a
+// greenlet thread's with a thread-locals block of its own; a greenlet thread
+// that shares the OS thread's keeps them in its GThread.
 //
 // AddressSanitizer's own key is the exception: libc's, untouched. ASan keeps
 // its per-thread state under it (the stack it believes it is on, its fake
@@ -48,12 +50,13 @@ bool asan_runtime(const void* caller) noexcept {
            asan.dli_fbase == who.dli_fbase;
 }
 
-thread_local Tsd t_os_tsd;  // the main greenlet's / a real thread's (constant-initialised)
+// The running thread's when it has thread-locals of its own: the main
+// greenlet's, a real thread's, a greenlet thread's with its own block
+// (constant-initialised: zero in every new block).
+thread_local Tsd t_os_tsd;
 
-Tsd* current_tsd() {
-    if (GThread* t = gthread_current()) return &t->tsd;
-    return &t_os_tsd;
-}
+Tsd* tsd_of(GThread* t) { return t && t->tsd ? t->tsd : &t_os_tsd; }
+Tsd* current_tsd() { return tsd_of(gthread_current()); }
 
 constexpr std::size_t kRestBytes = (kKeys - kTsdInline) * sizeof(TsdEntry);
 
@@ -71,7 +74,7 @@ TsdEntry* entry(Tsd* tsd, unsigned key, bool create) {
 
 namespace greenshim::shim {
 void tsd_run_destructors(GThread* t) noexcept {
-    Tsd* tsd = &t->tsd;
+    Tsd* tsd = tsd_of(t);  // (t is the running thread)
     for (int round = 0; round < PTHREAD_DESTRUCTOR_ITERATIONS; ++round) {
         bool again = false;
         for (unsigned k = 0; k < kKeys; ++k) {
