@@ -43,7 +43,7 @@ std::atomic<bool> g_workers_started{false};  // GREENSHIM_HUBS's workers (start_
 
 void free_thread(GThread* t) {
     t->magic = 0;
-    delete t->tsd;
+    if (t->tsd_allocated) delete t->tsd;
     delete t;
 }
 }  // namespace
@@ -78,6 +78,7 @@ GThread* gthread_current() noexcept {
 }
 
 void tsd_run_destructors(GThread* t) noexcept;  // tsd.cpp
+Tsd* tsd_of_running_thread() noexcept;           // tsd.cpp: its thread_local
 
 // fork() child: only the calling greenlet lives on (and no worker hub).
 void threads_after_fork_child() noexcept {
@@ -97,6 +98,10 @@ __attribute__((noinline)) void* call_start(GThread* t) {
 }
 
 void thread_main(GThread* t) {
+    // Its keys' values in its own block: found now, while the block is
+    // current, so that a call made as the OS thread (fork's atfork handlers:
+    // OsThreadLocalsScope) still finds them.
+    if (!t->tsd) t->tsd = tsd_of_running_thread();
     void* result;
     // pthread_exit's unwind comes back here (exit_jump), with its value.
     if (__builtin_setjmp(t->exit_jump) == 0)
@@ -249,6 +254,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
         return EAGAIN;
     }
     t->tsd = tsd;
+    t->tsd_allocated = true;
     t->magic = reinterpret_cast<std::uintptr_t>(t) ^ kMagic;
     t->start = start;
     t->arg = arg;
@@ -283,7 +289,8 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     // allocator's locks), then moved to the hub it was placed on (Hub::start).
     give_own_thread_locals(*g);
     if (g->has_own_thread_locals()) {
-        delete std::exchange(t->tsd, nullptr);
+        delete std::exchange(t->tsd, nullptr);  // (thread_main points it into the block)
+        t->tsd_allocated = false;
         stall_watch(greenshim::detail::current_hub());
     }
     t->greenlet = g.get();

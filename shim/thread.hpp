@@ -48,11 +48,12 @@ struct GThread {
     sigset_t sigmask;  // its own view; the OS thread's mask is the main greenlet's
     bool owns_os_mask = false;  // it forked, in the child: the OS thread's mask is its (mask_op sets both)
     WaitQueue joiners;
-    // Its keys' values (tsd.cpp) while it shares the OS thread's
-    // thread-locals; null with a thread-locals block of its own, where they
-    // are in the block (tsd.cpp's thread_local: already in its stack's top
-    // page, as glibc keeps a thread's first 32 in its TCB).
+    // Where its keys' values are (tsd.cpp): with a thread-locals block of
+    // its own, in the block (tsd.cpp's thread_local, found when it starts:
+    // already in its stack's top page, as glibc keeps a thread's first 32 in
+    // its TCB); sharing the OS thread's, a Tsd of its own (tsd_allocated).
     Tsd* tsd = nullptr;
+    bool tsd_allocated = false;
     // pthread_exit (thread.cpp): a forced unwind, as glibc's, that ends in
     // thread_main (exit_jump, at the start routine's caller, whose CFA is
     // exit_cfa) and on the way runs the C cleanup handlers

@@ -1,10 +1,10 @@
 // Thread-specific data per greenlet thread: pthread_key_create and friends.
 //
 // Keys are the shim's own (a generation counter per key makes a deleted and
-// re-created key read as empty). Values live in a thread-local (t_os_tsd) of
-// the running thread: the main greenlet's and real OS threads', and a
-// greenlet thread's with a thread-locals block of its own; a greenlet thread
-// that shares the OS thread's keeps them in its GThread.
+// re-created key read as empty). Values live in a thread-local (t_os_tsd):
+// the main greenlet's and real OS threads' in theirs, a greenlet thread's
+// with a thread-locals block of its own in its block's (GThread::tsd points
+// there); a greenlet thread that shares the OS thread's has a Tsd of its own.
 //
 // AddressSanitizer's own key is the exception: libc's, untouched. ASan keeps
 // its per-thread state under it (the stack it believes it is on, its fake
@@ -50,13 +50,14 @@ bool asan_runtime(const void* caller) noexcept {
            asan.dli_fbase == who.dli_fbase;
 }
 
-// The running thread's when it has thread-locals of its own: the main
-// greenlet's, a real thread's, a greenlet thread's with its own block
-// (constant-initialised: zero in every new block).
+// The running thread's: the main greenlet's, a real thread's, a greenlet
+// thread's with its own block (constant-initialised: zero in every new block).
 thread_local Tsd t_os_tsd;
 
-Tsd* tsd_of(GThread* t) { return t && t->tsd ? t->tsd : &t_os_tsd; }
-Tsd* current_tsd() { return tsd_of(gthread_current()); }
+Tsd* current_tsd() {
+    GThread* t = gthread_current();
+    return t && t->tsd ? t->tsd : &t_os_tsd;
+}
 
 constexpr std::size_t kRestBytes = (kKeys - kTsdInline) * sizeof(TsdEntry);
 
@@ -73,8 +74,10 @@ TsdEntry* entry(Tsd* tsd, unsigned key, bool create) {
 }  // namespace
 
 namespace greenshim::shim {
+Tsd* tsd_of_running_thread() noexcept { return &t_os_tsd; }
+
 void tsd_run_destructors(GThread* t) noexcept {
-    Tsd* tsd = tsd_of(t);  // (t is the running thread)
+    Tsd* tsd = t->tsd;
     for (int round = 0; round < PTHREAD_DESTRUCTOR_ITERATIONS; ++round) {
         bool again = false;
         for (unsigned k = 0; k < kKeys; ++k) {

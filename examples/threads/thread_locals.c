@@ -268,10 +268,16 @@ static int mode_keys(void) {
 
 /* ---- fork ---- */
 static __thread int t_mark = 7;
+static pthread_key_t g_fork_key;
+static long g_key_in_prepare = -1;
+
+/* An atfork handler runs in the thread that forks, with its keys. */
+static void prepare(void) { g_key_in_prepare = (long)pthread_getspecific(g_fork_key); }
 
 static void* fork_from_thread(void* arg) {
     (void)arg;
     t_mark = 42;
+    pthread_setspecific(g_fork_key, (void*)42L);
     pause_a_little();
     pid_t pid = fork();
     if (pid == 0) _exit(t_mark); /* the child's only thread: this one, with its thread-locals */
@@ -283,9 +289,13 @@ static void* fork_from_thread(void* arg) {
 static int mode_fork(void) {
     pthread_t t;
     long r;
+    pthread_key_create(&g_fork_key, NULL);
+    pthread_setspecific(g_fork_key, (void*)7L);
+    pthread_atfork(prepare, NULL, NULL);
     pthread_create(&t, NULL, fork_from_thread, NULL);
     join_all(&t, 1, &r);
     printf("the child of a thread saw its mark %ld; main's is %d\n", r, t_mark);
+    printf("the atfork handler saw the forking thread's key: %ld\n", g_key_in_prepare);
     return 0;
 }
 
