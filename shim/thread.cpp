@@ -16,12 +16,12 @@
 #endif
 
 #include <csetjmp>
-#include <utility>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <new>
+#include <utility>
 
 #include "greenshim/diag.hpp"
 #include "shim.hpp"

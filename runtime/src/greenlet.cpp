@@ -583,10 +583,10 @@ bool Greenlet::set_own_thread_locals() noexcept {
     // (a spawned greenlet is queued, "ready", but has not run: no fiber yet)
     if (impl_->fiber_created || is_main_ || impl_->tls || impl_->is_hub || !thread_locals_ready()) return false;
     // As glibc places a thread's: at the top of its stack's mapping, which is
-    // that much larger (the program keeps the stack size it asked for). The
-    // block's ~4 KiB then share the pages the stack's first frames touch
-    // anyway, instead of a heap chunk of their own. A thread with no runtime
-    // state of its own (no pool) gets a heap block.
+    // larger by the block's whole pages (the program keeps the stack size it
+    // asked for). The block's ~4.2 KiB then touch one page, its lowest bytes
+    // being glibc's spare static TLS, instead of a 4.6 KiB heap chunk. A
+    // thread with no runtime state of its own (no pool) gets a heap block.
     if (detail::ThreadState* t = detail::t_state) {
         using detail::ThreadTls;
         const std::size_t block = detail::block_pages();
