@@ -134,6 +134,13 @@ void thread_main(GThread* t) {
     if (detached) free_thread(t);
 }
 
+// Whether greenlet threads get thread-locals of their own here (the
+// default): not with GREENSHIM_THREAD_LOCALS=shared, a sanitizer or a failed
+// start-up check.
+bool threads_own_thread_locals() noexcept {
+    return !config().thread_locals_shared && !Greenlet::own_thread_locals_unsupported();
+}
+
 // A greenlet thread gets thread-locals of its own, as a thread has, unless
 // GREENSHIM_THREAD_LOCALS=shared or they cannot be had here: then it shares
 // the OS thread's, with one warning line when a start-up check failed (not
@@ -189,8 +196,7 @@ namespace {
 void* worker_main(void*) {
     REAL(pthread_setname_np)(REAL(pthread_self)(), "greenshim-hub");
     // Its stall tick now, while it may allocate (adopt_thread may not).
-    if (!config().thread_locals_shared && !Greenlet::own_thread_locals_unsupported())
-        stall_watch(greenshim::detail::current_hub());
+    if (threads_own_thread_locals()) stall_watch(greenshim::detail::current_hub());
     Hub::run_worker();
 }
 
@@ -750,9 +756,7 @@ bool cancel_woke() noexcept {
 bool outermost_point() noexcept {
     if (t_shim_depth == 1) return true;
     Greenlet& g = greenshim::detail::current_greenlet();
-    bool own_count = g.has_own_thread_locals() ||
-                     (g.is_main() && !config().thread_locals_shared && !Greenlet::own_thread_locals_unsupported());
-    return !own_count;
+    return !(g.has_own_thread_locals() || (g.is_main() && threads_own_thread_locals()));
 }
 
 void CancelPoint::begin() {
