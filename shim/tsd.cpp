@@ -54,9 +54,11 @@ bool asan_runtime(const void* caller) noexcept {
 // thread's with its own block (constant-initialised: zero in every new block).
 thread_local Tsd t_os_tsd;
 
+// (A greenlet thread's GThread::tsd is set from pthread_create or its
+// thread_main's first line on, before any code of the program runs in it.)
 Tsd* current_tsd() {
     GThread* t = gthread_current();
-    return t && t->tsd ? t->tsd : &t_os_tsd;
+    return t ? t->tsd : &t_os_tsd;
 }
 
 constexpr std::size_t kRestBytes = (kKeys - kTsdInline) * sizeof(TsdEntry);
