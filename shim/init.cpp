@@ -133,6 +133,10 @@ void raw_sockio_init() noexcept {
 }
 
 __attribute__((constructor)) static void greenshim_init() {
+    // Every interposer's entry and exit (ShimCall) touch these in the
+    // thread's own block: the hub fetches them ahead of a resume.
+    Hub::note_hot_thread_local(&t_shim_depth);
+    Hub::note_hot_thread_local(&t_hand_back);
     resolve_all_real();
     raw_sockio_init();
     (void)config();

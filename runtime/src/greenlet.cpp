@@ -573,8 +573,12 @@ namespace {
 // The start-up checks once; then t_state is carried into every block made
 // (each greenlet's block points at its OS thread's state).
 bool thread_locals_ready() noexcept {
-    static const bool ready = detail::ThreadTls::supported() &&
-                              detail::ThreadTls::inherit(&detail::t_state, sizeof detail::t_state);
+    static const bool ready = [] {
+        if (!detail::ThreadTls::supported() || !detail::ThreadTls::inherit(&detail::t_state, sizeof detail::t_state))
+            return false;
+        Hub::note_hot_thread_local(&detail::t_state);  // (read first thing after each switch)
+        return true;
+    }();
     return ready;
 }
 }  // namespace
