@@ -33,6 +33,7 @@ struct Hub::Async {
     std::vector<PoolJob*> done;     // finished by pool threads, not yet seen
     std::vector<Greenlet*> returned;  // given back by carriers (carrier.cpp), not yet queued
     std::vector<int> closed_fds;      // closed by other hubs' threads (post_closed_fd), not yet seen
+    std::atomic<bool> closed_pending{false};  // closed_fds is not empty (read without mu: drain_closed_fds)
     // Claimed ready by other threads (post_woken), not yet queued: a stack
     // linked through Impl::next_ready (free while a greenlet is in no run
     // queue), pushed with a compare-and-swap. No lock and no allocation: a
@@ -46,16 +47,14 @@ struct Hub::Async {
         Async* a = hub->async_;
         std::vector<PoolJob*> finished;
         std::vector<Greenlet*> back;
-        std::vector<int> closed;
         {
             InternalScope internal;
             std::lock_guard<detail::OsMutex> lk(a->mu);
             finished.swap(a->done);
             back.swap(a->returned);
-            closed.swap(a->closed_fds);
         }
         // Before the loop's next pass, which may re-add every armed fd.
-        for (int fd : closed) hub->fd_closed_elsewhere(fd);
+        hub->drain_closed_fds();
         if (Greenlet* stack = a->woken.exchange(nullptr, std::memory_order_acquire)) {
             // Not idle any more before the wakes stop counting as in flight:
             // another hub never sees both gone (idle_begin).
@@ -130,6 +129,7 @@ void post_closed_fd(Hub& hub, int fd) noexcept {
     try {
         std::lock_guard<detail::OsMutex> lk(a.mu);
         a.closed_fds.push_back(fd);
+        a.closed_pending.store(true, std::memory_order_release);
     } catch (...) {
         return;  // (no memory: hub's watcher is found stale at its next wait on the number, fd_watch)
     }
@@ -158,11 +158,35 @@ void async_after_fork_child(Hub::Async* a) noexcept {
     new (&a->done) std::vector<PoolJob*>();  // the old one may be mid-update: leak it
     new (&a->returned) std::vector<Greenlet*>();
     new (&a->closed_fds) std::vector<int>();  // (a stale watcher is still found at its next wait: fd_watch)
+    a->closed_pending.store(false);
     a->woken.store(nullptr);
     g_wakes_in_flight.store(0);
     a->signal_pending.store(0);
 }
 }  // namespace detail
+
+// What post_closed_fd told this hub, done now (fd_closed_elsewhere), on its
+// thread; true if it was told of any, a load when it was not. Run from its
+// async watcher and before each run of its loop (run_loop): libev adds an
+// armed watcher's fd to its epoll set at the start of a run, before any
+// callback, and aborts on a closed one (EBADF). A watcher armed since the
+// last run, its fd closed meanwhile on another thread (a wait whose deadline
+// had passed returns without a run, its watcher left armed), must go before
+// then. (A close told between this and that start still finds the watcher
+// there: a window of a few instructions, where it was a whole pass.)
+bool Hub::drain_closed_fds() noexcept {
+    Async* a = async_;
+    if (!a || !a->closed_pending.load(std::memory_order_acquire)) return false;
+    InternalScope internal;  // (the vector's memory is the runtime's, taken and given back as such)
+    std::vector<int> closed;
+    {
+        std::lock_guard<detail::OsMutex> lk(a->mu);
+        closed.swap(a->closed_fds);
+        a->closed_pending.store(false, std::memory_order_relaxed);
+    }
+    for (int fd : closed) fd_closed_elsewhere(fd);
+    return true;
+}
 
 void Hub::start_async() {
     InternalScope internal;

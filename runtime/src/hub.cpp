@@ -1253,6 +1253,9 @@ void Hub::worker_idle() {
 // comes back here for the poll it wanted.
 void Hub::run_loop(int flags) {
     detail::LoopFdsScope loop_fds;
+    // (Before libev adds armed fds to its set. A waiter it wakes must not
+    // wait for the poll: no blocking one then.)
+    if (__builtin_expect(drain_closed_fds(), 0) && ready_count_ != 0) flags = EVRUN_NOWAIT;
     if (__builtin_expect(forked_, 0)) {
         forked_ = false;
         flags = EVRUN_NOWAIT;

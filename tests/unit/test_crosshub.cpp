@@ -404,6 +404,26 @@ TEST_CASE("with one hub, an fd closed on a thread with no hub has the hub's idle
     CHECK(rc == 0);
 }
 
+TEST_CASE("with one hub, a watcher armed since its loop last ran, its fd closed on a thread with no hub, goes before the loop adds it") {
+    int rc = in_child([] {
+        Hub& here = Hub::current();
+        int p[2];
+        if (pipe(p) != 0) return 1;
+        // A deadline already past: the wait returns without a run of the
+        // loop, its watcher armed but not yet in the epoll set (libev adds
+        // it at the start of the next run, before any callback).
+        if (here.wait_fd(p[0], kReadable, monotonic_ns() - 1) != Wake::timeout) return 2;
+        std::thread([fd = p[0]] {
+            Hub::fd_closed_off_hub(fd);  // as the shim does on a thread with no hub
+            close(fd);
+        }).join();
+        // Runs of its loop: libev's epoll_ctl of the closed fd (EBADF) aborted here.
+        for (int i = 0; i < 3; ++i) here.sleep_until(deadline_after(0.005));
+        return 0;
+    });
+    CHECK(rc == 0);
+}
+
 TEST_CASE("start_anywhere: an idle worker hub takes new greenlets made on a busy hub (a steal)") {
     int rc = in_child([] {
         Hub& worker = start_worker();

@@ -649,6 +649,7 @@ private:
     void fd_drop(int fd);
     static void close_elsewhere(int fd, Hub* here, bool tell) noexcept;
     void fd_closed_elsewhere(int fd);  // async.cpp: another hub's close of fd
+    bool drain_closed_fds() noexcept;  // async.cpp: the closes told (post_closed_fd), done
     friend class WaitQueue;
     friend struct detail::Runtime;
     friend struct FdWatcher;
