@@ -18,6 +18,7 @@
 
 #include "greenshim/diag.hpp"
 #include "shim.hpp"
+#include "thread.hpp"
 
 namespace greenshim::shim {
 
@@ -42,6 +43,17 @@ void write_stats_at_exit() {
     char prefix[64];
     std::snprintf(prefix, sizeof prefix, "greenshim[%d] stats:", int(getpid()));
     write_stats(fd, prefix);
+    // The one cost of own thread-locals that depends on the machine, and by
+    // far the largest where it applies: say so where it can be seen.
+    if (threads_own_thread_locals() && Greenlet::own_thread_locals_switch_by_syscall()) {
+        char line[400];
+        std::snprintf(line, sizeof line,
+                      "%s thread pointer: switched with arch_prctl, a system call at each switch between threads "
+                      "(this CPU or kernel does not allow wrfsbase: no FSGSBASE); GREENSHIM_THREAD_LOCALS=shared "
+                      "avoids it, the threads then sharing __thread variables\n",
+                      prefix);
+        say(fd, line);
+    }
     if (opened) {
         InternalScope internal;
         ::close(fd);

@@ -134,12 +134,15 @@ void thread_main(GThread* t) {
     if (detached) free_thread(t);
 }
 
-// Whether greenlet threads get thread-locals of their own here (the
-// default): not with GREENSHIM_THREAD_LOCALS=shared, a sanitizer or a failed
-// start-up check.
+}  // namespace
+
+// Not with GREENSHIM_THREAD_LOCALS=shared, a sanitizer or a failed start-up
+// check.
 bool threads_own_thread_locals() noexcept {
     return !config().thread_locals_shared && !Greenlet::own_thread_locals_unsupported();
 }
+
+namespace {
 
 // A greenlet thread gets thread-locals of its own, as a thread has, unless
 // GREENSHIM_THREAD_LOCALS=shared or they cannot be had here: then it shares

@@ -72,6 +72,8 @@ GThread* gthread_of(pthread_t t) noexcept;
 GThread* gthread_current() noexcept;
 // fork() child bookkeeping: only the calling greenlet survives.
 void threads_after_fork_child() noexcept;
+// Whether greenlet threads get thread-locals of their own here (the default).
+bool threads_own_thread_locals() noexcept;
 
 // A new process starts with the signal mask of the thread that made it: the
 // child of fork, exec's image, and the child of posix_spawn, popen and system

@@ -637,6 +637,10 @@ void OsThreadLocalsScope::after_fork_child() noexcept {
 
 bool Greenlet::own_thread_locals_off_under_sanitizer() noexcept { return detail::ThreadTls::sanitizer_loaded(); }
 
+bool Greenlet::own_thread_locals_switch_by_syscall() noexcept {
+    return thread_locals_ready() && !detail::ThreadTls::info().wrfsbase;
+}
+
 void Greenlet::run_thread_exit() noexcept {
     detail::ThreadState* t = detail::t_state;
     if (!t) return;

@@ -79,6 +79,18 @@ def check_monitor(greenrun, prog):
     expect(rc == 0 and "monitor:" not in err, "monitor: silent when nothing hogs the hub", err)
 
 
+def hwcap2():
+    """AT_HWCAP2 of this process (0 if absent), from /proc/self/auxv."""
+    import struct
+    with open("/proc/self/auxv", "rb") as f:
+        data = f.read()
+    for i in range(0, len(data) - 15, 16):
+        key, value = struct.unpack_from("<QQ", data, i)
+        if key == 26:  # AT_HWCAP2
+            return value
+    return 0
+
+
 def check_stats(greenrun, prog):
     # (--spares 0: the spin stays on the hub's thread, not handed to a carrier)
     rc, out, err = run([greenrun, "--stats", "--spares", "0", "--", prog, "50"])
@@ -95,6 +107,15 @@ def check_stats(greenrun, prog):
     m = re.search(r"hub time: ([\d.]+) s waiting for events, ([\d.]+) s running greenlets", err)
     expect(m is not None and float(m.group(2)) >= 0.04,
            "stats: hub time shows the 50 ms spin as running time", err)
+    # The thread pointer's switch is named only where it is a system call:
+    # no FSGSBASE on this machine (AT_HWCAP2 bit 1), and thread-locals not shared.
+    fsgsbase = bool(hwcap2() & 2)
+    said = "stats: thread pointer: switched with arch_prctl, a system call at each switch" in err
+    expect(said != fsgsbase, f"stats: the arch_prctl line {'absent' if fsgsbase else 'present'}, as FSGSBASE is "
+                             f"{'there' if fsgsbase else 'not'} (AT_HWCAP2 {hwcap2():#x})", err)
+    rc, out, err = run([greenrun, "--stats", "--", prog, "0"], {"GREENSHIM_THREAD_LOCALS": "shared"})
+    expect(rc == 0 and "stats: greenlets:" in err and "thread pointer" not in err,
+           "stats: no thread pointer line when the threads share thread-locals", err)
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "stats.txt")
         rc, out, err = run([greenrun, "--stats=" + path, "--", prog, "0"])

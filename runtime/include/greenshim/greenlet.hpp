@@ -190,9 +190,11 @@ public:
     // not at the first run. Costs (this VM): ~150 ns and one page touched
     // (the TCB and the static TLS of a C program: ~4.2 KiB, its lowest bytes
     // glibc's spare, untouched) per greenlet; +15 ns per
-    // switch into or out of it (one wrfsbase; an arch_prctl system call,
-    // ~200 ns, where the CPU or kernel does not allow wrfsbase, e.g. under
-    // valgrind). May not: be moved to another OS thread; call setuid & co.
+    // switch into or out of it (one wrfsbase; an arch_prctl system call
+    // where the CPU or kernel does not allow wrfsbase, e.g. under valgrind
+    // or in a VM that hides FSGSBASE: ~200 ns where system calls are cheap,
+    // 3.5 us measured in a Firecracker VM whose getppid took 1 us; see
+    // own_thread_locals_switch_by_syscall). May not: be moved to another OS thread; call setuid & co.
     // or fork through glibc directly (the shim wraps them; see
     // OsThreadLocalsScope in hub.hpp).
     bool set_own_thread_locals() noexcept;
@@ -202,6 +204,10 @@ public:
     // True when that is by design (a sanitizer runtime is loaded), not
     // because a check of glibc's layout failed.
     static bool own_thread_locals_off_under_sanitizer() noexcept;
+    // True when own thread-locals are supported here but each switch into or
+    // out of a greenlet that has them is an arch_prctl system call (the CPU
+    // or kernel does not allow wrfsbase: HWCAP2_FSGSBASE is not set).
+    static bool own_thread_locals_switch_by_syscall() noexcept;
     // Runs the running greenlet's thread-exit duties now, as glibc does for
     // an exiting thread: C++ thread_local destructors, glibc's own pthread
     // keys' destructors, glibc's per-thread buffers. Done anyway when its
