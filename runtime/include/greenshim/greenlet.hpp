@@ -194,9 +194,9 @@ public:
     // where the CPU or kernel does not allow wrfsbase, e.g. under valgrind
     // or in a VM that hides FSGSBASE: ~200 ns where system calls are cheap,
     // 3.5 us measured in a Firecracker VM whose getppid took 1 us; see
-    // own_thread_locals_switch_by_syscall). May not: be moved to another OS thread; call setuid & co.
-    // or fork through glibc directly (the shim wraps them; see
-    // OsThreadLocalsScope in hub.hpp).
+    // own_thread_locals_switch_by_syscall). May not: be moved to another OS
+    // thread; call setuid & co. or fork through glibc directly (the shim
+    // wraps them; see OsThreadLocalsScope in hub.hpp).
     bool set_own_thread_locals() noexcept;
     bool has_own_thread_locals() const noexcept;
     // nullptr when set_own_thread_locals() can work here, else why not.
