@@ -716,7 +716,7 @@ void* switch_begin(Greenlet& target) noexcept {
 #endif
 }
 
-std::any switch_end(void* from_context) {
+bool switch_arrived(void* from_context) noexcept {
     ThreadState& t = *t_state;
     if (__builtin_expect(from_context && !t.release_later && !t.xfer_value.has_value() && !t.xfer_error, 1)) {
         // Runtime::after_resume's common case: the one who switched to us is
@@ -724,8 +724,14 @@ std::any switch_end(void* from_context) {
         set_fcontext(impl_of(*std::exchange(t.from, nullptr)).ctx, from_context);
         restore_shared_locals(t, impl_of(*t.current));  // (we left by switch_begin: no block of our own)
         end_switch(t);
-        return {};
+        return true;
     }
+    return false;
+}
+
+std::any switch_end(void* from_context) {
+    if (switch_arrived(from_context)) return {};
+    ThreadState& t = *t_state;
     ctx::fiber from;  // an empty fiber, then given the context we were resumed from
     set_fcontext(from, from_context);
     Runtime::after_resume(std::move(from));

@@ -5,6 +5,10 @@
 //   fiber      a raw boost::context::fiber resume round trip: the floor
 //   condvar    two OS threads ping-ponging through a mutex + condition
 //              variables, both pinned to one core (sched_setaffinity)
+//   greenlet-tls  the same greenlets, each with thread-locals of its own, as
+//              greenrun gives each thread: each switch also switches the
+//              thread pointer (wrfsbase, or an arch_prctl system call where
+//              the CPU or kernel does not allow it: then ROUND_TRIPS/20)
 //   fiber-deep (for the analysis) the raw fiber round trip again, with the
 //              resume made DEPTH non-inlined calls deep on both sides, as a
 //              greenlet switch is (switch_to -> switch_with -> Runtime::jump
@@ -37,8 +41,10 @@ using greenshim::Greenlet;
 
 namespace {
 
-// ns per round trip: A -> B -> A, both greenlets made with Greenlet::create.
-double greenlet_round_trip(long n) {
+// ns per round trip: A -> B -> A, both greenlets made with Greenlet::create;
+// own_tls: each with thread-locals of its own (set_own_thread_locals), so
+// each switch also switches the thread pointer; -1 if they cannot have them.
+double greenlet_round_trip(long n, bool own_tls = false) {
     double result = 0;
     std::shared_ptr<Greenlet> a, b;
     b = Greenlet::create([&] {
@@ -51,6 +57,7 @@ double greenlet_round_trip(long n) {
         std::int64_t t1 = bench::now_ns();
         result = double(t1 - t0) / double(n);
     }, "bench-a");
+    if (own_tls && !(a->set_own_thread_locals() && b->set_own_thread_locals())) return -1;
     a->switch_to();  // runs the loop; a returns to its parent (main) when done
     b.reset();       // b is suspended in its loop: unwound here
     a.reset();
@@ -155,9 +162,12 @@ int main(int argc, char** argv) {
     int cpu = 0;
     while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mine)) ++cpu;
 
-    double g = 1e18, f = 1e18, c = 1e18, d1 = 1e18, d4 = 1e18;
+    const bool tls_syscall = Greenlet::own_thread_locals_switch_by_syscall();
+    long n_tls = tls_syscall ? n_cv : n;
+    double g = 1e18, f = 1e18, c = 1e18, d1 = 1e18, d4 = 1e18, gt = 1e18;
     for (int r = 0; r < reps; ++r) {  // interleaved, so drift hits all alike
         g = std::min(g, greenlet_round_trip(n));
+        gt = std::min(gt, greenlet_round_trip(n_tls, true));
         f = std::min(f, fiber_round_trip(n));
         c = std::min(c, condvar_round_trip(n_cv, cpu));
         d1 = std::min(d1, fiber_deep_round_trip<1>(n));
@@ -167,13 +177,19 @@ int main(int argc, char** argv) {
                 reps, n, n_cv, cpu);
     std::printf("  %-34s %9.1f ns\n", "greenlet switch_to", g);
     std::printf("  %-34s %9.1f ns\n", "raw boost fiber resume", f);
+    if (gt >= 0)
+        std::printf("  %-34s %9.1f ns   (thread pointer: %s)\n", "greenlet switch_to, own TLS", gt,
+                    tls_syscall ? "arch_prctl" : "wrfsbase");
+    else
+        std::printf("  %-34s %9s      (%s)\n", "greenlet switch_to, own TLS", "-",
+                    Greenlet::own_thread_locals_unsupported());
     std::printf("  %-34s %9.1f ns\n", "OS threads, condvar", c);
     std::printf("  %-34s %9.1f ns   (analysis: return mispredictions)\n", "raw fiber, resume 1 call deep", d1);
     std::printf("  %-34s %9.1f ns   (+%.1f ns per level per round trip)\n", "raw fiber, resume 4 calls deep", d4,
                 (d4 - f) / 4);
     std::printf("result switch greenlet_ns=%.1f fiber_ns=%.1f condvar_ns=%.1f greenlet_vs_fiber=%.3f condvar_vs_greenlet=%.2f "
-                "fiber_deep1_ns=%.1f fiber_deep4_ns=%.1f\n",
-                g, f, c, g / f, c / g, d1, d4);
+                "fiber_deep1_ns=%.1f fiber_deep4_ns=%.1f greenlet_tls_ns=%.1f tls_switch=%s\n",
+                g, f, c, g / f, c / g, d1, d4, gt, gt < 0 ? "none" : tls_syscall ? "arch_prctl" : "wrfsbase");
     char detail[96];
     std::snprintf(detail, sizeof detail, " (%.1f ns vs %.1f ns)", g, f);
     bench::report_target("switch greenlet/raw-fiber", g / f, 2.0, true, detail);
