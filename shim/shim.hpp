@@ -404,6 +404,7 @@ inline auto unless_tick_eintr(Call&& call) -> decltype(call()) {
 // (once per OS thread) if GREENSHIM_HANDOFF is on.
 void stall_watch(Hub& hub) noexcept;
 int stall_tick_signal() noexcept;  // the stall timer's signal (worker hubs keep it unblocked)
+int stall_rerun_signal() noexcept;  // the tick's rerun on the interrupted stack (the same)
 int dump_signal() noexcept;        // greenrun --dump's (report.cpp; worker hubs keep it unblocked for their part)
 // Whether caller (a return address) is in the code of a malloc replacement
 // loaded as a library (stall.cpp): a lock or futex wait made there never

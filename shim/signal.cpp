@@ -180,7 +180,7 @@ std::atomic<bool> g_holding_faults{false};           // on_fault is SIGSEGV's an
 constexpr std::size_t kSignalStackSize = 256 << 10;  // committed only as touched
 
 // Signals the shim takes for itself as it takes SIGSEGV and SIGBUS (the dump
-// signal, report.cpp; the stall tick, stall.cpp): each one's kernel handler
+// signal, report.cpp; the stall tick and its rerun, stall.cpp): each one's kernel handler
 // is its Held::handler, the program's sigaction() of it is recorded apart
 // (hold_signal). Set up once each, before any can arrive.
 struct Held {
@@ -188,7 +188,7 @@ struct Held {
     void (*handler)(int, siginfo_t*, void*) = nullptr;
     bool on_stack = true;
 };
-Held g_held[2];
+Held g_held[3];
 
 Held* held(int sig) noexcept {
     for (Held& h : g_held)

@@ -198,6 +198,10 @@ namespace greenshim::shim {
 namespace {
 void* worker_main(void*) {
     REAL(pthread_setname_np)(REAL(pthread_self)(), "greenshim-hub");
+    // A sigaltstack, as the main thread's: for the overflow report of its
+    // greenlets, and for its stall tick (stall.cpp: on it, the tick leaves
+    // no frame on the stack of the greenlet it lands on).
+    ensure_signal_stack();
     // Its stall tick now, while it may allocate (adopt_thread may not).
     if (threads_own_thread_locals()) stall_watch(greenshim::detail::current_hub());
     Hub::run_worker();
@@ -219,6 +223,7 @@ void start_workers() noexcept {
     sigfillset(&mask);
     for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) sigdelset(&mask, sig);
     sigdelset(&mask, stall_tick_signal());
+    sigdelset(&mask, stall_rerun_signal());
     sigdelset(&mask, dump_signal());  // (the dump's request for a worker's part: on_dump_signal)
     REAL(pthread_sigmask)(SIG_SETMASK, &mask, &old);
     pthread_attr_t attr;
