@@ -449,7 +449,8 @@ void on_tick(int sig, siginfo_t* info, void* uctx) {
     // enabled and not in use there.
     bool on_signal_stack = (uc->uc_stack.ss_flags & (SS_DISABLE | SS_ONSTACK)) == 0;
     if (!on_signal_stack) tick_on_thread_stack(uc);  // no sigaltstack here, or interrupted on it
-    else if (!tick_done_on_signal_stack()) queue_rerun();
+    else if (!tick_done_on_signal_stack() && !sigismember(&uc->uc_sigmask, rerun_signal()))
+        queue_rerun();  // (blocked where the interrupted code runs: it would wait there, one more each tick)
     errno = saved;
 }
 
