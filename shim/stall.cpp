@@ -424,8 +424,10 @@ bool tick_done_on_signal_stack() noexcept {
 // blocked until this handler returns (the tick's mask blocks every signal),
 // then delivered there before the interrupted code goes on. false if the
 // queue of signals is full (RLIMIT_SIGPENDING): looked at again next tick.
+// (The pid asked each time: a fork's child has its own, and this runs only
+// when a thread may be taken back.)
 bool queue_rerun() noexcept {
-    static const long pid = greenshim::detail::raw_syscall(SYS_getpid);
+    const long pid = greenshim::detail::raw_syscall(SYS_getpid);
     siginfo_t si;
     std::memset(&si, 0, sizeof si);
     si.si_signo = rerun_signal();

@@ -13,6 +13,8 @@
  *               another writes the byte after usleep(20000)
  *   spin-lock   a thread holds a pthread spinlock while it computes for 50 ms;
  *               3 others take it in turn, 200 times each
+ *   fork-spin-flag  spin-flag again, in a child made by fork() (the tick's
+ *               signals go to the child's own threads)
  *   handshake   two threads pass a token back and forth 2,000 times through
  *               an atomic, spinning, with no call at all: each notes the OS
  *               thread it spins on (a raw gettid), and they must have been
@@ -27,6 +29,7 @@
 
 #include <stdatomic.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 static atomic_int flag;
 static atomic_long spins;
@@ -212,11 +215,43 @@ static int cpu_pair(long millions) {
     return 0;
 }
 
+/* The child's spin-flag: exit status 0 if the spinner saw the flag. */
+static void fork_spin_flag(void) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        atomic_store(&flag, 0);
+        atomic_store(&spins, 0);
+        pthread_t a, b;
+        pthread_create(&a, NULL, spinner, NULL);
+        pthread_create(&b, NULL, setter, NULL);
+        pthread_join(a, NULL);
+        pthread_join(b, NULL);
+        _exit(atomic_load(&spins) > 0 ? 0 : 1);
+    }
+    int status = -1, done = 0;
+    double t0 = now_ms();
+    if (pid > 0) {
+        /* At most 10 s: a child whose spinner is never taken back would spin
+         * for ever (then ended here, by pid). */
+        while (!(done = waitpid(pid, &status, WNOHANG) == pid) && now_ms() - t0 < 10000) usleep(2000);
+        if (!done) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+        }
+    }
+    fprintf(stderr, "fork-spin-flag: %.1f ms, child status %d%s\n", now_ms() - t0, status, done ? "" : " (killed)");
+    say("fork-spin-flag: in a child made by fork, the spinner saw the flag another thread set after usleep(20000)",
+        done && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(int argc, char **argv) {
     if (argc > 2 && strcmp(argv[1], "cpu-pair") == 0) return cpu_pair(atol(argv[2]));
     const char *which = argc > 1 ? argv[1] : "all";
     int all = strcmp(which, "all") == 0;
     if (all || strcmp(which, "spin-flag") == 0) spin_flag();
+    if (all || strcmp(which, "fork-spin-flag") == 0) fork_spin_flag();
     if (all || strcmp(which, "cpu-share") == 0) cpu_share();
     if (all || strcmp(which, "raw-read") == 0) raw_read_case();
     if (all || strcmp(which, "spin-lock") == 0) spin_lock_case();
