@@ -329,6 +329,25 @@ void carrier_tick(ucontext_t* uc) noexcept {
     t_being_preempted = false;
 }
 
+// A tick's bookkeeping: true when there is nothing to take back (the hub
+// sleeps, or switched since the last tick, or has gone one tick without);
+// false, this tick counted, after two ticks or more without a switch. It
+// touches no greenlet's stack (on_tick runs it on the sigaltstack).
+bool nothing_to_take_back(StallTicker& k, Hub& hub) noexcept {
+    if (hub.idle_polling()) {  // asleep: nothing to take back until it has work
+        quiet(hub, k);
+        return true;
+    }
+    std::uint64_t s = hub.switches();
+    if (s != k.seen_switches) {
+        k.seen_switches = s;
+        k.unchanged = 0;
+        k.cpu_at_switch = thread_cpu_ns();
+        return true;
+    }
+    return ++k.unchanged < 2;
+}
+
 void tick(ucontext_t* uc) noexcept {
     if (t_carried) {
         carrier_tick(uc);
@@ -338,18 +357,7 @@ void tick(ucontext_t* uc) noexcept {
     if (!ticker) return;
     StallTicker& k = *ticker;
     Hub* hub = greenshim::detail::existing_hub();  // (there is one: the ticker hangs on it)
-    if (hub->idle_polling()) {  // asleep: nothing to take back until it has work
-        quiet(*hub, k);
-        return;
-    }
-    std::uint64_t s = hub->switches();
-    if (s != k.seen_switches) {
-        k.seen_switches = s;
-        k.unchanged = 0;
-        k.cpu_at_switch = thread_cpu_ns();
-        return;
-    }
-    if (++k.unchanged < 2) return;
+    if (nothing_to_take_back(k, *hub)) return;
     auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
     if (t_shim_depth != 0 || t_being_preempted || greenshim::detail::internal() || in_signal_handler() || !hub->can_preempt() ||
         in_unsafe_code(pc) || loader_lock_here())
@@ -392,32 +400,13 @@ void tick_on_thread_stack(ucontext_t* uc) noexcept {
     if (sigaltstack(nullptr, &here) == 0) uc->uc_stack = here;
 }
 
-// The tick's part that needs no greenlet's stack: true when it is done
-// (nothing to take back: the hub switched, or sleeps, or has not yet gone
-// two ticks without a switch), false when the rest must run where a greenlet
-// can be taken back (tick() then counts this tick).
+// The tick's part that needs no greenlet's stack: true when it is done,
+// false when the rest must run where a greenlet can be taken back (the
+// rerun's tick() counts it again: only "two or more" matters).
 bool tick_done_on_signal_stack() noexcept {
     if (t_carried) return false;
     StallTicker* ticker = this_ticker();
-    if (!ticker) return true;
-    StallTicker& k = *ticker;
-    Hub* hub = greenshim::detail::existing_hub();
-    if (hub->idle_polling()) {
-        quiet(*hub, k);
-        return true;
-    }
-    std::uint64_t s = hub->switches();
-    if (s != k.seen_switches) {
-        k.seen_switches = s;
-        k.unchanged = 0;
-        k.cpu_at_switch = thread_cpu_ns();
-        return true;
-    }
-    if (k.unchanged + 1 < 2) {
-        ++k.unchanged;
-        return true;
-    }
-    return false;
+    return !ticker || nothing_to_take_back(*ticker, *greenshim::detail::existing_hub());
 }
 
 // The rerun of this tick on the interrupted stack: queued to this thread,
