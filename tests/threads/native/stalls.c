@@ -51,13 +51,21 @@ static void *setter(void *arg) {
     return NULL;
 }
 
-static void spin_flag(void) {
+/* A spinner and its setter, from a cleared flag; returns the spins. */
+static long run_spin_flag(void) {
+    atomic_store(&flag, 0);
+    atomic_store(&spins, 0);
     pthread_t a, b;
-    double t0 = now_ms();
     pthread_create(&a, NULL, spinner, NULL);
     pthread_create(&b, NULL, setter, NULL);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
+    return atomic_load(&spins);
+}
+
+static void spin_flag(void) {
+    double t0 = now_ms();
+    run_spin_flag();
     fprintf(stderr, "spin-flag: %.1f ms, %ld spins\n", now_ms() - t0, atomic_load(&spins));
     say("spin-flag: the spinner saw the flag another thread set after usleep(20000)", atomic_load(&spins) > 0);
 }
@@ -220,16 +228,7 @@ static void fork_spin_flag(void) {
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
-    if (pid == 0) {
-        atomic_store(&flag, 0);
-        atomic_store(&spins, 0);
-        pthread_t a, b;
-        pthread_create(&a, NULL, spinner, NULL);
-        pthread_create(&b, NULL, setter, NULL);
-        pthread_join(a, NULL);
-        pthread_join(b, NULL);
-        _exit(atomic_load(&spins) > 0 ? 0 : 1);
-    }
+    if (pid == 0) _exit(run_spin_flag() > 0 ? 0 : 1);
     int status = -1, done = 0;
     double t0 = now_ms();
     if (pid > 0) {
