@@ -448,6 +448,15 @@ struct FdState {
     std::int64_t rcvtimeo_ns = 0; // SO_RCVTIMEO (0 = none, negative = do not wait)
     std::int64_t sndtimeo_ns = 0; // SO_SNDTIMEO
 };
+// fd.cpp takes zero-filled pages for the table without constructing them:
+// an FdState{} must be all zero bits (every member's default 0, unknown = 0).
+static_assert(std::is_aggregate_v<FdState> && std::is_trivially_copyable_v<FdState>);
+static_assert([] {
+    constexpr FdState d{};
+    return d.kind == FdKind::unknown && FdKind::unknown == FdKind{} && !d.user_nonblock && !d.socket && !d.stream &&
+           !d.shared && !d.drained && d.group == 0 && d.rcvtimeo_ns == 0 && d.sndtimeo_ns == 0 &&
+           sizeof(FdState) == 32;  // (a new member: add it above)
+}());
 
 // The entry for fd (nullptr if fd < 0 or absurdly large). Never discovers.
 FdState* fd_slot(int fd) noexcept;
