@@ -259,9 +259,30 @@ SHIM_EXPORT pid_t vfork(void) { SHIM_ENTER; return fork(); }
 // park: on a pidfd (readable when that child exits) when waiting for one
 // child's exit, else on a short timer that backs off from 1 ms to 20 ms (no
 // SIGCHLD handler of ours is needed, so the program's own is untouched).
+//
+// A tracer is also told of its tracees' stops, without WUNTRACED
+// (ptrace(2)), and no fd says so. strace hung so in its first wait. Once the
+// process has traced (any ptrace request but PTRACE_TRACEME, which makes the
+// caller a tracee), its waits re-ask on the short timer; and with nothing
+// else on its hub to run meanwhile (strace, gdb, ltrace are single-threaded)
+// they are the real blocking call, which sees each stop at once. Beside the
+// pidfds the timer runs too, backing off to 1 s: a parent whose child made
+// itself a tracee has not called ptrace yet at its first wait.
 namespace {
 
-bool is_exit_only(int options) { return !(options & (WUNTRACED | WCONTINUED | WSTOPPED)); }
+std::atomic<bool> g_traces{false};
+
+bool is_exit_only(int options) {
+    return !(options & (WUNTRACED | WCONTINUED | WSTOPPED)) && !g_traces.load(std::memory_order_relaxed);
+}
+
+// The real blocking call is the tracer's wait: no other greenlet of its hub
+// could run meanwhile. Cost: a load, when the process has never traced.
+bool tracer_alone() noexcept {
+    if (!g_traces.load(std::memory_order_relaxed)) return false;
+    Hub* hub = greenshim::detail::existing_hub();
+    return !hub || hub->alone();
+}
 
 // A pidfd of child pid for a wait, among the shim's own fds (own_fd_made):
 // not at the lowest free number, which is the program's next open's (and a
@@ -290,11 +311,9 @@ int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns, Interruptib
         }
         if (!waits.empty() && waits[0].fd < 0) waits.clear();
     }
-    // With a pidfd for the one child awaited, no timer is needed; otherwise
-    // re-ask on a timer backing off from 1 ms (to 20 ms, or 1 s when the
-    // pidfds of every child we started are watched too).
-    bool exact = pid > 0 && !waits.empty();
-    Deadline d = exact ? kForever : deadline_after_ns(backoff_ns);
+    // Re-ask on a timer backing off from 1 ms (to 20 ms, or 1 s when pidfds
+    // are watched too: see above for why there is a timer then).
+    Deadline d = deadline_after_ns(backoff_ns);
     std::int64_t cap = waits.empty() ? 20000000 : 1000000000;
     backoff_ns = backoff_ns * 2 > cap ? cap : backoff_ns * 2;
     static WaitSite waiting{"waitpid", "process", WaitSite::Arg::pid};
@@ -328,7 +347,7 @@ auto wait_child(pid_t pid, int options, Try&& try_now, bool cancellation_point =
 
 SHIM_EXPORT pid_t waitpid(pid_t pid, int* status, int options) {
     SHIM_CANCEL_POINT;
-    if (!may_park() || (options & WNOHANG)) return REAL(waitpid)(pid, status, options);
+    if (!may_park() || (options & WNOHANG) || tracer_alone()) return REAL(waitpid)(pid, status, options);
     return wait_child(pid, options, [&] { return REAL(waitpid)(pid, status, options | WNOHANG); });
 }
 
@@ -336,7 +355,7 @@ SHIM_EXPORT pid_t wait(int* status) { SHIM_CANCEL_POINT; return waitpid(-1, stat
 
 SHIM_EXPORT pid_t wait4(pid_t pid, int* status, int options, struct rusage* ru) {
     SHIM_ENTER;
-    if (!may_park() || (options & WNOHANG)) return REAL(wait4)(pid, status, options, ru);
+    if (!may_park() || (options & WNOHANG) || tracer_alone()) return REAL(wait4)(pid, status, options, ru);
     return wait_child(pid, options, [&] { return REAL(wait4)(pid, status, options | WNOHANG, ru); }, false);
 }
 
@@ -344,7 +363,7 @@ SHIM_EXPORT pid_t wait3(int* status, int options, struct rusage* ru) { SHIM_ENTE
 
 SHIM_EXPORT int waitid(idtype_t type, id_t id, siginfo_t* info, int options) {
     SHIM_CANCEL_POINT;
-    if (!may_park() || (options & WNOHANG)) return REAL(waitid)(type, id, info, options);
+    if (!may_park() || (options & WNOHANG) || tracer_alone()) return REAL(waitid)(type, id, info, options);
     pid_t pid = type == P_PID ? pid_t(id) : -1;
     int opts = (options & WEXITED) && !(options & (WSTOPPED | WCONTINUED)) ? 0 : WUNTRACED;
     // Ask into our own siginfo, leaving the child waitable (WNOWAIT); then
@@ -357,6 +376,19 @@ SHIM_EXPORT int waitid(idtype_t type, id_t id, siginfo_t* info, int options) {
         return probe.si_pid != 0 ? 1 : 0;
     });
     return r < 0 ? -1 : REAL(waitid)(type, id, info, options | WNOHANG);
+}
+
+// Only watched (see "waiting for children"): the call is libc's.
+SHIM_EXPORT long ptrace(enum __ptrace_request request, ...) {
+    SHIM_ENTER;
+    va_list ap;
+    va_start(ap, request);  // (glibc's reads all three, whatever the request)
+    pid_t pid = va_arg(ap, pid_t);
+    void* addr = va_arg(ap, void*);
+    void* data = va_arg(ap, void*);
+    va_end(ap);
+    if (request != PTRACE_TRACEME) g_traces.store(true, std::memory_order_relaxed);
+    return REAL(ptrace)(request, pid, addr, data);
 }
 
 // system(): glibc's runs and waits for the shell inside libc, blocking the

@@ -27,6 +27,7 @@
 #include <sys/syscall.h>
 #include <netdb.h>
 #include <resolv.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
@@ -150,7 +151,7 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(pthread_barrier_destroy) X(pthread_barrier_wait) X(pthread_once) X(syscall)              \
     X(pthread_key_create) X(pthread_key_delete) X(pthread_getspecific) X(pthread_setspecific)  \
     X(sigaction) X(raise) X(pause) X(sigsuspend) X(sigtimedwait) X(signalfd) X(pthread_sigmask) X(sigprocmask)                           \
-    X(waitpid) X(wait4) X(waitid) X(getaddrinfo) X(getnameinfo) X(gethostbyname)              \
+    X(waitpid) X(wait4) X(waitid) X(ptrace) X(getaddrinfo) X(getnameinfo) X(gethostbyname)              \
     X(gethostbyname2) X(gethostbyname_r) X(gethostbyname2_r) X(gethostbyaddr)                 \
     X(gethostbyaddr_r) X(res_query) X(res_search) X(res_querydomain)                         \
     X(pread) X(pwrite) X(preadv) X(pwritev) X(fsync) X(fdatasync)                             \
