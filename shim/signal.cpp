@@ -50,9 +50,15 @@ struct Handler {
     // For SIGSEGV and SIGBUS while on_fault holds them (the kernel's entry is
     // ours, so the kernel cannot answer for the program):
     std::atomic<bool> ignored{false};  // the program's SIG_IGN (fn is nullptr)
-    sigset_t mask;                     // the program's sa_mask
+    // The program's sa_mask: Linux's 64 signals, the first word of glibc's
+    // 1,024-bit sigset_t. (A whole sigset_t made the table 9 KiB: the few
+    // entries set at start-up dirtied three pages of every process.)
+    std::uint64_t mask = 0;
 };
-Handler g_handlers[NSIG];
+static_assert(NSIG - 1 <= 64 && sizeof(sigset_t) >= sizeof(std::uint64_t));
+// (Aligned so that its 1.5 KiB are on one page.)
+static_assert(sizeof(Handler) * NSIG <= 2048);
+alignas(2048) Handler g_handlers[NSIG];
 std::atomic<std::uint64_t> g_pending_restart{0};    // signals whose handler had SA_RESTART
 std::atomic<std::uint64_t> g_pending_norestart{0};  // signals whose handler had not
 std::atomic<std::uint64_t> g_runs_restart{0};       // handlers run so far, with SA_RESTART
@@ -308,8 +314,10 @@ void deliver_to_program(int sig, siginfo_t* info, void* uctx, bool fault) {
         default_action(sig, fault, h.ignored.load(std::memory_order_relaxed));
     } else {
         // The mask the kernel would have given the program's handler.
-        sigset_t mask = static_cast<ucontext_t*>(uctx)->uc_sigmask;
-        sigorset(&mask, &mask, &h.mask);
+        sigset_t mask = static_cast<ucontext_t*>(uctx)->uc_sigmask, program;
+        sigemptyset(&program);
+        std::memcpy(&program, &h.mask, sizeof h.mask);
+        sigorset(&mask, &mask, &program);
         if (!(h.flags.load(std::memory_order_relaxed) & SA_NODEFER)) sigaddset(&mask, sig);
         REAL(pthread_sigmask)(SIG_SETMASK, &mask, nullptr);
         // A fault is handled by the greenlet that made it, running: no parked
@@ -338,7 +346,7 @@ void record_program_action(int sig, const struct sigaction& act) {
         Hub::set_signal_callback(on_signals);
         Hub::set_signals_can_wake(true);
     }
-    h.mask = act.sa_mask;
+    std::memcpy(&h.mask, &act.sa_mask, sizeof h.mask);
     h.flags.store(act.sa_flags, std::memory_order_relaxed);
     h.ignored.store(ign, std::memory_order_relaxed);
     h.fn.store(dfl || ign ? nullptr : fn, std::memory_order_release);
@@ -352,7 +360,8 @@ int fault_sigaction(int sig, const struct sigaction* act, struct sigaction* old)
     std::memset(&view, 0, sizeof view);
     void* fn = h.fn.load(std::memory_order_acquire);
     view.sa_flags = h.flags.load(std::memory_order_relaxed);
-    view.sa_mask = h.mask;
+    sigemptyset(&view.sa_mask);
+    std::memcpy(&view.sa_mask, &h.mask, sizeof h.mask);
     if (!fn) view.sa_handler = h.ignored.load(std::memory_order_relaxed) ? SIG_IGN : SIG_DFL;
     else if (view.sa_flags & SA_SIGINFO) view.sa_sigaction = reinterpret_cast<void (*)(int, siginfo_t*, void*)>(fn);
     else view.sa_handler = reinterpret_cast<void (*)(int)>(fn);
