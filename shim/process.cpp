@@ -311,8 +311,10 @@ int park_for_child(pid_t pid, int options, std::int64_t& backoff_ns, Interruptib
         }
         if (!waits.empty() && waits[0].fd < 0) waits.clear();
     }
-    // Re-ask on a timer backing off from 1 ms (to 20 ms, or 1 s when pidfds
-    // are watched too: see above for why there is a timer then).
+    // Re-ask on a timer backing off from 1 ms to 20 ms; beside pidfds (see
+    // above for why there is a timer then) from 100 ms to 1 s, so that a
+    // wait for a child's exit costs no more than a few rounds.
+    if (!waits.empty() && backoff_ns < 100000000) backoff_ns = 100000000;
     Deadline d = deadline_after_ns(backoff_ns);
     std::int64_t cap = waits.empty() ? 20000000 : 1000000000;
     backoff_ns = backoff_ns * 2 > cap ? cap : backoff_ns * 2;
