@@ -45,5 +45,33 @@ bash -c "\"$greenrun\" -- sh -c 'kill -TERM \$\$'"; check "death by SIGTERM seen
 out=$("$greenrun" -- sh -c 'echo $LD_PRELOAD' | tr ':' '\n' | grep -c libgreenshim.so); check "LD_PRELOAD holds the library" 1 "$out"
 out=$(LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 "$greenrun" -- sh -c 'echo $LD_PRELOAD'); case $out in /lib/x86_64-linux-gnu/libc.so.6:*libgreenshim.so) r=0;; *) r=1;; esac
 check "appended to an existing LD_PRELOAD" 0 $r
+# The fast start (shim/greenrun_fast.c): `greenrun [--] CMD` with no
+# GREENSHIM_* variable is exec'd before libc starts; it must do exactly what
+# greenrun.cpp's main does (which a GREENSHIM_* variable, even empty, makes
+# run): the same environment, in the same order, for the command.
+# (Both through a pipe: bash lowers SHLVL for a command it execs in place.)
+fast() { env -u GREENSHIM_LIB "$greenrun" "$@"; }
+fast_env() { fast "$@" | grep -v '^GREENSHIM_STACK_SIZE='; }
+full_env() { env -u GREENSHIM_LIB GREENSHIM_STACK_SIZE= "$greenrun" "$@" | grep -v '^GREENSHIM_STACK_SIZE='; }
+check "fast start: the command's environment is main's" "$(full_env -- env)" "$(fast_env -- env)"
+check "fast start, no --: the same" "$(full_env env)" "$(fast_env env)"
+check "fast start, LD_PRELOAD set: the same" "$(LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 full_env -- env)" \
+  "$(LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6 fast_env -- env)"
+check "fast start, LD_PRELOAD empty: the same" "$(LD_PRELOAD= full_env -- env)" "$(LD_PRELOAD= fast_env -- env)"
+fast -- sh -c 'exit 7'; check "fast start: exit status passed through" 7 $?
+fast -- /no/such/program 2>/dev/null; check "fast start: missing command: status 2" 2 $?
+fast no-such-program-in-path 2>/dev/null; check "fast start: command not in PATH: status 2" 2 $?
+script=$(mktemp); printf 'echo "script ran: $0"\n' >"$script"; chmod +x "$script"
+check "fast start: a script without #! runs with sh, as execvp does" "script ran: $script" "$(fast "$script")"
+rm -f "$script"
+# Taken: no libc start-up (brk, arch_prctl) in greenrun's image before the
+# command's exec.
+if command -v strace >/dev/null; then
+  log=$(mktemp)
+  env -u GREENSHIM_LIB strace -qq -o "$log" "$greenrun" -- true
+  before=$(awk '/^execve\(/ { n++; next } n == 1' "$log" | grep -cE '^(brk|arch_prctl)\(')
+  check "fast start: the command exec'd before libc started" 0 "$before"
+  rm -f "$log"
+fi
 echo "$fails failed"
 [ $fails -eq 0 ]
