@@ -74,6 +74,7 @@ struct RuntimeStats {
     std::uint64_t carriers = 0;      // carrier OS threads started (they stay)
     std::int64_t hub_wait_ns = 0;    // time hubs spent blocked in the poll (enable_timing)
     std::int64_t hub_run_ns = 0;     // each timed hub's time since its timing began, minus its waits (summed)
+    std::uint64_t hubs_timed = 0;    // the hubs those two are summed over (several: more than the wall time)
     std::uint64_t helper_threads = 0;       // the helper pool's OS threads now (Hub::run_blocking)
     std::uint64_t peak_helper_threads = 0;
     std::uint64_t helper_jobs = 0;          // calls they ran
