@@ -334,6 +334,13 @@ int install_on_fault(int sig) {
     sa.sa_sigaction = h ? h->handler : on_fault;
     sa.sa_flags = SA_SIGINFO | SA_RESTART | (!h || h->on_stack ? SA_ONSTACK : 0);
     sigfillset(&sa.sa_mask);
+    // A held signal's handler may fault: the stall tick's rerun runs on the
+    // interrupted greenlet's stack, and its frame (1-3 KiB) can be what
+    // overflows it. The fault must reach on_fault (on the sigaltstack) and
+    // be reported: a synchronous SIGSEGV that is blocked kills the process
+    // without a word (a recursion carried past GREENSHIM_HANDOFF did).
+    if (h)
+        for (int fault : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP}) sigdelset(&sa.sa_mask, fault);
     return REAL(sigaction)(sig, &sa, nullptr);
 }
 

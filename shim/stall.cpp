@@ -473,6 +473,12 @@ bool make_timer(StallTicker& k) noexcept {
 // open there (the carrier blocks every other; it takes no signal of the
 // program's).
 void carrier_start(void** slot) noexcept {
+    // A carried thread that overflows its stack is reported from the
+    // SIGSEGV handler, which needs a stack of its own on this OS thread too
+    // (without one the kernel killed the process silently: a recursion that
+    // ran past GREENSHIM_HANDOFF before it overflowed). Once per carrier; the
+    // tick then runs there as well.
+    ensure_signal_stack();
     auto* k = static_cast<StallTicker*>(*slot);
     if (!k) {
         k = new (std::nothrow) StallTicker;

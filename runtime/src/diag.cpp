@@ -804,10 +804,15 @@ Greenlet* greenlet_for_guard_page(const void* addr) noexcept {
     if (!t) return nullptr;
     const std::uintptr_t page = g_page_size;
     auto a = reinterpret_cast<std::uintptr_t>(addr);
-    for (Greenlet* g = t->live_head; g; g = detail::impl_of(*g).live_next) {
+    auto guards = [&](Greenlet* g) {
         auto bottom = reinterpret_cast<std::uintptr_t>(g->stack_bottom());
-        if (bottom && a < bottom && a >= bottom - page) return g;
-    }
+        return bottom && a < bottom && a >= bottom - page;
+    };
+    // The running greenlet first: a thread carried on another OS thread
+    // (GREENSHIM_HANDOFF) is not among that thread's live ones.
+    if (t->current && guards(t->current)) return t->current;
+    for (Greenlet* g = t->live_head; g; g = detail::impl_of(*g).live_next)
+        if (guards(g)) return g;
     return nullptr;
 }
 
