@@ -56,6 +56,12 @@ struct Handler {
     std::uint64_t mask = 0;
 };
 static_assert(NSIG - 1 <= 64 && sizeof(sigset_t) >= sizeof(std::uint64_t));
+sigset_t program_mask(const Handler& h) noexcept {
+    sigset_t set;
+    sigemptyset(&set);
+    std::memcpy(&set, &h.mask, sizeof h.mask);
+    return set;
+}
 // (Aligned so that its 1.5 KiB are on one page.)
 static_assert(sizeof(Handler) * NSIG <= 2048);
 alignas(2048) Handler g_handlers[NSIG];
@@ -314,9 +320,7 @@ void deliver_to_program(int sig, siginfo_t* info, void* uctx, bool fault) {
         default_action(sig, fault, h.ignored.load(std::memory_order_relaxed));
     } else {
         // The mask the kernel would have given the program's handler.
-        sigset_t mask = static_cast<ucontext_t*>(uctx)->uc_sigmask, program;
-        sigemptyset(&program);
-        std::memcpy(&program, &h.mask, sizeof h.mask);
+        sigset_t mask = static_cast<ucontext_t*>(uctx)->uc_sigmask, program = program_mask(h);
         sigorset(&mask, &mask, &program);
         if (!(h.flags.load(std::memory_order_relaxed) & SA_NODEFER)) sigaddset(&mask, sig);
         REAL(pthread_sigmask)(SIG_SETMASK, &mask, nullptr);
@@ -337,10 +341,8 @@ int install_on_fault(int sig) {
     // A held signal's handler may fault: the stall tick's rerun runs on the
     // interrupted greenlet's stack, and its frame (1-3 KiB) can be what
     // overflows it. The fault must reach on_fault (on the sigaltstack) and
-    // be reported: a synchronous SIGSEGV that is blocked kills the process
-    // without a word (a recursion carried past GREENSHIM_HANDOFF did).
-    if (h)
-        for (int fault : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP}) sigdelset(&sa.sa_mask, fault);
+    // be reported.
+    if (h) let_faults_through(sa.sa_mask);
     return REAL(sigaction)(sig, &sa, nullptr);
 }
 
@@ -367,8 +369,7 @@ int fault_sigaction(int sig, const struct sigaction* act, struct sigaction* old)
     std::memset(&view, 0, sizeof view);
     void* fn = h.fn.load(std::memory_order_acquire);
     view.sa_flags = h.flags.load(std::memory_order_relaxed);
-    sigemptyset(&view.sa_mask);
-    std::memcpy(&view.sa_mask, &h.mask, sizeof h.mask);
+    view.sa_mask = program_mask(h);
     if (!fn) view.sa_handler = h.ignored.load(std::memory_order_relaxed) ? SIG_IGN : SIG_DFL;
     else if (view.sa_flags & SA_SIGINFO) view.sa_sigaction = reinterpret_cast<void (*)(int, siginfo_t*, void*)>(fn);
     else view.sa_handler = reinterpret_cast<void (*)(int)>(fn);

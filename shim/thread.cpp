@@ -221,7 +221,7 @@ void start_workers() noexcept {
     unsigned want = hubs_wanted() - 1;
     sigset_t mask, old;
     sigfillset(&mask);
-    for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) sigdelset(&mask, sig);
+    let_faults_through(mask);
     sigdelset(&mask, stall_tick_signal());
     sigdelset(&mask, stall_rerun_signal());
     sigdelset(&mask, dump_signal());  // (the dump's request for a worker's part: on_dump_signal)

@@ -144,10 +144,9 @@ bool start(Carrier& c) noexcept {
     sigset_t all, old;
     sigfillset(&all);
     // But the faults: a carried thread's own (a stack overflow, a bad
-    // pointer) must reach their handlers. A synchronous SIGSEGV that is
-    // blocked kills the process without a word: the shim's overflow report
-    // was lost for a recursion carried past GREENSHIM_HANDOFF.
-    for (int fault : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) sigdelset(&all, fault);
+    // pointer) must reach their handlers (the shim's overflow report was lost
+    // for a recursion carried past GREENSHIM_HANDOFF).
+    let_faults_through(all);
     pthread_sigmask(SIG_SETMASK, &all, &old);  // a new thread inherits it: signals are the program's threads'
     pthread_t th;
     bool ok = pthread_create(&th, &attr, carrier_main, &c) == 0;

@@ -30,6 +30,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <atomic>
 #include <cstddef>
@@ -147,6 +148,14 @@ private:
 // Only for memory the caller is about to own as zeros: whatever the span
 // held is gone.
 GREENSHIM_API bool discard_own_stack_pages(void* from, void* to) noexcept;
+
+// Takes the synchronous fault signals out of a signal mask: a fault that is
+// blocked kills the process without running any handler (the kernel's
+// force_sig), so no mask the runtime or the shim sets for its own threads
+// and handlers holds them back, and a stack overflow is still reported.
+inline void let_faults_through(sigset_t& set) noexcept {
+    for (int fault : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) sigdelset(&set, fault);
+}
 
 // What a hub found when it has nothing to run, nothing it watches could wake
 // anyone, and its main greenlet cannot be told with Wake::deadlock because
