@@ -180,9 +180,10 @@ namespace {
 // tcmalloc's with two hubs), which malloc there would enter again. A block
 // is whole pages, its first 16 bytes a mark and its size; a realloc that
 // still fits stays. libev asks rarely (its arrays grow by doubling). The
-// allocator is libev's, the process's: a block made before the first hub set
-// it (a program's own libev loop) is told apart by the mark, read only in its
-// own page, and goes back to realloc/free.
+// allocator is one per copy of libev. Ours is private (runtime/meson.build);
+// a build that links libev.so shares it with the program, and there a block
+// made before the first hub set it (a program's own libev loop) is told apart
+// by the mark, read only in its own page, and goes back to realloc/free.
 void* libev_memory(void* ptr, long size) noexcept {
     constexpr std::size_t kHead = 16;
     constexpr std::uint64_t kMark = 0x6772656e6c696276ULL;  // "grenlibv"
