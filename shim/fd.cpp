@@ -103,6 +103,11 @@ FdState* fd_slot(int fd) noexcept {
     return chunk ? &chunk[fd & (kChunkSize - 1)] : nullptr;
 }
 
+const FdState* fd_peek(int fd) noexcept {
+    FdState* chunk = fd < 0 ? nullptr : chunk_for(fd, false);
+    return chunk ? &chunk[fd & (kChunkSize - 1)] : nullptr;
+}
+
 FdState* fd_known(int fd) noexcept {
     FdState* s = fd_slot(fd);
     if (s && s->kind == FdKind::unknown) {
@@ -112,7 +117,10 @@ FdState* fd_known(int fd) noexcept {
     return s;
 }
 
+// In vfork's child each event below changes nothing (the table and the hubs
+// are the parent's: shim.hpp, in_vfork_child); a copy is recorded for its exec.
 void fd_replacing(int newfd) noexcept {
+    if (in_vfork_child()) return;
     // Telling other hubs takes locks and allocates: not from a signal handler.
     bool tell = !in_signal_handler();
     if (Hub* hub = greenshim::detail::existing_hub()) hub->fd_closed(newfd, tell);
@@ -120,7 +128,7 @@ void fd_replacing(int newfd) noexcept {
 }
 
 void fd_forget(int fd) noexcept {
-    if (fd < 0) return;
+    if (fd < 0 || in_vfork_child()) return;
     fd_replacing(fd);
     FdState* chunk = chunk_for(fd, false);
     if (chunk) chunk[fd & (kChunkSize - 1)] = FdState{};
@@ -129,6 +137,7 @@ void fd_forget(int fd) noexcept {
 void fd_closing(int fd) noexcept { fd_forget(fd); }
 
 void fd_created(int fd, FdMade what, bool user_nonblock, MadeNonBlocking) noexcept {
+    if (in_vfork_child()) return;
     fd_replacing(fd);  // a number reused after a close we never saw (inside libc): no stale watcher
     if (FdState* s = fd_slot(fd)) {
         FdState d;
@@ -142,6 +151,7 @@ void fd_created(int fd, FdMade what, bool user_nonblock, MadeNonBlocking) noexce
 }
 
 void fd_copy(int oldfd, int newfd) noexcept {
+    if (in_vfork_child()) return vfork_child_copied(oldfd, newfd);
     fd_replacing(newfd);
     FdState* from = fd_slot(oldfd);
     FdState* to = fd_slot(newfd);
@@ -151,6 +161,7 @@ void fd_copy(int oldfd, int newfd) noexcept {
 }
 
 void fd_set_user_nonblock(int fd, bool on) noexcept {
+    if (in_vfork_child()) return;
     FdState* s = fd_slot(fd);
     if (!s) return;
     s->user_nonblock = on;
@@ -189,6 +200,7 @@ Deadline send_deadline(const IoFd& f) noexcept { return f.st ? timeout_deadline(
 // becomes borrowed (sockets use MSG_DONTWAIT, other fds are polled before
 // each call), so neither side is ever surprised.
 void fd_release(int fd) noexcept {
+    if (in_vfork_child()) return;
     FdState* s = fd_slot(fd);
     if (!s || s->kind != FdKind::owned || s->user_nonblock) return;
     int fl = REAL(fcntl)(fd, F_GETFL);
@@ -202,6 +214,7 @@ void fd_release(int fd) noexcept {
 }
 
 void fd_release_inheritable() noexcept {
+    if (in_vfork_child()) return;
     for_each_fd([](int fd, FdState& s) {
         if (s.kind != FdKind::owned || s.user_nonblock) return;
         int fdfl = REAL(fcntl)(fd, F_GETFD);
@@ -209,7 +222,6 @@ void fd_release_inheritable() noexcept {
     });
 }
 
-namespace {
 // A pipe end gets a description of its own, blocking, in place: the pipe
 // reopened through /proc (O_NONBLOCK only for the open, which must never
 // wait for a partner), then moved onto fd. False if that cannot be done.
@@ -225,7 +237,6 @@ bool reopen_pipe_blocking(int fd) noexcept {
     REAL(close)(fresh);
     return ok;
 }
-}  // namespace
 
 // Before exec: what the new program inherits must block as it expects. A
 // description made inheritable since the last fork may still be shared with

@@ -131,6 +131,12 @@ int lock_wait(Try&& try_lock, bool cancellation_point = false) {
 // underneath.
 int do_fcntl(int fd, int cmd, void* arg) {
     long iarg = long(reinterpret_cast<intptr_t>(arg));
+    if (in_vfork_child()) {  // (shim.hpp) libc's, the copies and inheritable fds recorded for its exec
+        int r = REAL(fcntl)(fd, cmd, arg);
+        if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) vfork_child_copied(fd, r);
+        if (r == 0 && cmd == F_SETFD && !(iarg & FD_CLOEXEC)) vfork_child_copied(fd, fd);
+        return r;
+    }
     switch (cmd) {
     case F_GETFL: {
         int r = REAL(fcntl)(fd, cmd);
@@ -327,6 +333,11 @@ SHIM_EXPORT int ioctl(int fd, unsigned long req, ...) {
     va_start(ap, req);
     void* arg = va_arg(ap, void*);
     va_end(ap);
+    if (in_vfork_child()) {  // (shim.hpp)
+        int r = REAL(ioctl)(fd, req, arg);
+        if (r == 0 && req == FIONCLEX) vfork_child_copied(fd, fd);
+        return r;
+    }
     if (req == FIONBIO) {
         // The kernel goes first: it checks fd and reads *arg (EFAULT for a
         // bad pointer), then *arg is safe to read here.

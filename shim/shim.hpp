@@ -212,11 +212,33 @@ extern thread_local int t_signal_depth __attribute__((tls_model("initial-exec"))
 bool in_signal_handler_slow() noexcept;  // signal.cpp: handlers left by siglongjmp dropped first
 inline bool in_signal_handler() noexcept { return t_signal_depth != 0 && in_signal_handler_slow(); }
 extern thread_local bool t_carried __attribute__((tls_model("initial-exec")));  // (stall.cpp; below)
+
+// vfork's child (process.cpp). Until it execs or exits it runs in its
+// parent's memory, on the calling thread's stack and thread-locals, while
+// that thread waits in the kernel; other OS threads of the parent run on. So
+// in the child the shim changes nothing it shares with the parent: no park,
+// no hub, no fd table entry, no signal handler or mask of the shim's. The
+// interposers it calls become the libc calls (may_park is false; the fd
+// lifecycle calls below do nothing; the signal calls, fcntl, ioctl and the
+// setxid family go to libc at once), and its exec releases what the new
+// program inherits from a record of the child's own (vfork_child_*), which
+// the parent reads when vfork returns. Cost: one thread-local load.
+struct VforkRecord;
+extern thread_local VforkRecord* t_vfork __attribute__((tls_model("initial-exec")));
+inline bool in_vfork_child() noexcept { return __builtin_expect(t_vfork != nullptr, 0); }
+// The child made fd `to` a copy of `from` (dup, dup2, dup3, F_DUPFD), or made
+// fd inheritable (from == to: F_SETFD, FIONCLEX): its exec looks at it.
+void vfork_child_copied(int from, int to) noexcept;
+// Before the child's exec: what the new program inherits gets its blocking
+// mode back, as fd_release_for_exec does in a fork's child.
+void vfork_child_release_for_exec() noexcept;
+
 inline bool may_park(Hub*& hub) noexcept {
     hub = nullptr;
     // (t_carried here: a call made on a carrier inside a dlopen, which stays
     // there: come_back_from_carrier)
-    if (!config().enabled || greenshim::detail::internal() || in_signal_handler() || t_carried) return false;
+    if (!config().enabled || greenshim::detail::internal() || in_signal_handler() || t_carried || in_vfork_child())
+        return false;
     hub = greenshim::detail::existing_hub();
     return !hub || greenshim::detail::state_head()->current != &hub->greenlet();  // (not in the hub itself)
 }
@@ -461,6 +483,11 @@ static_assert([] {
 
 // The entry for fd (nullptr if fd < 0 or absurdly large). Never discovers.
 FdState* fd_slot(int fd) noexcept;
+// The same, read only: nullptr too where no entry was ever made.
+const FdState* fd_peek(int fd) noexcept;
+// A pipe end gets a blocking description of its own in place (exec); false
+// if fd is no pipe or that cannot be done.
+bool reopen_pipe_blocking(int fd) noexcept;
 // The entry, discovered (fstat, F_GETFL) if unknown; nullptr if fd is invalid.
 FdState* fd_known(int fd) noexcept;
 // The fd lifecycle: fd.cpp owns the table and the hub's watchers of each

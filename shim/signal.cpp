@@ -382,7 +382,7 @@ int fault_sigaction(int sig, const struct sigaction* act, struct sigaction* old)
 }
 
 int do_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
-    if (!config().enabled || sig <= 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP)
+    if (!config().enabled || in_vfork_child() || sig <= 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP)
         return REAL(sigaction)(sig, act, old);
     if (held_by_on_fault(sig)) return fault_sigaction(sig, act, old);
     struct sigaction current;
@@ -534,6 +534,7 @@ int greenshim::shim::raise_here(int sig) noexcept {
 // that loops raising signals counts the calls against its budget.
 SHIM_EXPORT int raise(int sig) {
     SHIM_ENTER;
+    if (in_vfork_child()) return REAL(raise)(sig);
     if (Hub* hub; may_park(hub)) coop_tick(hub);
     int r = raise_here(sig);
     if (r == 0) return 0;
@@ -641,7 +642,7 @@ SHIM_EXPORT int signalfd(int fd, const sigset_t* mask, int flags) {
 // thread; a signal that only a greenlet thread unblocks stays pending.
 namespace {
 int mask_op(int how, const sigset_t* set, sigset_t* old, bool process) {
-    GThread* t = config().enabled ? gthread_current() : nullptr;
+    GThread* t = config().enabled && !in_vfork_child() ? gthread_current() : nullptr;  // (a vfork child's is the kernel's)
     if (!t) return process ? REAL(sigprocmask)(how, set, old) : REAL(pthread_sigmask)(how, set, old);
     if (old) *old = t->sigmask;
     if (!set) return 0;
