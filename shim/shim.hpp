@@ -356,17 +356,27 @@ extern thread_local int t_shim_depth __attribute__((tls_model("initial-exec")));
 // turn). Cost: a thread-local load per interposed call (this flag, a copy of
 // Hub::carried_from() != nullptr, is one load where that is two).
 extern thread_local bool t_carried __attribute__((tls_model("initial-exec")));
-void come_back_from_carrier() noexcept;
+// caller: the interposed call's return address (nullptr: none, the end of a
+// start routine), where a hand-back (below) would resume the thread.
+void come_back_from_carrier(const void* caller = nullptr) noexcept;
 // Set by come_back_from_carrier when the thread had computed a whole
 // hand-off period on its carrier: the interposer's return (back to depth 0)
-// hands it to a free carrier again at once (hand_back_to_carrier).
+// hands it to a free carrier again at once (hand_back_to_carrier). Never
+// when the call was made by libc, the loader, the allocator or our own code
+// (the tick's rule: a thread moves only in the program's own code): a
+// malloc replacement's lock taken by that call would go along to the
+// carrier, and the thread's next call there (its next lock, or the unlock)
+// brought it back to the hub's run queue holding it, while the hub ran
+// another thread spinning for that lock, never to give the hub back
+// (mutex_spin_until): every hub hung (jemalloc, GREENSHIM_HUBS=2).
 extern thread_local bool t_hand_back __attribute__((tls_model("initial-exec")));
 void hand_back_to_carrier() noexcept;
 struct ShimCall {
-    ShimCall() noexcept {
+    // (always inline: __builtin_return_address(0) is then the interposer's)
+    __attribute__((always_inline)) ShimCall() noexcept {
         ++t_shim_depth;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        if (__builtin_expect(t_carried, 0)) come_back_from_carrier();
+        if (__builtin_expect(t_carried, 0)) come_back_from_carrier(__builtin_return_address(0));
     }
     ~ShimCall() {
         __atomic_signal_fence(__ATOMIC_SEQ_CST);

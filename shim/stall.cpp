@@ -516,7 +516,7 @@ unsigned spares() noexcept {
 }
 }  // namespace
 
-void come_back_from_carrier() noexcept {
+void come_back_from_carrier(const void* caller) noexcept {
     // A thread that computed a whole hand-off period on the carrier before
     // this call goes back to one as the call returns, if one is free, rather
     // than compute that long again here first (a loop that computes, then
@@ -525,7 +525,8 @@ void come_back_from_carrier() noexcept {
     // In a dlopen made on the carrier: the call runs here, without parking
     // (may_park says no while t_carried is set), as the loader's lock wants.
     if (loader_lock_here()) return;
-    bool computes = monotonic_ns() - t_carried_at >= std::int64_t(config().handoff_ms) * 1000000;
+    bool computes = monotonic_ns() - t_carried_at >= std::int64_t(config().handoff_ms) * 1000000 &&
+                    !(caller && in_unsafe_code(reinterpret_cast<std::uintptr_t>(caller)));
     t_carried = false;
     Hub::come_back();
     t_hand_back = computes;
