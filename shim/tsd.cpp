@@ -75,11 +75,56 @@ TsdEntry* entry(Tsd* tsd, unsigned key, bool create) {
 }
 }  // namespace
 
-namespace greenshim::shim {
-Tsd* tsd_of_running_thread() noexcept { return &t_os_tsd; }
+namespace {
+void run_destructors(Tsd* tsd) noexcept;
 
-void tsd_run_destructors(GThread* t) noexcept {
-    Tsd* tsd = t->tsd;
+// An OS thread that is no greenlet thread (a carrier, a helper, a worker
+// hub's, one the shim did not make: jemalloc's background thread) keeps its
+// values in its own t_os_tsd, and glibc, which knows nothing of the shim's
+// keys, ran none of their destructors when it ended. jemalloc's tsd of a
+// carrier that ended (2 s idle) stayed in jemalloc's list of tsds; glibc
+// gave its stack, static TLS and all, to the next thread it made and zeroed
+// the tsd there, still listed: the list broke and a thread's exit crashed
+// in jemalloc (SIGSEGV in tsd cleanup, alloc_threads under load, 2 runs in
+// ~1,300). So the first value such a thread sets arms a key of glibc's,
+// whose destructor, run by glibc as the thread ends, runs the shim's.
+pthread_key_t g_exit_key;
+int g_exit_key_state = 0;  // 0 not made, 1 being made, 2 made, 3 failed
+thread_local bool t_exit_armed = false;
+
+void os_thread_ending(void* tsd) {
+    t_exit_armed = false;  // (a destructor that sets a value again arms it again: glibc calls it again)
+    run_destructors(static_cast<Tsd*>(tsd));
+}
+
+bool exit_key() noexcept {
+    int s = __atomic_load_n(&g_exit_key_state, __ATOMIC_ACQUIRE);
+    while (s < 2) {
+        int expected = 0;
+        if (s == 0 && __atomic_compare_exchange_n(&g_exit_key_state, &expected, 1, false, __ATOMIC_ACQ_REL,
+                                                  __ATOMIC_ACQUIRE)) {
+            bool ok = REAL(pthread_key_create)(&g_exit_key, os_thread_ending) == 0;
+            __atomic_store_n(&g_exit_key_state, ok ? 2 : 3, __ATOMIC_RELEASE);
+            return ok;
+        }
+        s = __atomic_load_n(&g_exit_key_state, __ATOMIC_ACQUIRE);  // (made by another thread meanwhile)
+    }
+    return s == 2;
+}
+
+// A value set in this OS thread's own t_os_tsd (not a greenlet thread's).
+// (Not before the library's constructor found the real functions: resolving
+// one here would call dlsym inside the allocator's first malloc. Only the
+// main thread runs then, whose end glibc runs no destructor for anyway.)
+void arm_os_thread_exit() noexcept {
+    if (!__atomic_load_n(&real_slot_pthread_key_create, __ATOMIC_ACQUIRE) ||
+        !__atomic_load_n(&real_slot_pthread_setspecific, __ATOMIC_ACQUIRE))
+        return;
+    if (t_exit_armed || !exit_key()) return;
+    if (REAL(pthread_setspecific)(g_exit_key, &t_os_tsd) == 0) t_exit_armed = true;
+}
+
+void run_destructors(Tsd* tsd) noexcept {
     for (int round = 0; round < PTHREAD_DESTRUCTOR_ITERATIONS; ++round) {
         bool again = false;
         for (unsigned k = 0; k < kKeys; ++k) {
@@ -99,6 +144,12 @@ void tsd_run_destructors(GThread* t) noexcept {
     if (tsd->rest) munmap(tsd->rest, kRestBytes);
     tsd->rest = nullptr;
 }
+}  // namespace
+
+namespace greenshim::shim {
+Tsd* tsd_of_running_thread() noexcept { return &t_os_tsd; }
+
+void tsd_run_destructors(GThread* t) noexcept { run_destructors(t->tsd); }
 }  // namespace greenshim::shim
 
 SHIM_EXPORT int pthread_key_create(pthread_key_t* key, void (*dtor)(void*)) {
@@ -148,9 +199,11 @@ SHIM_EXPORT int pthread_setspecific(pthread_key_t key, const void* value) {
     if (key >= kKeys) return is_libc_key(key) ? REAL(pthread_setspecific)(key - kLibcKeys, value) : EINVAL;
     std::uint64_t seq = __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE);
     if (!(seq & 1)) return EINVAL;
-    TsdEntry* e = entry(current_tsd(), key, true);
+    GThread* t = gthread_current();
+    TsdEntry* e = entry(t ? t->tsd : &t_os_tsd, key, true);
     if (!e) return ENOMEM;
     e->seq = seq;
     e->value = const_cast<void*>(value);
+    if (!t && value && !t_exit_armed) arm_os_thread_exit();
     return 0;
 }
