@@ -213,8 +213,12 @@ void copied(int oldfd, int newfd);
 int close_fds(unsigned int first, unsigned int last, int flags) noexcept {
     if (first > last) return REAL(close_range)(first, last, flags);  // (EINVAL, the kernel's)
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
-        unsigned int end = last > unsigned(fd_table_size()) ? unsigned(fd_table_size()) : last;
-        for (unsigned int fd = first; fd <= end && fd < unsigned(fd_table_size()); ++fd)
+        // (The size once: it scans the table's chunk directory from the top,
+        // and asked per fd it made CPython's close_range in a spawned child
+        // cost ~4 ms, 4,096 fds x 2,048 chunks.)
+        unsigned int size = unsigned(fd_table_size());
+        unsigned int end = last > size ? size : last;
+        for (unsigned int fd = first; fd <= end && fd < size; ++fd)
             if (!is_own_fd(int(fd))) fd_closing(int(fd));
     }
     return close_range_sparing_own_fds(first, last, flags);
