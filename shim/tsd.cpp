@@ -199,11 +199,11 @@ SHIM_EXPORT int pthread_setspecific(pthread_key_t key, const void* value) {
     if (key >= kKeys) return is_libc_key(key) ? REAL(pthread_setspecific)(key - kLibcKeys, value) : EINVAL;
     std::uint64_t seq = __atomic_load_n(&g_keys[key].seq, __ATOMIC_ACQUIRE);
     if (!(seq & 1)) return EINVAL;
-    GThread* t = gthread_current();
-    TsdEntry* e = entry(t ? t->tsd : &t_os_tsd, key, true);
+    Tsd* tsd = current_tsd();
+    TsdEntry* e = entry(tsd, key, true);
     if (!e) return ENOMEM;
     e->seq = seq;
     e->value = const_cast<void*>(value);
-    if (!t && value && !t_exit_armed) arm_os_thread_exit();
+    if (tsd == &t_os_tsd && value && !t_exit_armed) arm_os_thread_exit();
     return 0;
 }
