@@ -103,3 +103,17 @@ def hubs():
     has made one (GREENSHIM_HUBS: the main thread's hub and the workers)."""
     v = os.environ.get("GREENSHIM_HUBS", "1")
     return len(os.sched_getaffinity(0)) if v == "auto" else int(v)
+
+
+def spares():
+    """The carrier OS threads a patched process may start besides its hubs
+    (GREENSHIM_SPARES, stall.cpp): a greenlet thread that ran GREENSHIM_HANDOFF
+    ms without waiting goes on on one (a server's accept loop draining a
+    backlog of thousands does, on a loaded machine). auto: CPUs - 1, at least
+    1; none when hand-off is off."""
+    if os.environ.get("GREENSHIM_HANDOFF", "10") == "0":
+        return 0
+    v = os.environ.get("GREENSHIM_SPARES", "auto")
+    if v != "auto":
+        return int(v)
+    return max(1, len(os.sched_getaffinity(0)) - 1)

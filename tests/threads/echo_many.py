@@ -14,7 +14,8 @@ connection (all checked) and waits for the server's "served N clients, B
 bytes" with B = N*M*S.
 
 --mode patched: server and client run under greenrun; the server must show
-"Threads: 1" while serving N connections. --mode unpatched: both run as they
+its hubs' OS threads while serving N connections ("Threads: 1" with one hub),
+a spare carrier or more allowed (below). --mode unpatched: both run as they
 are; the server must have at least N+1 OS threads (one per client).
 
 --echo-client (patched mode): then examples/blocking/echo_client, a client
@@ -24,7 +25,8 @@ echo_threads (listen backlog SOMAXCONN), because echo_client
 connects all N at once, and a queue of 128 overflows in the kernel: dropped
 handshakes, 1-60 s retransmission stalls, even resets -- with or without
 greenshim). The Threads line of both processes is sampled every 20 ms during
-the run and must never exceed 1.
+the run and must never exceed the hubs and the spare carriers
+(GREENSHIM_SPARES; auto: the CPUs - 1) that a thread running without waiting is handed to.
 
 Every process is started in its own session and killed by pid at the end.
 The soft RLIMIT_NOFILE is raised to the hard limit (inherited by the
@@ -37,7 +39,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from childproc import Failure, Proc, hubs  # noqa: E402
+from childproc import Failure, Proc, hubs, spares  # noqa: E402
 
 
 def log(msg):
@@ -104,9 +106,9 @@ def phase_holder(opts, wrap):
             f"total {t_all:.2f} s")
 
         ok = True
-        if opts.mode == "patched" and threads != hubs():
+        if opts.mode == "patched" and not hubs() <= threads <= hubs() + spares():
             log(f"FAIL: the patched server had {threads} OS threads with {n} clients connected, "
-                f"expected {hubs()} (its hubs)")
+                f"expected {hubs()} (its hubs), and at most {spares()} spare carriers more")
             ok = False
         if opts.mode == "unpatched" and threads < n + 1:
             log(f"FAIL: the unpatched server had {threads} OS threads with {n} clients connected, "
@@ -177,9 +179,12 @@ def phase_echo_client(opts, wrap):
         if sstatus != 0 or int(served.group(1)) != n or int(served.group(2)) != n * m * size:
             log(f"FAIL: server: {served.group(0).decode()!r}, exit {sstatus}")
             ok = False
-        if max_threads["server"] > hubs() or max_threads["client"] > hubs():
-            log(f"FAIL: expected at most Threads: {hubs()} (the hubs) in both processes throughout, "
-                f"saw {max_threads}")
+        # (a carrier besides the hubs while a thread runs a hand-off period
+        # without waiting: the server's accept loop, draining thousands of
+        # connections at once, on a loaded machine)
+        if max_threads["server"] > hubs() + spares() or max_threads["client"] > hubs() + spares():
+            log(f"FAIL: expected at most Threads: {hubs() + spares()} (the hubs and the spare carriers) "
+                f"in both processes throughout, saw {max_threads}")
             ok = False
         return ok
     finally:
