@@ -103,6 +103,7 @@ void on_stall(pthread_t hub_thread, Greenlet* running, std::int64_t stalled_ns) 
 }
 
 void start_monitor_with_backtraces(unsigned ms) noexcept {
+    unwinder_load();  // (its reports' backtraces of suspended greenlets, from a signal handler: unwind.cpp)
     struct sigaction cur;
     if (REAL(sigaction)(backtrace_signal(), nullptr, &cur) == 0 && cur.sa_handler == SIG_DFL) {
         void* warm[2];

@@ -105,6 +105,11 @@ inline constexpr int kDeadlockExitStatus = 86;
 
 void* resolve(const char* name) noexcept;
 
+// libgcc_s's unwinder, which the shim reaches through forwarders of its own
+// (unwind.cpp): loaded now if it is not yet. Called where unwinding may
+// follow (the first pthread_create, the monitor). Cost once loaded: a load.
+void unwinder_load() noexcept;
+
 template <class F>
 inline F real_fn(F& slot, const char* name) noexcept {
     F f = __atomic_load_n(&slot, __ATOMIC_ACQUIRE);

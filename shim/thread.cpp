@@ -283,6 +283,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
         REAL(pthread_getname_np)(REAL(pthread_self)(), t->name, sizeof t->name);
     }
     ensure_signal_stack();  // for the stack overflow report
+    unwinder_load();        // here, on the creator's stack: a greenlet thread's exit unwinds (unwind.cpp)
     std::shared_ptr<Greenlet> g;
     Hub& hub = greenshim::detail::current_hub();
     if (config().hubs != 1) start_workers();

@@ -662,6 +662,10 @@ void write_running_backtrace(const Sink& s, const void* uctx) noexcept {
     Walk w;
     w.skip = 1;  // this function
     _Unwind_Backtrace(collect_frame, &w);
+    if (w.n == 0) {  // (the preload's unwinder is loaded at the first thread: shim/unwind.cpp)
+        sink_out(s, "      (no backtrace: no unwinder loaded in this process)\n");
+        return;
+    }
     int from = 0;
     if (uctx) {
         auto pc = reinterpret_cast<void*>(static_cast<const ucontext_t*>(uctx)->uc_mcontext.gregs[REG_RIP]);
@@ -694,6 +698,7 @@ void write_suspended_backtrace(const Sink& s, Greenlet& g) noexcept {
         return;
     }
     greenshim_unwind_fcontext(fctx, collect_frame, &w);
+    if (w.n == 0) sink_out(s, "      (no backtrace: no unwinder loaded in this process)\n");
     write_frames(s, w.ips, w.n, w.more);
 #else
     (void)g;
