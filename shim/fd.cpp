@@ -16,6 +16,7 @@
 #include <atomic>
 #include <climits>
 
+#include "greenshim/cold.hpp"
 #include "shim.hpp"
 
 namespace greenshim::shim {
@@ -25,7 +26,7 @@ namespace {
 constexpr int kChunkBits = 12;
 constexpr int kChunkSize = 1 << kChunkBits;
 constexpr int kChunks = 1 << 11;  // fds up to 8M
-FdState* g_chunks[kChunks];
+GREENSHIM_COLD_BSS FdState* g_chunks[kChunks];
 std::uint32_t g_next_group = 0;
 
 std::uint32_t new_group() noexcept { return __atomic_add_fetch(&g_next_group, 1, __ATOMIC_RELAXED); }
@@ -264,7 +265,7 @@ struct OwnFdSlot {
     std::atomic<int> fd_plus1{0};       // 0: a free slot
     std::atomic<const void*> thread{};  // a hub's: its OS thread (t_own_fd_thread's address); a pidfd's: none
 };
-OwnFdSlot g_own_fds[kMaxOwnFds];
+GREENSHIM_COLD_BSS OwnFdSlot g_own_fds[kMaxOwnFds];
 std::atomic<int> g_own_fd_slots{0};      // slots ever used: the scans stop there
 std::atomic<int> g_own_fd_min{INT_MAX};  // none below: the program's low numbers are a quick no
 thread_local char t_own_fd_thread;        // its address names this OS thread (a fork's child keeps it)

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <mutex>
 
+#include "greenshim/cold.hpp"
 #include "shim.hpp"
 #include "thread.hpp"
 
@@ -301,7 +302,7 @@ thread_local VforkRecord* t_vfork = nullptr;
 // (a vfork may come where malloc may not, in a fork's child say). Pages of
 // the array no vfork used stay untouched.
 constexpr int kVforkRecords = 32;
-alignas(VforkRecord) unsigned char g_vfork_space[kVforkRecords][sizeof(VforkRecord)];
+GREENSHIM_COLD_BSS alignas(VforkRecord) unsigned char g_vfork_space[kVforkRecords][sizeof(VforkRecord)];
 std::atomic<bool> g_vfork_taken[kVforkRecords];
 
 // Another OS thread's vfork at the fork is not the child's.

@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
+#include "greenshim/cold.hpp"
 #include "shim.hpp"
 #include "thread.hpp"
 
@@ -34,7 +35,7 @@ struct KeySlot {
     std::uint64_t seq;  // odd: in use
     void (*dtor)(void*);
 };
-KeySlot g_keys[kKeys];
+GREENSHIM_COLD_BSS KeySlot g_keys[kKeys];
 
 // Keys [kKeys, 2 * kKeys) stand for libc's keys 0..kKeys-1, made for ASan.
 constexpr unsigned kLibcKeys = kKeys;

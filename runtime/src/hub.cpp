@@ -12,6 +12,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "greenshim/cold.hpp"
 #include "internal.hpp"
 #include "os_sync.hpp"
 
@@ -61,7 +62,7 @@ namespace {
 struct alignas(64) LockWord {
     std::atomic<int> word{0};
 };
-LockWord g_queue_locks[64];
+GREENSHIM_COLD_BSS LockWord g_queue_locks[64];
 
 // Per fd number: the hubs that made a watcher of it since its last close
 // (each hub's fd_bit_, set always: a hub made later may close it), and,
@@ -79,7 +80,7 @@ struct FdNumber {
     std::atomic<std::uint32_t> hubs{0};
 };
 constexpr std::size_t kGenChunkBits = 12, kGenChunks = 1024;  // 4M fds
-std::atomic<FdNumber*> g_fd_numbers[kGenChunks];
+GREENSHIM_COLD_BSS std::atomic<FdNumber*> g_fd_numbers[kGenChunks];
 
 FdNumber* fd_number(int fd, bool make) noexcept {
     std::size_t c = std::size_t(fd) >> kGenChunkBits;
@@ -960,7 +961,7 @@ void Hub::make_home(Greenlet& g) noexcept {
 // ---- several hubs ----
 namespace {
 constexpr unsigned kMaxWorkers = 1024;
-std::atomic<Hub*> g_workers[kMaxWorkers];
+GREENSHIM_COLD_BSS std::atomic<Hub*> g_workers[kMaxWorkers];
 std::atomic<unsigned> g_worker_slots{0};  // taken (a slot may still be null)
 std::atomic<unsigned> g_worker_count{0};  // registered
 
