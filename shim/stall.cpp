@@ -120,16 +120,36 @@ Ranges g_allocator{g_allocator_r, 4, 0};  // written once, by the constructor
 // thread (find_load_lock); nullptr if not found: nothing is checked then.
 const pthread_mutex_t* g_load_lock = nullptr;
 
+// Whether one of the module's loaded segments holds pc. (The modules are
+// found by address, not with dladdr, which also searches the module's symbol
+// table for the nearest name: at start-up, in every process, that walk over
+// libc's symbols cost more than the rest of find_allocator_code.)
+bool module_holds(const struct dl_phdr_info* info, std::uintptr_t pc) noexcept {
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+        if (ph.p_type == PT_LOAD && pc >= lo && pc - lo < ph.p_memsz) return true;
+    }
+    return false;
+}
+
 struct ModuleWanted {
-    void* base;
+    std::uintptr_t pc;
     Ranges* into;
-    bool skip_executable;
+    const ElfW(Phdr)* found;  // the module's program headers: which module it is
 };
+
+int find_module(struct dl_phdr_info* info, std::size_t, void* arg) {
+    auto* w = static_cast<ModuleWanted*>(arg);
+    if (!module_holds(info, w->pc)) return 0;
+    w->found = info->dlpi_phdr;
+    return 1;
+}
 
 int add_module_text(struct dl_phdr_info* info, std::size_t, void* arg) {
     auto* w = static_cast<ModuleWanted*>(arg);
-    if (reinterpret_cast<void*>(info->dlpi_addr) != w->base) return 0;
-    if (w->skip_executable && info->dlpi_phdr == reinterpret_cast<const ElfW(Phdr)*>(getauxval(AT_PHDR))) return 1;
+    if (!module_holds(info, w->pc)) return 0;
+    if (info->dlpi_phdr == reinterpret_cast<const ElfW(Phdr)*>(getauxval(AT_PHDR))) return 1;  // (below)
     for (int i = 0; i < info->dlpi_phnum && w->into->n < w->into->cap; ++i) {
         const ElfW(Phdr)& ph = info->dlpi_phdr[i];
         if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
@@ -139,12 +159,24 @@ int add_module_text(struct dl_phdr_info* info, std::size_t, void* arg) {
     return 1;
 }
 
-void add_module_of(const void* code, Ranges& into = g_unsafe, bool skip_executable = false) noexcept {
-    Dl_info info{};
-    if (!code || !dladdr(code, &info) || !info.dli_fbase) return;
-    if (into.has(reinterpret_cast<std::uintptr_t>(code))) return;  // that module is in already
-    ModuleWanted w{info.dli_fbase, &into, skip_executable};
+// The executable is never added, wherever the symbol was found in it: a
+// program that links its allocator in is the program's own code, to be
+// taken back like the rest of it; and in an executable built without PIE,
+// dlsym's answer for a function whose address the program takes is the
+// executable's PLT entry (python3.11's malloc: the whole interpreter would
+// have been unsafe, and no thread of it ever taken back).
+void add_module_of(const void* code, Ranges& into = g_unsafe) noexcept {
+    auto pc = reinterpret_cast<std::uintptr_t>(code);
+    if (!code || into.has(pc)) return;  // (that module is in already)
+    ModuleWanted w{pc, &into, nullptr};
     dl_iterate_phdr(add_module_text, &w);
+}
+
+// The program headers of the module that holds code (nullptr: none).
+const ElfW(Phdr)* module_of(const void* code) noexcept {
+    ModuleWanted w{reinterpret_cast<std::uintptr_t>(code), nullptr, nullptr};
+    if (code) dl_iterate_phdr(find_module, &w);
+    return w.found;
 }
 
 void find_unsafe_code() noexcept {
@@ -219,10 +251,9 @@ namespace {
 // (jemalloc, tcmalloc, mimalloc: preloaded or linked), not the program's own.
 void find_allocator_code() noexcept {
     void* m = dlsym(RTLD_DEFAULT, "malloc");
-    Dl_info mine{}, libc{};
-    if (!m || !dladdr(m, &mine) || !dladdr(reinterpret_cast<const void*>(REAL(read)), &libc)) return;
-    if (mine.dli_fbase == libc.dli_fbase) return;
-    add_module_of(m, g_allocator, /*skip_executable=*/true);
+    const ElfW(Phdr)* mine = module_of(m);
+    if (!mine || mine == module_of(reinterpret_cast<const void*>(REAL(read)))) return;
+    add_module_of(m, g_allocator);
 }
 
 // This OS thread's CPU time (a system call: ~0.3 us, once a tick at most).
