@@ -460,7 +460,10 @@ void hold_fault_signals() noexcept {
         install_on_fault(sig);
     }
     g_holding_faults.store(true, std::memory_order_relaxed);
-    ensure_signal_stack();  // the main thread's: before any program code runs
+    // The main thread's signal stack waits for its first pthread_create
+    // (thread.cpp): the overflows reported are greenlet threads', and a
+    // process that makes none saves the mapping and its three system calls
+    // (~20 us of every start on a VM).
 }
 
 bool hold_signal(int sig, void (*own)(int, siginfo_t*, void*), bool on_stack) noexcept {
