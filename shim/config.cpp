@@ -2,6 +2,7 @@
 // uses them). Compiled into the library, greenshim-config and greenrun alike,
 // so it needs nothing of the shim's but config.hpp, and of the runtime only
 // the header of its trace families (greenrun links libc alone).
+#include "greenshim/cold.hpp"
 #include "config.hpp"
 
 #include <sched.h>
@@ -350,7 +351,7 @@ static_assert(kThreadStackDefault == std::size_t(1) << 20, "GREENSHIM_STACK_SIZE
 
 // The CPUs this process may run on (its affinity mask), at least 1: `auto`
 // for GREENSHIM_HUBS and GREENSHIM_SPARES.
-unsigned usable_cpus() noexcept {
+GREENSHIM_STARTUP_CODE unsigned usable_cpus() noexcept {
     cpu_set_t set;
     long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
     return cpus > 1 ? unsigned(cpus) : 1;

@@ -66,9 +66,16 @@ const Config& config_first() noexcept {
 
 
 namespace {
-// libc itself, already loaded (null if it is not).
+// libc itself, already loaded (null if it is not). (Not a function-local
+// static: its guard, __cxa_guard_acquire, is code of its own that every
+// process's start would fault in for this one use.)
+void* g_libc = nullptr;
 void* libc_handle() noexcept {
-    static void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    void* libc = __atomic_load_n(&g_libc, __ATOMIC_ACQUIRE);
+    if (!libc) {
+        libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);  // (two threads may both ask: the same handle)
+        __atomic_store_n(&g_libc, libc, __ATOMIC_RELEASE);
+    }
     return libc;
 }
 // The next definition after ours; failing that (libc itself was preloaded

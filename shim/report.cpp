@@ -16,6 +16,7 @@
 #include <ctime>
 #include <string>
 
+#include "greenshim/cold.hpp"
 #include "greenshim/diag.hpp"
 #include "shim.hpp"
 #include "thread.hpp"
@@ -264,7 +265,7 @@ void on_stranded(Hub&, Stranded what) noexcept {
 
 }  // namespace
 
-void start_diagnostics() noexcept {
+GREENSHIM_STARTUP_CODE void start_diagnostics() noexcept {
     Hub::set_stranded_handler(on_stranded);
     const Config& c = config();
     if (!c.enabled) return;

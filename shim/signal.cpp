@@ -35,6 +35,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "greenshim/cold.hpp"
 #include "greenshim/diag.hpp"
 #include "shim.hpp"
 #include "thread.hpp"
@@ -202,13 +203,13 @@ struct Held {
 };
 Held g_held[3];
 
-Held* held(int sig) noexcept {
+GREENSHIM_STARTUP_CODE Held* held(int sig) noexcept {
     for (Held& h : g_held)
         if (h.sig.load(std::memory_order_relaxed) == sig) return &h;
     return nullptr;
 }
 
-bool held_by_on_fault(int sig) noexcept {
+GREENSHIM_STARTUP_CODE bool held_by_on_fault(int sig) noexcept {
     if (held(sig)) return true;
     return (sig == SIGSEGV || sig == SIGBUS) && g_holding_faults.load(std::memory_order_relaxed);
 }
@@ -331,7 +332,7 @@ void deliver_to_program(int sig, siginfo_t* info, void* uctx, bool fault) {
     }
 }
 
-int install_on_fault(int sig) {
+GREENSHIM_STARTUP_CODE int install_on_fault(int sig) {
     struct sigaction sa;
     std::memset(&sa, 0, sizeof sa);
     Held* h = held(sig);
@@ -347,7 +348,7 @@ int install_on_fault(int sig) {
 }
 
 // Records the program's disposition of a signal on_fault holds.
-void record_program_action(int sig, const struct sigaction& act) {
+GREENSHIM_STARTUP_CODE void record_program_action(int sig, const struct sigaction& act) {
     Handler& h = g_handlers[sig];
     void* fn = handler_of(act);
     bool dfl = fn == reinterpret_cast<void*>(SIG_DFL), ign = fn == reinterpret_cast<void*>(SIG_IGN);
@@ -381,7 +382,7 @@ int fault_sigaction(int sig, const struct sigaction* act, struct sigaction* old)
     return 0;
 }
 
-int do_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+GREENSHIM_STARTUP_CODE int do_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
     if (!config().enabled || in_vfork_child() || sig <= 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP)
         return REAL(sigaction)(sig, act, old);
     if (held_by_on_fault(sig)) return fault_sigaction(sig, act, old);
@@ -444,7 +445,7 @@ void wake_hub_from_handler() noexcept {
     Hub::notify_signal_all();
 }
 
-void hold_fault_signals() noexcept {
+GREENSHIM_STARTUP_CODE void hold_fault_signals() noexcept {
     if (kSanitizer || !config().enabled) return;
     // The real functions on_fault calls are resolved now, not in a handler.
     // None is found after us when libc itself is preloaded ahead of the shim
@@ -466,7 +467,7 @@ void hold_fault_signals() noexcept {
     // (~20 us of every start on a VM).
 }
 
-bool hold_signal(int sig, void (*own)(int, siginfo_t*, void*), bool on_stack) noexcept {
+GREENSHIM_STARTUP_CODE bool hold_signal(int sig, void (*own)(int, siginfo_t*, void*), bool on_stack) noexcept {
     if (!config().enabled || held_by_on_fault(sig)) return false;
     Held* slot = held(0);
     if (!slot) return false;

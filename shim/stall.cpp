@@ -58,6 +58,7 @@
 #include <cstring>
 #include <new>
 
+#include "greenshim/cold.hpp"
 #include "shim.hpp"
 
 
@@ -124,7 +125,7 @@ const pthread_mutex_t* g_load_lock = nullptr;
 // found by address, not with dladdr, which also searches the module's symbol
 // table for the nearest name: at start-up, in every process, that walk over
 // libc's symbols cost more than the rest of find_allocator_code.)
-bool module_holds(const struct dl_phdr_info* info, std::uintptr_t pc) noexcept {
+GREENSHIM_STARTUP_CODE bool module_holds(const struct dl_phdr_info* info, std::uintptr_t pc) noexcept {
     for (int i = 0; i < info->dlpi_phnum; ++i) {
         const ElfW(Phdr)& ph = info->dlpi_phdr[i];
         std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
@@ -139,7 +140,7 @@ struct ModuleWanted {
     const ElfW(Phdr)* found;  // the module's program headers: which module it is
 };
 
-int find_module(struct dl_phdr_info* info, std::size_t, void* arg) {
+GREENSHIM_STARTUP_CODE int find_module(struct dl_phdr_info* info, std::size_t, void* arg) {
     auto* w = static_cast<ModuleWanted*>(arg);
     if (!module_holds(info, w->pc)) return 0;
     w->found = info->dlpi_phdr;
@@ -173,7 +174,7 @@ void add_module_of(const void* code, Ranges& into = g_unsafe) noexcept {
 }
 
 // The program headers of the module that holds code (nullptr: none).
-const ElfW(Phdr)* module_of(const void* code) noexcept {
+GREENSHIM_STARTUP_CODE const ElfW(Phdr)* module_of(const void* code) noexcept {
     ModuleWanted w{reinterpret_cast<std::uintptr_t>(code), nullptr, nullptr};
     if (code) dl_iterate_phdr(find_module, &w);
     return w.found;
@@ -249,7 +250,7 @@ namespace {
 
 // The allocator's code, when malloc is another library's than libc's
 // (jemalloc, tcmalloc, mimalloc: preloaded or linked), not the program's own.
-void find_allocator_code() noexcept {
+GREENSHIM_STARTUP_CODE void find_allocator_code() noexcept {
     void* m = dlsym(RTLD_DEFAULT, "malloc");
     const ElfW(Phdr)* mine = module_of(m);
     if (!mine || mine == module_of(reinterpret_cast<const void*>(REAL(read)))) return;
@@ -575,7 +576,7 @@ void hand_back_to_carrier() noexcept {
 
 bool from_allocator(const void* caller) noexcept { return g_allocator.has(reinterpret_cast<std::uintptr_t>(caller)); }
 
-void stall_init() noexcept {
+GREENSHIM_STARTUP_CODE void stall_init() noexcept {
     t_shim_depth = 0;  // the main thread runs the program's code
     find_allocator_code();
     if (!config().enabled || config().handoff_ms == 0 || config().thread_locals_shared) return;

@@ -32,6 +32,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "greenshim/cold.hpp"
 #include "shim.hpp"
 #include "thread.hpp"
 
@@ -1668,7 +1669,7 @@ long do_futex(std::uint32_t* addr, int op, std::uint32_t val, const struct times
 }
 }  // namespace
 
-void greenshim::shim::sync_init() noexcept { Hub::set_share_check(may_share); }
+GREENSHIM_STARTUP_CODE void greenshim::shim::sync_init() noexcept { Hub::set_share_check(may_share); }
 
 void greenshim::shim::sync_after_fork_child() noexcept {
     g_futex_lock.reset();

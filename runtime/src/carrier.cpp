@@ -34,6 +34,7 @@
 #include <new>
 #include <vector>
 
+#include "greenshim/cold.hpp"
 #include "internal.hpp"
 #include "os_sync.hpp"
 
@@ -243,12 +244,13 @@ void carriers_after_fork_child() noexcept {
 
 }  // namespace detail
 
-void Hub::set_carriers(unsigned max, CarrierHooks hooks) noexcept {
-    if (!g_registry) {
-        InternalScope internal;
-        g_registry = new (std::nothrow) Registry;
-        if (!g_registry) return;
-    }
+GREENSHIM_STARTUP_CODE void Hub::set_carriers(unsigned max, CarrierHooks hooks) noexcept {
+    // The first registry in static storage: this runs in the preload's
+    // constructor, in every process, where an allocation would fault in the
+    // code of operator new and malloc's for this alone. (A fork child's is
+    // allocated: carriers_after_fork_child.)
+    alignas(Registry) static unsigned char first[sizeof(Registry)];
+    if (!g_registry) g_registry = new (first) Registry;
     g_registry->max = max;
     g_registry->hooks = hooks;
 }

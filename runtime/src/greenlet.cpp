@@ -23,6 +23,7 @@
 #include <cstring>
 #include <new>
 
+#include "greenshim/cold.hpp"
 #include "internal.hpp"
 
 namespace ctx = boost::context;
@@ -796,8 +797,8 @@ const char* to_string(GreenletState s) noexcept {
     return "?";
 }
 
-InternalScope::InternalScope() noexcept { ++detail::t_internal; }
-InternalScope::~InternalScope() { --detail::t_internal; }
+GREENSHIM_STARTUP_CODE InternalScope::InternalScope() noexcept { ++detail::t_internal; }
+GREENSHIM_STARTUP_CODE InternalScope::~InternalScope() { --detail::t_internal; }
 bool runtime_internal() noexcept { return detail::internal(); }
 
 StackPoolStats stack_pool_stats() noexcept { return ts().pool.stats(); }

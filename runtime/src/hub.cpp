@@ -316,7 +316,7 @@ std::atomic<int> g_hot_tls_lines{0};
 }
 }  // namespace
 
-void Hub::note_hot_thread_local(const void* addr) noexcept {
+GREENSHIM_STARTUP_CODE void Hub::note_hot_thread_local(const void* addr) noexcept {
     // (A block's thread pointer is aligned to the TLS alignment, at least a
     // line: a line offset here is one in every block.)
     std::ptrdiff_t off = static_cast<const char*>(addr) - reinterpret_cast<const char*>(detail::ThreadTls::current());
@@ -508,7 +508,7 @@ namespace {
 std::atomic<StrandedHandler> g_stranded{nullptr};
 }  // namespace
 
-void Hub::set_stranded_handler(StrandedHandler h) noexcept { g_stranded.store(h); }
+GREENSHIM_STARTUP_CODE void Hub::set_stranded_handler(StrandedHandler h) noexcept { g_stranded.store(h); }
 
 void Hub::nothing_to_do() {
     if (worker_) {
@@ -1097,7 +1097,7 @@ unsigned Hub::take_spawned(unsigned max, bool at_least_one) {
 // counted down here, and the fd's node, unlinked here). Both stay in
 // their order; the taker runs them in the order given. On this hub's thread:
 // only it touches its queue.
-void Hub::set_share_check(ShareCheck check) noexcept { g_share_check.store(check); }
+GREENSHIM_STARTUP_CODE void Hub::set_share_check(ShareCheck check) noexcept { g_share_check.store(check); }
 
 void Hub::share_ready() noexcept {
     if (!worker_ && this != process_hub()) return;  // (as take_spawned: the pool's hubs only)
@@ -1325,9 +1325,11 @@ void Hub::after_fork_child() {
 
 // ---- WaitQueue ----
 
-WaitQueue::~WaitQueue() {
+GREENSHIM_EXIT_CODE WaitQueue::~WaitQueue() {
     // Waiters of a queue that goes away would sleep forever: wake them.
-    notify_all();
+    // (None, the usual case, a static's at exit: its lock word, one of the
+    // shared array's, is not touched.)
+    if (__atomic_load_n(&head_, __ATOMIC_ACQUIRE)) notify_all();
 }
 
 std::atomic<int>* WaitQueue::detail_lock_word(const void* q) noexcept {

@@ -5,6 +5,18 @@
 // a few pages instead of being spread between the arrays: each page of .bss
 // written is a page fault (~20 us on a VM), and LD_PRELOAD'ed `true` wrote 7
 // of them, now 3-4.
+//
+// GREENSHIM_STARTUP_CODE: for a function that every process runs at start-up
+// (the constructor's callees in other files than init.cpp, which the compiler
+// cannot see to be start-up code; it places its own constructors' there
+// already). They go to .text.startup, which the linker places together at the
+// start of .text, so that the start faults in one or two windows of our code
+// instead of one for each file it passes through (each such fault maps 64 KiB
+// around it, ~20 us on a VM).
 #pragma once
 
 #define GREENSHIM_COLD_BSS __attribute__((section(".lbss.greenshim")))
+#define GREENSHIM_STARTUP_CODE __attribute__((section(".text.startup")))
+// The same for code that runs at every exit (static destructors): .text.exit,
+// which the linker places beside .text.startup.
+#define GREENSHIM_EXIT_CODE __attribute__((section(".text.exit")))
