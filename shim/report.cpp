@@ -242,6 +242,11 @@ void on_dump_signal(int sig, siginfo_t* info, void* uctx) {
         errno = saved;
         return;
     }
+    // The backtraces need libgcc_s's unwinder, which a process that never
+    // made a thread has not loaded (unwind.cpp). A dlopen in a handler is
+    // safe only where the interrupted code holds none of the locks it takes:
+    // the hub blocked in its poll (the usual case of a process one dumps).
+    if (Hub* here = greenshim::detail::existing_hub(); here && here->blocked_in_poll()) unwinder_load();
     bool also_stderr = false;
     int fd = open_dump_output(requester, &also_stderr);
     int out = fd >= 0 ? fd : 2, also = fd >= 0 && also_stderr ? 2 : -1;

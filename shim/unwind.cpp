@@ -30,6 +30,11 @@
 
 #include "shim.hpp"
 
+#if !GREENSHIM_OWN_UNWINDER
+// (A build that links libstdc++.so, and libgcc_s with it: nothing to load.)
+void greenshim::shim::unwinder_load() noexcept {}
+#else
+
 namespace greenshim::shim {
 
 namespace {
@@ -169,3 +174,5 @@ void _Unwind_SetGR(_Unwind_Context* c, int i, _Unwind_Word v) { fn<decltype(&_Un
 void _Unwind_SetIP(_Unwind_Context* c, _Unwind_Ptr ip) { fn<decltype(&_Unwind_SetIP)>(s::kSetIP)(c, ip); }
 
 }  // extern "C"
+
+#endif  // GREENSHIM_OWN_UNWINDER

@@ -157,6 +157,8 @@ struct Diag {
                          std::memory_order_relaxed);
     }
     static void start_timing(Hub& h) noexcept;
+    static void poll_flag(Hub& h, bool in_poll) noexcept { h.polling_.store(in_poll, std::memory_order_relaxed); }
+    static void watch_polls(Hub& h) noexcept;  // untimed: only poll_flag
     static Hub*& next(Hub& h) noexcept { return h.registry_next_; }
     static bool& idle(Hub& h) noexcept { return h.idle_; }
     static std::uint64_t turn(Hub& h) noexcept { return h.turn_.load(std::memory_order_relaxed); }
@@ -260,8 +262,18 @@ void on_poll_acquire(struct ev_loop* loop) noexcept {
     Hub* h = static_cast<Hub*>(ev_userdata(loop));
     Diag::poll_ends(*h);
 }
+// Untimed hubs: only whether the hub is in its poll's system call
+// (Hub::blocked_in_poll). Cost: a store on each side of each poll.
+void on_poll_release_untimed(struct ev_loop* loop) noexcept {
+    Diag::poll_flag(*static_cast<Hub*>(ev_userdata(loop)), true);
+}
+void on_poll_acquire_untimed(struct ev_loop* loop) noexcept {
+    Diag::poll_flag(*static_cast<Hub*>(ev_userdata(loop)), false);
+}
 }  // namespace
 
+
+void Diag::watch_polls(Hub& h) noexcept { ev_set_loop_release_cb(h.loop_, on_poll_release_untimed, on_poll_acquire_untimed); }
 
 void Diag::start_timing(Hub& h) noexcept {
     h.timing_since_ = monotonic_ns();
@@ -277,6 +289,7 @@ void hub_register(Hub* h) noexcept {
     g_hubs = h;
     if (++g_hub_count > 1) g_several_hubs.store(true, std::memory_order_relaxed);
     if (timing_enabled()) Diag::start_timing(*h);
+    else Diag::watch_polls(*h);
 }
 
 std::atomic<bool> g_several_hubs{false};

@@ -208,6 +208,24 @@ def check_dump(greenrun, server):
         expect_killed_by_plain_signal(p, "")
     finally:
         stop(p)
+    # A process that never made a thread (Debian's sleep) has not loaded the
+    # unwinder (shim/unwind.cpp): the dump, taken while its hub waits in its
+    # poll, loads it and still shows main's frames.
+    lone = subprocess.Popen([greenrun, "--", "sleep", "30"], start_new_session=True,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # (until the preload is in and main waits in sleep)
+            r = subprocess.run([greenrun, "--dump", str(lone.pid)], capture_output=True, text=True, timeout=30)
+            if r.returncode == 0 and "waiting in" in r.stdout:
+                break
+            time.sleep(0.05)
+        main = blocks(r.stdout).get(0, ["", []])[1]
+        expect(r.returncode == 0 and "waiting in" in r.stdout and
+               any("__libc_start_main" in f for f in main),
+               "--dump of a process without threads: main's backtrace down to __libc_start_main", r.stdout)
+    finally:
+        stop(lone)
     # Two hubs: each worker writes its threads' part, under a line naming it.
     p, err = start_server(greenrun, server, {"GREENSHIM_HUBS": "2"})
     try:

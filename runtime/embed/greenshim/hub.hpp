@@ -528,6 +528,12 @@ public:
     // (nobody to take the thread back from). Readable in a signal handler on
     // the hub's thread. Cost: a load.
     bool idle_polling() const noexcept { return idle_polling_.load(std::memory_order_relaxed); }
+    // True from just before the loop's poll system call to just after it
+    // (libev's release and acquire callbacks): a signal handler on the hub's
+    // thread that sees it interrupted that call or libev's few instructions
+    // around it, where the thread holds no lock of libc's, the loader's or
+    // the allocator's (no greenlet is ever suspended inside them). Cost: a load.
+    bool blocked_in_poll() const noexcept { return polling_.load(std::memory_order_relaxed); }
     // Called in a signal handler on this hub's OS thread that interrupted the
     // running greenlet where it holds nothing of the runtime's or of libc's
     // (the caller's to know: outside every interposed call, outside libc and
@@ -745,7 +751,7 @@ private:
     std::atomic<std::uint64_t> switches_{0};
     std::atomic<std::uint64_t> parks_{0};
     std::atomic<std::uint64_t> turn_{0};       // bumped each pass of the loop
-    std::atomic<bool> polling_{false};         // blocked in the loop's poll (timing on)
+    std::atomic<bool> polling_{false};         // in the loop's poll system call (blocked_in_poll)
     std::atomic<Greenlet*> running_{nullptr};  // the greenlet the hub last switched to
     std::atomic<std::int64_t> wait_ns_{0};
     std::int64_t poll_started_ = 0;
