@@ -180,11 +180,64 @@ GREENSHIM_STARTUP_CODE const ElfW(Phdr)* module_of(const void* code) noexcept {
     return w.found;
 }
 
+// The libraries a replacement allocator's module needs (its DT_NEEDED):
+// its lock is held across its calls into them, and a thread taken back
+// there held it in the run queue while the others spun for it. tcmalloc's
+// page heap keeps a std::set: libstdc++'s _Rb_tree_insert_and_rebalance,
+// called with the page heap's SpinLock held, is where the tick took a
+// thread (alloc_threads with tcmalloc_minimal and two hubs: both hubs and
+// the carrier in SpinLockDelay, 1 run in ~100 under load).
+struct NeededOf {
+    std::uintptr_t pc;
+    const char* names[8];
+    int n;
+};
+
+int find_needed(struct dl_phdr_info* info, std::size_t, void* arg) {
+    auto* w = static_cast<NeededOf*>(arg);
+    if (!module_holds(info, w->pc)) return 0;
+    const ElfW(Dyn)* dyn = nullptr;
+    for (int i = 0; i < info->dlpi_phnum; ++i)
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
+            dyn = reinterpret_cast<const ElfW(Dyn)*>(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+    if (!dyn) return 1;
+    std::uintptr_t strtab = 0;
+    for (const ElfW(Dyn)* d = dyn; d->d_tag != DT_NULL; ++d)
+        if (d->d_tag == DT_STRTAB) strtab = d->d_un.d_ptr;
+    if (!strtab) return 1;
+    if (strtab < info->dlpi_addr) strtab += info->dlpi_addr;  // (glibc relocates it in place; others may not)
+    for (const ElfW(Dyn)* d = dyn; d->d_tag != DT_NULL && w->n < 8; ++d)
+        if (d->d_tag == DT_NEEDED) w->names[w->n++] = reinterpret_cast<const char*>(strtab + d->d_un.d_val);
+    return 1;
+}
+
+int add_module_named(struct dl_phdr_info* info, std::size_t, void* arg) {
+    const char* want = static_cast<const char*>(arg);
+    const char* name = info->dlpi_name ? std::strrchr(info->dlpi_name, '/') : nullptr;
+    name = name ? name + 1 : info->dlpi_name;
+    if (!name || std::strcmp(name, want) != 0) return 0;
+    for (int i = 0; i < info->dlpi_phnum && g_unsafe.n < g_unsafe.cap; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+        if (!g_unsafe.has(lo)) g_unsafe.r[g_unsafe.n++] = {lo, lo + ph.p_memsz};
+    }
+    return 1;
+}
+
+void add_allocator_needs() noexcept {
+    if (g_allocator.n == 0) return;  // (libc's malloc, or the program's own)
+    NeededOf w{g_allocator.r[0].lo, {}, 0};
+    dl_iterate_phdr(find_needed, &w);
+    for (int i = 0; i < w.n; ++i) dl_iterate_phdr(add_module_named, const_cast<char*>(w.names[i]));
+}
+
 void find_unsafe_code() noexcept {
     add_module_of(reinterpret_cast<const void*>(REAL(read)));                // libc
     add_module_of(dlsym(RTLD_DEFAULT, "_dl_find_object"));                  // the loader
     add_module_of(dlsym(RTLD_DEFAULT, "__tls_get_addr"));                   // (older glibc)
     add_module_of(dlsym(RTLD_DEFAULT, "malloc"));                           // a replacement allocator
+    add_allocator_needs();                                                   // and what it calls
     add_module_of(reinterpret_cast<const void*>(&find_unsafe_code));        // the shim
     add_module_of(reinterpret_cast<const void*>(&Hub::existing));           // the runtime
     add_module_of(dlsym(RTLD_DEFAULT, "ev_run"));                           // libev, if separate
@@ -557,6 +610,14 @@ void come_back_from_carrier(const void* caller) noexcept {
     // In a dlopen made on the carrier: the call runs here, without parking
     // (may_park says no while t_carried is set), as the loader's lock wants.
     if (loader_lock_here()) return;
+    // A call the allocator makes (a replacement's: the delay of its spin
+    // lock, a futex, sched_yield) is made here too, on the carrier: the
+    // allocator may hold a lock of its own that no call of ours sees taken
+    // (tcmalloc's SpinLock is a plain word). Back in its hub's run queue, the
+    // holder waited behind threads that spun for that lock on every hub, and
+    // never ran again (alloc_threads with tcmalloc_minimal and two hubs: 1
+    // run in ~100 under load, both hubs and the carrier in SpinLockDelay).
+    if (caller && from_allocator(caller)) return;
     bool computes = monotonic_ns() - t_carried_at >= std::int64_t(config().handoff_ms) * 1000000 &&
                     !(caller && in_unsafe_code(reinterpret_cast<std::uintptr_t>(caller)));
     t_carried = false;
