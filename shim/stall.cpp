@@ -147,16 +147,21 @@ GREENSHIM_STARTUP_CODE int find_module(struct dl_phdr_info* info, std::size_t, v
     return 1;
 }
 
+// The module's code (its executable PT_LOAD segments) into the ranges.
+void add_text_of(const struct dl_phdr_info* info, Ranges& into) noexcept {
+    for (int i = 0; i < info->dlpi_phnum && into.n < into.cap; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+        if (!into.has(lo)) into.r[into.n++] = {lo, lo + ph.p_memsz};
+    }
+}
+
 int add_module_text(struct dl_phdr_info* info, std::size_t, void* arg) {
     auto* w = static_cast<ModuleWanted*>(arg);
     if (!module_holds(info, w->pc)) return 0;
     if (info->dlpi_phdr == reinterpret_cast<const ElfW(Phdr)*>(getauxval(AT_PHDR))) return 1;  // (below)
-    for (int i = 0; i < info->dlpi_phnum && w->into->n < w->into->cap; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
-        std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
-        w->into->r[w->into->n++] = {lo, lo + ph.p_memsz};
-    }
+    add_text_of(info, *w->into);
     return 1;
 }
 
@@ -216,12 +221,7 @@ int add_module_named(struct dl_phdr_info* info, std::size_t, void* arg) {
     const char* name = info->dlpi_name ? std::strrchr(info->dlpi_name, '/') : nullptr;
     name = name ? name + 1 : info->dlpi_name;
     if (!name || std::strcmp(name, want) != 0) return 0;
-    for (int i = 0; i < info->dlpi_phnum && g_unsafe.n < g_unsafe.cap; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
-        std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
-        if (!g_unsafe.has(lo)) g_unsafe.r[g_unsafe.n++] = {lo, lo + ph.p_memsz};
-    }
+    add_text_of(info, g_unsafe);
     return 1;
 }
 
