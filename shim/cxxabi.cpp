@@ -18,13 +18,21 @@
 // definitions are not exported: exports.map makes them local). A C program
 // has neither, and malloc and free stand in, as libstdc++'s own do.
 //
-// Cost: one indirect call per new and delete, and ~20 dlsym lookups at load.
+// Cost: one indirect call per new and delete; at load, a find_global for
+// each (symbols.hpp: a C program, which has none, makes no dlsym call).
 // Caveat: a libstdc++.so that is dlopen'ed later, into a local scope, is not
 // seen; nothing allocated by its users crosses to us.
-#include <dlfcn.h>
+//
+// Also here, in the static build: the copy's exception allocation (below).
+#include "cxxabi.hpp"
+
+#include <greenshim/cold.hpp>
+#include <greenshim/symbols.hpp>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cstddef>
+#include <exception>
 #include <new>
 
 namespace {
@@ -48,12 +56,12 @@ struct ProcessOperators {
     DeleteSizedAligned delete_sized_aligned, delete_array_sized_aligned;
 };
 
-ProcessOperators g_ops;
-bool g_found = false;
+GREENSHIM_STARTUP_DATA ProcessOperators g_ops;
+GREENSHIM_STARTUP_DATA bool g_found = false;
 
 template <class F>
 void find(F& slot, const char* mangled) noexcept {
-    slot = reinterpret_cast<F>(dlsym(RTLD_DEFAULT, mangled));
+    slot = reinterpret_cast<F>(greenshim::detail::find_global(mangled));
 }
 
 // At load (before the runtime's first allocation, from a constructor of
@@ -191,3 +199,42 @@ void operator delete(void* p, const std::nothrow_t&) noexcept { ::operator delet
 void operator delete[](void* p, const std::nothrow_t&) noexcept { ::operator delete[](p); }
 void operator delete(void* p, std::align_val_t a, const std::nothrow_t&) noexcept { ::operator delete(p, a); }
 void operator delete[](void* p, std::align_val_t a, const std::nothrow_t&) noexcept { ::operator delete[](p, a); }
+
+#if GREENSHIM_STATIC_CXX
+// The copy's exception allocation: libstdc++'s four functions (eh_alloc.cc),
+// defined here so that its eh_alloc.o is not linked in. That object carries
+// the emergency pool, 73 KiB that its constructor mallocs: every process
+// under the preload started malloc for it (brk, the tcache key's getrandom, 5
+// page faults) though most never throw. Without the pool, an exception the
+// shim throws when malloc fails terminates, as libstdc++'s does once its pool
+// is spent; the program's own libstdc++ keeps its pool.
+//
+// Objects cross: the last std::exception_ptr to one may be dropped by the
+// other copy, whose __cxa_free_exception then frees it, and ours frees the
+// program's. Both copies malloc each object with its header right before it
+// (libstdc++'s own do so outside the pool), so each frees the other's.
+// Local (exports.map): the program's are not replaced.
+extern "C" {
+
+void* __cxa_allocate_exception(std::size_t size) noexcept {
+    using greenshim::shim::kExceptionHeader;
+    void* p = std::malloc(size + kExceptionHeader);
+    if (!p) std::terminate();
+    memset(p, 0, kExceptionHeader);
+    return static_cast<char*>(p) + kExceptionHeader;
+}
+
+void __cxa_free_exception(void* object) noexcept {
+    std::free(static_cast<char*>(object) - greenshim::shim::kExceptionHeader);
+}
+
+void* __cxa_allocate_dependent_exception() noexcept {
+    void* p = std::calloc(1, greenshim::shim::kExceptionHeader);
+    if (!p) std::terminate();
+    return p;
+}
+
+void __cxa_free_dependent_exception(void* p) noexcept { std::free(p); }
+
+}  // extern "C"
+#endif

@@ -2,18 +2,20 @@
 // config.cpp), and resolving the real libc functions. The library never fails
 // on bad configuration: it warns once on stderr and uses the default
 // (greenrun, through greenshim-config --check, rejects bad values loudly).
+#include <link.h>
 #include <sys/auxv.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "greenshim/cold.hpp"
 #include "shim.hpp"
 
 namespace greenshim::shim {
 
 Config g_config;
-int g_config_state = 0;  // 0 not read, 1 reading, 2 read
+GREENSHIM_STARTUP_DATA int g_config_state = 0;  // 0 not read, 1 reading, 2 read
 
 // One line on stderr for a value the library does not accept, the value shown
 // short and printable (config.hpp, shown()).
@@ -121,6 +123,12 @@ void resolve_now(F& slot, const char* name) noexcept {
 }
 }  // namespace
 
+// The slots (shim.hpp), start-up data (cold.hpp): the next function fills
+// every one of them in every process.
+#define GREENSHIM_DEFINE_SLOT(fn) GREENSHIM_STARTUP_DATA decltype(&::fn) real_slot_##fn = nullptr;
+GREENSHIM_REAL_FUNCTIONS(GREENSHIM_DEFINE_SLOT)
+#undef GREENSHIM_DEFINE_SLOT
+
 // The whole table at start-up, so that no interposer ever resolves a symbol
 // later: dlsym takes the loader's lock and may allocate, which a signal
 // handler (sem_post, write) or an allocator's own lock must never meet. A call
@@ -132,12 +140,43 @@ void resolve_all_real() noexcept {
 #undef GREENSHIM_RESOLVE_NOW
 }
 
-bool g_raw_sockio = false;
-void raw_sockio_init() noexcept {
-    void* libc = libc_handle();
-    g_raw_sockio = libc && reinterpret_cast<void*>(REAL(recvfrom)) == dlsym(libc, "recvfrom") &&
-                   reinterpret_cast<void*>(REAL(sendto)) == dlsym(libc, "sendto");
+GREENSHIM_STARTUP_DATA bool g_raw_sockio = false;
+namespace {
+// Whether fn is code of the module loaded as libc.so.6 (by address, not with
+// dlsym on libc_handle(): the dlopen behind it mallocs, in every process).
+struct InLibc {
+    std::uintptr_t pc;
+    bool yes;
+};
+GREENSHIM_STARTUP_CODE int check_libc(struct dl_phdr_info* info, std::size_t, void* arg) noexcept {
+    auto* w = static_cast<InLibc*>(arg);
+    if (!module_holds(info, w->pc)) return 0;
+    // Its file name is libc.so.6 (compared here: libc's strcmp is a page that
+    // nothing else faults in at start-up).
+    const char* name = info->dlpi_name;
+    for (const char* c = name; *c; ++c)
+        if (*c == '/') name = c + 1;
+    const char* want = "libc.so.6";
+    while (*name && *name == *want) ++name, ++want;
+    w->yes = !*name && !*want;
+    return 1;
 }
+GREENSHIM_STARTUP_CODE bool in_libc(const void* fn) noexcept {
+    InLibc w{reinterpret_cast<std::uintptr_t>(fn), false};
+    if (fn) dl_iterate_phdr(check_libc, &w);
+    return w.yes;
+}
+}  // namespace
+
+void raw_sockio_init() noexcept {
+    g_raw_sockio = in_libc(reinterpret_cast<void*>(REAL(recvfrom))) && in_libc(reinterpret_cast<void*>(REAL(sendto)));
+}
+
+// The library's DT_FINI (shim/meson.build: -fini), in place of crti's _fini,
+// which is as empty on x86-64 (destructors run from .fini_array): _fini sits
+// alone at the end of our code, and calling it faulted in a page at every
+// exit. This one is beside the other exit code (cold.hpp).
+extern "C" GREENSHIM_EXIT_CODE void greenshim_fini() {}
 
 __attribute__((constructor)) static void greenshim_init() {
     // Every interposer's entry and exit (ShimCall) touch these in the

@@ -52,6 +52,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "greenshim/cold.hpp"
 #include "greenshim/diag.hpp"
 #include "config.hpp"
 #include "faults.hpp"
@@ -120,7 +121,8 @@ inline F real_fn(F& slot, const char* name) noexcept {
     return f;
 }
 
-#define GREENSHIM_REAL_SLOT(fn) inline decltype(&::fn) real_slot_##fn = nullptr;
+// (Defined in init.cpp, as start-up data: cold.hpp.)
+#define GREENSHIM_REAL_SLOT(fn) extern decltype(&::fn) real_slot_##fn;
 #define REAL(fn) (::greenshim::shim::real_fn(::greenshim::shim::real_slot_##fn, #fn))
 
 // Every libc function the shim interposes or calls past its own interposers.
@@ -417,6 +419,10 @@ struct ProgramCode {
 // At start-up, in the main thread: its code is the program's (depth 0), and
 // the tick signal is taken (hold_signal).
 void stall_init() noexcept;
+// Whether one of a loaded module's segments holds pc (stall.cpp). Modules are
+// found by address with dl_iterate_phdr, not with dladdr (its nearest-symbol
+// walk over libc's table) or dlopen (which mallocs), both costly at start-up.
+bool module_holds(const struct dl_phdr_info* info, std::uintptr_t pc) noexcept;
 // fork() child: the parent's timer did not come along (POSIX timers are not
 // inherited); the next pthread_create starts one.
 void stall_after_fork_child() noexcept;

@@ -63,9 +63,8 @@ sigset_t program_mask(const Handler& h) noexcept {
     std::memcpy(&set, &h.mask, sizeof h.mask);
     return set;
 }
-// (Aligned so that its 1.5 KiB are on one page.)
-static_assert(sizeof(Handler) * NSIG <= 2048);
-alignas(2048) Handler g_handlers[NSIG];
+// (Start-up data, cold.hpp: the held signals' entries are written at start.)
+GREENSHIM_STARTUP_DATA Handler g_handlers[NSIG];
 std::atomic<std::uint64_t> g_pending_restart{0};    // signals whose handler had SA_RESTART
 std::atomic<std::uint64_t> g_pending_norestart{0};  // signals whose handler had not
 std::atomic<std::uint64_t> g_runs_restart{0};       // handlers run so far, with SA_RESTART
@@ -189,7 +188,7 @@ constexpr bool kSanitizer = false;
 constexpr bool kSanitizer = false;
 #endif
 
-std::atomic<bool> g_holding_faults{false};           // on_fault is SIGSEGV's and SIGBUS's kernel handler
+GREENSHIM_STARTUP_DATA std::atomic<bool> g_holding_faults{false};           // on_fault is SIGSEGV's and SIGBUS's kernel handler
 constexpr std::size_t kSignalStackSize = 256 << 10;  // committed only as touched
 
 // Signals the shim takes for itself as it takes SIGSEGV and SIGBUS (the dump

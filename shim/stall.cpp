@@ -86,7 +86,7 @@ int tick_signal() noexcept { return SIGRTMAX - 3; }
 int rerun_signal() noexcept { return SIGRTMAX - 4; }
 char g_tick_tag;   // the timer's sigev_value: a tick, not a kill() of the signal
 char g_rerun_tag;  // the rerun's sigqueue value
-bool g_tick_held = false;
+GREENSHIM_STARTUP_DATA bool g_tick_held = false;
 
 // When the current stretch of this greenlet thread on a carrier began.
 thread_local std::int64_t t_carried_at __attribute__((tls_model("initial-exec"))) = 0;
@@ -115,16 +115,16 @@ struct Ranges {
 constexpr int kMaxRanges = 24;
 Range g_unsafe_r[kMaxRanges];
 Ranges g_unsafe{g_unsafe_r, kMaxRanges, 0};
-Range g_allocator_r[4];
+GREENSHIM_STARTUP_DATA Range g_allocator_r[4];
 Ranges g_allocator{g_allocator_r, 4, 0};  // written once, by the constructor
 // glibc's loader lock (_rtld_global._dl_load_lock), found at the first
 // thread (find_load_lock); nullptr if not found: nothing is checked then.
 const pthread_mutex_t* g_load_lock = nullptr;
 
-// Whether one of the module's loaded segments holds pc. (The modules are
-// found by address, not with dladdr, which also searches the module's symbol
-// table for the nearest name: at start-up, in every process, that walk over
-// libc's symbols cost more than the rest of find_allocator_code.)
+}  // namespace
+
+// (shim.hpp. dladdr's walk over libc's symbols had cost more than the rest of
+// find_allocator_code.)
 GREENSHIM_STARTUP_CODE bool module_holds(const struct dl_phdr_info* info, std::uintptr_t pc) noexcept {
     for (int i = 0; i < info->dlpi_phnum; ++i) {
         const ElfW(Phdr)& ph = info->dlpi_phdr[i];
@@ -133,6 +133,8 @@ GREENSHIM_STARTUP_CODE bool module_holds(const struct dl_phdr_info* info, std::u
     }
     return false;
 }
+
+namespace {
 
 struct ModuleWanted {
     std::uintptr_t pc;
@@ -645,7 +647,6 @@ GREENSHIM_STARTUP_CODE void stall_init() noexcept {
     // stack, where it takes it back.)
     g_tick_held = hold_signal(rerun_signal(), on_rerun, /*on_stack=*/false) &&
                   hold_signal(tick_signal(), on_tick, /*on_stack=*/true);
-    if (g_tick_held) Hub::set_carriers(spares(), {carrier_start, carrier_stop, carrier_retire});
 }
 
 void stall_quiet() noexcept {
@@ -664,8 +665,11 @@ void stall_watch(Hub& hub) noexcept {
     OsThread* o = os_thread(true);
     if (!o || o->ticker) return;
     // Once, at the first thread (a process that never makes one pays nothing:
-    // the walk over the loaded modules costs ~70 us). Before any tick.
-    static bool found = (find_unsafe_code(), find_load_lock(), true);
+    // the walk over the loaded modules costs ~70 us), before any tick: and the
+    // carriers, which only a tick calls on (`auto` asks the kernel for the
+    // CPUs).
+    static bool found = (find_unsafe_code(), find_load_lock(),
+                         Hub::set_carriers(spares(), {carrier_start, carrier_stop, carrier_retire}), true);
     (void)found;
     auto* k = new (std::nothrow) StallTicker;
     if (!k) return;

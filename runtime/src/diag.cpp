@@ -21,9 +21,13 @@
 #include <algorithm>
 #include <mutex>
 
+#include "greenshim/cold.hpp"
 #include "greenshim/trace_families.hpp"
 #include "internal.hpp"
 #include "os_sync.hpp"
+// Last: its <elf.h> defines EV_NONE, which ev.h (from internal.hpp) declares
+// as a constant of its own, of the same value, 0.
+#include <sys/auxv.h>
 
 namespace greenshim {
 
@@ -815,7 +819,9 @@ bool set_trace(const char* spec) noexcept {
 const char* const* trace_families() noexcept { return detail::kFamilies; }
 
 // Read at load time: the guard-page lookup runs in a SIGSEGV handler.
-static const std::uintptr_t g_page_size = std::uintptr_t(sysconf(_SC_PAGESIZE));
+// (getauxval, which start-up calls anyway: sysconf's code and table are two
+// pages of libc that nothing else at start-up faults in.)
+GREENSHIM_STARTUP_DATA static std::uintptr_t g_page_size = std::uintptr_t(getauxval(AT_PAGESZ));
 
 Greenlet* greenlet_for_guard_page(const void* addr) noexcept {
     detail::ThreadState* t = detail::t_state;

@@ -11,7 +11,6 @@
 // (sanitizers.hpp): start_switch_fiber on the way out, finish_switch_fiber on
 // arrival. The plain build compiles none of it.
 #include <cxxabi.h>
-#include <dlfcn.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -24,6 +23,7 @@
 #include <new>
 
 #include "greenshim/cold.hpp"
+#include "greenshim/symbols.hpp"
 #include "internal.hpp"
 
 namespace ctx = boost::context;
@@ -49,9 +49,9 @@ namespace {
 // sets up the main thread (init_thread_state reads it). Each OS thread then
 // keeps where its own are (ThreadState::eh_ours, eh_program, errno_at).
 using GetEhGlobals = EhGlobals* (*)() noexcept;
-GetEhGlobals g_program_eh = nullptr;
+GREENSHIM_STARTUP_DATA GetEhGlobals g_program_eh = nullptr;
 __attribute__((constructor(101))) void find_program_eh_globals() noexcept {
-    auto f = reinterpret_cast<GetEhGlobals>(dlsym(RTLD_DEFAULT, "__cxa_get_globals"));
+    auto f = reinterpret_cast<GetEhGlobals>(find_global("__cxa_get_globals"));
     if (f && reinterpret_cast<void*>(f) != reinterpret_cast<void*>(&abi::__cxa_get_globals)) g_program_eh = f;
 }
 // A greenlet that shares its OS thread's thread-locals leaves and comes back.

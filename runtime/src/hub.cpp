@@ -298,10 +298,10 @@ namespace {
 }
 // The lines of the hot thread-locals (note_hot_thread_local), as offsets from
 // the thread pointer: the same in every block (one static TLS layout). Written
-// before any greenlet runs.
+// before any greenlet runs, by the shim's constructor (start-up data: cold.hpp).
 constexpr int kMaxHotTlsLines = 4;
-std::ptrdiff_t g_hot_tls_line[kMaxHotTlsLines];
-std::atomic<int> g_hot_tls_lines{0};
+GREENSHIM_STARTUP_DATA std::ptrdiff_t g_hot_tls_line[kMaxHotTlsLines];
+GREENSHIM_STARTUP_DATA std::atomic<int> g_hot_tls_lines{0};
 [[gnu::always_inline]] inline void prefetch_next(const Greenlet* g, const Greenlet::Impl& before) noexcept {
     prefetch_lines(g, 2);
     if (before.next_impl) prefetch_lines(before.next_impl, 5);
@@ -359,7 +359,7 @@ inline bool spawn_pending() noexcept { return g_spawn_count.load(std::memory_ord
 // Hubs asleep in a blocking poll (poll_idle): a busy hub shares its run
 // queue with them (share_ready).
 std::atomic<unsigned> g_idle_pollers{0};
-std::atomic<Hub::ShareCheck> g_share_check{nullptr};
+GREENSHIM_STARTUP_DATA std::atomic<Hub::ShareCheck> g_share_check{nullptr};  // (cold.hpp: set by the shim's constructor)
 }  // namespace
 
 void Hub::run() {
@@ -505,7 +505,7 @@ void Hub::resumed_from_queue(Greenlet::Impl& im) noexcept {
 }
 
 namespace {
-std::atomic<StrandedHandler> g_stranded{nullptr};
+GREENSHIM_STARTUP_DATA std::atomic<StrandedHandler> g_stranded{nullptr};  // (cold.hpp: set by the shim's constructor)
 }  // namespace
 
 GREENSHIM_STARTUP_CODE void Hub::set_stranded_handler(StrandedHandler h) noexcept { g_stranded.store(h); }

@@ -7,8 +7,11 @@
 // libev reads it only on the way to abort() (an allocation it cannot make).
 #include <cstdio>
 
+#include "greenshim/cold.hpp"
+
 #if GREENSHIM_PRIVATE_LIBEV
 extern "C" {
-__attribute__((visibility("hidden"))) std::FILE* greenshim_libev_stderr = stderr;
+// (Start-up data, cold.hpp: set by a constructor in every process.)
+__attribute__((visibility("hidden"))) GREENSHIM_STARTUP_DATA std::FILE* greenshim_libev_stderr = stderr;
 }
 #endif

@@ -9,7 +9,12 @@
 //
 // Exceptions cross the two copies too: a greenlet's exception, thrown by the
 // program's libstdc++, is kept by the runtime (std::current_exception in the
-// preload's copy) and rethrown to the program by value().
+// preload's copy) and rethrown to the program by value(); a GreenletExit is
+// thrown by the preload's copy, whose exception allocation is the shim's own
+// (shim/cxxabi.cpp), into the program's catch. That allocation leaves room for
+// libstdc++'s header before each object (kExceptionHeader): checked here
+// against the header this program's libstdc++.so writes, the same GCC's.
+#include <cxxabi.h>
 #include <link.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -24,6 +29,8 @@
 #include <vector>
 
 #include <greenshim/gevent.hpp>
+
+#include "../../shim/cxxabi.hpp"
 
 namespace {
 
@@ -90,6 +97,16 @@ int main() {
         fprintf(stderr, "replaced_new: run it with libgreenshim.so preloaded\n");
         return 2;
     }
+    // The header __cxa_init_primary_exception fills, before the object.
+    void* object = __cxxabiv1::__cxa_allocate_exception(sizeof(int));
+    auto* header = reinterpret_cast<char*>(
+        __cxxabiv1::__cxa_init_primary_exception(object, const_cast<std::type_info*>(&typeid(int)), nullptr));
+    std::size_t header_size = static_cast<std::size_t>(static_cast<char*>(object) - header);
+    __cxxabiv1::__cxa_free_exception(object);
+    bool header_fits = header_size <= greenshim::shim::kExceptionHeader && greenshim::shim::kExceptionHeader % 16 == 0;
+    printf("replaced_new: libstdc++'s exception header is %zu bytes, the shim leaves %zu: %s\n", header_size,
+           greenshim::shim::kExceptionHeader, header_fits ? "ok" : "FAILED");
+
     std::size_t news_before = g_news;
     const std::string tail(100, 'x');  // longer than the small-string buffer: on the heap
     std::vector<greenshim::Task<std::string>> tasks;
@@ -98,20 +115,24 @@ int main() {
             [tail](int k) {
                 greenshim::sleep(0.001 * (k % 3));
                 if (k % 10 == 7) throw std::runtime_error("task " + std::to_string(k) + " " + tail);
+                if (k % 10 == 3) throw greenshim::GreenletExit{};  // value() throws a new one, from the preload
                 return std::to_string(k) + tail;
             },
             i));
-    int ok = 0, raised = 0;
+    int ok = 0, raised = 0, exited = 0;
     for (int i = 0; i < 50; ++i) {
         try {
             if (tasks[i].value() == std::to_string(i) + tail) ++ok;
         } catch (std::runtime_error const& e) {
             if (std::string(e.what()) == "task " + std::to_string(i) + " " + tail) ++raised;
+        } catch (greenshim::GreenletExit const&) {
+            if (i % 10 == 3) ++exited;
         }
     }
     tasks.clear();
-    bool fine = ok == 45 && raised == 5 && g_news > news_before && g_deletes > 0;
-    printf("replaced_new: %d values, %d exceptions, %zu news and %zu deletes through the program's operators: %s\n",
-           ok, raised, g_news - news_before, g_deletes, fine ? "ok" : "FAILED");
-    return fine ? 0 : 1;
+    bool fine = ok == 40 && raised == 5 && exited == 5 && g_news > news_before && g_deletes > 0;
+    printf("replaced_new: %d values, %d exceptions, %d GreenletExit, %zu news and %zu deletes through the program's "
+           "operators: %s\n",
+           ok, raised, exited, g_news - news_before, g_deletes, fine ? "ok" : "FAILED");
+    return fine && header_fits ? 0 : 1;
 }
