@@ -59,6 +59,7 @@
 #include <new>
 
 #include "greenshim/cold.hpp"
+#include "greenshim/symbols.hpp"
 #include "shim.hpp"
 
 
@@ -305,8 +306,12 @@ namespace {
 
 // The allocator's code, when malloc is another library's than libc's
 // (jemalloc, tcmalloc, mimalloc: preloaded or linked), not the program's own.
+// Found by malloc's definition: dlsym's answer in a non-PIE executable that
+// takes malloc's address is that executable's PLT entry (symbols.hpp), and
+// the allocator went unseen (python3.11 with a preloaded allocator).
 GREENSHIM_STARTUP_CODE void find_allocator_code() noexcept {
-    void* m = dlsym(RTLD_DEFAULT, "malloc");
+    void* m = greenshim::detail::first_definition("malloc");
+    if (!m) m = dlsym(RTLD_DEFAULT, "malloc");
     const ElfW(Phdr)* mine = module_of(m);
     if (!mine || mine == module_of(reinterpret_cast<const void*>(REAL(read)))) return;
     add_module_of(m, g_allocator);

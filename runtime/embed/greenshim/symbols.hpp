@@ -14,4 +14,14 @@ namespace greenshim::detail {
 // Cost: one dl_iterate_phdr walk (~1 us for ten objects), plus the dlsym.
 void* find_global(const char* name) noexcept;
 
+// The code of the first definition of `name` among the loaded objects, in
+// load order (for the objects loaded at start, the global scope's order),
+// read from their GNU hash tables. Unlike dlsym, never a non-PIE
+// executable's PLT entry: for a function whose address such an executable
+// takes in its code, the executable's dynamic symbol is undefined but has a
+// value, that entry, which dlsym returns (Debian's python3.11 and malloc).
+// nullptr if no object defines it, or if one before the definition has no
+// GNU hash table (dlsym's answer is all there is then).
+void* first_definition(const char* name) noexcept;
+
 }  // namespace greenshim::detail

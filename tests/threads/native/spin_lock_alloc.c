@@ -6,7 +6,13 @@
  * queue while the thread run in its place spins for it in the allocator,
  * where the shim never takes a thread back: nothing would move again. The
  * shim counts the allocator's libraries as the allocator (shim/stall.cpp,
- * add_allocator_needs). The same statements run unpatched. */
+ * add_allocator_needs). The same statements run unpatched.
+ *
+ * Built twice: the second time without PIE, taking malloc's address as
+ * Debian's python3.11 does. In such an executable, dlsym("malloc") answers
+ * with the executable's PLT entry (the function's canonical address there),
+ * not the allocator's code; the shim finds the allocator by its definition
+ * (runtime/embed/greenshim/symbols.hpp, first_definition). */
 #include "common.h"
 
 #include <dlfcn.h>
@@ -15,10 +21,13 @@
 
 enum { kThreads = 6, kRounds = 200 };
 
+/* malloc's address, taken in code (see above: main). */
+void *(*volatile g_malloc)(size_t);
+
 static void *allocate(void *arg) {
     unsigned long sum = 0;
     for (int i = 0; i < kRounds; ++i) {
-        char *p = malloc(64);
+        char *p = g_malloc(64);
         if (!p) return NULL;
         memset(p, i, 64);
         sum += (unsigned char)p[63];
@@ -30,6 +39,7 @@ static void *allocate(void *arg) {
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    g_malloc = malloc;
     unsigned long *slow = dlsym(RTLD_DEFAULT, "spin_alloc_slow_calls");
     say("malloc is the spinning allocator's", slow != NULL);
     if (!slow) return 1;
