@@ -23,10 +23,21 @@ struct Probe {
     const void* code;    // where the definition found is (nullptr: cannot tell)
 };
 
+// Whether addr is in one of the object's loaded segments.
+GREENSHIM_STARTUP_CODE bool loaded_in(const struct dl_phdr_info* info, ElfW(Addr) addr) noexcept {
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        ElfW(Addr) lo = info->dlpi_addr + ph.p_vaddr;
+        if (ph.p_type == PT_LOAD && addr >= lo && addr - lo < ph.p_memsz) return true;
+    }
+    return false;
+}
+
 // The lookup the loader makes in one object's DT_GNU_HASH table: the bloom
 // filter, then the bucket's chain of hashes, then the name. Sets p.found and
 // p.code where the object defines it; p.found alone where it cannot tell.
-GREENSHIM_STARTUP_CODE void gnu_hash_lookup(const ElfW(Dyn)* dyn, ElfW(Addr) base, Probe& p) noexcept {
+GREENSHIM_STARTUP_CODE void gnu_hash_lookup(const struct dl_phdr_info* info, const ElfW(Dyn)* dyn, Probe& p) noexcept {
+    const ElfW(Addr) base = info->dlpi_addr;
     ElfW(Addr) gnu = 0, symtab = 0, strtab = 0;
     for (const ElfW(Dyn)* d = dyn; d->d_tag != DT_NULL; ++d) {
         if (d->d_tag == DT_GNU_HASH) gnu = d->d_un.d_ptr;
@@ -39,6 +50,10 @@ GREENSHIM_STARTUP_CODE void gnu_hash_lookup(const ElfW(Dyn)* dyn, ElfW(Addr) bas
     }
     // glibc relocates these in place where .dynamic is writable; not the vdso's.
     if (gnu < base) gnu += base, symtab += base, strtab += base;
+    if (!loaded_in(info, gnu) || !loaded_in(info, symtab) || !loaded_in(info, strtab)) {
+        p.found = true;  // not where they should be: cannot tell
+        return;
+    }
     auto* h = reinterpret_cast<const std::uint32_t*>(gnu);
     std::uint32_t nbuckets = h[0], symoffset = h[1], bloom_words = h[2], shift = h[3];
     if (nbuckets == 0 || bloom_words == 0) return;
@@ -66,8 +81,7 @@ GREENSHIM_STARTUP_CODE int probe_object(struct dl_phdr_info* info, std::size_t, 
     auto* p = static_cast<Probe*>(arg);
     for (int i = 0; i < info->dlpi_phnum; ++i) {
         if (info->dlpi_phdr[i].p_type != PT_DYNAMIC) continue;
-        gnu_hash_lookup(reinterpret_cast<const ElfW(Dyn)*>(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr),
-                        info->dlpi_addr, *p);
+        gnu_hash_lookup(info, reinterpret_cast<const ElfW(Dyn)*>(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr), *p);
     }
     return p->found;  // nonzero ends the walk
 }
