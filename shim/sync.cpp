@@ -1471,7 +1471,7 @@ SHIM_EXPORT int pthread_spin_unlock(pthread_spinlock_t* l) {
 
 // ---- pthread_once: correct when the init routine itself blocks ----
 namespace {
-WaitQueue g_once_waiters;
+GREENSHIM_STARTUP_DATA WaitQueue g_once_waiters;  // (cold.hpp: its destructor reads it at every exit)
 }
 SHIM_EXPORT int pthread_once(pthread_once_t* once, void (*init)(void)) {
     SHIM_ENTER;

@@ -38,7 +38,7 @@ constexpr std::uintptr_t kMagic = 0x6772656e74687264ULL;  // "grenthrd"
 // g_all_done's Guard (an OS thread of its own, with its hub, may start
 // greenlet threads too); main's pthread_exit waits in g_all_done.
 std::size_t g_live_threads = 0;
-WaitQueue g_all_done;
+GREENSHIM_STARTUP_DATA WaitQueue g_all_done;  // (cold.hpp: its destructor reads it at every exit)
 std::atomic<bool> g_workers_started{false};  // GREENSHIM_HUBS's workers (start_workers)
 
 void free_thread(GThread* t) {

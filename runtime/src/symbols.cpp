@@ -99,6 +99,6 @@ GREENSHIM_STARTUP_CODE void* find_global(const char* name) noexcept {
     return probe(name).found ? dlsym(RTLD_DEFAULT, name) : nullptr;
 }
 
-void* first_definition(const char* name) noexcept { return const_cast<void*>(probe(name).code); }
+GREENSHIM_STARTUP_CODE void* first_definition(const char* name) noexcept { return const_cast<void*>(probe(name).code); }
 
 }  // namespace greenshim::detail
