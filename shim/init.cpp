@@ -151,14 +151,7 @@ struct InLibc {
 GREENSHIM_STARTUP_CODE int check_libc(struct dl_phdr_info* info, std::size_t, void* arg) noexcept {
     auto* w = static_cast<InLibc*>(arg);
     if (!module_holds(info, w->pc)) return 0;
-    // Its file name is libc.so.6 (compared here: libc's strcmp is a page that
-    // nothing else faults in at start-up).
-    const char* name = info->dlpi_name;
-    for (const char* c = name; *c; ++c)
-        if (*c == '/') name = c + 1;
-    const char* want = "libc.so.6";
-    while (*name && *name == *want) ++name, ++want;
-    w->yes = !*name && !*want;
+    w->yes = module_named(info, "libc.so.6");
     return 1;
 }
 GREENSHIM_STARTUP_CODE bool in_libc(const void* fn) noexcept {

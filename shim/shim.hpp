@@ -58,6 +58,7 @@
 #include "faults.hpp"
 #include "greenshim/hub.hpp"
 #include "greenshim/raw_syscall.hpp"
+#include "greenshim/symbols.hpp"
 #include "greenshim/thread_state.hpp"
 
 #define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
@@ -419,10 +420,8 @@ struct ProgramCode {
 // At start-up, in the main thread: its code is the program's (depth 0), and
 // the tick signal is taken (hold_signal).
 void stall_init() noexcept;
-// Whether one of a loaded module's segments holds pc (stall.cpp). Modules are
-// found by address with dl_iterate_phdr, not with dladdr (its nearest-symbol
-// walk over libc's table) or dlopen (which mallocs), both costly at start-up.
-bool module_holds(const struct dl_phdr_info* info, std::uintptr_t pc) noexcept;
+using greenshim::detail::module_holds;  // (greenshim/symbols.hpp)
+using greenshim::detail::module_named;
 // fork() child: the parent's timer did not come along (POSIX timers are not
 // inherited); the next pthread_create starts one.
 void stall_after_fork_child() noexcept;

@@ -122,21 +122,6 @@ Ranges g_allocator{g_allocator_r, 4, 0};  // written once, by the constructor
 // thread (find_load_lock); nullptr if not found: nothing is checked then.
 const pthread_mutex_t* g_load_lock = nullptr;
 
-}  // namespace
-
-// (shim.hpp. dladdr's walk over libc's symbols had cost more than the rest of
-// find_allocator_code.)
-GREENSHIM_STARTUP_CODE bool module_holds(const struct dl_phdr_info* info, std::uintptr_t pc) noexcept {
-    for (int i = 0; i < info->dlpi_phnum; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
-        if (ph.p_type == PT_LOAD && pc >= lo && pc - lo < ph.p_memsz) return true;
-    }
-    return false;
-}
-
-namespace {
-
 struct ModuleWanted {
     std::uintptr_t pc;
     Ranges* into;
@@ -220,10 +205,7 @@ int find_needed(struct dl_phdr_info* info, std::size_t, void* arg) {
 }
 
 int add_module_named(struct dl_phdr_info* info, std::size_t, void* arg) {
-    const char* want = static_cast<const char*>(arg);
-    const char* name = info->dlpi_name ? std::strrchr(info->dlpi_name, '/') : nullptr;
-    name = name ? name + 1 : info->dlpi_name;
-    if (!name || std::strcmp(name, want) != 0) return 0;
+    if (!module_named(info, static_cast<const char*>(arg))) return 0;
     add_text_of(info, g_unsafe);
     return 1;
 }

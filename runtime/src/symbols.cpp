@@ -23,16 +23,6 @@ struct Probe {
     const void* code;    // where the definition found is (nullptr: cannot tell)
 };
 
-// Whether addr is in one of the object's loaded segments.
-GREENSHIM_STARTUP_CODE bool loaded_in(const struct dl_phdr_info* info, ElfW(Addr) addr) noexcept {
-    for (int i = 0; i < info->dlpi_phnum; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        ElfW(Addr) lo = info->dlpi_addr + ph.p_vaddr;
-        if (ph.p_type == PT_LOAD && addr >= lo && addr - lo < ph.p_memsz) return true;
-    }
-    return false;
-}
-
 // The lookup the loader makes in one object's DT_GNU_HASH table: the bloom
 // filter, then the bucket's chain of hashes, then the name. Sets p.found and
 // p.code where the object defines it; p.found alone where it cannot tell.
@@ -50,7 +40,7 @@ GREENSHIM_STARTUP_CODE void gnu_hash_lookup(const struct dl_phdr_info* info, con
     }
     // glibc relocates these in place where .dynamic is writable; not the vdso's.
     if (gnu < base) gnu += base, symtab += base, strtab += base;
-    if (!loaded_in(info, gnu) || !loaded_in(info, symtab) || !loaded_in(info, strtab)) {
+    if (!module_holds(info, gnu) || !module_holds(info, symtab) || !module_holds(info, strtab)) {
         p.found = true;  // not where they should be: cannot tell
         return;
     }
@@ -94,6 +84,26 @@ GREENSHIM_STARTUP_CODE Probe probe(const char* name) noexcept {
 }
 
 }  // namespace
+
+GREENSHIM_STARTUP_CODE bool module_holds(const struct dl_phdr_info* info, std::uintptr_t addr) noexcept {
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+        if (ph.p_type == PT_LOAD && addr >= lo && addr - lo < ph.p_memsz) return true;
+    }
+    return false;
+}
+
+// (Compared here: libc's strcmp is a page that nothing else faults in at
+// start-up, where the shim asks whether recvfrom is libc.so.6's.)
+GREENSHIM_STARTUP_CODE bool module_named(const struct dl_phdr_info* info, const char* name) noexcept {
+    const char* file = info->dlpi_name;
+    if (!file) return false;
+    for (const char* c = file; *c; ++c)
+        if (*c == '/') file = c + 1;
+    while (*file && *file == *name) ++file, ++name;
+    return !*file && !*name;
+}
 
 GREENSHIM_STARTUP_CODE void* find_global(const char* name) noexcept {
     return probe(name).found ? dlsym(RTLD_DEFAULT, name) : nullptr;

@@ -5,7 +5,19 @@
 // never have called it (its heap, the tcache key's getrandom, page faults).
 #pragma once
 
+#include <cstdint>
+
+struct dl_phdr_info;  // <link.h> (not included here: its <elf.h> defines EV_NONE, which ev.h declares)
+
 namespace greenshim::detail {
+
+// Whether one of a loaded object's segments holds addr (objects are found by
+// address with dl_iterate_phdr, not with dladdr, whose nearest-symbol walk
+// over libc's table cost more than the rest of the start's lookups, or
+// dlopen, which mallocs).
+bool module_holds(const struct dl_phdr_info* info, std::uintptr_t addr) noexcept;
+// Whether the object's file name (after its last '/') is `name`.
+bool module_named(const struct dl_phdr_info* info, const char* name) noexcept;
 
 // dlsym(RTLD_DEFAULT, name), asked only when some loaded object's dynamic
 // symbol table defines `name` (read from its DT_GNU_HASH, as the loader
