@@ -384,7 +384,14 @@ struct ShimCall {
     __attribute__((always_inline)) ShimCall() noexcept {
         ++t_shim_depth;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        if (__builtin_expect(t_carried, 0)) come_back_from_carrier(__builtin_return_address(0));
+        // (Only at the outermost call: one the shim or the runtime makes
+        // inside a call that stays on the carrier, the allocator's, stays
+        // too. The runtime's spin for a wait queue's lock, a sched_yield
+        // made through our syscall(), inside jemalloc's pthread_mutex_trylock,
+        // took the thread back to its hub's run queue holding jemalloc's
+        // lock, while the hub ran a thread that spun for it: every hub hung,
+        // alloc-jemalloc-background, 1 run in ~200.)
+        if (__builtin_expect(t_carried, 0) && t_shim_depth == 1) come_back_from_carrier(__builtin_return_address(0));
     }
     ~ShimCall() {
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
