@@ -99,7 +99,11 @@ thread_local bool t_being_preempted __attribute__((tls_model("initial-exec"))) =
 
 // Code where a greenlet may hold a lock that another greenlet thread of the
 // same OS thread would wait for in the kernel: libc's and the loader's, the
-// allocator's, ours (the runtime, libev, Boost.Context).
+// allocator's, ours (the runtime, libev, Boost.Context). And the vdso: glibc
+// calls it from inside libc's clock_gettime, gettimeofday, time and getcpu,
+// so code that holds a lock reaches it too (a preloaded allocator asking the
+// time with its lock held: the tick took the thread back in the vdso, and
+// the others spun for the lock; tests/threads alloc-spin-lock).
 struct Range {
     std::uintptr_t lo, hi;
 };
@@ -116,6 +120,8 @@ struct Ranges {
 constexpr int kMaxRanges = 24;
 Range g_unsafe_r[kMaxRanges];
 Ranges g_unsafe{g_unsafe_r, kMaxRanges, 0};
+Range g_libc_r[2];
+Ranges g_libc{g_libc_r, 2, 0};  // libc's code alone (libc_syscall)
 GREENSHIM_STARTUP_DATA Range g_allocator_r[4];
 Ranges g_allocator{g_allocator_r, 4, 0};  // written once, by the constructor
 // glibc's loader lock (_rtld_global._dl_load_lock), found at the first
@@ -219,6 +225,8 @@ void add_allocator_needs() noexcept {
 
 void find_unsafe_code() noexcept {
     add_module_of(reinterpret_cast<const void*>(REAL(read)));                // libc
+    add_module_of(reinterpret_cast<const void*>(REAL(read)), g_libc);
+    add_module_of(reinterpret_cast<const void*>(getauxval(AT_SYSINFO_EHDR))); // the vdso (libc's, in effect)
     add_module_of(dlsym(RTLD_DEFAULT, "_dl_find_object"));                  // the loader
     add_module_of(dlsym(RTLD_DEFAULT, "__tls_get_addr"));                   // (older glibc)
     add_module_of(dlsym(RTLD_DEFAULT, "malloc"));                           // a replacement allocator
@@ -385,6 +393,18 @@ bool at_syscall(std::uintptr_t pc) noexcept {
     return op[0] == 0x0f && op[1] == 0x05;
 }
 
+// A system call libc makes inside one of its functions, where no interposer
+// sees it: stdio's writes to a pipe or a socket (fwrite, printf, fflush),
+// its reads (fscanf), the futex wait for one of its locks (a FILE another
+// greenlet holds). libc is unsafe code, where a greenlet is never taken
+// back, but such a thread may be handed to a carrier: it keeps running
+// there, so any lock of libc's it holds stays held by a running thread, and
+// what it lends the carrier (its tid, malloc's tcache) is what an OS thread
+// blocked there would have. Left on its hub's thread, it stopped every
+// other thread: a writer blocked in fwrite to a pipe another thread reads
+// hung for ever (tests/threads stalls, stdio-pipe).
+bool libc_syscall(std::uintptr_t pc) noexcept { return g_libc.has(pc) && at_syscall(pc); }
+
 // A tick on a carrier: the carried greenlet comes back to its hub when
 // another waits for a carrier (so the threads that compute take turns on the
 // carriers), where coming back is safe (as for a preemption).
@@ -433,8 +453,9 @@ void tick(ucontext_t* uc) noexcept {
     Hub* hub = greenshim::detail::existing_hub();  // (there is one: the ticker hangs on it)
     if (nothing_to_take_back(k, *hub)) return;
     auto pc = std::uintptr_t(uc->uc_mcontext.gregs[REG_RIP]);
+    bool in_libc_call = libc_syscall(pc);  // (handed off, never preempted)
     if (t_shim_depth != 0 || t_being_preempted || greenshim::detail::internal() || in_signal_handler() || !hub->can_preempt() ||
-        in_unsafe_code(pc) || loader_lock_here())
+        (in_unsafe_code(pc) && !in_libc_call) || loader_lock_here())
         return;  // looked at again next tick (can_preempt: not the hub itself)
     k.unchanged = 0;
     // A carrier for a thread that computed (this OS thread had the CPU at
@@ -452,7 +473,7 @@ void tick(ucontext_t* uc) noexcept {
     if ((computed || at_syscall(pc)) && hub->hand_off_running()) {  // on a carrier now: it goes on there
         arrived_on_carrier();
         land(uc);
-    } else if (hub->preempt_running()) {  // back here once it is run again: by the hub, a carrier or another hub
+    } else if (!in_libc_call && hub->preempt_running()) {  // back here once it is run again: by the hub, a carrier or another hub
         if (Hub::carried_from()) {
             arrived_on_carrier();
             land(uc);

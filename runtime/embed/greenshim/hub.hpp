@@ -565,7 +565,9 @@ public:
     //
     // Called where preempt_running() may be (a signal handler on this hub's
     // thread that caught the running greenlet outside the runtime, libc and
-    // the loader), after the caller lifted the handler's mask. Returns true
+    // the loader), or where it sits in a system call libc makes for the
+    // program (it keeps running, so what of libc's it holds stays held by a
+    // running thread), after the caller lifted the handler's mask. Returns true
     // on the carrier's OS thread, still in the handler: the caller must make
     // the signal frame right for that thread (its signal mask and sigaltstack
     // are restored from the frame). False at once, nothing done, unless

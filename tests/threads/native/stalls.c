@@ -15,6 +15,14 @@
  *               3 others take it in turn, 200 times each
  *   fork-spin-flag  spin-flag again, in a child made by fork() (the tick's
  *               signals go to the child's own threads)
+ *   stdio-pipe  a thread writes 1 MiB to a pipe through a FILE (fwrite: the
+ *               write is libc's own, which no interposer sees, and it blocks
+ *               once the pipe is full); another thread reads it all
+ *   stdio-lock  main holds a FILE's lock (flockfile) while it computes for
+ *               50 ms; another thread writes to that FILE meanwhile, waiting
+ *               for the lock inside libc (a futex wait no interposer sees).
+ *               (Main: under greenrun the main thread is preempted, never
+ *               handed to a carrier, so the writer waits on main's hub.)
  *   handshake   two threads pass a token back and forth 2,000 times through
  *               an atomic, spinning, with no call at all: each notes the OS
  *               thread it spins on (a raw gettid), and they must have been
@@ -145,6 +153,81 @@ static void raw_read_case(void) {
     say("raw-read: a read made with a raw syscall got the byte another thread wrote after usleep(20000)", got);
 }
 
+enum { kStdioBytes = 1 << 20 };
+static int stdio_pipe[2];
+static void *stdio_writer(void *arg) {
+    FILE *f = fdopen(stdio_pipe[1], "w");
+    static char buf[kStdioBytes];
+    memset(buf, 'x', sizeof buf);
+    size_t n = f ? fwrite(buf, 1, sizeof buf, f) : 0;
+    if (f && fclose(f) != 0) n = 0;
+    *(long *)arg = (long)n;
+    return NULL;
+}
+
+static void *stdio_reader(void *arg) {
+    char b[4096];
+    long total = 0, r;
+    while ((r = read(stdio_pipe[0], b, sizeof b)) > 0)
+        for (long i = 0; i < r; ++i) total += b[i] == 'x';
+    *(long *)arg = total;
+    return NULL;
+}
+
+static void stdio_pipe_case(void) {
+    if (pipe(stdio_pipe) != 0) {
+        perror("pipe");
+        exit(1);
+    }
+    pthread_t w, r;
+    long wrote = 0, got = 0;
+    double t0 = now_ms();
+    pthread_create(&w, NULL, stdio_writer, &wrote);
+    pthread_create(&r, NULL, stdio_reader, &got);
+    pthread_join(w, NULL);
+    pthread_join(r, NULL);
+    close(stdio_pipe[0]);
+    fprintf(stderr, "stdio-pipe: wrote %ld, read %ld, in %.1f ms\n", wrote, got, now_ms() - t0);
+    say("stdio-pipe: 1 MiB written through fwrite to a pipe, all of it read by another thread",
+        wrote == kStdioBytes && got == kStdioBytes);
+}
+
+static FILE *locked_file;
+static atomic_int file_locked, file_unlocked;
+static void hold_file(void) {
+    flockfile(locked_file);
+    atomic_store(&file_locked, 1);
+    double until = now_ms() + 50;
+    while (now_ms() < until) {
+    }
+    atomic_store(&file_unlocked, 1);
+    funlockfile(locked_file);
+}
+
+static void *file_writer(void *arg) {
+    while (!atomic_load(&file_locked)) usleep(1000);
+    int put = fputs("after the holder\n", locked_file) >= 0;
+    *(long *)arg = put && atomic_load(&file_unlocked);
+    return NULL;
+}
+
+static void stdio_lock_case(void) {
+    locked_file = fopen("/dev/null", "w");
+    if (!locked_file) {
+        perror("/dev/null");
+        exit(1);
+    }
+    pthread_t w;
+    long ok = 0;
+    double t0 = now_ms();
+    pthread_create(&w, NULL, file_writer, &ok);
+    hold_file();
+    pthread_join(w, NULL);
+    fclose(locked_file);
+    fprintf(stderr, "stdio-lock: %.1f ms\n", now_ms() - t0);
+    say("stdio-lock: a write waited inside libc for a FILE main held while it computed", ok);
+}
+
 static pthread_spinlock_t spin;
 static long in_lock, max_in_lock;
 static void *locker(void *arg) {
@@ -254,6 +337,8 @@ int main(int argc, char **argv) {
     if (all || strcmp(which, "cpu-share") == 0) cpu_share();
     if (all || strcmp(which, "raw-read") == 0) raw_read_case();
     if (all || strcmp(which, "spin-lock") == 0) spin_lock_case();
+    if (all || strcmp(which, "stdio-pipe") == 0) stdio_pipe_case();
+    if (all || strcmp(which, "stdio-lock") == 0) stdio_lock_case();
     if (all || strcmp(which, "handshake") == 0) handshake_case();
     return all_ok ? 0 : 1;
 }
