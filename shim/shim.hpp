@@ -407,10 +407,15 @@ struct ShimCall {
 // CancelPoint): declared after the ShimCall, so that it acts first.
 #define SHIM_CANCEL_POINT SHIM_ENTER; ::greenshim::shim::CancelPoint cancel_point_
 // The program's own code called from the shim's (a thread's start routine):
-// the depth is 0 meanwhile.
+// the depth is 0 meanwhile. Also a libc function an interposer calls for the
+// program that may block inside libc, where no interposer sees (stdio's read
+// of a line that arrives in pieces: in_libc): the stall tick may then hand
+// the thread to a carrier while it blocks, and it comes back as the call
+// returns, before the interposer goes on.
 struct ProgramCode {
     int saved = t_shim_depth;
-    ProgramCode() noexcept {
+    bool libc;
+    explicit ProgramCode(bool libc_call = false) noexcept : libc(libc_call) {
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         t_shim_depth = 0;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
@@ -419,7 +424,10 @@ struct ProgramCode {
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         t_shim_depth = saved;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        if (__builtin_expect(t_carried, 0)) come_back_from_carrier();
+        // (For a libc call, a caller in the shim's own code: no hand-back to
+        // a carrier as the interposer returns, come_back_from_carrier.)
+        if (__builtin_expect(t_carried, 0))
+            come_back_from_carrier(libc ? reinterpret_cast<const void*>(&come_back_from_carrier) : nullptr);
     }
     ProgramCode(const ProgramCode&) = delete;
     ProgramCode& operator=(const ProgramCode&) = delete;

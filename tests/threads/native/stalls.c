@@ -23,6 +23,9 @@
  *               for the lock inside libc (a futex wait no interposer sees).
  *               (Main: under greenrun the main thread is preempted, never
  *               handed to a carrier, so the writer waits on main's hub.)
+ *   stdio-pieces  a thread reads 5 lines with fgets from a pipe while main
+ *               writes each line in two pieces 30 ms apart (usleep): between
+ *               the pieces fgets waits inside libc
  *   handshake   two threads pass a token back and forth 2,000 times through
  *               an atomic, spinning, with no call at all: each notes the OS
  *               thread it spins on (a raw gettid), and they must have been
@@ -192,6 +195,38 @@ static void stdio_pipe_case(void) {
         wrote == kStdioBytes && got == kStdioBytes);
 }
 
+enum { kPiecesLines = 5 };
+static FILE *pieces_in;
+static void *line_reader(void *arg) {
+    char line[64];
+    long n = 0;
+    while (fgets(line, sizeof line, pieces_in)) n += strcmp(line, "hello\n") == 0;
+    *(long *)arg = n;
+    return NULL;
+}
+
+static void stdio_pieces_case(void) {
+    int fds[2];
+    if (pipe(fds) != 0 || !(pieces_in = fdopen(fds[0], "r"))) {
+        perror("pipe");
+        exit(1);
+    }
+    pthread_t r;
+    long lines = 0;
+    double t0 = now_ms();
+    pthread_create(&r, NULL, line_reader, &lines);
+    for (int i = 0; i < kPiecesLines; ++i) {
+        if (write(fds[1], "hel", 3) != 3) perror("write");
+        usleep(30000);
+        if (write(fds[1], "lo\n", 3) != 3) perror("write");
+    }
+    close(fds[1]);
+    pthread_join(r, NULL);
+    fclose(pieces_in);
+    fprintf(stderr, "stdio-pieces: %ld lines in %.1f ms\n", lines, now_ms() - t0);
+    say("stdio-pieces: 5 lines read with fgets, each written in two pieces 30 ms apart", lines == kPiecesLines);
+}
+
 static FILE *locked_file;
 static atomic_int file_locked, file_unlocked;
 static void hold_file(void) {
@@ -339,6 +374,7 @@ int main(int argc, char **argv) {
     if (all || strcmp(which, "spin-lock") == 0) spin_lock_case();
     if (all || strcmp(which, "stdio-pipe") == 0) stdio_pipe_case();
     if (all || strcmp(which, "stdio-lock") == 0) stdio_lock_case();
+    if (all || strcmp(which, "stdio-pieces") == 0) stdio_pieces_case();
     if (all || strcmp(which, "handshake") == 0) handshake_case();
     return all_ok ? 0 : 1;
 }
