@@ -253,14 +253,16 @@ SHIM_EXPORT FILE* popen(const char* command, const char* mode) {
     return REAL(popen)(command, mode);
 }
 
-// pclose closes the pipe inside libc: tell the hub first.
+// pclose closes the pipe inside libc: tell the hub first. Then it waits for
+// the command inside libc, where the stall tick may hand a thread other than
+// main to a carrier (call_libc).
 SHIM_EXPORT int pclose(FILE* f) {
     SHIM_ENTER;
     int fd = f ? fileno(f) : -1;
     if (fd >= 0) {
         fd_closing(fd);
     }
-    return REAL(pclose)(f);
+    return call_libc(REAL(pclose), f);
 }
 
 // ---- vfork ----

@@ -409,7 +409,7 @@ struct ShimCall {
 // The program's own code called from the shim's (a thread's start routine):
 // the depth is 0 meanwhile. Also a libc function an interposer calls for the
 // program that may block inside libc, where no interposer sees (stdio's read
-// of a line that arrives in pieces: in_libc): the stall tick may then hand
+// of a line that arrives in pieces: call_libc): the stall tick may then hand
 // the thread to a carrier while it blocks, and it comes back as the call
 // returns, before the interposer goes on.
 struct ProgramCode {
@@ -432,6 +432,14 @@ struct ProgramCode {
     ProgramCode(const ProgramCode&) = delete;
     ProgramCode& operator=(const ProgramCode&) = delete;
 };
+// The real function, called for the program where it may block inside libc
+// (see ProgramCode). Only where the interposer holds nothing of the shim's
+// across the call.
+template <class Real, class... Args>
+auto call_libc(Real real, Args... args) {
+    ProgramCode libc(/*libc_call=*/true);
+    return real(args...);
+}
 // At start-up, in the main thread: its code is the program's (depth 0), and
 // the tick signal is taken (hold_signal).
 void stall_init() noexcept;

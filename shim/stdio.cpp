@@ -6,7 +6,7 @@
 // data. A line that arrives in pieces still blocks in libc between pieces,
 // and so does a write to a full pipe (fwrite, printf: not interposed): the
 // stall tick hands such a thread to a carrier (stall.cpp, libc_syscall), so
-// the real read runs as the program's own code (in_libc); the main thread,
+// the real read runs as the program's own code (call_libc); the main thread,
 // which is never handed off, still holds its hub there (README).
 #include <stdio.h>
 
@@ -33,49 +33,42 @@ bool wait_readable(FILE* f) {
     }
     return true;
 }
-
-// The real function, made as the program's own code (see ProgramCode).
-template <class Real, class... Args>
-auto in_libc(Real real, Args... args) {
-    ProgramCode libc(/*libc_call=*/true);
-    return real(args...);
-}
 }  // namespace
 
 SHIM_EXPORT char* fgets(char* s, int n, FILE* f) {
     SHIM_CANCEL_POINT;
     if (!wait_readable(f)) return nullptr;
-    return in_libc(REAL(fgets), s, n, f);
+    return call_libc(REAL(fgets), s, n, f);
 }
 SHIM_EXPORT int fgetc(FILE* f) {
     SHIM_CANCEL_POINT;
     if (!wait_readable(f)) return EOF;
-    return in_libc(REAL(fgetc), f);
+    return call_libc(REAL(fgetc), f);
 }
 SHIM_EXPORT int getc(FILE* f) {
     SHIM_CANCEL_POINT;
     if (!wait_readable(f)) return EOF;
-    return in_libc(REAL(getc), f);
+    return call_libc(REAL(getc), f);
 }
 SHIM_EXPORT int getchar(void) {
     SHIM_CANCEL_POINT;
     if (!wait_readable(stdin)) return EOF;
-    return in_libc(REAL(getchar));
+    return call_libc(REAL(getchar));
 }
 SHIM_EXPORT size_t fread(void* p, size_t size, size_t n, FILE* f) {
     SHIM_CANCEL_POINT;
     if (!wait_readable(f)) return 0;
-    return in_libc(REAL(fread), p, size, n, f);
+    return call_libc(REAL(fread), p, size, n, f);
 }
 SHIM_EXPORT ssize_t getdelim(char** line, size_t* n, int delim, FILE* f) {
     SHIM_CANCEL_POINT;
     if (!wait_readable(f)) return -1;
-    return in_libc(REAL(getdelim), line, n, delim, f);
+    return call_libc(REAL(getdelim), line, n, delim, f);
 }
 SHIM_EXPORT ssize_t getline(char** line, size_t* n, FILE* f) {
     SHIM_CANCEL_POINT;
     if (!wait_readable(f)) return -1;
-    return in_libc(REAL(getline), line, n, f);
+    return call_libc(REAL(getline), line, n, f);
 }
 extern "C" char* __fgets_chk(char* s, size_t size, int n, FILE* f);
 SHIM_EXPORT char* __fgets_chk(char* s, size_t size, int n, FILE* f) {
@@ -83,5 +76,5 @@ SHIM_EXPORT char* __fgets_chk(char* s, size_t size, int n, FILE* f) {
     static decltype(&::__fgets_chk) real_fgets_chk = nullptr;
     auto real = real_fn(real_fgets_chk, "__fgets_chk");
     if (!wait_readable(f)) return nullptr;
-    return in_libc(real, s, size, n, f);
+    return call_libc(real, s, size, n, f);
 }

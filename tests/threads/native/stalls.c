@@ -26,6 +26,9 @@
  *   stdio-pieces  a thread reads 5 lines with fgets from a pipe while main
  *               writes each line in two pieces 30 ms apart (usleep): between
  *               the pieces fgets waits inside libc
+ *   pclose-wait  a thread runs a command with popen that prints a line and
+ *               exits 300 ms later; its pclose waits inside libc, while main
+ *               counts usleep(10000)s until the thread is done
  *   handshake   two threads pass a token back and forth 2,000 times through
  *               an atomic, spinning, with no call at all: each notes the OS
  *               thread it spins on (a raw gettid), and they must have been
@@ -227,6 +230,33 @@ static void stdio_pieces_case(void) {
     say("stdio-pieces: 5 lines read with fgets, each written in two pieces 30 ms apart", lines == kPiecesLines);
 }
 
+static atomic_int pclosed;
+static void *popen_runner(void *arg) {
+    FILE *p = popen("echo hi; exec sleep 0.3", "r");
+    char line[16] = "";
+    int ok = p && fgets(line, sizeof line, p) && strcmp(line, "hi\n") == 0;
+    int status = p ? pclose(p) : -1;
+    *(long *)arg = ok && status == 0;
+    atomic_store(&pclosed, 1);
+    return NULL;
+}
+
+static void pclose_wait_case(void) {
+    pthread_t t;
+    long ok = 0;
+    int naps = 0;
+    double t0 = now_ms();
+    pthread_create(&t, NULL, popen_runner, &ok);
+    while (!atomic_load(&pclosed)) {
+        usleep(10000);
+        ++naps;
+    }
+    pthread_join(t, NULL);
+    fprintf(stderr, "pclose-wait: main napped %d times in %.1f ms\n", naps, now_ms() - t0);
+    say("pclose-wait: the command's line read and its exit status 0", ok);
+    say("pclose-wait: main napped at least 10 times of 10 ms while pclose waited 300 ms", naps >= 10);
+}
+
 static FILE *locked_file;
 static atomic_int file_locked, file_unlocked;
 static void hold_file(void) {
@@ -375,6 +405,7 @@ int main(int argc, char **argv) {
     if (all || strcmp(which, "stdio-pipe") == 0) stdio_pipe_case();
     if (all || strcmp(which, "stdio-lock") == 0) stdio_lock_case();
     if (all || strcmp(which, "stdio-pieces") == 0) stdio_pieces_case();
+    if (all || strcmp(which, "pclose-wait") == 0) pclose_wait_case();
     if (all || strcmp(which, "handshake") == 0) handshake_case();
     return all_ok ? 0 : 1;
 }
