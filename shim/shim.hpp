@@ -44,6 +44,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <mqueue.h>
 #include <grp.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,7 +167,8 @@ inline F real_fn(F& slot, const char* name) noexcept {
     X(gethostbyaddr_r) X(res_query) X(res_search) X(res_querydomain)                         \
     X(pread) X(pwrite) X(preadv) X(pwritev) X(fsync) X(fdatasync)                             \
     X(fclose) X(fdopen) X(close_range) X(closefrom) X(flock) X(lockf) X(popen) X(pclose)      \
-    X(system) X(fgets) X(fgetc) X(getc) X(getchar) X(fread) X(getdelim) X(getline)
+    X(system) X(fgets) X(fgetc) X(getc) X(getchar) X(fread) X(getdelim) X(getline)          \
+    X(msgrcv) X(msgsnd) X(semtimedop) X(mq_receive) X(mq_timedreceive) X(mq_send) X(mq_timedsend)
 GREENSHIM_REAL_FUNCTIONS(GREENSHIM_REAL_SLOT)
 
 // ---- a greenlet's non-blocking socket attempts ----
@@ -871,6 +875,9 @@ struct Backoff {
     // The wait of a cancellation point (lockf, a unix connect, a
     // process-shared sem_wait): a cancellation ends it too (EINTR).
     bool cancellation_point = false;
+    // A wait the kernel never restarts after a handler, SA_RESTART or not
+    // (System V IPC: signal(7)): EINTR even without a deadline.
+    bool never_restarted = false;
 };
 // File locks, a full unix backlog: 1 ms backing off to 50 ms.
 inline constexpr Backoff kSlowBackoff{1000000, 50000000};
@@ -880,8 +887,8 @@ int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy, const Bac
     std::int64_t backoff = how.first_ns;
     std::int64_t spin_until = how.spin_ns > 0 ? monotonic_ns() + how.spin_ns : 0;
     Interruptible mode = !how.interruptible ? Interruptible::no
-                         : deadline == kForever ? Interruptible::unless_restart
-                                                : Interruptible::always;
+                         : deadline == kForever && !how.never_restarted ? Interruptible::unless_restart
+                                                                        : Interruptible::always;
     if (how.cancellation_point) mode = cancellable(mode);
     // A handler that runs while the greenlet yields, or is ready to run after
     // a timer, interrupts the call too, as it would the blocked call.
