@@ -105,7 +105,9 @@ ssize_t mq_wait(mqd_t q, int events, Deadline deadline, Try&& try_once) {
     for (;;) {
         ssize_t r = try_once();
         if (r >= 0 || errno != ETIMEDOUT) return r;
-        if (park_until_ready(q, events, deadline) < 0) {
+        // (Restarted after a handler with SA_RESTART, deadline or not, as
+        // the kernel restarts the queue's own wait.)
+        if (park_until_ready(q, events, deadline, Interruptible::unless_restart) < 0) {
             if (errno == EAGAIN) errno = ETIMEDOUT;  // (the caller's own deadline)
             return -1;
         }

@@ -773,6 +773,9 @@ int park_as(WaitSite& site, std::intptr_t arg, Interruptible mode, EndsBy ends, 
 // A wait on an fd with a deadline (SO_RCVTIMEO) is one the kernel never
 // restarts after a signal; without one it restarts if the handler has SA_RESTART.
 int park_until_ready(int fd, int events, Deadline deadline) noexcept;
+// The same where the kernel's own wait restarts after a handler with
+// SA_RESTART even with a deadline (a POSIX message queue's): mode says.
+int park_until_ready(int fd, int events, Deadline deadline, Interruptible mode) noexcept;
 
 // ---- the cooperative budget (wait.cpp) ----
 //

@@ -660,19 +660,23 @@ SHIM_EXPORT int pthread_getcpuclockid(pthread_t th, clockid_t* clock) {
 }
 
 namespace {
-// Whether a signal sent to t interrupts a wait of t's, as in the kernel: only
-// when a handler runs for it. One t blocks stays pending (for its sigwait,
-// sigtimedwait or signalfd); an ignored or default one interrupts nothing.
-bool runs_handler(GThread* t, int sig) noexcept {
-    if (sigismember(&t->sigmask, sig) == 1) return false;
+// Which waits of t's a signal sent to t interrupts, as in the kernel: none
+// unless a handler runs for it (one t blocks stays pending, for its sigwait,
+// sigtimedwait or signalfd; an ignored or default one interrupts nothing);
+// with SA_RESTART, only those the kernel never restarts (a sleep, a poll,
+// msgrcv), so that a read goes on waiting as it would unpatched.
+InterruptMask handler_interrupts(GThread* t, int sig) noexcept {
+    if (sigismember(&t->sigmask, sig) == 1) return 0;
     struct sigaction sa;
-    if (sigaction(sig, nullptr, &sa) != 0) return false;
-    return sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN;
+    if (sigaction(sig, nullptr, &sa) != 0) return 0;
+    if (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN) return 0;
+    return (sa.sa_flags & SA_RESTART) ? kByRestartingHandler : kByHandler;
 }
 }  // namespace
 
 // Signals to a greenlet thread go to the OS thread that carries it; a parked
-// target is woken (EINTR) so that its handler's effect is seen promptly.
+// target whose wait the handler interrupts is woken (EINTR) so that its
+// handler's effect is seen promptly.
 SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
     SHIM_ENTER;
     GThread* t = gthread_of(th);
@@ -685,8 +689,9 @@ SHIM_EXPORT int pthread_kill(pthread_t th, int sig) {
     if (sig < 0 || sig >= NSIG) return EINVAL;
     if (sig == 0) return 0;
     int r = raise_here(sig);
-    if (r == 0 && t->greenlet && runs_handler(t, sig)) {
-        if (Hub* hub = greenshim::detail::existing_hub()) hub->interrupt(*t->greenlet);
+    InterruptMask kinds = r == 0 && t->greenlet ? handler_interrupts(t, sig) : 0;
+    if (kinds != 0) {
+        if (Hub* hub = greenshim::detail::existing_hub()) hub->interrupt(*t->greenlet, kinds);
     }
     return r;
 }

@@ -44,12 +44,16 @@ int wake_result(Wake w, const char* what, EndsBy ends) noexcept {
 }
 
 int park_until_ready(int fd, int events, Deadline deadline) noexcept {
+    return park_until_ready(fd, events, deadline,
+                            deadline == kForever ? Interruptible::unless_restart : Interruptible::always);
+}
+
+int park_until_ready(int fd, int events, Deadline deadline, Interruptible mode) noexcept {
     // Readiness is a hint (epoll may report an fd another greenlet drains
     // first): every caller checks, and comes back if it was not ready.
     if (faults::active() && faults::spurious_wake(fd, events)) return 0;
-    int r = park_as(site_for(fd, events), fd,
-                    cancellable(deadline == kForever ? Interruptible::unless_restart : Interruptible::always),
-                    EndsBy::other_thread, [&](Hub& hub) { return hub.wait_fd(fd, events, deadline); });
+    int r = park_as(site_for(fd, events), fd, cancellable(mode), EndsBy::other_thread,
+                    [&](Hub& hub) { return hub.wait_fd(fd, events, deadline); });
     if (r == 0) return 0;
     errno = r == -ETIMEDOUT ? EAGAIN : -r;
     return -1;

@@ -716,6 +716,13 @@ bool Hub::interrupt(Greenlet& g) {
     return true;
 }
 
+bool Hub::interrupt(Greenlet& g, InterruptMask kinds) {
+    if (g.state() != GreenletState::parked) return false;
+    if ((__atomic_load_n(&detail::impl_of(g).interrupt_mask, __ATOMIC_RELAXED) & kinds) == 0) return false;
+    schedule(g, Wake::interrupted);
+    return true;
+}
+
 void Hub::interrupt_for_good(Greenlet& g, InterruptMask kinds) {
     Greenlet::Impl& im = detail::impl_of(g);
     im.kept_interrupts.store(kinds, std::memory_order_seq_cst);

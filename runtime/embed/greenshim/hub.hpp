@@ -339,8 +339,12 @@ public:
     // write (~1-5 us until it runs there).
     void schedule(Greenlet& g, Wake why = Wake::event);
     // Wakes g with Wake::interrupted if it is parked (whatever its
-    // InterruptMask: the shim's pthread_kill); false if it was not parked.
+    // InterruptMask); false if it was not parked.
     bool interrupt(Greenlet& g);
+    // The same only if its wait's InterruptMask has a bit of `kinds` (the
+    // shim's pthread_kill: a handler with SA_RESTART interrupts only the
+    // waits the kernel never restarts). Cost: a load more.
+    bool interrupt(Greenlet& g, InterruptMask kinds);
     // Interrupts g for good with `kinds` (the embedder's bits; 0 takes it
     // back): if g is parked in a wait whose InterruptMask has one of them,
     // the wait ends with Wake::interrupted, as interrupt() ends it, and so

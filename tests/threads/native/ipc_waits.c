@@ -19,7 +19,10 @@
  *   msgrcv-removed  main removes the queue a thread waits on: EIDRM
  *   mq_receive    a thread waits on a POSIX queue; main sends after
  *                 usleep(20000)
- *   mq_timedreceive  a 50 ms deadline on an empty queue: ETIMEDOUT */
+ *   mq_timedreceive  a 50 ms deadline on an empty queue: ETIMEDOUT
+ *   mq-restart    a handler (SA_RESTART) interrupts a thread's mq_timedreceive
+ *                 (deadline 5 s on) 5 times, then main sends: the wait was
+ *                 restarted each time, and the message arrives */
 #include "common.h"
 
 #include <errno.h>
@@ -232,6 +235,37 @@ static void mq_timedreceive_case(void) {
     say("mq_timedreceive: an empty queue with a 50 ms deadline gave ETIMEDOUT", n == -1 && err == ETIMEDOUT && took >= 45);
 }
 
+static void *mq_take_timed(void *arg) {
+    char buf[64];
+    struct timespec at;
+    clock_gettime(CLOCK_REALTIME, &at);
+    at.tv_sec += 5;
+    ssize_t n = mq_timedreceive(mq, buf, sizeof buf, NULL, &at);
+    if (n < 0) fprintf(stderr, "mq-restart: %zd, errno %d\n", n, errno);
+    *(long *)arg = n == 6 && strcmp(buf, "again") == 0;
+    return NULL;
+}
+
+static void mq_restart_case(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = note_usr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    usr1_handled = 0;
+    pthread_t t;
+    long got = 0;
+    pthread_create(&t, NULL, mq_take_timed, &got);
+    for (int i = 0; i < 5; ++i) {
+        usleep(5000);
+        pthread_kill(t, SIGUSR1);
+    }
+    usleep(5000);
+    if (mq_send(mq, "again", 6, 0) != 0) perror("mq_send");
+    pthread_join(t, NULL);
+    say("mq-restart: a handler with SA_RESTART restarted a thread's mq_timedreceive, which got the message", usr1_handled && got);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     queue = msgget(IPC_PRIVATE, 0600);
@@ -254,6 +288,7 @@ int main(void) {
     semtimedop_case();
     mq_receive_case();
     mq_timedreceive_case();
+    mq_restart_case();
     semctl(sems, 0, IPC_RMID);
     mq_close(mq);
     return all_ok ? 0 : 1;
