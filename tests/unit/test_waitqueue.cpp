@@ -264,6 +264,21 @@ TEST_CASE("Hub::interrupt wakes a WaitQueue waiter and an fd waiter") {
     CHECK(q->empty());  // the interrupted waiter left the queue
 }
 
+TEST_CASE("Hub::interrupt with kinds wakes only a wait whose InterruptMask has one of them") {
+    Hub& hub = Hub::current();
+    auto t = spawn([&hub] {
+        InterruptScope accepts{InterruptMask(1)};
+        return hub.sleep_until(deadline_after(30));
+    });
+    greenshim::sleep(0);
+    REQUIRE(t.greenlet().state() == GreenletState::parked);
+    CHECK_FALSE(hub.interrupt(t.greenlet(), InterruptMask(2)));  // not a kind it accepts: it sleeps on
+    CHECK(t.greenlet().state() == GreenletState::parked);
+    CHECK(hub.interrupt(t.greenlet(), InterruptMask(3)));
+    CHECK(t.value(5) == Wake::interrupted);
+    testutil::check_hub_idle();
+}
+
 TEST_CASE("interrupt_one matches the wait's InterruptMask and only waits older than the last notify") {
     Hub& hub = Hub::current();
     std::vector<bool> said;
