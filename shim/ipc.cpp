@@ -48,7 +48,8 @@ void sysv_changed() {
 template <class Try>
 int sysv_wait(WaitSite& site, Deadline deadline, bool cancellation_point, int busy, Try&& try_once) {
     WaitScope what(site);
-    Backoff how{1000000, 2000000, 50000, true, &g_sysv_changed};
+    Backoff how = kSharedBackoff;
+    how.queue = &g_sysv_changed;
     how.never_restarted = true;
     how.cancellation_point = cancellation_point;
     bool found = false;
@@ -81,13 +82,11 @@ bool all_nowait(const struct sembuf* ops, size_t n) noexcept {
     return true;
 }
 
-bool bad_time(const struct timespec* t) noexcept { return t->tv_nsec < 0 || t->tv_nsec >= 1000000000L; }
-
 int semop_until(int id, struct sembuf* ops, size_t n, const struct timespec* rel) {
     auto real = REAL(semtimedop);
     struct sembuf copy[kMaxCopiedOps];
-    if (!may_park() || (ops && all_nowait(ops, n)) || (rel && (!kernel_reads(rel) || bad_time(rel))) ||
-        !ops || !with_nowait(ops, n, copy))
+    if (!may_park() || !ops || all_nowait(ops, n) || (rel && (!kernel_reads(rel) || bad_time(rel))) ||
+        !with_nowait(ops, n, copy))
         return call_libc(real, id, ops, n, rel);
     Deadline deadline = rel ? deadline_after_ns(std::int64_t(rel->tv_sec) * 1000000000 + rel->tv_nsec) : kForever;
     long result = 0;

@@ -884,6 +884,10 @@ struct Backoff {
 };
 // File locks, a full unix backlog: 1 ms backing off to 50 ms.
 inline constexpr Backoff kSlowBackoff{1000000, 50000000};
+// Objects another process may release, seen only by trying again (glibc's
+// process-shared ones, sync.cpp; System V IPC, ipc.cpp): yield for 50 us,
+// then 1 ms backing off to 2 ms (libev's epoll sleeps in whole ms).
+inline constexpr Backoff kSharedBackoff{1000000, 2000000, 50000, true, nullptr};
 
 template <class Try, class Busy>
 int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy, const Backoff& how = kSlowBackoff) {
@@ -922,6 +926,10 @@ int retry_with_backoff(Deadline deadline, Try&& try_once, Busy&& busy, const Bac
         errno = err;
     }
 }
+
+// A time whose nanoseconds are out of range (EINVAL for the timed waits);
+// nullptr is none, so not bad.
+inline bool bad_time(const struct timespec* t) noexcept { return t && (t->tv_nsec < 0 || t->tv_nsec >= 1000000000L); }
 
 // Whether the kernel can read the timespec at ts (wait.cpp). A call that
 // reads a caller's time before the kernel does asks this first, so that a

@@ -41,8 +41,6 @@ using namespace greenshim::shim;
 
 namespace {
 
-bool bad_time(const struct timespec* t) { return t && (t->tv_nsec < 0 || t->tv_nsec >= 1000000000L); }
-
 // What a greenlet parked on a lock waits for, for the trace, stats and the
 // deadlock report ("pthread_mutex_lock 0x5581...").
 WaitSite g_mutex{"pthread_mutex_lock", "sync", WaitSite::Arg::address};
@@ -168,7 +166,6 @@ void give_way_to_woken(const void* caller = nullptr) noexcept {
 //    the kernel does for a thread that dies (sync_thread_exiting).
 // Each waiter polls for itself: N greenlets waiting on one object another
 // process holds make N timers.
-constexpr Backoff kSharedBackoff{1000000, 2000000, 50000, true, nullptr};
 constexpr std::int64_t kCondPollNs = 2000000;
 
 enum class SharedKind : std::uint8_t { sem, mutex, cond, rwlock };

@@ -394,7 +394,7 @@ SHIM_EXPORT int pthread_tryjoin_np(pthread_t th, void** ret) {
 SHIM_EXPORT int pthread_timedjoin_np(pthread_t th, void** ret, const struct timespec* abstime) {
     SHIM_CANCEL_POINT;
     if (!gthread_of(th)) return join_os_thread(th, [&] { return REAL(pthread_timedjoin_np)(th, ret, abstime); });
-    bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
+    bool malformed = bad_time(abstime);
     return join_until(th, ret, malformed ? kForever : deadline_at(CLOCK_REALTIME, abstime), false, malformed);
 }
 
@@ -402,7 +402,7 @@ SHIM_EXPORT int pthread_clockjoin_np(pthread_t th, void** ret, clockid_t clock, 
     SHIM_CANCEL_POINT;
     if (!gthread_of(th)) return join_os_thread(th, [&] { return REAL(pthread_clockjoin_np)(th, ret, clock, abstime); });
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) return EINVAL;
-    bool malformed = abstime && (abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000L);
+    bool malformed = bad_time(abstime);
     return join_until(th, ret, malformed ? kForever : deadline_at(clock, abstime), false, malformed);
 }
 
