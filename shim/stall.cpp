@@ -470,7 +470,11 @@ void tick(ucontext_t* uc) noexcept {
     // blocks every signal); the handler's return restores what the kernel
     // saved for the greenlet.
     REAL(pthread_sigmask)(SIG_SETMASK, &uc->uc_sigmask, nullptr);
-    if ((computed || at_syscall(pc)) && hub->hand_off_running()) {  // on a carrier now: it goes on there
+    // Blocked: in a system call, and off the CPU there (one caught at a
+    // syscall instruction while it computes, making call after call, counts
+    // against the spares).
+    bool blocked = at_syscall(pc) && !computed;
+    if ((computed || blocked) && hub->hand_off_running(blocked)) {  // on a carrier now: it goes on there
         arrived_on_carrier();
         land(uc);
     } else if (!in_libc_call && hub->preempt_running()) {  // back here once it is run again: by the hub, a carrier or another hub
@@ -687,6 +691,9 @@ void stall_watch(Hub& hub) noexcept {
     }
     k->seen_switches = hub.switches();
     o->ticker = k;
+    // The tick may hand the main thread off too, blocked in libc say (not on
+    // a worker hub's thread: its main greenlet is the hub's own).
+    hub.let_main_be_handed_off();
     arm(*k);
 }
 

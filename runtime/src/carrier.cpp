@@ -52,12 +52,21 @@ struct Carrier {
     Hub* from = nullptr;
     bool started = false;     // its OS thread exists (set by the hub that starts it)
     bool busy = false;        // under the registry's lock: reserved or carrying
+    bool for_blocked = false; // under the registry's lock: busy for a greenlet blocked in a system call
     void* slot = nullptr;     // the embedder's (CarrierHooks)
 };
 
 // Process-wide, under one lock held for a few loads and stores; it may be
 // taken in hand_off_running's signal handler, which runs only where the
 // hub's thread holds nothing of the runtime's.
+//
+// Two budgets. At most `max` carriers carry greenlets that compute (the
+// spares: as many as there are CPUs besides the hubs'). A greenlet caught
+// blocked in a system call (in libc, or a raw one) uses no CPU: it gets a
+// carrier beyond those, up to kBlockedCarriers more, as an OS thread of its
+// own would wait in the kernel; else every greenlet of a hub could end up
+// waiting behind one blocked there (four threads each fwrite to a full
+// pipe whose reader is on their hub, with one spare: all four hung).
 //
 // `staged`: a greenlet a hub took from its run queue for the next carrier
 // that comes free (Hub::hand_off_ready, when every carrier is busy). A
@@ -72,11 +81,20 @@ struct Registry {
     Hub::CarrierHooks hooks;
     Greenlet* staged = nullptr;
     Hub* staged_from = nullptr;
+    unsigned all_max() const noexcept { return max ? max + detail::kBlockedCarriers : 0; }
 };
 Registry* g_registry = nullptr;
 Registry* volatile g_parents_registry = nullptr;  // (carriers_after_fork_child; volatile: a store nothing reads is kept)
-std::atomic<unsigned> g_busy{0};        // carriers reserved or carrying (a hint read without the lock)
+// Carriers reserved or carrying greenlets that compute, not blocked ones
+// (changed under the lock; a hint read without it).
+std::atomic<unsigned> g_busy{0};
 std::atomic<bool> g_staged_hint{false};  // staged != nullptr
+
+// c's greenlet came back (or never went): c is free, under the lock.
+void release(Carrier& c) noexcept {
+    c.busy = false;
+    if (!std::exchange(c.for_blocked, false)) g_busy.fetch_sub(1, std::memory_order_relaxed);
+}
 
 void carry(ThreadState& t, Carrier& c, Greenlet& g, Hub& from) {
     Greenlet::Impl& gi = detail::impl_of(g);
@@ -106,13 +124,15 @@ void* carrier_main(void* arg) {
         {
             std::unique_lock<detail::OsMutex> lk(r.mu);
             if (g) {  // the one it carried came back: a staged one next, if any
-                if (r.staged) {
+                // (One that was blocked leaves room for a staged one only
+                // within the budget of those that compute.)
+                if (r.staged && (!c->for_blocked || g_busy.load(std::memory_order_relaxed) < r.max)) {
                     c->job = std::exchange(r.staged, nullptr);
                     c->from = r.staged_from;
                     g_staged_hint.store(false, std::memory_order_relaxed);
+                    if (std::exchange(c->for_blocked, false)) g_busy.fetch_add(1, std::memory_order_relaxed);
                 } else {
-                    c->busy = false;
-                    g_busy.fetch_sub(1, std::memory_order_relaxed);
+                    release(*c);
                 }
             }
             // Idle for kHelperIdleSeconds (not reserved meanwhile): it ends,
@@ -164,19 +184,21 @@ bool start(Carrier& c) noexcept {
 
 namespace detail {
 
-void* carrier_reserve() noexcept {
+void* carrier_reserve(bool blocked) noexcept {
     Registry* r = g_registry;
     if (!r || r->max == 0) return nullptr;
     InternalScope internal;
     std::lock_guard<detail::OsMutex> lk(r->mu);
-    for (Carrier* c : r->all) {
-        if (!c->busy) {
-            c->busy = true;
-            g_busy.fetch_add(1, std::memory_order_relaxed);
-            return c;
-        }
-    }
-    if (r->all.size() >= r->max) return nullptr;
+    if (!blocked && g_busy.load(std::memory_order_relaxed) >= r->max) return nullptr;
+    auto take = [blocked](Carrier* c) {
+        c->busy = true;
+        c->for_blocked = blocked;
+        if (!blocked) g_busy.fetch_add(1, std::memory_order_relaxed);
+        return c;
+    };
+    for (Carrier* c : r->all)
+        if (!c->busy) return take(c);
+    if (r->all.size() >= r->all_max()) return nullptr;
     auto* c = new (std::nothrow) Carrier;
     if (!c) return nullptr;
     try {
@@ -185,9 +207,7 @@ void* carrier_reserve() noexcept {
         delete c;
         return nullptr;
     }
-    c->busy = true;
-    g_busy.fetch_add(1, std::memory_order_relaxed);
-    return c;
+    return take(c);
 }
 
 bool carrier_may_be_had() noexcept {
@@ -200,8 +220,7 @@ bool carrier_give(void* carrier, Greenlet* g, Hub* from) noexcept {
     InternalScope internal;
     std::unique_lock<detail::OsMutex> lk(g_registry->mu);
     if (!c->started && !start(*c)) {
-        c->busy = false;
-        g_busy.fetch_sub(1, std::memory_order_relaxed);
+        release(*c);
         return false;
     }
     c->job = g;
@@ -255,13 +274,15 @@ GREENSHIM_STARTUP_CODE void Hub::set_carriers(unsigned max, CarrierHooks hooks) 
     g_registry->hooks = hooks;
 }
 
-bool Hub::hand_off_running() noexcept {
+bool Hub::hand_off_running(bool blocked) noexcept {
     if (!can_preempt()) return false;
     ThreadState& t = *detail::t_state;
     Greenlet& g = *t.current;
-    if (!detail::impl_of(g).tls || g.is_main()) return false;
-    void* c = detail::carrier_reserve();
+    Greenlet::Impl& gi = detail::impl_of(g);
+    if (g.is_main() ? !t.stand_in || worker_ || &g != t.main.get() : !gi.tls) return false;
+    void* c = detail::carrier_reserve(blocked);
     if (!c) return false;
+    if (!gi.tls) detail::main_leaves(t, gi);  // (main: it takes the OS thread's block along)
     ++away_;
     detail::bump(hand_offs_);
     hand_off_g_ = &g;
@@ -270,6 +291,21 @@ bool Hub::hand_off_running() noexcept {
     running_.store(hub_greenlet_.get(), std::memory_order_relaxed);
     Runtime::jump(*hub_greenlet_);  // returns on the carrier
     return true;
+}
+
+bool Hub::let_main_be_handed_off() noexcept {
+    ThreadState* t = detail::t_state;
+    if (!t || t->hub != this || worker_) return false;
+    if (t->stand_in) return true;
+    // The shared errno and exception globals move with the block
+    // (main_leaves): only those at the same place in every block.
+    ThreadTls* own = t->os_tls;
+    if (!ThreadTls::own_tls_found() || !ThreadTls::in_static_tls(own, t->errno_at) ||
+        !ThreadTls::in_static_tls(own, t->eh_ours) || (t->eh_program && !ThreadTls::in_static_tls(own, t->eh_program)))
+        return false;
+    InternalScope internal;
+    t->stand_in = ThreadTls::create();
+    return t->stand_in != nullptr;
 }
 
 // In the hub greenlet, right after the switch from hand_off_running: the
@@ -295,7 +331,7 @@ void Hub::hand_off_ready() noexcept {
         Greenlet* prev;
         Greenlet* g = first_carriable(prev);
         if (!g) return;
-        void* c = now ? detail::carrier_reserve() : nullptr;
+        void* c = now ? detail::carrier_reserve(false) : nullptr;
         if (!c && !detail::carrier_stage(g, this)) return;
         unlink_carriable(*g, prev);
         Runtime::set_state(*g, GreenletState::running);
@@ -318,10 +354,11 @@ void Hub::came_back(Greenlet& g) noexcept {
 void Hub::come_back(bool carriable) noexcept {
     ThreadState* t = detail::t_state;
     if (!t || !t->carrying_for) return;
+    Hub* home = t->carrying_for;  // (a main greenlet's Impl::hub is not set)
     Greenlet::Impl& im = detail::impl_of(*t->current);
     im.carriable = carriable;  // (read by the hub once the carrier posted it)
     Runtime::jump(*t->main);  // to the carrier's loop; back here on the hub's thread, or on a carrier
-    im.hub->resumed_from_queue(im);
+    home->resumed_from_queue(im);
 }
 
 Hub* Hub::carried_from() noexcept {

@@ -501,7 +501,7 @@ void write_stats(int fd, const char* prefix) noexcept {
             prefix, (unsigned long long)s.helper_threads, (unsigned long long)s.peak_helper_threads,
             (unsigned long long)s.helper_jobs, detail::kHelperIdleSeconds);
     if (s.carriers)
-        out(fd, "%s carrier threads (run a thread that did not wait, beside the others): %llu started; an idle one "
+        out(fd, "%s carrier threads (run a thread that did not wait, or sat blocked in a system call, beside the others): %llu started; an idle one "
                 "ends after %d s\n",
             prefix, (unsigned long long)s.carriers, detail::kHelperIdleSeconds);
     if (detail::timing_enabled()) {

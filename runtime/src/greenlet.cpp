@@ -290,6 +290,47 @@ ThreadState& init_thread_state() {
     return *t;
 }
 
+// What current_owner is while g runs: a main greenlet's is its own OS
+// thread's token (set with it: init_thread_state), wherever it runs (a main
+// greenlet carried to another OS thread keeps its own).
+inline const void* owner_of(const Greenlet& g) noexcept { return g.is_main() ? impl_of(g).owner_token : &g; }
+
+namespace {
+template <class T>
+T* moved(T* p, ThreadTls* from, ThreadTls* to) noexcept {
+    return reinterpret_cast<T*>(reinterpret_cast<char*>(to) + (reinterpret_cast<char*>(p) - reinterpret_cast<char*>(from)));
+}
+// Where the shared errno and exception globals are, from one block to another
+// (each in static TLS: Hub::let_main_be_handed_off checked).
+void shared_locals_move(ThreadState& t, ThreadTls* from, ThreadTls* to) noexcept {
+    t.errno_at = moved(t.errno_at, from, to);
+    t.eh_ours = moved(t.eh_ours, from, to);
+    if (t.eh_program) t.eh_program = moved(t.eh_program, from, to);
+}
+}  // namespace
+
+// g, about to run on t's OS thread, is its main greenlet back from a
+// carrier (on the carrier that resumes it, t is the carrier's: no stand-in).
+inline bool coming_home(const ThreadState& t, const Greenlet& g) noexcept {
+    return g.is_main() && t.stand_in && t.os_tls == t.stand_in;
+}
+
+void main_leaves(ThreadState& t, Greenlet::Impl& m) noexcept {
+    ThreadTls* own = t.os_tls;
+    ThreadTls::stand_in(t.stand_in, own);
+    m.tls = own;  // (so the switch away saves nothing: its block keeps its errno)
+    t.os_tls = t.stand_in;
+    shared_locals_move(t, own, t.stand_in);
+}
+
+void main_returns(ThreadState& t, Greenlet::Impl& m) noexcept {
+    ThreadTls* own = m.tls;
+    shared_locals_move(t, t.os_tls, own);
+    save_shared_locals(t, m);  // what it left in its block, for the arrival to restore
+    m.tls = nullptr;
+    t.os_tls = own;
+}
+
 // Makes the thread-locals target runs with current: its own block, or the
 // OS thread's. Called right before the stack switch to target, with nothing
 // thread-local touched in between (the compiler may keep the thread pointer
@@ -418,9 +459,10 @@ void Runtime::jump(Greenlet& target) {
     if (!self->impl_->tls) save_shared_locals(t, *self->impl_);  // (else its block keeps them: after_resume)
     t.from = self;
     t.current = &target;
-    t.current_owner = owner_id_on(t, target);
+    t.current_owner = owner_of(target);
     target.state_.store(GreenletState::running, std::memory_order_relaxed);
     Greenlet::Impl& ti = *target.impl_;
+    if (__builtin_expect(ti.tls != nullptr, 0) && coming_home(t, target)) main_returns(t, ti);
     if (__builtin_expect(!ti.fiber_created, 0)) ensure_fiber(target);
     enter_tls(t, ti);
 #if GREENSHIM_ASAN
@@ -462,7 +504,7 @@ ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err)
     begin_switch(t);
     t.from = &g;
     t.current = &next;
-    t.current_owner = owner_id_on(t, next);
+    t.current_owner = owner_of(next);
     ensure_fiber(next);  // a fresh parent starts now, as greenlet does
     next.state_.store(GreenletState::running, std::memory_order_relaxed);
 #if GREENSHIM_ASAN
@@ -471,6 +513,7 @@ ctx::fiber Runtime::finish(Greenlet& g, std::any result, std::exception_ptr err)
     // fiber_entry makes the switch.
     asan_leave(nullptr, next.impl_->asan_stack);
 #endif
+    if (__builtin_expect(next.impl_->tls != nullptr, 0) && coming_home(t, next)) main_returns(t, *next.impl_);
     enter_tls(t, *next.impl_);  // only returns follow, then Boost's switch
     return std::move(next.impl_->ctx);
 }
@@ -708,7 +751,7 @@ void* switch_begin(Greenlet& target) noexcept {
     Runtime::set_state(*self, GreenletState::suspended);
     t->from = self;
     t->current = &target;
-    t->current_owner = owner_id_on(*t, target);
+    t->current_owner = owner_of(target);
     Runtime::set_state(target, GreenletState::running);
     // Taken out of its fiber, as fiber::resume() does.
     void* to = fcontext_of(ti.ctx);

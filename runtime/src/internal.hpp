@@ -144,6 +144,11 @@ struct ThreadState : ThreadStateHead {
     int* errno_at = nullptr;
     EhGlobals* eh_ours = nullptr;
     EhGlobals* eh_program = nullptr;
+    // The block the hub runs with while the OS thread's main greenlet, which
+    // shares the OS thread's own block, is on a carrier (main_leaves): made
+    // once, where allocating is allowed (Hub::let_main_be_handed_off).
+    // nullptr: main is never handed off.
+    ThreadTls* stand_in = nullptr;
     // On a carrier (carrier.cpp) while it carries a greenlet: that greenlet's
     // hub. The carried greenlet's block points its t_state here meanwhile.
     Hub* carrying_for = nullptr;
@@ -164,6 +169,17 @@ inline void end_switch(ThreadState& t) noexcept {
 extern std::atomic<std::uint64_t> g_signal_generation;
 namespace detail {
 ThreadState& init_thread_state();
+// The OS thread's main greenlet m leaves for a carrier (Hub::hand_off_running,
+// right before the switch to the hub): it takes the OS thread's own block as
+// its own, and the stand-in becomes the block every greenlet without one of
+// its own (the hub) runs with, taking the OS thread's tid, malloc tcache and
+// the runtime's thread-locals. No allocation (a signal handler calls it).
+void main_leaves(ThreadState& t, Greenlet::Impl& m) noexcept;
+// m is about to run on its OS thread again (the switch to it: Runtime::jump
+// and finish): it shares the OS thread's block again, the stand-in is put
+// aside. Its errno and exception globals, left in that block, are the ones
+// the switch restores.
+void main_returns(ThreadState& t, Greenlet::Impl& m) noexcept;
 inline ThreadState& ts() {
     ThreadState* t = t_state;
     return t ? *t : init_thread_state();
@@ -206,6 +222,9 @@ struct OwnThread {
 bool others_could_wake() noexcept;
 // How long an idle helper thread waits for work before it ends.
 inline constexpr int kHelperIdleSeconds = 2;
+// Carriers for greenlets blocked in a system call, beyond the spares (as
+// many as the helper pool's threads: pool.cpp).
+inline constexpr unsigned kBlockedCarriers = 128;
 inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
@@ -324,8 +343,9 @@ void set_process_hub(Hub* h) noexcept;  // async.cpp: a fork's child, whichever 
 void post_came_back(Hub& hub, Greenlet* g);
 // carrier.cpp: hand_off_running's choice of a carrier (nullptr: none may be
 // had), and the hub's giving it the greenlet (false: it could not start).
-void* carrier_reserve() noexcept;
-bool carrier_may_be_had() noexcept;  // a hint: one idle, or another may start
+// blocked: for a greenlet blocked in a system call (Registry's budgets).
+void* carrier_reserve(bool blocked) noexcept;
+bool carrier_may_be_had() noexcept;  // a hint: one for a greenlet that computes
 bool carrier_stage(Greenlet* g, Hub* from) noexcept;  // false: one is staged already
 bool carrier_staged() noexcept;  // a hint
 bool carrier_give(void* carrier, Greenlet* g, Hub* from) noexcept;

@@ -733,6 +733,48 @@ void ThreadTls::give_back(ThreadTls* t, const Lent& saved) noexcept {
     }
 }
 
+namespace {
+struct OwnTls {
+    bool ok = false;
+    std::ptrdiff_t offset = 0;  // of this library's TLS block, from the TP
+    std::size_t size = 0;
+};
+OwnTls g_own_tls;
+std::once_flag g_own_tls_once;
+}  // namespace
+
+bool ThreadTls::own_tls_found() noexcept {
+    std::call_once(g_own_tls_once, [] {
+        if (!supported()) return;
+        Dl_info di;
+        if (!dladdr(reinterpret_cast<void*>(&ThreadTls::own_tls_found), &di)) return;
+        LibcTls l;  // (the same walk as for libc's block, over this library)
+        l.base = reinterpret_cast<std::uintptr_t>(di.dli_fbase);
+        dl_iterate_phdr(find_libc_tls, &l);
+        char* tp = reinterpret_cast<char*>(current());
+        if (!l.block || !l.memsz || l.block < tp - g.info.static_size + g.info.tcb_size || l.block + l.memsz > tp) return;
+        g_own_tls = {true, l.block - tp, l.memsz};
+    });
+    return g_own_tls.ok;
+}
+
+bool ThreadTls::in_static_tls(const ThreadTls* block, const void* p) noexcept {
+    auto* tp = reinterpret_cast<const char*>(block);
+    auto* v = static_cast<const char*>(p);
+    return supported() && v >= tp - g.info.static_size + g.info.tcb_size && v < tp;
+}
+
+void ThreadTls::stand_in(ThreadTls* to, const ThreadTls* from) noexcept {
+    char* p = reinterpret_cast<char*>(to);
+    const char* f = reinterpret_cast<const char*>(from);
+    at<int>(p, off::tid) = at<int>(const_cast<char*>(f), off::tid);
+    if (g.info.malloc_shared) {
+        at<void*>(p, g.info.tcache_offset) = at<void*>(const_cast<char*>(f), g.info.tcache_offset);
+        at<void*>(p, g.info.arena_offset) = at<void*>(const_cast<char*>(f), g.info.arena_offset);
+    }
+    std::memcpy(p + g_own_tls.offset, f + g_own_tls.offset, g_own_tls.size);
+}
+
 void ThreadTls::rehome(ThreadTls* t) noexcept {
     char* p = reinterpret_cast<char*>(t);
     char* cur = reinterpret_cast<char*>(current());

@@ -182,6 +182,24 @@ public:
     static void lend(ThreadTls* t, Lent& saved) noexcept;
     static void give_back(ThreadTls* t, const Lent& saved) noexcept;
 
+    // A block that stands in for another on the same OS thread while that
+    // one runs elsewhere (the OS thread's main greenlet, which runs with the
+    // OS thread's own block, handed to a carrier: Hub::hand_off_running; the
+    // hub goes on with the stand-in). `to` takes `from`'s tid, malloc tcache
+    // and arena words and this library's own thread-locals as they are now,
+    // so that the hub finds in it what it found in `from`. No allocation and
+    // no system call (a signal handler may call it), but own_tls_found()
+    // must have returned true first. Cost: a copy of this library's static
+    // TLS (a few hundred bytes).
+    static void stand_in(ThreadTls* to, const ThreadTls* from) noexcept;
+    // Finds this library's static TLS block, for stand_in(): once,
+    // thread-safe; calls dladdr and dl_iterate_phdr (not in a signal
+    // handler). false when unsupported or not in static TLS.
+    static bool own_tls_found() noexcept;
+    // Whether p (an address in block's thread-locals, say errno's) is in its
+    // static TLS, which every block lays out alike.
+    static bool in_static_tls(const ThreadTls* block, const void* p) noexcept;
+
     // A block made on another OS thread, for a thread that has never run,
     // made the calling OS thread's for good: its tid, its malloc tcache word
     // and the inherited words (inherit()) become the running OS thread's,

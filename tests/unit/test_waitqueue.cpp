@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <memory>
 #include <stdexcept>
@@ -504,5 +505,55 @@ TEST_CASE("hand_off_running moves a computing greenlet to a carrier; come_back b
     CHECK(seen_from.load() == &hub);
     CHECK(back_tid.load() == home);
     CHECK(hub.away() == 0);
+}
+
+// The OS thread's main greenlet shares the OS thread's own thread-locals with
+// the hub; let_main_be_handed_off gives the hub a stand-in block, so that
+// main can go to a carrier with its own: the same pthread_self, thread-locals
+// and errno there and back, while the hub runs the others on the stand-in.
+namespace {
+thread_local int t_main_mark = 0;
+}  // namespace
+
+TEST_CASE("hand_off_running moves the main greenlet with its thread-locals; the hub goes on with a stand-in") {
+    if (Greenlet::own_thread_locals_unsupported()) return;
+    Hub& hub = Hub::current();
+    REQUIRE(Greenlet::current().is_main());
+    REQUIRE(hub.let_main_be_handed_off());
+    Hub::set_carriers(1, {});
+    g_handed_off = false;
+    TickTimer tick(SIGRTMIN + 4, hand_off_handler);
+    const pid_t home = gettid();
+    const pthread_t self = pthread_self();
+    std::atomic<bool> ran{false};
+    std::atomic<pid_t> other_tid{0};
+    auto other = hub.spawn([&](std::any) -> std::any {
+        other_tid = pid_t(syscall(SYS_gettid));
+        ran = true;
+        return {};
+    });
+    t_main_mark = 7;
+    errno = 1234;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!ran.load() && std::chrono::steady_clock::now() < give_up) {
+    }  // never waits: only a hand-off lets the hub run `other`
+    REQUIRE(ran.load());
+    const pid_t away = pid_t(syscall(SYS_gettid));
+    const bool same_away = pthread_equal(pthread_self(), self) && t_main_mark == 7 && errno == 1234;
+    Hub* from = Hub::carried_from();
+    Hub::come_back();
+    const bool same_back = pthread_equal(pthread_self(), self) && t_main_mark == 7 && errno == 1234;
+    const pid_t back = pid_t(syscall(SYS_gettid));
+    tick.stop();
+    Hub::set_carriers(0, {});
+    CHECK(g_handed_off.load());
+    CHECK(other_tid.load() == home);
+    CHECK(away != home);
+    CHECK(from == &hub);
+    CHECK(same_away);
+    CHECK(back == home);
+    CHECK(same_back);
+    CHECK(hub.away() == 0);
+    CHECK(other->dead());
 }
 }  // TEST_SUITE hub

@@ -575,11 +575,23 @@ public:
     // on the carrier's OS thread, still in the handler: the caller must make
     // the signal frame right for that thread (its signal mask and sigaltstack
     // are restored from the frame). False at once, nothing done, unless
-    // can_preempt(), the greenlet has its own thread-locals and is not main,
-    // and a carrier is idle or another may start (set_carriers' cap).
+    // can_preempt(), the greenlet has its own thread-locals (or is the OS
+    // thread's main greenlet, and let_main_be_handed_off() said yes), and a
+    // carrier is idle or another may start (set_carriers' cap).
     // Cost: two switches, a futex wake, ~10 us; a thread start (~30 us) the
     // first time each carrier is needed. An idle carrier ends after 2 s.
-    bool hand_off_running() noexcept;
+    // Main's adds a copy of the runtime's thread-locals and, where wrfsbase
+    // is not allowed, two arch_prctl calls (one to go, one to come back).
+    // blocked: the greenlet sits in a system call (it uses no CPU there), so
+    // it may have a carrier beyond set_carriers' cap, up to 128 more.
+    bool hand_off_running(bool blocked = false) noexcept;
+    // Lets hand_off_running() take this OS thread's main greenlet (the
+    // program's main thread, which shares the OS thread's own thread-locals
+    // with the hub): it leaves with that block, and the hub goes on with a
+    // stand-in made now (~4.6 KiB, kept). On the hub's own OS thread, where
+    // allocating is allowed, once or more. false (main stays: only preempted)
+    // for a worker hub, or where thread-locals are not per greenlet.
+    bool let_main_be_handed_off() noexcept;
     // On a carrier, from the carried greenlet, at a point where it holds
     // nothing of libc's (the caller's to know): back to its hub's run queue;
     // returns on the hub's OS thread once the hub runs it. A no-op elsewhere.
@@ -595,8 +607,8 @@ public:
     // the carried greenlet back (come_back(true)), so that the threads that
     // compute take turns on the carriers. Cost: a load.
     static bool carrier_awaited() noexcept;
-    // Set once, before any hand-off: at most max carriers (0: none, no
-    // hand-off), and the embedder's calls on the carrier's OS thread before
+    // Set once, before any hand-off: at most max carriers for greenlets that
+    // compute, and up to 128 more for blocked ones (0: none, no hand-off), and the embedder's calls on the carrier's OS thread before
     // each greenlet it carries (start), after (stop), and when the carrier
     // ends (retire: it ends after kHelperIdleSeconds without a greenlet to
     // carry), with the embedder's own word for that carrier (its timer, say).

@@ -29,10 +29,6 @@ struct ThreadStateHead {
     // instead of two dependent ones.
     const void* current_owner = nullptr;
 };
-// What current_owner is for g on the thread whose head is h.
-inline const void* owner_id_on(const ThreadStateHead& h, const Greenlet& g) noexcept {
-    return g.is_main() ? h.main_token : &g;
-}
 struct ThreadState;
 
 extern thread_local ThreadState* t_state __attribute__((tls_model("initial-exec")));

@@ -8,6 +8,11 @@
  *               after usleep(20000)
  *   cpu-share   4 threads count in CPU loops until main, after usleep(300000),
  *               tells them to stop: every one of them counted, and main woke
+ *   main-computes  main and 2 threads count in CPU loops for 300 ms (on
+ *               main's clock) with no call between: each counted, and main's
+ *               __thread value is the same after (under greenrun the three
+ *               take turns on the hub's OS thread and the spares, main
+ *               among them)
  *   raw-read    a thread reads a pipe with a raw `syscall` instruction (no
  *               libc, no interposer: a blocking call the shim cannot see);
  *               another writes the byte after usleep(20000)
@@ -18,11 +23,23 @@
  *   stdio-pipe  a thread writes 1 MiB to a pipe through a FILE (fwrite: the
  *               write is libc's own, which no interposer sees, and it blocks
  *               once the pipe is full); another thread reads it all
+ *   main-stdio-pipe  stdio-pipe with main as the writer, and its own
+ *               __thread value, pthread_self() and errno the same after
+ *               (under greenrun main is handed to a carrier OS thread with
+ *               its thread-locals while the reader runs on main's hub)
+ *   main-pclose  pclose-wait with main as the thread that waits, and another
+ *               thread napping
+ *   blocked-writers  4 threads each fwrite 1 MiB to a pipe of its own,
+ *               whose reader thread starts 100 ms later: each write blocks
+ *               inside libc (under greenrun each writer needs an OS thread
+ *               of its own, more than the spares: run with one spare,
+ *               meson.build's stalls-blocked-writers)
  *   stdio-lock  main holds a FILE's lock (flockfile) while it computes for
  *               50 ms; another thread writes to that FILE meanwhile, waiting
  *               for the lock inside libc (a futex wait no interposer sees).
- *               (Main: under greenrun the main thread is preempted, never
- *               handed to a carrier, so the writer waits on main's hub.)
+ *               (Under greenrun main, computing in its own code, goes to
+ *               a carrier or is preempted; the writer, blocked inside libc,
+ *               goes to a carrier too.)
  *   stdio-pieces  a thread reads 5 lines with fgets from a pipe while main
  *               writes each line in two pieces 30 ms apart (usleep): between
  *               the pieces fgets waits inside libc
@@ -43,6 +60,7 @@
 
 #include <stdatomic.h>
 #include <sys/syscall.h>
+#include <errno.h>
 #include <sys/wait.h>
 
 static atomic_int flag;
@@ -109,6 +127,31 @@ static void cpu_share(void) {
     fprintf(stderr, "cpu-share: main's usleep(300000) took %.1f ms\n", slept);
     say("cpu-share: main woke from usleep while 4 threads computed", slept >= 300);
     say("cpu-share: each of the 4 computing threads ran", all);
+}
+
+static __thread int main_mark;
+static double main_deadline;
+static void *deadline_counter(void *arg) {
+    volatile long *n = arg;
+    while (now_ms() < main_deadline) ++*n;
+    return NULL;
+}
+
+static void main_computes(void) {
+    pthread_t t[2];
+    long n[3] = {0};
+    main_mark = 1;
+    main_deadline = now_ms() + 300;
+    for (int i = 0; i < 2; ++i) pthread_create(&t[i], NULL, deadline_counter, &n[i]);
+    deadline_counter(&n[2]);
+    int all = n[2] > 0;
+    for (int i = 0; i < 2; ++i) {
+        pthread_join(t[i], NULL);
+        all &= n[i] > 0;
+    }
+    fprintf(stderr, "main-computes: counted %ld, %ld and %ld (main)\n", n[0], n[1], n[2]);
+    say("main-computes: main and 2 threads each counted in CPU loops for 300 ms", all);
+    say("main-computes: main's __thread value the same after", main_mark == 1);
 }
 
 static long raw_gettid(void) {
@@ -196,6 +239,107 @@ static void stdio_pipe_case(void) {
     fprintf(stderr, "stdio-pipe: wrote %ld, read %ld, in %.1f ms\n", wrote, got, now_ms() - t0);
     say("stdio-pipe: 1 MiB written through fwrite to a pipe, all of it read by another thread",
         wrote == kStdioBytes && got == kStdioBytes);
+}
+
+static void *stdio_reader_marked(void *arg) {
+    main_mark = 2;  // (its own: main's stays 1)
+    return stdio_reader(arg);
+}
+
+static void main_stdio_pipe_case(void) {
+    if (pipe(stdio_pipe) != 0) {
+        perror("pipe");
+        exit(1);
+    }
+    pthread_t r, self = pthread_self();
+    long got = 0;
+    main_mark = 1;
+    double t0 = now_ms();
+    pthread_create(&r, NULL, stdio_reader_marked, &got);
+    FILE *f = fdopen(stdio_pipe[1], "w");
+    static char buf[kStdioBytes];
+    memset(buf, 'x', sizeof buf);
+    errno = 0;
+    size_t wrote = f ? fwrite(buf, 1, sizeof buf, f) : 0;
+    int same = errno == 0 && main_mark == 1 && pthread_equal(pthread_self(), self);
+    if (!f || fclose(f) != 0) wrote = 0;
+    pthread_join(r, NULL);
+    close(stdio_pipe[0]);
+    fprintf(stderr, "main-stdio-pipe: wrote %zu, read %ld, in %.1f ms\n", wrote, got, now_ms() - t0);
+    say("main-stdio-pipe: main wrote 1 MiB through fwrite to a pipe, all of it read by another thread",
+        wrote == kStdioBytes && got == kStdioBytes);
+    say("main-stdio-pipe: main's __thread value, pthread_self() and errno the same after the fwrite", same);
+}
+
+enum { kBlockedWriters = 4 };
+static int writer_pipes[kBlockedWriters][2];
+static long writer_wrote[kBlockedWriters], reader_got[kBlockedWriters];
+static void *blocked_writer(void *arg) {
+    long i = (long)arg;
+    FILE *f = fdopen(writer_pipes[i][1], "w");
+    static char buf[kStdioBytes];
+    memset(buf, 'x', sizeof buf);
+    writer_wrote[i] = f ? (long)fwrite(buf, 1, sizeof buf, f) : 0;
+    if (!f || fclose(f) != 0) writer_wrote[i] = 0;
+    return NULL;
+}
+
+static void *late_reader(void *arg) {
+    long i = (long)arg;
+    char b[4096];
+    long r;
+    while ((r = read(writer_pipes[i][0], b, sizeof b)) > 0) reader_got[i] += r;
+    return NULL;
+}
+
+static void blocked_writers_case(void) {
+    pthread_t w[kBlockedWriters], r[kBlockedWriters];
+    double t0 = now_ms();
+    for (long i = 0; i < kBlockedWriters; ++i)
+        if (pipe(writer_pipes[i]) != 0) {
+            perror("pipe");
+            exit(1);
+        }
+    for (long i = 0; i < kBlockedWriters; ++i) pthread_create(&w[i], NULL, blocked_writer, (void *)i);
+    usleep(100000);
+    for (long i = 0; i < kBlockedWriters; ++i) pthread_create(&r[i], NULL, late_reader, (void *)i);
+    int all = 1;
+    for (long i = 0; i < kBlockedWriters; ++i) {
+        pthread_join(w[i], NULL);
+        pthread_join(r[i], NULL);
+        close(writer_pipes[i][0]);
+        all = all && writer_wrote[i] == kStdioBytes && reader_got[i] == kStdioBytes;
+    }
+    fprintf(stderr, "blocked-writers: %.1f ms\n", now_ms() - t0);
+    say("blocked-writers: 4 threads blocked in fwrite to full pipes, each pipe read to the end by a thread started later",
+        all);
+}
+
+static atomic_int napper_stop;
+static void *napper(void *arg) {
+    long n = 0;
+    while (!atomic_load(&napper_stop)) {
+        usleep(10000);
+        ++n;
+    }
+    *(long *)arg = n;
+    return NULL;
+}
+
+static void main_pclose_case(void) {
+    pthread_t t;
+    long naps = 0;
+    double t0 = now_ms();
+    pthread_create(&t, NULL, napper, &naps);
+    FILE *p = popen("echo hi; exec sleep 0.3", "r");
+    char line[16] = "";
+    int ok = p && fgets(line, sizeof line, p) && strcmp(line, "hi\n") == 0;
+    int status = p ? pclose(p) : -1;
+    atomic_store(&napper_stop, 1);
+    pthread_join(t, NULL);
+    fprintf(stderr, "main-pclose: the thread napped %ld times in %.1f ms\n", naps, now_ms() - t0);
+    say("main-pclose: the command's line read and its exit status 0", ok && status == 0);
+    say("main-pclose: another thread napped at least 10 times of 10 ms while main's pclose waited 300 ms", naps >= 10);
 }
 
 enum { kPiecesLines = 5 };
@@ -400,9 +544,13 @@ int main(int argc, char **argv) {
     if (all || strcmp(which, "spin-flag") == 0) spin_flag();
     if (all || strcmp(which, "fork-spin-flag") == 0) fork_spin_flag();
     if (all || strcmp(which, "cpu-share") == 0) cpu_share();
+    if (all || strcmp(which, "main-computes") == 0) main_computes();
     if (all || strcmp(which, "raw-read") == 0) raw_read_case();
     if (all || strcmp(which, "spin-lock") == 0) spin_lock_case();
     if (all || strcmp(which, "stdio-pipe") == 0) stdio_pipe_case();
+    if (all || strcmp(which, "main-stdio-pipe") == 0) main_stdio_pipe_case();
+    if (all || strcmp(which, "main-pclose") == 0) main_pclose_case();
+    if (all || strcmp(which, "blocked-writers") == 0) blocked_writers_case();
     if (all || strcmp(which, "stdio-lock") == 0) stdio_lock_case();
     if (all || strcmp(which, "stdio-pieces") == 0) stdio_pieces_case();
     if (all || strcmp(which, "pclose-wait") == 0) pclose_wait_case();
