@@ -315,7 +315,7 @@ SHIM_EXPORT int pthread_create(pthread_t* out, const pthread_attr_t* attr, void*
     }
     // The process has threads now, whatever the kernel says: libstdc++ and
     // glibc skip synchronisation while this is set (std::stop_token does).
-    __libc_single_threaded = 0;
+    Greenlet::process_has_threads();
     *out = reinterpret_cast<pthread_t>(t);
     // With several hubs, the first hub to come free takes it (it may run,
     // and end, at once there).

@@ -681,6 +681,8 @@ void OsThreadLocalsScope::after_fork_child() noexcept {
 
 bool Greenlet::own_thread_locals_off_under_sanitizer() noexcept { return detail::ThreadTls::sanitizer_loaded(); }
 
+void Greenlet::process_has_threads() noexcept { detail::process_has_threads(); }
+
 bool Greenlet::own_thread_locals_switch_by_syscall() noexcept {
     return thread_locals_ready() && !detail::ThreadTls::info().wrfsbase;
 }

@@ -478,7 +478,14 @@ bool Hub::can_preempt() const noexcept {
     detail::ThreadState* t = detail::t_state;
     if (!t || t->hub != this || t->switching) return false;  // (a switch under way: ThreadState::switching)
     Greenlet* g = t->current;
-    return g && g != hub_greenlet_.get() && g->state() == GreenletState::running;
+    if (!g || g == hub_greenlet_.get() || g->state() != GreenletState::running) return false;
+    // Not while it runs with another block than its own (OsThreadLocalsScope:
+    // a fork or setuid made as the OS thread): resumed, by the hub or a
+    // carrier, it would get its own back in the middle of that call (a
+    // setgid blocked in glibc's broadcast was handed off so, and main, at
+    // home meanwhile, then ran on the hub's thread as the carrier's).
+    detail::ThreadTls* own = detail::impl_of(*g).tls;
+    return detail::ThreadTls::current() == (own ? own : t->os_tls);
 }
 
 bool Hub::preempt_running() noexcept {

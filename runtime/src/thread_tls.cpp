@@ -68,7 +68,8 @@
 //     finds a chunk's arena from the chunk. The two words are found once in
 //     libc's TLS block (see find_malloc_state); the tcache word is copied
 //     into each block.
-//   __libc_single_threaded is cleared on create(), as pthread_create does.
+//   __libc_single_threaded is cleared on create(), as pthread_create does
+//   (process_has_threads: once glibc finished its own first-thread set-up).
 //
 // WHAT STAYS PER OS THREAD. The kernel's view: the tid (every block carries
 // the OS thread's), the signal mask and sigaltstack, the registered robust
@@ -586,7 +587,7 @@ ThreadTls* finish_create(char* p, bool malloced) noexcept {
         run_in(t, g.ctype_init);
     }
     at<int>(cur, off::multiple_threads) = 1;
-    __libc_single_threaded = 0;
+    process_has_threads();
     return t;
 }
 
@@ -595,6 +596,37 @@ std::once_flag g_once;
 }  // namespace
 
 void tls_set_fs_syscall(void* tp) noexcept { raw_syscall(SYS_arch_prctl, kArchSetFs, long(tp)); }
+
+// glibc (2.34 on) installs its SIGSETXID and SIGCANCEL handlers at the first
+// pthread_create of a process it believes single-threaded (late_init), which
+// it tells by __libc_single_threaded (2.36: the same variable). Cleared by
+// us first, it never did: a setgid() made while a carrier OS thread was
+// alive killed the process with SIGRT_1 (33), glibc's broadcast of the new
+// ids finding no handler. So libc's pthread_create (ours would make a
+// greenlet) is called first, asking for a stack of 2^62 bytes: its deferred
+// set-up runs first thing, then the stack's mmap fails (no address space is
+// that large) and it returns EAGAIN, no thread made (a real one, made and
+// joined, showed as a second OS thread to greenrun --compare's sampler).
+void process_has_threads() noexcept {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (!__libc_single_threaded) return;  // (a real thread ran already: glibc cleared it)
+        using Create = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+        using Join = int (*)(pthread_t, void**);
+        int saved_errno = errno;  // (the failed mmap sets it; create() keeps the caller's)
+        auto create = reinterpret_cast<Create>(dlsym(RTLD_NEXT, "pthread_create"));
+        auto join = reinterpret_cast<Join>(dlsym(RTLD_NEXT, "pthread_join"));
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_t th;
+        if (create && join && pthread_attr_setstacksize(&attr, std::size_t(1) << 62) == 0 &&
+            create(&th, &attr, [](void*) -> void* { return nullptr; }, nullptr) == 0)
+            join(th, nullptr);  // (made after all: gone again)
+        pthread_attr_destroy(&attr);
+        errno = saved_errno;
+    });
+    __libc_single_threaded = 0;
+}
 
 bool ThreadTls::supported() noexcept {
     std::call_once(g_once, [] { g.ok = check(); });

@@ -68,6 +68,8 @@ namespace greenshim::detail {
 extern bool g_tls_wrfsbase;
 // Switches with the arch_prctl system call (out of line).
 void tls_set_fs_syscall(void* tp) noexcept;
+// Greenlet::process_has_threads (create() calls it).
+void process_has_threads() noexcept;
 
 class ThreadTls {
 public:

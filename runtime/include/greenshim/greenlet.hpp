@@ -230,6 +230,13 @@ public:
     // out of a greenlet that has them is an arch_prctl system call (the CPU
     // or kernel does not allow wrfsbase: HWCAP2_FSGSBASE is not set).
     static bool own_thread_locals_switch_by_syscall() noexcept;
+    // Tells glibc and libstdc++ the process has threads
+    // (__libc_single_threaded = 0), as a greenlet thread's start must: they
+    // skip synchronisation while it is set. The first call lets glibc finish
+    // the set-up it defers to the first pthread_create first (its SIGSETXID
+    // and SIGCANCEL handlers): a call of libc's pthread_create that fails
+    // (a stack too large to map), once. Not in a signal handler.
+    static void process_has_threads() noexcept;
     // Runs the running greenlet's thread-exit duties now, as glibc does for
     // an exiting thread: C++ thread_local destructors, glibc's own pthread
     // keys' destructors, glibc's per-thread buffers. Done anyway when its

@@ -13,6 +13,10 @@
  *               __thread value is the same after (under greenrun the three
  *               take turns on the hub's OS thread and the spares, main
  *               among them)
+ *   setxid-computing  a thread calls setgid(getgid()) while main and
+ *               another thread compute: it returns 0 and the process lives
+ *               (glibc's broadcast of new ids to every OS thread needs its
+ *               handler installed, and the caller must not be moved)
  *   raw-read    a thread reads a pipe with a raw `syscall` instruction (no
  *               libc, no interposer: a blocking call the shim cannot see);
  *               another writes the byte after usleep(20000)
@@ -152,6 +156,25 @@ static void main_computes(void) {
     fprintf(stderr, "main-computes: counted %ld, %ld and %ld (main)\n", n[0], n[1], n[2]);
     say("main-computes: main and 2 threads each counted in CPU loops for 300 ms", all);
     say("main-computes: main's __thread value the same after", main_mark == 1);
+}
+
+static void *setgid_caller(void *arg) {
+    usleep(50000);
+    *(long *)arg = setgid(getgid()) == 0;
+    return NULL;
+}
+
+static void setxid_computing(void) {
+    pthread_t t[2];
+    long n = 0, ok = 0;
+    main_deadline = now_ms() + 300;
+    pthread_create(&t[0], NULL, deadline_counter, &n);
+    pthread_create(&t[1], NULL, setgid_caller, &ok);
+    long mine = 0;
+    deadline_counter(&mine);
+    pthread_join(t[0], NULL);
+    pthread_join(t[1], NULL);
+    say("setxid-computing: setgid(getgid()) returned 0 while main and another thread computed", ok);
 }
 
 static long raw_gettid(void) {
@@ -545,6 +568,7 @@ int main(int argc, char **argv) {
     if (all || strcmp(which, "fork-spin-flag") == 0) fork_spin_flag();
     if (all || strcmp(which, "cpu-share") == 0) cpu_share();
     if (all || strcmp(which, "main-computes") == 0) main_computes();
+    if (all || strcmp(which, "setxid-computing") == 0) setxid_computing();
     if (all || strcmp(which, "raw-read") == 0) raw_read_case();
     if (all || strcmp(which, "spin-lock") == 0) spin_lock_case();
     if (all || strcmp(which, "stdio-pipe") == 0) stdio_pipe_case();
