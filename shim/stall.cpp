@@ -691,8 +691,9 @@ void stall_watch(Hub& hub) noexcept {
     }
     k->seen_switches = hub.switches();
     o->ticker = k;
-    // The tick may hand the main thread off too, blocked in libc say (not on
-    // a worker hub's thread: its main greenlet is the hub's own).
+    // The tick may hand the main thread off too, blocked in libc say. (A
+    // worker hub's thread gets a stand-in too, unused: its main greenlet runs
+    // no program code, and hand_off_running leaves a worker's alone.)
     hub.let_main_be_handed_off();
     arm(*k);
 }

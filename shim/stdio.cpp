@@ -6,8 +6,8 @@
 // data. A line that arrives in pieces still blocks in libc between pieces,
 // and so does a write to a full pipe (fwrite, printf: not interposed): the
 // stall tick hands such a thread to a carrier (stall.cpp, libc_syscall), so
-// the real read runs as the program's own code (call_libc); the main thread,
-// which is never handed off, still holds its hub there (README).
+// the real read runs as the program's own code (call_libc). The main thread
+// too: it takes its OS thread's block along (Hub::let_main_be_handed_off).
 #include <stdio.h>
 
 #include "shim.hpp"

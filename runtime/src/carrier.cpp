@@ -4,6 +4,9 @@
 // sysmon gives a stuck M's P to another M; here the stuck greenlet moves and
 // the hub stays on its own OS thread, with its loop, its timers and the
 // thread's identity, so nothing of the hub's is ever touched by two threads.
+// The OS thread's main greenlet, which shares the OS thread's own block with
+// the hub, takes that block along, the hub going on with a stand-in
+// (main_leaves in greenlet.cpp) until it runs main again.
 //
 // The life of a hand-off:
 //  1. hub thread, in a signal handler on the running greenlet G's stack
