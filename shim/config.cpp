@@ -295,7 +295,8 @@ constexpr Setting kSettings[] = {
      "least 1; 0: preempt it instead)",
      "`auto` or a number of OS threads, 0 to 1024: at most this many spare (*carrier*) OS threads run a "
      "greenlet thread that ran `GREENSHIM_HANDOFF` ms without waiting, beside the others, until its next "
-     "call into the shim; `auto`: one fewer than the CPUs the process may run on, at least 1; `0`: none, "
+     "call into the shim (one caught blocked in a system call, using no CPU, may have one beyond these, up "
+     "to 128 more); `auto`: one fewer than the CPUs the process may run on, at least 1; `0`: none, "
      "such a thread is preempted instead",
      "`auto`"},
     {"GREENSHIM_HUBS",
